@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8
+# pytest exits 5 when it collected no test; one of the two processes may legitimately have none.
+PYTEST_OK := || [ $$? -eq 5 ]
+
+.PHONY: install run test test-fast test-float32 test-float64 bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m experiments.population_digits
+
+# The whole suite: float32 tests, then float64 tests in their own process.
+test: test-float32 test-float64
+
+test-float32: $(STAMP)
+	$(TEST_ENV) JAX_ENABLE_X64=0 $(PY) -m pytest -q $(PYTEST_OK)
+
+test-float64: $(STAMP)
+	$(TEST_ENV) JAX_ENABLE_X64=1 $(PY) -m pytest -q $(PYTEST_OK)
+
+# Edit loop: skips tests marked slow.
+test-fast: $(STAMP)
+	$(TEST_ENV) JAX_ENABLE_X64=0 $(PY) -m pytest -q -x -m "not slow" $(PYTEST_OK)
+	$(TEST_ENV) JAX_ENABLE_X64=1 $(PY) -m pytest -q -x -m "not slow" $(PYTEST_OK)
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

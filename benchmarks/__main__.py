@@ -1,0 +1,28 @@
+"""``python -m benchmarks [name ...]``: runs the benchmarks, prints times and ratios, writes JSON
+to bench_results/. Exits non-zero if a benchmark misses its target."""
+
+import sys
+
+from benchmarks import train_loop
+
+ALL = {fn.__name__: fn for fn in train_loop.BENCHMARKS}
+
+
+def main(names):
+    unknown = [n for n in names if n not in ALL]
+    if unknown:
+        sys.exit(f"unknown benchmark(s) {unknown}; available: {sorted(ALL)}")
+    missed = []
+    for name in names or ALL:
+        payload = ALL[name]()
+        for case, row in payload["cases"].items():
+            if row["target_speedup"] is not None and row["speedup_vs_baseline"] < row["target_speedup"]:
+                missed.append(f"{name}: {case}")
+    if missed:
+        print("\nmissed targets:\n  " + "\n  ".join(missed))
+        sys.exit(1)
+    print("\nall targets met")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,104 @@
+"""The ``Dataset`` container and the argument checks shared by the dataset constructors.
+
+A dataset is four host-side numpy arrays plus two pieces of metadata. It stays on the host
+(numpy, not jax) so that building one never allocates device memory and never compiles; the
+training code moves batches to the device (see :mod:`jaxlearn.data.batching`).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+
+class Dataset(NamedTuple):
+    """A supervised dataset: train and test splits as host-side numpy arrays.
+
+    Fields:
+      x_train: ``(n_train, *input_shape)`` inputs; float32, or int32 for token inputs.
+      y_train: ``(n_train,)`` int32 class labels, or ``(n_train, d_out)`` float32 targets.
+      x_test, y_test: the same for the test split.
+      num_classes: number of classes (labels lie in ``[0, num_classes)``), or ``None`` for
+        regression.
+      name: a short human-readable identifier (used in logs and run names).
+
+    ``input_spec`` is the ``jax.ShapeDtypeStruct`` of one batch-1 input, the argument a
+    model's ``init(key, input_spec)`` expects.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int | None
+    name: str
+
+    @property
+    def input_spec(self) -> jax.ShapeDtypeStruct:
+        """Shape and dtype of a batch of one input: ``(1, *x_train.shape[1:])``."""
+        return jax.ShapeDtypeStruct((1,) + tuple(self.x_train.shape[1:]), self.x_train.dtype)
+
+    @property
+    def num_train(self) -> int:
+        """Number of training examples."""
+        return int(self.x_train.shape[0])
+
+    @property
+    def num_test(self) -> int:
+        """Number of test examples."""
+        return int(self.x_test.shape[0])
+
+
+# Argument checks. They run on the host before any array is built, and each message names
+# the argument and what was expected, so a bad config fails in one readable line.
+
+
+def check_int(name: str, value, *, minimum: int | None = None) -> int:
+    """Return ``value`` as a Python int, or raise ``ValueError`` (bools are rejected)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def check_real(name: str, value, *, minimum: float | None = None) -> float:
+    """Return ``value`` as a finite Python float (``>= minimum`` if given), or raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_open_fraction(name: str, value) -> float:
+    """Return ``value`` as a float in the open interval (0, 1), or raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be a number in the open interval (0, 1), got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value, choices) -> str:
+    """Return ``value`` if it is one of ``choices``, or raise ``ValueError`` listing them."""
+    if not isinstance(value, str) or value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {listed}; got {value!r}")
+    return value
+
+
+def split_sizes(name: str, fraction: float, total: int) -> int:
+    """``round(fraction * total)``, checked to leave both parts of the split non-empty."""
+    size = int(round(fraction * total))
+    if not 0 < size < total:
+        raise ValueError(
+            f"{name}={fraction} of {total} examples leaves an empty split "
+            f"({size} vs {total - size})"
+        )
+    return size

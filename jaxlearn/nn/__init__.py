@@ -1,0 +1,44 @@
+"""jaxlearn.nn — the layer algebra: pure ``(init, apply, kernel)`` layers and combinators."""
+
+from jaxlearn.nn.activations import (
+    ACTIVATIONS,
+    ABRelu,
+    Elementwise,
+    Erf,
+    Gelu,
+    LeakyRelu,
+    Relu,
+    Sigmoid,
+    Sin,
+    Softplus,
+    Tanh,
+    activation,
+)
+from jaxlearn.nn.core import (
+    Identity,
+    Layer,
+    LayerError,
+    as_spec,
+    fanin_concat,
+    fanin_sum,
+    fanout,
+    parallel,
+    residual,
+    serial,
+)
+from jaxlearn.nn.flax_adapters import from_linen, from_nnx
+from jaxlearn.nn.linear import Conv, Dense, Embedding
+from jaxlearn.nn.normalization import BatchNorm, Dropout, LayerNorm
+from jaxlearn.nn.parameterization import MUP_ROLES, PARAMETERIZATIONS
+from jaxlearn.nn.pooling import AvgPool, Flatten, GlobalAvgPool
+from jaxlearn.nn import zoo
+from jaxlearn.nn.zoo import cnn, embedding_mlp, mlp, resnet
+
+__all__ = [
+    "ACTIVATIONS", "ABRelu", "AvgPool", "BatchNorm", "Conv", "Dense", "Dropout", "Elementwise",
+    "Embedding", "Erf", "Flatten", "Gelu", "GlobalAvgPool", "Identity", "Layer", "LayerError",
+    "LayerNorm", "LeakyRelu", "MUP_ROLES", "PARAMETERIZATIONS", "Relu", "Sigmoid", "Sin",
+    "Softplus", "Tanh", "activation", "as_spec", "fanin_concat", "fanin_sum", "fanout",
+    "from_linen", "from_nnx",
+    "parallel", "residual", "serial", "zoo", "mlp", "cnn", "resnet", "embedding_mlp",
+]

@@ -1,0 +1,115 @@
+"""Elementwise activation layers.
+
+Each is a parameter-free :class:`~jaxlearn.nn.Layer`; :func:`activation` builds one by name
+(the names config files use). Conventions follow neural-tangents' stax where it has the layer
+(``Erf``: ``a·erf(b·x) + c``; ``ABRelu``: ``a·min(x, 0) + b·max(x, 0)``), so the analytic kernels
+of ``jaxlearn.kernels`` can be checked against published values.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import erf
+
+from jaxlearn.nn.core import Identity, Layer, LayerError, _describe, _stateless
+
+__all__ = [
+    "Elementwise",
+    "Relu",
+    "LeakyRelu",
+    "ABRelu",
+    "Erf",
+    "Gelu",
+    "Tanh",
+    "Sigmoid",
+    "Sin",
+    "Softplus",
+    "activation",
+    "ACTIVATIONS",
+]
+
+
+def Elementwise(fn: Callable, name: str = "Elementwise") -> Layer:  # noqa: N802
+    """A layer applying ``fn`` entrywise (no closed-form kernel unless the library knows one)."""
+
+    def out_spec(spec):
+        if isinstance(spec, tuple):
+            raise LayerError(f"{name} expects one input, got a tuple {_describe(spec)}")
+        return spec
+
+    return _stateless(name, out_spec, fn)
+
+
+def ABRelu(a=0.0, b=1.0) -> Layer:  # noqa: N802
+    """``a·min(x, 0) + b·max(x, 0)``; ``a=0, b=1`` is ReLU, ``a=-1, b=1`` is ``|x|``."""
+    return Elementwise(lambda x: a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0), f"ABRelu({a}, {b})")
+
+
+def Relu() -> Layer:  # noqa: N802
+    """``max(x, 0)``."""
+    return Elementwise(jax.nn.relu, "Relu")
+
+
+def LeakyRelu(alpha=0.01) -> Layer:  # noqa: N802
+    """``x`` for ``x ≥ 0``, ``alpha·x`` otherwise (``ABRelu(alpha, 1)``)."""
+    return Elementwise(lambda x: jnp.where(x >= 0, x, alpha * x), f"LeakyRelu({alpha})")
+
+
+def Erf(a=1.0, b=1.0, c=0.0) -> Layer:  # noqa: N802
+    """``a·erf(b·x) + c``."""
+    return Elementwise(lambda x: a * erf(b * x) + c, "Erf")
+
+
+def Gelu() -> Layer:  # noqa: N802
+    """Exact GELU (Hendrycks & Gimpel 2016): ``x·Φ(x) = x/2·(1 + erf(x/√2))``, not the tanh approximation."""
+    return Elementwise(lambda x: jax.nn.gelu(x, approximate=False), "Gelu")
+
+
+def Tanh() -> Layer:  # noqa: N802
+    """``tanh(x)`` (no closed-form infinite-width kernel)."""
+    return Elementwise(jnp.tanh, "Tanh")
+
+
+def Sigmoid() -> Layer:  # noqa: N802
+    """``1/(1 + e^{-x})``."""
+    return Elementwise(jax.nn.sigmoid, "Sigmoid")
+
+
+def Sin(a=1.0, b=1.0, c=0.0) -> Layer:  # noqa: N802
+    """``a·sin(b·x + c)``."""
+    return Elementwise(lambda x: a * jnp.sin(b * x + c), "Sin")
+
+
+def Softplus() -> Layer:  # noqa: N802
+    """``log(1 + e^x)``."""
+    return Elementwise(jax.nn.softplus, "Softplus")
+
+
+ACTIVATIONS: dict[str, Callable[..., Layer]] = {
+    "relu": Relu,
+    "leaky_relu": LeakyRelu,
+    "abrelu": ABRelu,
+    "erf": Erf,
+    "gelu": Gelu,
+    "tanh": Tanh,
+    "sigmoid": Sigmoid,
+    "sin": Sin,
+    "softplus": Softplus,
+    "identity": Identity,
+}
+
+
+def activation(name: str, **kwargs) -> Layer:
+    """Builds an activation layer by name (``"relu"``, ``"tanh"``, ...; see ``ACTIVATIONS``)."""
+    if name not in ACTIVATIONS:
+        close = difflib.get_close_matches(str(name).lower(), ACTIVATIONS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise LayerError(f"activation: unknown name {name!r}{hint}; expected one of {sorted(ACTIVATIONS)}")
+    try:
+        return ACTIVATIONS[name](**kwargs)
+    except TypeError as e:
+        raise LayerError(f"activation {name!r}: {e}") from None

@@ -1,0 +1,327 @@
+"""The layer algebra: a layer is a triple of pure functions.
+
+A :class:`Layer` bundles
+
+* ``init_fn(key, input_spec) -> (output_spec, params, state)`` — draws trainable ``params`` and
+  non-trainable ``state`` (BatchNorm statistics, fixed feedback matrices) for inputs described by
+  ``input_spec`` (a ``jax.ShapeDtypeStruct`` with a leading batch axis, or a tuple of them for
+  multi-input layers). It runs in Python on shapes, so shape errors surface here, at init time,
+  never inside a trace.
+* ``apply_fn(params, state, x, key, train) -> (y, new_state)`` — the forward pass. ``key`` is a
+  PRNG key or ``None`` (only stochastic layers such as Dropout need one); ``train`` is a Python
+  bool (static).
+* ``kernel_fn(k) -> k`` — the layer's map on infinite-width NNGP/NTK kernels, or ``None`` when the
+  layer has no closed form. The kernel type and the maps themselves are defined by
+  ``jaxlearn.kernels``; ``nn`` only carries the slot, so ``nn`` never imports ``kernels``.
+
+Users call the methods :meth:`Layer.init`, :meth:`Layer.apply` and
+:meth:`Layer.apply_with_state`; combinators (:func:`serial`, :func:`parallel`, :func:`fanout`,
+:func:`fanin_sum`, :func:`fanin_concat`, :func:`residual`) build new layers from old ones.
+Hyperparameters (``W_std``, ``b_std``) are closed over by the layer functions, so a layer built
+*inside* a vmapped function from traced values gives a population over those hyperparameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+Spec = Any  # a jax.ShapeDtypeStruct, or a tuple of them for multi-input layers
+
+__all__ = [
+    "Layer",
+    "as_spec",
+    "serial",
+    "parallel",
+    "fanout",
+    "fanin_sum",
+    "fanin_concat",
+    "residual",
+    "Identity",
+]
+
+
+class LayerError(ValueError):
+    """A layer was built or initialised with arguments it cannot accept."""
+
+
+def as_spec(x) -> Spec:
+    """Turns an array, a ShapeDtypeStruct, or a tuple of either into an input spec."""
+    if isinstance(x, tuple):
+        return tuple(as_spec(e) for e in x)
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return x
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
+    raise LayerError(
+        f"input_spec: expected a jax.ShapeDtypeStruct (shape with a leading batch axis, and dtype) "
+        f"or an array, got {type(x).__name__}"
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Layer:
+    """A pure layer: ``init_fn``, ``apply_fn`` and an optional ``kernel_fn`` (module docstring).
+
+    ``lr_fn(input_spec, optimizer) -> pytree like params`` gives per-parameter learning-rate
+    multipliers (used by the muP parameterization; ``None`` means all ones).
+    """
+
+    init_fn: Callable
+    apply_fn: Callable
+    kernel_fn: Callable | None = None
+    name: str = "layer"
+    lr_fn: Callable | None = None
+
+    # -- public methods ---------------------------------------------------------------------
+    def init(self, key, input_spec) -> tuple[PyTree, PyTree]:
+        """Returns ``(params, state)`` for inputs like ``input_spec``.
+
+        ``input_spec``: ``jax.ShapeDtypeStruct`` (shape with a leading batch axis, and dtype) or
+        an example array; a tuple of them for multi-input layers. ``state`` is ``()`` for layers
+        without non-trainable variables.
+        """
+        _, params, state = self.init_fn(key, as_spec(input_spec))
+        return params, state
+
+    def output_spec(self, input_spec) -> Spec:
+        """The output spec for inputs like ``input_spec`` (no arrays are created)."""
+        box = []
+
+        def f(key):
+            out_spec, params, state = self.init_fn(key, as_spec(input_spec))
+            box.append(out_spec)
+            return params, state
+
+        jax.eval_shape(f, jax.random.key(0))
+        return box[0]
+
+    def apply(self, params, x, state=(), *, key=None, train: bool = False):
+        """The output ``y`` only. For models with state (BatchNorm) pass ``state``; in training
+        mode batch statistics are used and the updated state is discarded — use
+        :meth:`apply_with_state` to keep it."""
+        y, _ = self.apply_with_state(params, x, state, key=key, train=train)
+        return y
+
+    def apply_with_state(self, params, x, state=(), *, key=None, train: bool = False):
+        """Returns ``(y, new_state)``; ``new_state`` equals ``state`` unless ``train`` updates it."""
+        return self.apply_fn(params, state, x, key, train)
+
+    def kernel(self, k):
+        """Maps an infinite-width kernel of the inputs to that of the outputs (see jaxlearn.kernels)."""
+        if self.kernel_fn is None:
+            raise LayerError(
+                f"layer {self.name} has no closed-form infinite-width kernel; "
+                "estimate it by Monte Carlo over random initialisations (jaxlearn.kernels.monte_carlo)"
+            )
+        return self.kernel_fn(k)
+
+    def lr_multipliers(self, input_spec, optimizer: str = "sgd") -> PyTree:
+        """Per-parameter learning-rate multipliers (a pytree shaped like ``params``).
+
+        All ones except for layers built with ``parameterization="mup"``, which follow
+        Yang & Hu (2021) / Yang et al. (2022), Table 3 (see :mod:`jaxlearn.nn.parameterization`).
+        ``optimizer`` is ``"sgd"`` or ``"adam"`` (any Adam-like, entrywise-normalised update).
+        """
+        if optimizer not in ("sgd", "adam"):
+            raise LayerError(f"optimizer: expected 'sgd' or 'adam', got {optimizer!r}")
+        spec = as_spec(input_spec)
+        if self.lr_fn is not None:
+            return self.lr_fn(spec, optimizer)
+        params, _ = jax.eval_shape(lambda k: self.init(k, spec), jax.random.key(0))
+        return jax.tree.map(lambda _: 1.0, params)
+
+    def __repr__(self) -> str:
+        return f"Layer({self.name})"
+
+
+def _child_key(key, i):
+    return None if key is None else jax.random.fold_in(key, i)
+
+
+def _per_layer(fn_name, what, tree, n):
+    """``tree`` (params, state or inputs) split into one entry per layer.
+
+    ``()``/``None`` stands for ``((),) * n`` (no layer has params/state), like the ``()`` of a single
+    parameter-free layer; any other length mismatch is an error rather than a silent ``zip`` truncation.
+    """
+    if tree is None or (isinstance(tree, (tuple, list)) and len(tree) == 0 and what != "x"):
+        return ((),) * n
+    if not isinstance(tree, (tuple, list)) or len(tree) != n:
+        got = f"a {type(tree).__name__} of length {len(tree)}" if isinstance(tree, (tuple, list)) else type(tree).__name__
+        raise LayerError(f"{fn_name}: {what} must be a tuple with one entry per layer ({n}), as init returns it; got {got}")
+    return tree
+
+
+def _check_layers(fn_name, layers):
+    if not layers:
+        raise LayerError(f"{fn_name}: expected at least one layer, got none")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise LayerError(
+                f"{fn_name}: argument {i} must be a jaxlearn.nn Layer, got {type(layer).__name__} "
+                "(call layer constructors, e.g. nn.Relu() not nn.Relu; wrap flax modules with nn.from_linen)"
+            )
+
+
+def serial(*layers: Layer) -> Layer:
+    """Composition ``layers[-1] ∘ … ∘ layers[0]``. Params and state are tuples, one entry per layer."""
+    _check_layers("serial", layers)
+
+    def init_fn(key, spec):
+        params, states = [], []
+        for i, layer in enumerate(layers):
+            try:
+                spec, p, s = layer.init_fn(jax.random.fold_in(key, i), spec)
+            except LayerError as e:
+                raise LayerError(f"serial layer {i} ({layer.name}): {e}") from None
+            params.append(p)
+            states.append(s)
+        return spec, tuple(params), tuple(states)
+
+    def apply_fn(params, state, x, key, train):
+        params = _per_layer("serial", "params", params, len(layers))
+        state = _per_layer("serial", "state", state, len(layers))
+        new_states = []
+        for i, (layer, p, s) in enumerate(zip(layers, params, state)):
+            x, s = layer.apply_fn(p, s, x, _child_key(key, i), train)
+            new_states.append(s)
+        return x, tuple(new_states)
+
+    def kernel_fn(k):
+        for layer in layers:
+            k = layer.kernel(k)
+        return k
+
+    def lr_fn(spec, optimizer):
+        out = []
+        for layer in layers:
+            out.append(layer.lr_multipliers(spec, optimizer))
+            spec = layer.output_spec(spec)
+        return tuple(out)
+
+    has_kernel = all(layer.kernel_fn is not None for layer in layers)
+    name = "serial(" + ", ".join(layer.name for layer in layers) + ")"
+    return Layer(init_fn, apply_fn, kernel_fn if has_kernel else None, name, lr_fn)
+
+
+def parallel(*layers: Layer) -> Layer:
+    """Applies ``layers[i]`` to input ``i`` of a tuple; returns the tuple of outputs."""
+    _check_layers("parallel", layers)
+
+    def init_fn(key, spec):
+        if not isinstance(spec, tuple) or len(spec) != len(layers):
+            raise LayerError(
+                f"parallel of {len(layers)} layers expects a tuple of {len(layers)} inputs "
+                f"(use fanout({len(layers)}) before it), got {_describe(spec)}"
+            )
+        outs = [layer.init_fn(jax.random.fold_in(key, i), s) for i, (layer, s) in enumerate(zip(layers, spec))]
+        return tuple(o[0] for o in outs), tuple(o[1] for o in outs), tuple(o[2] for o in outs)
+
+    def apply_fn(params, state, x, key, train):
+        params = _per_layer("parallel", "params", params, len(layers))
+        state = _per_layer("parallel", "state", state, len(layers))
+        x = _per_layer("parallel", "x", x, len(layers))
+        outs = [
+            layer.apply_fn(p, s, xi, _child_key(key, i), train)
+            for i, (layer, p, s, xi) in enumerate(zip(layers, params, state, x))
+        ]
+        return tuple(o[0] for o in outs), tuple(o[1] for o in outs)
+
+    def kernel_fn(ks):
+        return tuple(layer.kernel(k) for layer, k in zip(layers, ks))
+
+    def lr_fn(spec, optimizer):
+        return tuple(layer.lr_multipliers(s, optimizer) for layer, s in zip(layers, spec))
+
+    has_kernel = all(layer.kernel_fn is not None for layer in layers)
+    name = "parallel(" + ", ".join(layer.name for layer in layers) + ")"
+    return Layer(init_fn, apply_fn, kernel_fn if has_kernel else None, name, lr_fn)
+
+
+def _describe(spec) -> str:
+    if isinstance(spec, tuple):
+        return "(" + ", ".join(_describe(s) for s in spec) + ")"
+    return f"{jnp.dtype(spec.dtype).name}{list(spec.shape)}"
+
+
+def _stateless(name, out_spec_fn, fn, kernel_fn=None) -> Layer:
+    """A layer without params or state: ``y = fn(x)``; ``out_spec_fn`` validates and maps specs."""
+
+    def init_fn(key, spec):
+        return out_spec_fn(spec), (), ()
+
+    def apply_fn(params, state, x, key, train):
+        return fn(x), state
+
+    return Layer(init_fn, apply_fn, kernel_fn, name)
+
+
+def fanout(num: int) -> Layer:
+    """Copies the input into a tuple of ``num`` identical inputs."""
+    if not isinstance(num, int) or num < 1:
+        raise LayerError(f"fanout: num must be a positive int, got {num!r}")
+    return _stateless(f"fanout({num})", lambda s: (s,) * num, lambda x: (x,) * num, lambda k: (k,) * num)
+
+
+def _check_fanin(name, spec, same_shape_axis=None):
+    if not isinstance(spec, tuple) or len(spec) < 1:
+        raise LayerError(f"{name} expects a tuple of inputs (from parallel/fanout), got {_describe(spec)}")
+    first = spec[0]
+    for i, s in enumerate(spec[1:], 1):
+        a, b = list(first.shape), list(s.shape)
+        if same_shape_axis is not None and len(a) == len(b):
+            a[same_shape_axis] = b[same_shape_axis] = None
+        if a != b:
+            raise LayerError(
+                f"{name}: input {i} has shape {list(s.shape)}, expected {list(first.shape)} like input 0"
+                + ("" if same_shape_axis is None else f" (except on axis {same_shape_axis})")
+            )
+
+
+def fanin_sum() -> Layer:
+    """Sums a tuple of same-shaped inputs."""
+
+    def out_spec(spec):
+        _check_fanin("fanin_sum", spec)
+        return jax.ShapeDtypeStruct(spec[0].shape, jnp.result_type(*[s.dtype for s in spec]))
+
+    return _stateless("fanin_sum", out_spec, lambda xs: sum(xs[1:], xs[0]))
+
+
+def fanin_concat(axis: int = -1) -> Layer:
+    """Concatenates a tuple of inputs along ``axis`` (default: the channel/feature axis)."""
+
+    def out_spec(spec):
+        _check_fanin("fanin_concat", spec, same_shape_axis=axis)
+        shape = list(spec[0].shape)
+        shape[axis] = sum(s.shape[axis] for s in spec)
+        return jax.ShapeDtypeStruct(tuple(shape), jnp.result_type(*[s.dtype for s in spec]))
+
+    return _stateless(f"fanin_concat({axis})", out_spec, lambda xs: jnp.concatenate(xs, axis=axis))
+
+
+def residual(*layers: Layer, shortcut: Layer | None = None) -> Layer:
+    """``y = serial(*layers)(x) + shortcut(x)``; the shortcut defaults to the identity."""
+    main = serial(*layers)
+
+    def out_spec(spec):
+        branch, skip = spec
+        if tuple(branch.shape) != tuple(skip.shape):
+            raise LayerError(
+                f"residual: the branch {main.name} gives shape {list(branch.shape)} but the shortcut gives "
+                f"{list(skip.shape)}; they must match (pass shortcut=, e.g. a Dense/Conv projection)"
+            )
+        return jax.ShapeDtypeStruct(branch.shape, jnp.result_type(branch.dtype, skip.dtype))
+
+    add = _stateless("fanin_sum", out_spec, lambda xs: xs[0] + xs[1])
+    return serial(fanout(2), parallel(main, shortcut if shortcut is not None else Identity()), add)
+
+
+def Identity() -> Layer:  # noqa: N802 (layer constructors are capitalised, like classes)
+    """``y = x``; its kernel map is the identity."""
+    return _stateless("Identity", lambda s: s, lambda x: x, lambda k: k)

@@ -1,0 +1,123 @@
+"""Normalisation and stochastic layers: LayerNorm, BatchNorm (explicit state), Dropout (explicit key)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxlearn.nn.core import Layer, LayerError, _describe
+from jaxlearn.nn.parameterization import is_concrete
+
+__all__ = ["LayerNorm", "BatchNorm", "Dropout"]
+
+
+def _single(name, spec):
+    if isinstance(spec, tuple):
+        raise LayerError(f"{name} expects one input, got a tuple {_describe(spec)}")
+    if not jnp.issubdtype(spec.dtype, jnp.floating):
+        raise LayerError(f"{name} expects floating-point inputs, got {_describe(spec)}")
+
+
+def _normalize(x, axes, eps):
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps)
+
+
+def LayerNorm(axis=-1, eps: float = 1e-6, affine: bool = False) -> Layer:  # noqa: N802
+    """``y = (x - mean(x)) / sqrt(var(x) + eps)`` over ``axis`` (int or tuple), per example.
+
+    ``var`` is the biased (1/n) variance. With ``affine=True`` a learnable per-feature scale
+    (init 1) and offset (init 0) over the last axis follow, ``y·γ + β``. The default has no
+    parameters, matching the layer whose infinite-width kernel ``jaxlearn.kernels`` computes.
+    """
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+
+    def init_fn(key, spec):
+        _single("LayerNorm", spec)
+        if any(not -spec.ndim < a < spec.ndim or a % spec.ndim == 0 for a in axes):
+            raise LayerError(f"LayerNorm: axis {axis} is out of range or the batch axis for inputs {_describe(spec)}")
+        params = {}
+        if affine:
+            c = spec.shape[-1]
+            params = {"scale": jnp.ones((c,), spec.dtype), "offset": jnp.zeros((c,), spec.dtype)}
+        return spec, params, ()
+
+    def apply_fn(params, state, x, key, train):
+        y = _normalize(x, axes, eps)
+        if affine:
+            y = y * params["scale"] + params["offset"]
+        return y, state
+
+    return Layer(init_fn, apply_fn, None, "LayerNorm")
+
+
+def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:  # noqa: N802
+    """Batch normalisation (Ioffe & Szegedy 2015) over all axes but the last (features/channels).
+
+    Params: ``scale`` (init 1), ``offset`` (init 0). State: running ``mean`` (init 0) and ``var``
+    (init 1). With ``train=True`` the batch statistics normalise (biased variance) and the new
+    state is ``momentum·running + (1 - momentum)·batch`` (the unbiased batch variance enters the
+    running estimate); with ``train=False`` the running statistics normalise and the state is
+    unchanged. ``apply`` needs the state: pass ``state=`` from ``init``.
+    """
+    if not 0.0 <= momentum < 1.0:
+        raise LayerError(f"BatchNorm: momentum must be in [0, 1), got {momentum!r}")
+
+    def init_fn(key, spec):
+        _single("BatchNorm", spec)
+        c = spec.shape[-1]
+        params = {"scale": jnp.ones((c,), spec.dtype), "offset": jnp.zeros((c,), spec.dtype)}
+        state = {"mean": jnp.zeros((c,), spec.dtype), "var": jnp.ones((c,), spec.dtype)}
+        return spec, params, state
+
+    def apply_fn(params, state, x, key, train):
+        if not isinstance(state, dict) or "mean" not in state:
+            raise LayerError("BatchNorm needs its state (running statistics): pass state= as returned by init")
+        axes = tuple(range(x.ndim - 1))
+        if train:
+            mean = jnp.mean(x, axis=axes)
+            var = jnp.mean(jnp.square(x - mean), axis=axes)
+            n = x.size // x.shape[-1]
+            unbiased = var * (n / max(n - 1, 1))
+            new_state = {
+                "mean": momentum * state["mean"] + (1 - momentum) * mean,
+                "var": momentum * state["var"] + (1 - momentum) * unbiased,
+            }
+        else:
+            mean, var, new_state = state["mean"], state["var"], state
+        y = (x - mean) * jax.lax.rsqrt(var + eps)
+        return y * params["scale"] + params["offset"], new_state
+
+    return Layer(init_fn, apply_fn, None, "BatchNorm")
+
+
+def Dropout(rate) -> Layer:  # noqa: N802
+    """Inverted dropout: in training, each entry is zeroed with probability ``rate`` and the rest
+    are scaled by ``1/(1 - rate)`` (so ``E[y] = x``); identity when ``train=False``.
+
+    Needs an explicit PRNG ``key`` in training. ``rate`` may be a traced scalar in [0, 1).
+    """
+    if is_concrete(rate):
+        try:
+            ok = 0.0 <= float(rate) < 1.0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise LayerError(f"Dropout: rate must be a number in [0, 1), got {rate!r}")
+
+    def init_fn(key, spec):
+        if isinstance(spec, tuple):
+            raise LayerError(f"Dropout expects one input, got a tuple {_describe(spec)}")
+        return spec, (), ()
+
+    def apply_fn(params, state, x, key, train):
+        if not train:
+            return x, state
+        if key is None:
+            raise LayerError("Dropout in training mode needs a PRNG key: call apply(..., key=key, train=True)")
+        keep = 1.0 - rate
+        mask = jax.random.bernoulli(key, keep, x.shape)
+        return jnp.where(mask, x / keep, jnp.zeros_like(x)), state
+
+    return Layer(init_fn, apply_fn, None, f"Dropout({rate})")

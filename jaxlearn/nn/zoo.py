@@ -1,0 +1,132 @@
+"""A small model zoo built from the layer algebra.
+
+Every builder returns a :class:`~jaxlearn.nn.Layer`, so the models train, vmap, and (where every
+layer has a kernel map) have analytic infinite-width kernels. ``transformer`` is a flax linen module behind :func:`~jaxlearn.nn.from_linen`.
+``parameterization``, ``W_std`` and
+``b_std`` pass through to every weight layer; under ``"mup"`` the roles are assigned by position
+(first weight layer ``input``, last ``output``, the rest ``hidden``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from jaxlearn.nn import parameterization as P
+from jaxlearn.nn.activations import activation as activation_by_name
+from jaxlearn.nn.core import Layer, LayerError, residual, serial
+from jaxlearn.nn.linear import Conv, Dense, Embedding
+from jaxlearn.nn.normalization import LayerNorm
+from jaxlearn.nn.pooling import Flatten, GlobalAvgPool
+from jaxlearn.nn.transformer import transformer
+
+__all__ = ["mlp", "cnn", "resnet", "embedding_mlp", "transformer"]
+
+
+def _roles(n_weight_layers: int, parameterization: str):
+    if parameterization != "mup":
+        return [None] * n_weight_layers
+    if n_weight_layers == 1:
+        raise LayerError("mup needs at least two weight layers (an input and an output layer)")
+    return ["input"] + ["hidden"] * (n_weight_layers - 2) + ["output"]
+
+
+def _widths(name, widths):
+    widths = list(widths)
+    for i, w in enumerate(widths):
+        P.check_positive_int(name, f"widths[{i}]", w)
+    return widths
+
+
+def mlp(
+    widths: Sequence[int],
+    out_dim: int,
+    activation: str = "relu",
+    parameterization: str = "standard",
+    W_std=1.0,
+    b_std=0.0,
+) -> Layer:
+    """``Dense(w_1) → act → … → Dense(w_L) → act → Dense(out_dim)`` on the last axis."""
+    widths = _widths("mlp", widths)
+    P.check_positive_int("mlp", "out_dim", out_dim)
+    roles = _roles(len(widths) + 1, parameterization)
+    layers = []
+    for w, role in zip(widths, roles):
+        layers += [Dense(w, W_std, b_std, parameterization, role), activation_by_name(activation)]
+    layers.append(Dense(out_dim, W_std, b_std, parameterization, roles[-1]))
+    return serial(*layers)
+
+
+def cnn(
+    channels: Sequence[int],
+    out_dim: int,
+    filter_shape: Sequence[int] = (3, 3),
+    activation: str = "relu",
+    parameterization: str = "standard",
+    W_std=1.0,
+    b_std=0.0,
+) -> Layer:
+    """``[Conv(c, SAME) → act]*`` then global average pooling and a Dense readout.
+
+    ``filter_shape`` of length 1 gives a 1-D CNN (NWC inputs), of length 2 a 2-D one (NHWC).
+    """
+    channels = _widths("cnn", channels)
+    P.check_positive_int("cnn", "out_dim", out_dim)
+    roles = _roles(len(channels) + 1, parameterization)
+    layers = []
+    for c, role in zip(channels, roles):
+        layers += [Conv(c, filter_shape, padding="SAME", W_std=W_std, b_std=b_std,
+                        parameterization=parameterization, role=role), activation_by_name(activation)]
+    layers += [GlobalAvgPool(), Dense(out_dim, W_std, b_std, parameterization, roles[-1])]
+    return serial(*layers)
+
+
+def resnet(
+    width: int,
+    num_blocks: int,
+    out_dim: int,
+    filter_shape: Sequence[int] = (3, 3),
+    activation: str = "relu",
+    parameterization: str = "standard",
+    W_std=1.0,
+    b_std=0.0,
+    layer_norm: bool = False,
+) -> Layer:
+    """A ResNet-style CNN: a stem ``Conv(width)``, ``num_blocks`` pre-activation residual blocks
+    ``x + Conv(act(Conv(act(x))))`` (optionally LayerNorm first), global average pooling, Dense.
+
+    Convolutions use SAME padding so every block keeps the shape its shortcut needs.
+    """
+    P.check_positive_int("resnet", "width", width)
+    P.check_positive_int("resnet", "num_blocks", num_blocks)
+    P.check_positive_int("resnet", "out_dim", out_dim)
+    hidden = "hidden" if parameterization == "mup" else None
+
+    def conv(role):
+        return Conv(width, filter_shape, padding="SAME", W_std=W_std, b_std=b_std,
+                    parameterization=parameterization, role=role)
+
+    blocks = []
+    for _ in range(num_blocks):
+        body = [LayerNorm()] if layer_norm else []
+        body += [activation_by_name(activation), conv(hidden), activation_by_name(activation), conv(hidden)]
+        blocks.append(residual(*body))
+    roles = _roles(2, parameterization)
+    return serial(conv(roles[0]), *blocks, activation_by_name(activation), GlobalAvgPool(),
+                  Dense(out_dim, W_std, b_std, parameterization, roles[-1]))
+
+
+def embedding_mlp(
+    vocab_size: int,
+    embed_dim: int,
+    widths: Sequence[int],
+    out_dim: int,
+    activation: str = "relu",
+    parameterization: str = "standard",
+    W_std=1.0,
+    b_std=0.0,
+) -> Layer:
+    """For algorithmic tasks on token sequences ``(N, T)`` (e.g. modular arithmetic ``(a, b)``):
+    ``Embedding → Flatten → mlp(widths, out_dim)``."""
+    P.check_positive_int("embedding_mlp", "embed_dim", embed_dim)
+    body = mlp(widths, out_dim, activation, parameterization, W_std, b_std)
+    return serial(Embedding(vocab_size, embed_dim, W_std, parameterization), Flatten(), body)

@@ -1,0 +1,84 @@
+"""Optimizers: optax by name with hyperparameters in the state, per-parameter learning-rate
+multipliers (muP), and frozen (non-trainable) leaves."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = ["optimizer", "scale_by_multipliers", "freeze"]
+
+# Public optax optimizers that take a learning rate (the ones a config may name).
+_OPTIMIZERS = tuple(n for n in (
+    "adabelief", "adadelta", "adafactor", "adagrad", "adam", "adamax", "adamaxw", "adamw", "adan",
+    "amsgrad", "fromage", "lamb", "lars", "lion", "nadam", "nadamw", "noisy_sgd", "novograd",
+    "optimistic_gradient_descent", "polyak_sgd", "radam", "rmsprop", "rprop", "sgd", "sm3", "yogi",
+) if hasattr(optax, n))
+
+
+def optimizer(name: str, **hyperparams) -> optax.GradientTransformation:
+    """``optax.<name>(**hyperparams)`` with its numeric hyperparameters kept in the optimizer state
+    (``optax.inject_hyperparams``), so a population can carry a different learning rate, momentum or
+    weight decay per member and they are checkpointed with the state.
+
+    Hyperparameters may be traced arrays (build the optimizer inside the vmapped function) or
+    optax schedules; callables for non-numeric arguments (adamw's ``mask``, ``mu_dtype``) pass
+    through unchanged. Unknown names or arguments raise a one-line ``ValueError``.
+    """
+    if name not in _OPTIMIZERS:
+        close = difflib.get_close_matches(str(name), _OPTIMIZERS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"optimizer: unknown name {name!r}{hint}; expected an optax optimizer, one of {list(_OPTIMIZERS)}")
+    factory = getattr(optax, name)
+    accepted = inspect.signature(factory).parameters
+    for arg in hyperparams:
+        if arg not in accepted:
+            close = difflib.get_close_matches(arg, accepted, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"optimizer {name!r}: unknown argument {arg!r}{hint}; accepted: {list(accepted)}")
+    # inject_hyperparams takes every callable for a schedule; only the learning rate and arguments
+    # with a numeric default (or none) can be one. Others, e.g. adamw's ``mask`` or ``mu_dtype``, are
+    # static: a callable mask taken for a schedule silently turned weight decay off.
+    static = [arg for arg, value in hyperparams.items() if callable(value) and not _schedulable(accepted[arg])]
+    return optax.inject_hyperparams(factory, static_args=static)(**hyperparams)
+
+
+def _schedulable(param: inspect.Parameter) -> bool:
+    default = param.default
+    if param.name == "learning_rate" or default is inspect.Parameter.empty:
+        return True
+    return isinstance(default, (int, float)) and not isinstance(default, bool)
+
+
+def scale_by_multipliers(multipliers) -> optax.GradientTransformation:
+    """Multiplies each update leaf by the matching leaf of ``multipliers`` (a pytree like params,
+    e.g. :meth:`jaxlearn.nn.Layer.lr_multipliers`). Chained after an optimizer whose update is
+    linear in its learning rate, this gives every parameter its own learning rate."""
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def scale(u, m):
+        if isinstance(u, optax.MaskedNode):  # a leaf masked out by freeze / optax.masked
+            return u
+        return (u * jnp.asarray(m, u.dtype)).astype(u.dtype)
+
+    def update_fn(updates, state, params=None):
+        del params
+        scaled = jax.tree.map(scale, updates, multipliers, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+        return scaled, state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def freeze(opt: optax.GradientTransformation, trainable) -> optax.GradientTransformation:
+    """Applies ``opt`` to the leaves where ``trainable`` (a pytree of bools like params) is True and
+    leaves the others untouched: no update, no weight decay, no optimizer state. Use it for fixed
+    feedback matrices, pruning masks and other non-trainable leaves kept among the params."""
+    labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
+    return optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()}, labels)

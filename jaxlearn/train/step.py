@@ -1,0 +1,128 @@
+"""The training state and one pure training step with a pluggable gradient estimator.
+
+Randomness: a member's :class:`TrainState` carries its own base ``key`` (drawn from the member's
+seed, never from its position in a vmapped group). Everything random in training is derived from
+it by ``fold_in``: :func:`data_key` for batching, :func:`step_keys` for the gradient estimator and
+the model (dropout) at a given step. So a run is a pure function of (seed, hyperparameters) and
+resumes exactly from any saved state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+PyTree = Any
+
+__all__ = [
+    "TrainState",
+    "init",
+    "backprop",
+    "make_objective",
+    "make_step",
+    "data_key",
+    "step_keys",
+]
+
+_DATA, _STEP = 0, 1
+
+
+class TrainState(NamedTuple):
+    """Everything a run needs to continue: a pytree, so it vmaps, scans and checkpoints.
+
+    ``params``: trainable parameters; ``opt_state``: optimizer state (with the hyperparameters
+    when built by :func:`jaxlearn.train.optimizer`); ``model_state``: non-trainable model
+    variables (BatchNorm statistics, ``()`` if none); ``step``: int32 scalar, steps taken;
+    ``key``: the member's base PRNG key.
+    """
+
+    params: PyTree
+    opt_state: PyTree
+    model_state: PyTree
+    step: jax.Array
+    key: jax.Array
+
+
+def init(model, optimizer: optax.GradientTransformation, key, input_spec) -> TrainState:
+    """Initialises ``model`` (anything with ``init(key, spec) -> (params, state)``) and ``optimizer``.
+
+    ``key`` is split once: one half draws the parameters, the other becomes ``TrainState.key``.
+    """
+    k_params, k_run = jax.random.split(key)
+    params, model_state = model.init(k_params, input_spec)
+    return TrainState(params, optimizer.init(params), model_state, jnp.zeros((), jnp.int32), k_run)
+
+
+def data_key(state: TrainState):
+    """The key the batching function receives (the same at every step: batches depend on the step)."""
+    return jax.random.fold_in(state.key, _DATA)
+
+
+def step_keys(state: TrainState):
+    """``(estimator_key, model_key)`` for the current step."""
+    return jax.random.split(jax.random.fold_in(jax.random.fold_in(state.key, _STEP), state.step))
+
+
+def backprop(objective: Callable, params, key):
+    """The default gradient estimator: exact reverse-mode gradients.
+
+    A gradient estimator is ``estimator(objective, params, key) -> ((loss, aux), grads)`` where
+    ``objective(params) -> (loss, aux)``; ``grads`` has the structure of ``params``. Alternatives
+    (feedback alignment, forward gradients, local losses, ...) live in ``jaxlearn.rules`` and plug
+    in here without ``train`` knowing them.
+    """
+    del key
+    return jax.value_and_grad(objective, has_aux=True)(params)
+
+
+def make_objective(apply_with_state: Callable, loss_fn: Callable, metrics_fn: Callable | None = None):
+    """``objective(params, model_state, batch, key) -> (loss, (new_model_state, metrics))``.
+
+    ``apply_with_state(params, x, state, *, key, train) -> (outputs, new_state)`` (e.g.
+    ``model.apply_with_state``); ``batch = (x, targets)``; ``loss_fn(outputs, targets)``;
+    ``metrics_fn(outputs, targets) -> dict`` adds metrics next to ``"loss"``.
+    """
+
+    def objective(params, model_state, batch, key):
+        x, targets = batch
+        outputs, new_model_state = apply_with_state(params, x, model_state, key=key, train=True)
+        loss = loss_fn(outputs, targets)
+        metrics = {"loss": loss}
+        if metrics_fn is not None:
+            metrics.update(metrics_fn(outputs, targets))
+        return loss, (new_model_state, metrics)
+
+    return objective
+
+
+def make_step(
+    apply_with_state: Callable,
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    *,
+    grad_estimator: Callable = backprop,
+    metrics_fn: Callable | None = None,
+) -> Callable:
+    """A pure training step ``step(state, batch) -> (new_state, metrics)``.
+
+    Computes ``((loss, aux), grads) = grad_estimator(objective, params, key)`` on the batch with
+    the model in training mode, then applies the optimizer. ``metrics`` holds ``"loss"`` (the loss
+    *before* the update, on this batch) and whatever ``metrics_fn`` returns.
+    """
+    objective = make_objective(apply_with_state, loss_fn, metrics_fn)
+
+    def step(state: TrainState, batch):
+        k_estimator, k_model = step_keys(state)
+
+        def closed(params):
+            return objective(params, state.model_state, batch, k_model)
+
+        (_, (model_state, metrics)), grads = grad_estimator(closed, state.params, k_estimator)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state, model_state, state.step + 1, state.key), metrics
+
+    return step
