@@ -120,14 +120,13 @@ def check(results: dict) -> None:
 
 def plot(results: dict):
     """Test accuracy curves, mean ± std over seeds, one line per learning rate."""
-    import matplotlib
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure  # object API: no pyplot global state, no display needed
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_curve, ax_final) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_curve, ax_final = fig.subplots(1, 2)
     lrs = np.unique(results["learning_rate"])
-    colors = plt.cm.viridis(np.linspace(0, 0.9, len(lrs)))
+    colors = colormaps["viridis"](np.linspace(0, 0.9, len(lrs)))
     for lr, color in zip(lrs, colors):
         acc = results["test_accuracy"][results["learning_rate"] == lr]
         mean, std = acc.mean(0), acc.std(0)

@@ -26,7 +26,6 @@ from jaxlearn.nn.core import (
     residual,
     serial,
 )
-from jaxlearn.nn.flax_adapters import from_linen, from_nnx
 from jaxlearn.nn.linear import Conv, Dense, Embedding
 from jaxlearn.nn.normalization import BatchNorm, Dropout, LayerNorm
 from jaxlearn.nn.parameterization import MUP_ROLES, PARAMETERIZATIONS
@@ -42,3 +41,12 @@ __all__ = [
     "from_linen", "from_nnx",
     "parallel", "residual", "serial", "zoo", "mlp", "cnn", "resnet", "embedding_mlp",
 ]
+
+
+def __getattr__(name):
+    # The flax adapters import flax (~0.5 s); load them on first use, not with jaxlearn.nn.
+    if name in ("from_linen", "from_nnx"):
+        from jaxlearn.nn import flax_adapters
+
+        return getattr(flax_adapters, name)
+    raise AttributeError(f"module 'jaxlearn.nn' has no attribute {name!r}")

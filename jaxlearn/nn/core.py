@@ -103,7 +103,8 @@ class Layer:
     def apply(self, params, x, state=(), *, key=None, train: bool = False):
         """The output ``y`` only. For models with state (BatchNorm) pass ``state``; in training
         mode batch statistics are used and the updated state is discarded — use
-        :meth:`apply_with_state` to keep it."""
+        :meth:`apply_with_state` to keep it. ``train`` is a Python bool: under ``jax.jit`` mark it
+        static (``jax.jit(layer.apply, static_argnames="train")``) or close over it."""
         y, _ = self.apply_with_state(params, x, state, key=key, train=train)
         return y
 

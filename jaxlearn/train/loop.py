@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Callable
 
 import jax
@@ -12,14 +13,26 @@ from jaxlearn.train.step import TrainState, data_key
 __all__ = ["train"]
 
 
+def _as_int(name, value, minimum):
+    """A static Python int (NumPy integers accepted) >= minimum, else a one-line ValueError."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise ValueError(f"train: {name} must be an int >= {minimum}, got {value!r}") from None
+    if number < minimum:
+        raise ValueError(f"train: {name} must be an int >= {minimum}, got {value!r}")
+    return number
+
+
 def _check_steps(num_steps, every):
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
-        raise ValueError(f"train: num_steps must be a non-negative int, got {num_steps!r}")
+    num_steps = _as_int("num_steps", num_steps, 0)
     if every is not None:
-        if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
-            raise ValueError(f"train: eval_every must be a positive int or None, got {every!r}")
+        every = _as_int("eval_every", every, 1)
         if num_steps % every:
             raise ValueError(f"train: num_steps ({num_steps}) must be a multiple of eval_every ({every})")
+    return num_steps, every
 
 
 def train(
@@ -45,7 +58,7 @@ def train(
     Nesting, unlike ``lax.cond`` on the step counter, runs the periodic work only when due even
     under ``vmap``. ``num_steps`` and ``eval_every`` are static Python ints.
     """
-    _check_steps(num_steps, eval_every)
+    num_steps, eval_every = _check_steps(num_steps, eval_every)
     if (eval_every is None) != (eval_fn is None):
         raise ValueError("train: give eval_every and eval_fn together, or neither")
 

@@ -23,7 +23,7 @@ def grid(**axes) -> dict[str, np.ndarray]:
 
     ``grid(seed=[0, 1], learning_rate=[0.1, 0.3])`` gives 4 members in row-major order (the last
     axis varies fastest): ``{"seed": [0, 0, 1, 1], "learning_rate": [0.1, 0.3, 0.1, 0.3]}``.
-    Integer axes stay int32, real axes become float32.
+    Integer axes become int32, real axes JAX's default float (float32, or float64 under x64).
     """
     if not axes:
         raise ValueError("grid: give at least one axis, e.g. grid(seed=[0, 1, 2])")
@@ -35,7 +35,7 @@ def grid(**axes) -> dict[str, np.ndarray]:
         if np.issubdtype(arr.dtype, np.integer):
             arr = arr.astype(np.int32)
         elif np.issubdtype(arr.dtype, np.floating):
-            arr = arr.astype(np.float32)
+            arr = arr.astype(jnp.result_type(float))
         else:
             raise ValueError(f"grid: axis {name!r} must hold numbers, got dtype {arr.dtype}")
         values[name] = arr

@@ -62,7 +62,8 @@ def data_key(state: TrainState):
 
 
 def step_keys(state: TrainState):
-    """``(estimator_key, model_key)`` for the current step."""
+    """The keys of the current step as a key array of shape ``(2,)``: ``[estimator_key, model_key]``
+    (unpack with ``k_estimator, k_model = step_keys(state)``)."""
     return jax.random.split(jax.random.fold_in(jax.random.fold_in(state.key, _STEP), state.step))
 
 
