@@ -286,9 +286,19 @@ def _check_fanin(name, spec, same_shape_axis=None):
 
 def fanin_sum() -> Layer:
     """Sums a tuple of same-shaped inputs."""
+    return _fanin_sum(None)
+
+
+def _fanin_sum(_mismatch_hint) -> Layer:
+    """:func:`fanin_sum` whose shape-mismatch error is ``_mismatch_hint(specs)`` when given."""
 
     def out_spec(spec):
-        _check_fanin("fanin_sum", spec)
+        try:
+            _check_fanin("fanin_sum", spec)
+        except LayerError:
+            if _mismatch_hint is None or not isinstance(spec, tuple):
+                raise
+            raise LayerError(_mismatch_hint(spec)) from None
         return jax.ShapeDtypeStruct(spec[0].shape, jnp.result_type(*[s.dtype for s in spec]))
 
     return _stateless("fanin_sum", out_spec, lambda xs: sum(xs[1:], xs[0]))
@@ -310,17 +320,15 @@ def residual(*layers: Layer, shortcut: Layer | None = None) -> Layer:
     """``y = serial(*layers)(x) + shortcut(x)``; the shortcut defaults to the identity."""
     main = serial(*layers)
 
-    def out_spec(spec):
+    def mismatch(spec):
         branch, skip = spec
-        if tuple(branch.shape) != tuple(skip.shape):
-            raise LayerError(
-                f"residual: the branch {main.name} gives shape {list(branch.shape)} but the shortcut gives "
-                f"{list(skip.shape)}; they must match (pass shortcut=, e.g. a Dense/Conv projection)"
-            )
-        return jax.ShapeDtypeStruct(branch.shape, jnp.result_type(branch.dtype, skip.dtype))
+        return (
+            f"residual: the branch {main.name} gives shape {list(branch.shape)} but the shortcut gives "
+            f"{list(skip.shape)}; they must match (pass shortcut=, e.g. a Dense/Conv projection)"
+        )
 
-    add = _stateless("fanin_sum", out_spec, lambda xs: xs[0] + xs[1])
-    return serial(fanout(2), parallel(main, shortcut if shortcut is not None else Identity()), add)
+    shortcut = shortcut if shortcut is not None else Identity()
+    return serial(fanout(2), parallel(main, shortcut), _fanin_sum(mismatch))
 
 
 def Identity() -> Layer:  # noqa: N802 (layer constructors are capitalised, like classes)

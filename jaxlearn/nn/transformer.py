@@ -9,7 +9,7 @@ blocks of causal multi-head self-attention and a ReLU MLP, each added to the res
 from __future__ import annotations
 
 from jaxlearn.nn import parameterization as P
-from jaxlearn.nn.core import Layer
+from jaxlearn.nn.core import Layer, LayerError
 
 __all__ = ["transformer"]
 
@@ -39,7 +39,7 @@ def transformer(
                         ("num_layers", num_layers)]:
         P.check_positive_int("transformer", name, value)
     if d_model % num_heads:
-        raise ValueError(f"transformer: d_model ({d_model}) must be divisible by num_heads ({num_heads})")
+        raise LayerError(f"transformer: d_model ({d_model}) must be divisible by num_heads ({num_heads})")
 
     embed_init = linen.initializers.normal(stddev=d_model**-0.5)
 
@@ -56,7 +56,7 @@ def transformer(
         @linen.compact
         def __call__(self, tokens):
             if tokens.shape[-1] != seq_len:
-                raise ValueError(f"transformer: expected sequences of length {seq_len}, got shape {tokens.shape}")
+                raise LayerError(f"transformer: expected sequences of length {seq_len}, got shape {tokens.shape}")
             h = linen.Embed(vocab_size, d_model, embedding_init=embed_init)(tokens)
             h = h + self.param("position", embed_init, (seq_len, d_model))
             for _ in range(num_layers):

@@ -22,19 +22,28 @@ from jaxlearn.nn.transformer import transformer
 __all__ = ["mlp", "cnn", "resnet", "embedding_mlp", "transformer"]
 
 
-def _roles(n_weight_layers: int, parameterization: str):
+def _roles(name: str, n_weight_layers: int, parameterization: str):
     if parameterization != "mup":
         return [None] * n_weight_layers
     if n_weight_layers == 1:
-        raise LayerError("mup needs at least two weight layers (an input and an output layer)")
+        raise LayerError(f"{name}: mup needs at least two weight layers (an input and an output layer)")
     return ["input"] + ["hidden"] * (n_weight_layers - 2) + ["output"]
 
 
-def _widths(name, widths):
+def _widths(name, arg, widths):
     widths = list(widths)
     for i, w in enumerate(widths):
-        P.check_positive_int(name, f"widths[{i}]", w)
+        P.check_positive_int(name, f"{arg}[{i}]", w)
     return widths
+
+
+def _dense_stack(widths, out_dim, activation, parameterization, W_std, b_std, roles):
+    """``Dense(w_1) → act → … → Dense(out_dim)`` with the given mup roles (one per Dense)."""
+    layers = []
+    for w, role in zip(widths, roles):
+        layers += [Dense(w, W_std, b_std, parameterization, role), activation_by_name(activation)]
+    layers.append(Dense(out_dim, W_std, b_std, parameterization, roles[-1]))
+    return serial(*layers)
 
 
 def mlp(
@@ -46,14 +55,10 @@ def mlp(
     b_std=0.0,
 ) -> Layer:
     """``Dense(w_1) → act → … → Dense(w_L) → act → Dense(out_dim)`` on the last axis."""
-    widths = _widths("mlp", widths)
+    widths = _widths("mlp", "widths", widths)
     P.check_positive_int("mlp", "out_dim", out_dim)
-    roles = _roles(len(widths) + 1, parameterization)
-    layers = []
-    for w, role in zip(widths, roles):
-        layers += [Dense(w, W_std, b_std, parameterization, role), activation_by_name(activation)]
-    layers.append(Dense(out_dim, W_std, b_std, parameterization, roles[-1]))
-    return serial(*layers)
+    roles = _roles("mlp", len(widths) + 1, parameterization)
+    return _dense_stack(widths, out_dim, activation, parameterization, W_std, b_std, roles)
 
 
 def cnn(
@@ -69,9 +74,9 @@ def cnn(
 
     ``filter_shape`` of length 1 gives a 1-D CNN (NWC inputs), of length 2 a 2-D one (NHWC).
     """
-    channels = _widths("cnn", channels)
+    channels = _widths("cnn", "channels", channels)
     P.check_positive_int("cnn", "out_dim", out_dim)
-    roles = _roles(len(channels) + 1, parameterization)
+    roles = _roles("cnn", len(channels) + 1, parameterization)
     layers = []
     for c, role in zip(channels, roles):
         layers += [Conv(c, filter_shape, padding="SAME", W_std=W_std, b_std=b_std,
@@ -110,7 +115,7 @@ def resnet(
         body = [LayerNorm()] if layer_norm else []
         body += [activation_by_name(activation), conv(hidden), activation_by_name(activation), conv(hidden)]
         blocks.append(residual(*body))
-    roles = _roles(2, parameterization)
+    roles = _roles("resnet", 2, parameterization)
     return serial(conv(roles[0]), *blocks, activation_by_name(activation), GlobalAvgPool(),
                   Dense(out_dim, W_std, b_std, parameterization, roles[-1]))
 
@@ -126,7 +131,11 @@ def embedding_mlp(
     b_std=0.0,
 ) -> Layer:
     """For algorithmic tasks on token sequences ``(N, T)`` (e.g. modular arithmetic ``(a, b)``):
-    ``Embedding → Flatten → mlp(widths, out_dim)``."""
+    ``Embedding → Flatten → mlp(widths, out_dim)``. Under ``"mup"`` the Embedding is the input
+    layer, so the Dense layers are hidden except the last (output)."""
+    widths = _widths("embedding_mlp", "widths", widths)
     P.check_positive_int("embedding_mlp", "embed_dim", embed_dim)
-    body = mlp(widths, out_dim, activation, parameterization, W_std, b_std)
+    P.check_positive_int("embedding_mlp", "out_dim", out_dim)
+    roles = _roles("embedding_mlp", len(widths) + 2, parameterization)
+    body = _dense_stack(widths, out_dim, activation, parameterization, W_std, b_std, roles[1:])
     return serial(Embedding(vocab_size, embed_dim, W_std, parameterization), Flatten(), body)
