@@ -41,7 +41,7 @@ def _setup():
         state, metrics = train.train(state, step, batch_fn, NUM_STEPS)
         return state.params, metrics["train"]["loss"]
 
-    return member_parts, batch_fn, run_member
+    return member_parts, batch_fn, run_member, (x, y)
 
 
 def _handwritten(x, y):
@@ -69,7 +69,7 @@ def _handwritten(x, y):
 
 
 def scan_vs_python_loop():
-    member_parts, batch_fn, run_member = _setup()
+    member_parts, batch_fn, run_member, (x, y) = _setup()
     scanned = jax.jit(run_member)
     state0, step = member_parts(0, 0.1)
 
@@ -86,8 +86,7 @@ def scan_vs_python_loop():
     # Same computation: check the two agree before timing them.
     np.testing.assert_allclose(
         jax.tree.leaves(python_loop())[0], jax.tree.leaves(scanned(0, 0.1)[0])[0], rtol=1e-4, atol=1e-5)
-    ds = data.digits(seed=0)
-    reference = jax.jit(_handwritten(jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)))
+    reference = jax.jit(_handwritten(x, y))
     cases = {
         "python loop of jitted steps": best_time(python_loop),
         "lax.scan (train.train)": best_time(lambda: scanned(0, 0.1)),
@@ -97,7 +96,7 @@ def scan_vs_python_loop():
 
 
 def population_vs_sequential():
-    _, _, run_member = _setup()
+    _, _, run_member, (x, y) = _setup()
     hp = train.grid(seed=list(range(8)), learning_rate=list(np.geomspace(0.01, 0.3, 8)))
     assert len(hp["seed"]) == POPULATION
     single = jax.jit(run_member)
@@ -108,8 +107,7 @@ def population_vs_sequential():
         return [single(s, lr)[1] for s, lr in zip(seeds, lrs)]
 
     np.testing.assert_allclose(np.stack(sequential())[:, -1], vmapped(hp)[1][:, -1], rtol=1e-3, atol=1e-4)
-    ds = data.digits(seed=0)
-    reference = _handwritten(jnp.asarray(ds.x_train), jnp.asarray(ds.y_train))
+    reference = _handwritten(x, y)
     ref_single, ref_vmapped = jax.jit(reference), jax.jit(jax.vmap(reference))
     cases = {
         f"{POPULATION} runs one after another": best_time(sequential, repeats=2),

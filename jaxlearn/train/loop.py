@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import operator
 from typing import Any, Callable
 
 import jax
 from jax import lax
 
+from jaxlearn.data.dataset import check_int
 from jaxlearn.train.step import TrainState, data_key
 
 __all__ = ["train"]
 
 
-def _as_int(name, value, minimum):
-    """A static Python int (NumPy integers accepted) >= minimum, else a one-line ValueError."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        number = operator.index(value)
-    except TypeError:
-        raise ValueError(f"train: {name} must be an int >= {minimum}, got {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"train: {name} must be an int >= {minimum}, got {value!r}")
-    return number
-
-
 def _check_steps(num_steps, every):
-    num_steps = _as_int("num_steps", num_steps, 0)
+    num_steps = check_int("train: num_steps", num_steps, minimum=0)
     if every is not None:
-        every = _as_int("eval_every", every, 1)
+        every = check_int("train: eval_every", every, minimum=1)
         if num_steps % every:
             raise ValueError(f"train: num_steps ({num_steps}) must be a multiple of eval_every ({every})")
     return num_steps, every
