@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m experiments.population_digits
+	$(VENV)/bin/jaxlearn run configs/population_digits.yaml --check
 
 # The whole suite: float32 tests, then float64 tests in their own process.
 test: test-float32 test-float64

@@ -3,9 +3,9 @@ to bench_results/. Exits non-zero if a benchmark misses its target."""
 
 import sys
 
-from benchmarks import train_loop
+from benchmarks import runner, train_loop
 
-ALL = {fn.__name__: fn for fn in train_loop.BENCHMARKS}
+ALL = {fn.__name__: fn for fn in train_loop.BENCHMARKS + runner.BENCHMARKS}
 
 
 def main(names):
@@ -15,6 +15,8 @@ def main(names):
     missed = []
     for name in names or ALL:
         payload = ALL[name]()
+        if payload.get("checkpoint_overhead_met") is False:
+            missed.append(f"{name}: checkpoint overhead {payload['checkpoint_overhead_share']:.1%} >= 5%")
         for case, row in payload["cases"].items():
             if row["target_speedup"] is not None and row["speedup_vs_baseline"] < row["target_speedup"]:
                 missed.append(f"{name}: {case}")

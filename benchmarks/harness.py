@@ -23,9 +23,11 @@ def best_time(fn, repeats: int = 3) -> float:
     return min(times)
 
 
-def report(name: str, cases: dict[str, float], baseline: str, target: dict[str, float], out_dir: str = "bench_results"):
+def report(name: str, cases: dict[str, float], baseline: str, target: dict[str, float], out_dir: str = "bench_results",
+           extra: dict | None = None):
     """Prints absolute times and ratios against ``baseline`` (measured in the same run) and writes
-    ``<out_dir>/<name>.json`` atomically. ``target`` maps a case to its required speed-up."""
+    ``<out_dir>/<name>.json`` atomically. ``target`` maps a case to its required speed-up; ``extra``
+    adds fields to the JSON."""
     base = cases[baseline]
     print(f"\n== {name} ({jax.devices()[0].platform}, {os.cpu_count()} cpus) ==")
     rows = {}
@@ -43,6 +45,7 @@ def report(name: str, cases: dict[str, float], baseline: str, target: dict[str, 
         "platform": jax.devices()[0].platform,
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
+        **(extra or {}),
     }
     os.makedirs(out_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".json")

@@ -3,6 +3,7 @@ multipliers (muP), and frozen (non-trainable) leaves."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 
@@ -10,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["optimizer", "scale_by_multipliers", "freeze"]
+__all__ = ["optimizer", "scale_by_multipliers", "freeze", "schedule", "OptimizerSpec", "SCHEDULES"]
 
 # Public optax optimizers that take a learning rate (the ones a config may name).
 _OPTIMIZERS = tuple(n for n in (
@@ -82,3 +83,68 @@ def freeze(opt: optax.GradientTransformation, trainable) -> optax.GradientTransf
     feedback matrices, pruning masks and other non-trainable leaves kept among the params."""
     labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
     return optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()}, labels)
+
+
+SCHEDULES = ("constant", "warmup_cosine", "step")
+
+
+def schedule(name: str, peak, num_steps: int, *, warmup_steps: int = 0, end_scale: float = 0.0,
+             boundaries=(), factor: float = 0.1):
+    """A learning-rate schedule ``count -> lr`` with peak value ``peak`` (may be traced).
+
+    * ``constant``: ``peak`` (after an optional linear warmup from 0 over ``warmup_steps``);
+    * ``warmup_cosine``: linear warmup 0 → peak over ``warmup_steps``, then cosine decay to
+      ``end_scale * peak`` at ``num_steps`` (Loshchilov & Hutter 2017, without restarts);
+    * ``step``: ``peak * factor ** (number of boundaries <= count)`` (after the warmup).
+    """
+    if name not in SCHEDULES:
+        close = difflib.get_close_matches(str(name), SCHEDULES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"schedule: unknown name {name!r}{hint}; expected one of {list(SCHEDULES)}")
+    if warmup_steps < 0 or warmup_steps > num_steps:
+        raise ValueError(f"schedule: warmup_steps must be in [0, num_steps={num_steps}], got {warmup_steps}")
+    bounds = jnp.asarray(sorted(boundaries), jnp.int32) if len(boundaries) else None
+
+    def lr(count):
+        count = jnp.asarray(count)
+        warm = jnp.minimum(1.0, (count + 1) / warmup_steps) if warmup_steps else 1.0
+        if name == "constant":
+            return peak * warm
+        if name == "step":
+            drops = jnp.sum(count >= bounds) if bounds is not None else 0
+            return peak * warm * factor ** drops
+        progress = jnp.clip((count - warmup_steps) / max(num_steps - warmup_steps, 1), 0.0, 1.0)
+        cosine = end_scale + (1.0 - end_scale) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+        return peak * jnp.where(count < warmup_steps, warm, cosine)
+
+    return lr
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """An optimizer as config values: any optax optimizer by ``name`` with its ``args`` (e.g.
+    ``{"momentum": 0.9}``, ``{"b2": 0.98}``) and a learning-rate schedule (see :func:`schedule`).
+    The peak learning rate (and weight decay) are not here: they are dynamic config fields, one
+    per member, passed to :meth:`build`. Names and arguments are checked when the spec is made."""
+
+    name: str = "sgd"
+    args: dict = dataclasses.field(default_factory=dict)
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    end_scale: float = 0.0
+    boundaries: tuple[int, ...] = ()
+    factor: float = 0.1
+
+    def __post_init__(self):
+        if "learning_rate" in self.args:
+            raise ValueError("optimizer.args: 'learning_rate' is not an optimizer argument here; it is the peak "
+                             "learning rate passed to build() (a dynamic config field)")
+        optimizer(self.name, learning_rate=1.0, **self.args)  # one-line error for an unknown name or argument
+        schedule(self.schedule, 1.0, max(self.warmup_steps, 1), warmup_steps=self.warmup_steps)
+
+    def build(self, learning_rate, num_steps: int, **hyperparams) -> optax.GradientTransformation:
+        """The optimizer with schedule ``learning_rate`` (peak, may be traced) over ``num_steps``;
+        ``hyperparams`` (e.g. a traced ``weight_decay``) are added to ``args``."""
+        lr = schedule(self.schedule, learning_rate, num_steps, warmup_steps=self.warmup_steps,
+                      end_scale=self.end_scale, boundaries=self.boundaries, factor=self.factor)
+        return optimizer(self.name, learning_rate=lr, **self.args, **hyperparams)

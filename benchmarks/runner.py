@@ -1,0 +1,86 @@
+"""Runner benchmarks (issue: experiment runner).
+
+Fixed model (the foundation benchmark's): scikit-learn digits, MLP 64-32-10, batch 32, plain
+SGD, 1,000 steps, through ``experiments/population_digits`` at its documented default segment
+length (``segment_steps`` = 250 in ``configs/population_digits.yaml``).
+
+1. ``sweep_vs_one_at_a_time`` — a sweep of 64 runs (8 seeds × 8 learning rates) through the
+   runner, which trains them as one vmapped group, vs the same 64 runs one at a time through
+   the runner (groups of one) in the same process with warm compiled programs. Everything the
+   runner does is included: planning, claims, metrics, checkpoints, per-run files, the index.
+   Target: >= 2.5x on 2 CPU cores.
+2. Checkpoint overhead — the grouped sweep's wall time with checkpoint writes vs the same sweep
+   with the checkpoint writer replaced by a no-op (best of 2 each). Target: < 5%.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import tempfile
+import time
+
+from benchmarks.harness import report
+from jaxlearn import runner
+from jaxlearn.runner import arrays
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BASE = {"widths": [32], "batch_size": 32, "num_steps": 1000, "segment_steps": 250}
+AXES = {"seed": runner.Axis(tuple(range(8)), "list"),
+        "learning_rate": runner.Axis((0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5), "list")}
+
+
+def _sweep(experiment, configs, **kwargs) -> float:
+    root = tempfile.mkdtemp(prefix="jaxlearn-bench-")
+    try:
+        start = time.perf_counter()
+        report_ = runner.run_sweep(experiment, configs, root=root, progress=False, **kwargs)
+        elapsed = time.perf_counter() - start
+        assert len(report_.computed) == len(configs)
+        return elapsed
+    finally:
+        shutil.rmtree(root)
+
+
+def sweep_vs_one_at_a_time() -> dict:
+    experiment = runner.load_experiment("population_digits", [REPO])
+    configs = runner.expand(experiment.config_cls, BASE, AXES)
+    _sweep(experiment, configs[:1], max_group_size=1)  # compile the group-of-one programs
+    _sweep(experiment, configs)                         # compile the 64-member programs
+
+    grouped = min(_sweep(experiment, configs) for _ in range(2))
+    sequential = _sweep(experiment, configs, max_group_size=1)
+    real_writer = arrays.CheckpointWriter
+    arrays.CheckpointWriter = _NoCheckpoints
+    try:
+        unsaved = min(_sweep(experiment, configs) for _ in range(2))
+    finally:
+        arrays.CheckpointWriter = real_writer
+    share = max(grouped - unsaved, 0.0) / grouped
+    cases = {"64 runs one at a time (groups of one)": sequential, "64 runs as one vmapped group": grouped,
+             "64 runs as one group, checkpoints off": unsaved}
+    payload = report("runner_sweep_vs_one_at_a_time", cases, baseline="64 runs one at a time (groups of one)",
+                     target={"64 runs as one vmapped group": 2.5},
+                     extra={"checkpoint_overhead_share": share, "checkpoint_overhead_met": share < 0.05})
+    print(f"  checkpoint overhead: {(grouped - unsaved) * 1e3:.0f} ms of {grouped * 1e3:.0f} ms = {share:.1%} "
+          f"(target < 5%: {'met' if share < 0.05 else 'MISSED'})")
+    return payload
+
+
+class _NoCheckpoints:
+    """Stands in for the checkpoint writer to time a sweep without checkpoint writes."""
+
+    def start(self, path, tree):
+        pass
+
+    def wait(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+BENCHMARKS = [sweep_vs_one_at_a_time]

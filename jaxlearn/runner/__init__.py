@@ -1,0 +1,24 @@
+"""jaxlearn.runner — the shared experiment runner behind ``python -m jaxlearn``.
+
+Configs (typed, frozen dataclasses with static and dynamic fields, YAML files in ``configs/``),
+a planner that groups sweep points sharing static fields into one ``jit(vmap(...))`` program,
+an executor that trains groups in checkpointed ``lax.scan`` segments and resumes after crashes,
+and a run store (a directory per run plus an SQLite index) whose results load back as pandas
+DataFrames. See ``jaxlearn.runner.experiment`` for the protocol an experiment module follows.
+"""
+
+from jaxlearn.runner.config import (
+    Axis, ConfigError, canonical_json, dynamic, dynamic_fields, expand, load_file, parse_config, run_id, static,
+    static_fields, to_dict,
+)
+from jaxlearn.runner.experiment import Experiment, list_experiments, load_experiment
+from jaxlearn.runner.results import Results, load, load_state
+from jaxlearn.runner.store import Index, StoreError, resolve_run
+from jaxlearn.runner.sweep import SweepReport, enable_compilation_cache, resolve, run_sweep
+
+__all__ = [
+    "Axis", "ConfigError", "Experiment", "Index", "Results", "StoreError", "SweepReport", "canonical_json",
+    "dynamic", "dynamic_fields", "enable_compilation_cache", "expand", "list_experiments", "load",
+    "load_experiment", "load_file", "load_state", "parse_config", "resolve", "resolve_run", "run_id",
+    "run_sweep", "static", "static_fields", "to_dict",
+]

@@ -1,0 +1,329 @@
+"""``python -m jaxlearn`` (also installed as ``jaxlearn``): run, list, show, resume, plot, clean."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import pathlib
+import shutil
+import sys
+
+from jaxlearn.runner import config as cfg
+from jaxlearn.runner import store
+from jaxlearn.runner.experiment import list_experiments, load_experiment
+from jaxlearn.runner.plan import GROUPS_DIR, Group, Run, group_dir
+from jaxlearn.runner.results import load
+
+__all__ = ["main"]
+
+SWEEPS_DIR = "_sweeps"
+
+EPILOG = {
+    "run": """examples:
+  jaxlearn run configs/population_digits.yaml
+  jaxlearn run configs/population_digits.yaml --variant smoke
+  jaxlearn run configs/population_digits.yaml --set num_steps=500 --sweep learning_rate=log:1e-3:1:5 --sweep seed=0,1,2
+  jaxlearn run configs/population_digits.yaml --sweep learning_rate=0.01,0.1 --sweep seed=3,4 --zip
+  jaxlearn run configs/population_digits.yaml --sweep learning_rate=log:1e-4:1:0 --random 16
+sweep values: v1,v2,...  |  lin:START:STOP:NUM  |  log:START:STOP:NUM  (--random samples inside ranges)""",
+    "ls": "examples:\n  jaxlearn ls\n  jaxlearn ls --experiment population_digits --status finished",
+    "show": "examples:\n  jaxlearn show 3fa2c1\n  jaxlearn show population_digits/3fa2c1d0e5b6a7c8",
+    "resume": "examples:\n  jaxlearn resume 3fa2c1      (re-running the same `run` command resumes too)",
+    "plot": "examples:\n  jaxlearn plot 3fa2c1          (one run)\n  jaxlearn plot sweep:9b1e0f2a  (a sweep, id printed by `run`)\n"
+            "  jaxlearn plot population_digits (every run of an experiment)",
+    "clean": "examples:\n  jaxlearn clean                 (failed and interrupted runs, stale checkpoints)\n"
+             "  jaxlearn clean --experiment population_digits --all --yes",
+    "experiments": "examples:\n  jaxlearn experiments",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxlearn", description="jaxlearn experiment runner",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="run `jaxlearn COMMAND --help` for examples")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EPILOG[name],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--out", default="runs", help="run root directory (default: runs)")
+        return p
+
+    p = command("run", "run a config file's sweep (finished runs are skipped)")
+    p.add_argument("config", help="YAML config file in configs/")
+    p.add_argument("--variant", default="default", help="named variant of the config file (e.g. smoke, paper)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="KEY=VALUES", help="add a sweep axis")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--zip", action="store_true", help="pair the axes elementwise instead of a grid")
+    mode.add_argument("--random", type=int, metavar="N", help="sample N random points of the axes")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random sampling")
+    p.add_argument("--force", action="store_true", help="recompute finished runs")
+    p.add_argument("--max-group-size", type=int, default=None, help="at most this many runs per vmapped program")
+    p.add_argument("--no-plot", action="store_true", help="skip the plots")
+    p.add_argument("--check", action="store_true", help="assert the experiment's published claim afterwards")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+    p = command("ls", "list runs with their status and final metrics")
+    p.add_argument("--experiment")
+    p.add_argument("--status", choices=["running", "finished", "diverged", "failed"])
+    p.add_argument("--limit", type=int, default=50, help="show at most this many (newest last)")
+
+    p = command("show", "show a run's config, metrics and provenance")
+    p.add_argument("run", help="run id, unique prefix, or experiment/run_id")
+
+    p = command("resume", "continue an interrupted run's group from its last checkpoint")
+    p.add_argument("run", help="run id, unique prefix, or experiment/run_id")
+    p.add_argument("--quiet", action="store_true")
+
+    p = command("plot", "write PNG plots of a run, a sweep or an experiment's runs")
+    p.add_argument("target", help="run id/prefix, sweep:ID, or an experiment name")
+
+    p = command("clean", "delete failed or interrupted runs and stale checkpoints (asks first)")
+    p.add_argument("--experiment")
+    p.add_argument("--all", action="store_true", help="delete finished runs too")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    command("experiments", "list available experiments")
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args, argv)
+    except (cfg.ConfigError, store.StoreError, FileNotFoundError) as err:
+        print(f"jaxlearn {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _cmd_run(args, argv) -> int:
+    from jaxlearn.runner.sweep import enable_compilation_cache, resolve, run_sweep
+
+    mode = "zip" if args.zip else "random" if args.random is not None else None
+    experiment, configs = resolve(args.config, variant=args.variant, overrides=args.overrides, sweeps=args.sweeps,
+                                  mode=mode, num=args.random, seed=args.seed)
+    enable_compilation_cache(args.out)
+    report = run_sweep(experiment, configs, root=args.out, force=args.force, progress=not args.quiet,
+                       max_group_size=args.max_group_size, argv=["jaxlearn", *argv])
+    sweep_id = _record_sweep(args.out, report, args.config, args.variant, argv)
+    print(f"\n{experiment.name}: {len(report.run_ids)} runs: {len(report.computed)} computed, "
+          f"{len(report.skipped)} already finished, {len(report.busy)} running elsewhere  (sweep:{sweep_id})")
+    results = load(args.out, experiment=experiment.name, run_ids=report.run_ids, curves=True)
+    _print_summary(experiment, results)
+    if not args.no_plot and results.curves is not None and not results.curves.empty:
+        for path in _write_plots(experiment, results, pathlib.Path(args.out) / SWEEPS_DIR / sweep_id):
+            print(f"plot saved to {path}")
+    if args.check and experiment.hook("check"):
+        experiment.hook("check")(results)
+        print("check passed: the experiment's claim holds")
+    return 0
+
+
+def _record_sweep(root, report, config_file, variant, argv) -> str:
+    ids = sorted(report.run_ids)
+    sweep_id = hashlib.sha256(cfg.canonical_json([report.experiment, ids]).encode()).hexdigest()[:12]
+    store.atomic_write_json(pathlib.Path(root) / SWEEPS_DIR / f"{sweep_id}.json",
+                            {"experiment": report.experiment, "run_ids": list(report.run_ids), "config": str(config_file),
+                             "variant": variant, "argv": argv, "time": store.now_iso()})
+    return sweep_id
+
+
+def _print_summary(experiment, results) -> None:
+    summarize = experiment.hook("summarize")
+    rows = summarize(results) if summarize else _default_rows(experiment, results)
+    if rows:
+        print(_table(rows))
+
+
+def _default_rows(experiment, results) -> list[dict]:
+    runs = results.runs
+    fields = [f.name for f in dataclasses.fields(experiment.config_cls)]
+    metrics = [c for c in runs.columns if c not in fields and c not in ("run_id", "experiment", "version", "step")
+               and "." not in c][:5]
+    return [{"run": r["run_id"][:8], **{c: r[c] for c in cfg.dynamic_fields(experiment.config_cls) if c in runs},
+             **{m: r[m] for m in metrics}} for _, r in runs.iterrows()]
+
+
+def _table(rows: list[dict]) -> str:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else "" if v is None else str(v)
+
+    cells = [[fmt(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = [" | ".join(c.rjust(w) for c, w in zip(columns, widths)), "-+-".join("-" * w for w in widths)]
+    lines += [" | ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def _write_plots(experiment, results, directory) -> list[pathlib.Path]:
+    from jaxlearn.runner.plots import curves_figure, save_figure
+
+    written = []
+    if experiment.trains:  # a study logs a single row per run: no curves to draw
+        written.append(pathlib.Path(directory) / "curves.png")
+        save_figure(curves_figure(results, results.config_columns), written[0])
+    if experiment.hook("plot"):
+        written.append(pathlib.Path(directory) / f"{experiment.name}.png")
+        save_figure(experiment.hook("plot")(results), written[-1])
+    return written
+
+
+def _cmd_ls(args, argv) -> int:
+    results = load(args.out, experiment=args.experiment, status=args.status)
+    runs = results.runs
+    if runs.empty:
+        print("no runs")
+        return 0
+    rows = []
+    with store.Index(args.out) as index:
+        records = {r["run_id"]: r for r in index.rows(experiment=args.experiment, status=args.status)}
+    for _, run in runs.tail(args.limit).iterrows():
+        record = records[run["run_id"]]
+        metrics = dict(list(record["final_metrics"].items())[:3])
+        rows.append({"run": run["run_id"], "experiment": run["experiment"], "status": run["status"],
+                     "step": run["step"], "started": (record["started"] or "")[:19], **metrics})
+    print(_table(rows))
+    if len(runs) > args.limit:
+        print(f"... {len(runs) - args.limit} more (use --limit)")
+    return 0
+
+
+def _cmd_show(args, argv) -> int:
+    path = store.resolve_run(args.out, args.run)
+    record = store.read_json(path / "run.json")
+    status = store.read_json(path / "status.json") if (path / "status.json").exists() else {}
+    rows = store.read_jsonl(path / "metrics.jsonl")
+    print(f"run {record['run_id']}  ({record['experiment']} version {record['version']})  {path}")
+    print(f"status: {status.get('status')} at step {status.get('step')}"
+          + (f", diverged at step {status['diverged_step']}" if status.get("diverged_step") is not None else ""))
+    print("config:\n" + json.dumps(record["config"], indent=2, sort_keys=True))
+    if status.get("final_metrics"):
+        print("final metrics:\n" + _table([status["final_metrics"]]))
+    if rows:
+        print(f"metrics: {len(rows)} rows, steps {rows[0]['step']}..{rows[-1]['step']}")
+        print(_table(rows if len(rows) <= 6 else rows[:3] + rows[-3:]))
+    if (path / "provenance.json").exists():
+        print("provenance:\n" + json.dumps(store.read_json(path / "provenance.json"), indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_resume(args, argv) -> int:
+    from jaxlearn.runner.execute import run_group
+    from jaxlearn.runner.progress import Progress
+    from jaxlearn.runner.sweep import enable_compilation_cache
+
+    path = store.resolve_run(args.out, args.run)
+    record = store.read_json(path / "run.json")
+    status = store.read_json(path / "status.json") if (path / "status.json").exists() else {}
+    if status.get("status") in ("finished", "diverged"):
+        print(f"run {record['run_id']} is already {status['status']}")
+        return 0
+    experiment = load_experiment(record["experiment"])
+    gid = status.get("group")
+    if gid and (group_dir(args.out, gid) / "members.json").exists():
+        ids = store.read_json(group_dir(args.out, gid) / "members.json")["runs"]
+    else:
+        ids = [record["run_id"]]
+    runs = []
+    for rid in ids:
+        member = store.read_json(store.run_dir(args.out, experiment.name, rid) / "run.json")
+        runs.append(Run(experiment.name, rid, cfg.parse_config(experiment.config_cls, member["config"])))
+    group = Group(experiment, tuple(runs))
+    claims = []
+    try:
+        for run in runs:
+            claim = store.RunClaim.try_acquire(run.dir(args.out))
+            if claim is None:
+                print(f"run {run.run_id} is being computed by another process", file=sys.stderr)
+                return 1
+            claims.append(claim)
+        enable_compilation_cache(args.out)
+        with store.Index(args.out) as index:
+            statuses = run_group(group, args.out, index, progress=Progress(1, len(runs), enabled=not args.quiet),
+                                 argv=["jaxlearn", *argv])
+    finally:
+        for claim in claims:
+            claim.release()
+    print(f"resumed group of {len(runs)} runs: " + ", ".join(f"{k[:8]} {v}" for k, v in statuses.items()))
+    return 0
+
+
+def _cmd_plot(args, argv) -> int:
+    root = pathlib.Path(args.out)
+    if args.target.startswith("sweep:"):
+        sweep = store.read_json(root / SWEEPS_DIR / f"{store.check_name(args.target[6:], 'sweep id')}.json")
+        name, run_ids, directory = sweep["experiment"], sweep["run_ids"], root / SWEEPS_DIR / args.target[6:]
+    elif args.target in list_experiments():
+        name, run_ids, directory = args.target, None, root / SWEEPS_DIR / f"all_{args.target}"
+    else:
+        path = store.resolve_run(root, args.target)
+        record = store.read_json(path / "run.json")
+        name, run_ids, directory = record["experiment"], [record["run_id"]], path / "plots"
+    experiment = load_experiment(name)
+    results = load(root, experiment=name, run_ids=run_ids, curves=True)
+    if results.runs.empty:
+        print(f"no runs of {name} to plot")
+        return 1
+    for path in _write_plots(experiment, results, directory):
+        print(f"plot saved to {path}")
+    return 0
+
+
+def _cmd_clean(args, argv) -> int:
+    root = pathlib.Path(args.out)
+    results = load(root, experiment=args.experiment)
+    doomed = []
+    for _, run in results.runs.iterrows() if not results.runs.empty else ():
+        if args.all or run["status"] not in ("finished", "diverged"):
+            path = store.run_dir(root, run["experiment"], run["run_id"])
+            claim = store.RunClaim.try_acquire(path)
+            if claim is None:
+                continue  # being computed right now
+            claim.release()
+            doomed.append((run["experiment"], run["run_id"], path))
+    doomed_ids = {run_id for _, run_id, _ in doomed}
+    stale = []
+    for gdir in sorted((root / GROUPS_DIR).glob("*")) if (root / GROUPS_DIR).exists() else ():
+        members = store.read_json(gdir / "members.json") if (gdir / "members.json").exists() else {"runs": []}
+        finished = set(results.runs[results.runs.status.isin(["finished", "diverged"])].run_id) if not results.runs.empty else set()
+        if all(rid in doomed_ids or rid in finished for rid in members["runs"]) and (
+                args.experiment is None or members.get("experiment") == args.experiment):
+            stale.append(gdir)
+    if not doomed and not stale:
+        print("nothing to clean")
+        return 0
+    print(f"will delete {len(doomed)} runs" + (f" and {len(stale)} group checkpoints" if stale else ""))
+    if not args.yes:
+        answer = input("proceed? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    with store.Index(root) as index:
+        for experiment, run_id, path in doomed:
+            shutil.rmtree(path)
+            index.remove(experiment, run_id)
+    for path in stale:
+        shutil.rmtree(path)
+    print(f"deleted {len(doomed)} runs" + (f" and {len(stale)} group checkpoints" if stale else ""))
+    return 0
+
+
+def _cmd_experiments(args, argv) -> int:
+    found = list_experiments()
+    if not found:
+        print("no experiments found (run from the repository root, where experiments/ lives)")
+        return 1
+    width = max(map(len, found))
+    for name, description in found.items():
+        print(f"{name.ljust(width)}  {description}")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "ls": _cmd_ls, "show": _cmd_show, "resume": _cmd_resume, "plot": _cmd_plot,
+            "clean": _cmd_clean, "experiments": _cmd_experiments}

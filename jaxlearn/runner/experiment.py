@@ -1,0 +1,152 @@
+"""The experiment protocol the runner drives, and finding experiment modules by name.
+
+An experiment is a Python module (by default ``experiments/<name>.py``) that defines:
+
+* ``Config`` — a frozen dataclass; fields marked :func:`~jaxlearn.runner.config.static` (they
+  change the compiled program) or :func:`~jaxlearn.runner.config.dynamic` (seed, learning rate,
+  ...: a vmapped axis inside one group). A field named ``seed`` (dynamic int) seeds the member's
+  key; keys never depend on a member's position in its group.
+* ``VERSION`` — a string, bumped whenever the experiment's results would change (it is part of
+  the run id, so old results are not mistaken for new ones).
+* Either the training protocol —
+
+  - ``init(config, key) -> state``: one member's initial state (a pytree);
+  - ``segment(state, config) -> (state, metrics)``: advances ``config.segment_steps`` steps inside
+    ``lax.scan`` and returns scalar metrics; the config needs static int fields ``num_steps`` and
+    ``segment_steps``;
+  - optional ``evaluate(state, config) -> metrics``: final scalar metrics after the last segment;
+
+  or, for studies without training, ``run(config) -> metrics`` (one pure call, still vmapped over
+  the dynamic fields).
+* Optional ``data(config) -> pytree``: arrays shared by every member of a group (a dataset); when
+  defined, the runner passes it as a third argument ``segment(state, config, data)`` /
+  ``evaluate(state, config, data)`` / ``run(config, data)`` instead of baking it into the program.
+* Optional ``snapshots`` config field (tuple of steps): member states kept at those steps
+  (``jaxlearn.runner.load_state(run, step)``).
+* Optional ``summarize(results) -> list[dict]`` (a printed table), ``check(results)`` (asserts
+  the published claim) and ``plot(results) -> matplotlib Figure``; ``results`` is a
+  :class:`jaxlearn.runner.Results` (runs and curves as pandas DataFrames).
+
+Everything here is looked up and checked before anything compiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import pathlib
+import pkgutil
+import sys
+import types
+
+from jaxlearn.runner.config import ConfigError
+
+__all__ = ["Experiment", "load_experiment", "list_experiments"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A checked experiment module. ``trains`` tells the two protocols apart."""
+
+    name: str
+    module: types.ModuleType
+
+    @property
+    def config_cls(self):
+        return self.module.Config
+
+    @property
+    def version(self) -> str:
+        return str(self.module.VERSION)
+
+    @property
+    def description(self) -> str:
+        doc = (self.module.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    @property
+    def trains(self) -> bool:
+        return hasattr(self.module, "segment")
+
+    @property
+    def has_data(self) -> bool:
+        return hasattr(self.module, "data")
+
+    def hook(self, name: str):
+        """An optional protocol function, or None."""
+        return getattr(self.module, name, None)
+
+
+def _search_paths(extra=()) -> list[str]:
+    """Where experiment packages may live: given directories and the working directory."""
+    paths = [str(pathlib.Path(p).resolve()) for p in extra]
+    paths.append(str(pathlib.Path.cwd()))
+    return paths
+
+
+def _import(module_name: str, extra_paths=()):
+    for path in _search_paths(extra_paths):
+        if path not in sys.path:
+            sys.path.append(path)  # appended, so installed packages keep precedence
+    return importlib.import_module(module_name)
+
+
+def load_experiment(name: str, search_paths=()) -> Experiment:
+    """Imports ``experiments.<name>`` (or a dotted module path) and checks its protocol.
+
+    ``search_paths`` are extra directories to look in (the runner passes the repository root of
+    the config file). Raises :class:`ConfigError` with a one-line message for a missing module or
+    a module that does not follow the protocol.
+    """
+    if not isinstance(name, str) or not name or any(part == "" or not part.isidentifier() for part in name.split(".")):
+        raise ConfigError(f"experiment: expected a module name such as 'population_digits', got {name!r}")
+    module_name = name if "." in name else f"experiments.{name}"
+    try:
+        module = _import(module_name, search_paths)
+    except ModuleNotFoundError as err:
+        if err.name is not None and not module_name.startswith(err.name):
+            raise  # the experiment exists but one of its own imports is missing
+        known = list_experiments(search_paths)
+        close = difflib.get_close_matches(name, list(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"experiment: no experiment {name!r}{hint}; known: {', '.join(known) or 'none'}") from None
+    return _check(name, module)
+
+
+def _check(name: str, module) -> Experiment:
+    where = f"experiment {name!r} ({getattr(module, '__file__', module.__name__)})"
+    config_cls = getattr(module, "Config", None)
+    if config_cls is None or not dataclasses.is_dataclass(config_cls):
+        raise ConfigError(f"{where}: needs a frozen dataclass named Config")
+    if not config_cls.__dataclass_params__.frozen:
+        raise ConfigError(f"{where}: Config must be frozen (@dataclasses.dataclass(frozen=True))")
+    if not isinstance(getattr(module, "VERSION", None), str):
+        raise ConfigError(f"{where}: needs a VERSION string (bump it when results would change)")
+    has_train = all(callable(getattr(module, f, None)) for f in ("init", "segment"))
+    has_run = callable(getattr(module, "run", None))
+    if has_train == has_run:
+        raise ConfigError(f"{where}: define either init + segment (training) or run (no training), not both or neither")
+    if has_train:
+        names = {f.name for f in dataclasses.fields(config_cls)}
+        missing = [f for f in ("num_steps", "segment_steps") if f not in names]
+        if missing:
+            raise ConfigError(f"{where}: a training experiment's Config needs int fields {missing}")
+    return Experiment(name=name, module=module)
+
+
+def list_experiments(search_paths=()) -> dict[str, str]:
+    """``{name: one-line description}`` of the modules in the ``experiments`` package."""
+    try:
+        package = _import("experiments", search_paths)
+    except ModuleNotFoundError:
+        return {}
+    found = {}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        try:
+            found[info.name] = load_experiment(info.name, search_paths).description
+        except ConfigError:
+            continue  # a helper module, not an experiment
+    return found

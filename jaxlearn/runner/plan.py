@@ -1,0 +1,131 @@
+"""The planner: sweep points -> runs -> groups that share one compiled program.
+
+A *run* is one resolved config of one experiment version; its id is a hash of that (see
+:func:`jaxlearn.runner.config.run_id`), so the same point reached by two sweeps is one run.
+Runs whose static fields agree form a *group*, trained as one ``jit(vmap(...))`` program whose
+members differ only in dynamic fields. A group's id hashes its sorted member ids, so the same
+set of runs is always the same group (and resumes from the same checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pathlib
+
+from jaxlearn.runner import config as cfg
+from jaxlearn.runner import store
+from jaxlearn.runner.experiment import Experiment
+
+__all__ = ["Run", "Group", "Plan", "plan_runs", "group_dir", "GROUPS_DIR"]
+
+GROUPS_DIR = "_groups"  # not a valid experiment module name, so it cannot clash with one
+FINAL_STATUSES = ("finished", "diverged")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    experiment: str
+    run_id: str
+    config: object
+
+    def dir(self, root) -> pathlib.Path:
+        return store.run_dir(root, self.experiment, self.run_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    experiment: Experiment
+    runs: tuple[Run, ...]
+
+    @property
+    def group_id(self) -> str:
+        ids = sorted(r.run_id for r in self.runs)
+        text = cfg.canonical_json({"experiment": self.experiment.name, "version": self.experiment.version, "runs": ids})
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def config(self):
+        """The shared static config (the first member's; dynamic fields are replaced per member)."""
+        return self.runs[0].config
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    groups: tuple[Group, ...]
+    done: tuple[Run, ...]      # finished earlier (skipped)
+    busy: tuple[Run, ...]      # claimed by another process right now (skipped)
+
+
+def group_dir(root, group_id: str) -> pathlib.Path:
+    return pathlib.Path(root) / GROUPS_DIR / store.check_name(group_id, "group id")
+
+
+def static_key(config) -> str:
+    """Canonical JSON of a config's static fields: equal keys share a compiled program."""
+    values = cfg.to_dict(config)
+    return cfg.canonical_json({name: values[name] for name in cfg.static_fields(type(config))})
+
+
+def make_runs(experiment: Experiment, configs) -> list[Run]:
+    runs, seen = [], set()
+    for config in configs:
+        rid = cfg.run_id(experiment.name, experiment.version, config)
+        if rid not in seen:
+            seen.add(rid)
+            runs.append(Run(experiment.name, rid, config))
+    return runs
+
+
+def _status(root, run: Run) -> dict | None:
+    path = run.dir(root) / "status.json"
+    return store.read_json(path) if path.exists() else None
+
+
+def _stored_group(root, experiment: Experiment, run: Run, status: dict | None) -> Group | None:
+    """The interrupted group ``run`` belonged to, if its checkpoint directory still exists."""
+    gid = (status or {}).get("group")
+    if not gid or not (group_dir(root, gid) / "members.json").exists():
+        return None
+    members = store.read_json(group_dir(root, gid) / "members.json")
+    if members.get("version") != experiment.version:
+        return None
+    runs = []
+    for rid in members["runs"]:
+        record = store.read_json(store.run_dir(root, experiment.name, rid) / "run.json")
+        config = cfg.parse_config(experiment.config_cls, record["config"])
+        runs.append(Run(experiment.name, rid, config))
+    return Group(experiment, tuple(runs))
+
+
+def plan_runs(experiment: Experiment, runs, root, *, force: bool = False, max_group_size: int | None = None) -> Plan:
+    """Splits ``runs`` into finished ones (skipped unless ``force``) and groups to compute.
+
+    Interrupted groups are resumed with their original composition (so the resumed result is
+    bit-identical); the other pending runs are grouped by their static fields, in order, in
+    chunks of at most ``max_group_size`` members.
+    """
+    done, pending, groups, taken = [], [], [], set()
+    for run in runs:
+        status = _status(root, run)
+        if not force and status and status.get("status") in FINAL_STATUSES:
+            done.append(run)
+            continue
+        stored = None if force else _stored_group(root, experiment, run, status)
+        if stored is not None:
+            if stored.group_id not in taken:
+                taken.add(stored.group_id)
+                groups.append(stored)
+            continue
+        pending.append(run)
+    in_stored = {r.run_id for g in groups for r in g.runs}
+    by_static: dict[str, list[Run]] = {}
+    for run in pending:
+        if run.run_id not in in_stored:
+            by_static.setdefault(static_key(run.config), []).append(run)
+    limit = max_group_size or len(runs) or 1
+    for members in by_static.values():
+        for start in range(0, len(members), limit):
+            groups.append(Group(experiment, tuple(members[start:start + limit])))
+    return Plan(tuple(groups), tuple(done), ())
+

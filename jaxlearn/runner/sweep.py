@@ -1,0 +1,142 @@
+"""Sweeps end to end: config file + overrides + axes -> validated runs -> claimed groups -> results.
+
+The library entry points behind ``jaxlearn run``::
+
+    from jaxlearn import runner
+    experiment, configs = runner.resolve("configs/population_digits.yaml", variant="smoke",
+                                         overrides=["num_steps=400"], sweeps=["learning_rate=log:1e-3:1:4"])
+    report = runner.run_sweep(experiment, configs, root="runs")
+
+Everything is validated before anything compiles. Finished runs are skipped (``force`` recomputes
+them); a run claimed by another live process is skipped and reported as busy, so concurrent
+sweeps never compute the same run twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import shutil
+
+import jax
+
+from jaxlearn.runner import config as cfg
+from jaxlearn.runner import store
+from jaxlearn.runner.execute import run_group
+from jaxlearn.runner.experiment import Experiment, load_experiment
+from jaxlearn.runner.plan import FINAL_STATUSES, Group, group_dir, make_runs, plan_runs
+from jaxlearn.runner.progress import Progress
+
+__all__ = ["resolve", "run_sweep", "SweepReport", "enable_compilation_cache"]
+
+_RUN_FILES = ("status.json", "metrics.jsonl", "state_final.npz", "outputs.npz")
+_RUN_DIRS = ("snapshots", "events", "plots")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepReport:
+    experiment: str
+    run_ids: tuple[str, ...]          # every run of the sweep, in sweep order
+    computed: dict                    # run_id -> final status, for runs computed now
+    skipped: tuple[str, ...]          # already finished
+    busy: tuple[str, ...]             # being computed by another process
+
+
+def _repo_root(path: pathlib.Path) -> list[pathlib.Path]:
+    """Directories to look for the ``experiments`` package: beside the config file's folder."""
+    path = path.resolve()
+    return [path.parent.parent, path.parent]
+
+
+def resolve(config_file, *, variant: str = "default", overrides=(), sweeps=(), mode: str | None = None,
+            num: int | None = None, seed: int = 0) -> tuple[Experiment, list]:
+    """Loads a config file's variant, applies ``key=value`` overrides and ``key=...`` sweep axes
+    (CLI syntax; axes given here are added to the file's, replacing one of the same name) and
+    returns the experiment and its validated configs, one per run."""
+    file = cfg.load_file(config_file)
+    chosen = file.variant(variant)
+    experiment = load_experiment(file.experiment, _repo_root(pathlib.Path(config_file)))
+    base = dict(chosen["config"])
+    for text in overrides:
+        key, value = cfg.parse_assignment(text)
+        base = cfg.set_path(base, key, value)
+    axes = dict(chosen["sweep"])
+    for text in sweeps:
+        key, axis = cfg.parse_sweep(text)
+        axes[key] = axis
+    for key in [k for k in axes if k in {o.split("=", 1)[0].strip() for o in overrides}]:
+        del axes[key]  # an explicit --set pins a value the file swept
+    configs = cfg.expand(experiment.config_cls, base, axes, mode=mode or chosen.get("mode", "grid"),
+                         num=num if num is not None else chosen.get("num"), seed=seed)
+    return experiment, configs
+
+
+def enable_compilation_cache(root) -> None:
+    """Persistent XLA compilation cache under the run root (process-wide JAX setting; the CLI
+    calls it). Repeat compiles of the same program become a file read."""
+    path = pathlib.Path(root).resolve() / "_jax_cache"
+    path.mkdir(parents=True, exist_ok=True)
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", str(path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def _clear_run(path: pathlib.Path) -> None:
+    for name in _RUN_FILES:
+        (path / name).unlink(missing_ok=True)
+    for name in _RUN_DIRS:
+        if (path / name).exists():
+            shutil.rmtree(path / name)
+
+
+def run_sweep(experiment: Experiment, configs, *, root="runs", force: bool = False, progress: bool = True,
+              max_group_size: int | None = None, argv=None, stream=None) -> SweepReport:
+    """Computes the runs of ``configs`` that are not finished yet, group by group."""
+    root = pathlib.Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    runs = make_runs(experiment, configs)
+    plan = plan_runs(experiment, runs, root, force=force, max_group_size=max_group_size)
+    bar = Progress(len(plan.groups), sum(len(g.runs) for g in plan.groups), stream=stream, enabled=progress)
+    computed, busy = {}, []
+    with store.Index(root) as index:
+        for group in plan.groups:
+            claims, members = [], []
+            # An interrupted group resumes whole: its finished members are recomputed (not
+            # rewritten) so the program, and hence every result, is the one it started with.
+            resuming = not force and (group_dir(root, group.group_id) / "members.json").exists()
+            try:
+                for run in group.runs:
+                    claim = store.RunClaim.try_acquire(run.dir(root))
+                    if claim is None:
+                        busy.append(run.run_id)
+                        continue
+                    claims.append(claim)
+                    status = run.dir(root) / "status.json"
+                    if not resuming and not force and status.exists() and store.read_json(status).get("status") in FINAL_STATUSES:
+                        continue  # finished by another process since planning
+                    members.append(run)
+                if not members or (resuming and len(members) != len(group.runs)):
+                    continue
+                if len(members) != len(group.runs):
+                    group = Group(experiment, tuple(members))
+                if force:
+                    for run in group.runs:
+                        _clear_run(run.dir(root))
+                    if group_dir(root, group.group_id).exists():
+                        shutil.rmtree(group_dir(root, group.group_id))
+                try:
+                    computed.update(run_group(group, root, index, progress=bar, argv=argv))
+                except BaseException as err:
+                    for run in group.runs:
+                        path = run.dir(root) / "status.json"
+                        if path.exists() and store.read_json(path).get("status") == "running":
+                            record = store.read_json(path)
+                            record.update(status="failed", error=f"{type(err).__name__}: {err}"[:500], updated=store.now_iso())
+                            store.atomic_write_json(path, record)
+                            index.upsert(run.dir(root))
+                    raise
+            finally:
+                for claim in claims:
+                    claim.release()
+    return SweepReport(experiment.name, tuple(r.run_id for r in runs), computed,
+                       tuple(r.run_id for r in plan.done), tuple(busy))

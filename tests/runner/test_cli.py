@@ -1,0 +1,96 @@
+"""The command line, in process: validation errors before any compile, and every command."""
+
+import pathlib
+
+import pytest
+
+from jaxlearn.runner import cli, store
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TS = str(REPO / "configs" / "teacher_student.yaml")
+TINY = ["--set=width=8", "--set=d_in=4", "--set=teacher_width=4", "--set=n_train=64", "--set=batch_size=16",
+        "--set=num_steps=20", "--set=segment_steps=10"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "learing_rate=0.1"], "unknown field 'learing_rate' (did you mean 'learning_rate'?)"),
+    (["--set", "num_steps=abc"], "config field 'num_steps': expected an int, got 'abc'"),
+    (["--set", "num_steps=0"], "config field 'num_steps': must be >= 1, got 0"),
+    (["--set", "optimizer.name=adamm"], "did you mean 'adam'?"),
+    (["--sweep", "learning_rate=log:0:1:3"], "learning_rate"),
+    (["--sweep", "learning_rate=lin:1:2"], "expected lin:start:stop:num"),
+    (["--set", "width"], "expected key=value"),
+    (["--variant", "smok"], "did you mean 'smoke'?"),
+])
+def test_bad_input_is_one_line_error_before_compiling(args, message, tmp_path, capsys, monkeypatch):
+    def no_compile(*a, **k):
+        raise AssertionError("compiled before validating")
+
+    monkeypatch.setattr("jaxlearn.runner.sweep.run_sweep", no_compile)
+    assert cli.main(["run", TS, "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "teacher_student").exists()
+
+
+def test_missing_experiment_and_missing_file(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: teacher_studnet\n")
+    assert cli.main(["run", str(bad), "--out", str(tmp_path)]) == 2
+    assert "no experiment 'teacher_studnet' (did you mean 'teacher_student'?)" in capsys.readouterr().err
+    assert cli.main(["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_every_command_on_a_small_sweep(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    out = ["--out", str(tmp_path)]
+    assert cli.main(["run", TS, *out, "--variant", "smoke", *TINY, "--sweep", "seed=0,1", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "4 runs: 4 computed, 0 already finished" in text and "curves.png" in text
+    sweep_id = text.split("(sweep:")[1].split(")")[0]
+    assert (tmp_path / "_sweeps" / sweep_id / "curves.png").stat().st_size > 1000
+
+    assert cli.main(["run", TS, *out, "--variant", "smoke", *TINY, "--sweep", "seed=0,1", "--quiet", "--no-plot"]) == 0
+    assert "0 computed, 4 already finished" in capsys.readouterr().out
+
+    assert cli.main(["ls", *out]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count("finished") == 4 and "test_mse" in listing
+    run_id = sorted(p.name for p in (tmp_path / "teacher_student").iterdir())[0]
+
+    assert cli.main(["show", run_id[:6], *out]) == 0
+    shown = capsys.readouterr().out
+    assert f"run {run_id}" in shown and "status: finished at step 20" in shown and "git_commit" in shown
+
+    assert cli.main(["show", "../etc", *out]) == 2
+    assert "error" in capsys.readouterr().err
+
+    assert cli.main(["plot", run_id, *out]) == 0
+    assert (tmp_path / "teacher_student" / run_id / "plots" / "curves.png").exists()
+    assert cli.main(["plot", f"sweep:{sweep_id}", *out]) == 0
+    capsys.readouterr()
+
+    assert cli.main(["resume", run_id, *out]) == 0
+    assert "already finished" in capsys.readouterr().out
+
+    assert cli.main(["experiments"]) == 0
+    assert "teacher_student" in capsys.readouterr().out
+
+    assert cli.main(["clean", *out]) == 0
+    assert "nothing to clean" in capsys.readouterr().out
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    assert cli.main(["clean", "--all", *out]) == 1
+    assert len(list((tmp_path / "teacher_student").iterdir())) == 4
+    assert cli.main(["clean", "--all", "--yes", *out]) == 0
+    assert not list((tmp_path / "teacher_student").iterdir())
+    with store.Index(tmp_path) as index:
+        assert index.rows() == []
+
+
+@pytest.mark.parametrize("command", list(cli.EPILOG))
+def test_help_has_examples(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "examples:" in capsys.readouterr().out

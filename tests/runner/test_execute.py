@@ -1,0 +1,152 @@
+"""The executor through the library API: grouping, dedup, divergence, snapshots, crash/resume.
+
+Ground truth for a vmapped group is each member run alone; for a resumed run, the same run
+uninterrupted (bit for bit: params, optimizer state, metrics.jsonl bytes).
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from jaxlearn import runner
+from jaxlearn.runner import store
+from jaxlearn.runner.execute import KILL_ENV, segment_schedule
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TINY = {"width": 8, "d_in": 4, "teacher_width": 4, "n_train": 64, "batch_size": 16, "num_steps": 40, "segment_steps": 10}
+
+
+@pytest.fixture(scope="module")
+def experiment():
+    return runner.load_experiment("teacher_student", [REPO])
+
+
+def configs(experiment, **axes):
+    spec = {k: runner.Axis(tuple(v), "list") for k, v in axes.items()}
+    return runner.expand(experiment.config_cls, TINY, spec)
+
+
+def leaves(root, run_id, experiment="teacher_student"):
+    state = runner.load_state(root, f"{experiment}/{run_id}", search_paths=[REPO])
+    return jax.tree.leaves(jax.tree.map(np.asarray, (state.params, state.opt_state, state.step)))
+
+
+@pytest.fixture(scope="module")
+def solo(experiment, tmp_path_factory):
+    """Every member of the sweep below, each computed alone (groups of one)."""
+    root = tmp_path_factory.mktemp("solo")
+    cs = configs(experiment, seed=[0, 1], learning_rate=[0.05, 0.2])
+    report = runner.run_sweep(experiment, cs, root=root, progress=False, max_group_size=1)
+    assert len(report.computed) == 4
+    return root, report
+
+
+def test_group_members_equal_their_solo_runs(experiment, solo, tmp_path):
+    solo_root, solo_report = solo
+    # reversed order and a diverging extra member: neither may change anyone's result
+    cs = configs(experiment, seed=[1, 0], learning_rate=[0.2, 0.05, 1e4])
+    report = runner.run_sweep(experiment, cs, root=tmp_path, progress=False)
+    assert len(report.computed) == 6
+    for rid in solo_report.run_ids:
+        for a, b in zip(leaves(tmp_path, rid), leaves(solo_root, rid)):
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+        grouped = store.read_jsonl(store.run_dir(tmp_path, "teacher_student", rid) / "metrics.jsonl")
+        alone = store.read_jsonl(store.run_dir(solo_root, "teacher_student", rid) / "metrics.jsonl")
+        assert [r["step"] for r in grouped] == [10, 20, 30, 40]
+        np.testing.assert_allclose([r["test_mse"] for r in grouped], [r["test_mse"] for r in alone], rtol=2e-5)
+    diverged = [r for r in runner.load(tmp_path).runs.itertuples() if r.learning_rate == 1e4]
+    assert len(diverged) == 2 and all(r.status == "diverged" for r in diverged)
+    for r in diverged:
+        assert r.diverged_step in (10, 20, 30, 40)
+        rows = store.read_jsonl(store.run_dir(tmp_path, "teacher_student", r.run_id) / "metrics.jsonl")
+        assert rows[-1]["step"] == r.diverged_step and not np.isfinite(rows[-1]["train_loss"])
+        assert all(np.all(np.isfinite(x)) for x in leaves(tmp_path, r.run_id))  # frozen before the NaN
+
+
+def test_dedup_skips_finished_and_overlap_computes_only_new(experiment, tmp_path):
+    first = runner.run_sweep(experiment, configs(experiment, seed=[0, 1]), root=tmp_path, progress=False)
+    assert len(first.computed) == 2
+    again = runner.run_sweep(experiment, configs(experiment, seed=[0, 1]), root=tmp_path, progress=False)
+    assert again.computed == {} and set(again.skipped) == set(first.run_ids)
+    overlap = runner.run_sweep(experiment, configs(experiment, seed=[1, 2]), root=tmp_path, progress=False)
+    assert list(overlap.computed) == [overlap.run_ids[1]] and overlap.skipped == (first.run_ids[1],)
+    forced = runner.run_sweep(experiment, configs(experiment, seed=[0]), root=tmp_path, progress=False, force=True)
+    assert list(forced.computed) == [first.run_ids[0]]
+
+
+def test_run_claimed_elsewhere_is_not_computed(experiment, tmp_path):
+    cs = configs(experiment, seed=[0, 1])
+    ids = [runner.run_id("teacher_student", experiment.version, c) for c in cs]
+    claim = store.RunClaim.try_acquire(store.run_dir(tmp_path, "teacher_student", ids[0]))
+    try:
+        report = runner.run_sweep(experiment, cs, root=tmp_path, progress=False)
+    finally:
+        claim.release()
+    assert report.busy == (ids[0],) and list(report.computed) == [ids[1]]
+
+
+def test_snapshots_are_loadable_and_match_a_shorter_run(experiment, tmp_path):
+    (long,) = runner.expand(experiment.config_cls, {**TINY, "snapshots": [5, 20]}, {})
+    (short,) = runner.expand(experiment.config_cls, {**TINY, "num_steps": 20}, {})
+    assert segment_schedule(long) == [5, 10, 20, 30, 40]
+    report = runner.run_sweep(experiment, [long, short], root=tmp_path, progress=False)
+    long_id, short_id = report.run_ids
+    at5 = runner.load_state(tmp_path, long_id, step=5, search_paths=[REPO])
+    assert int(at5.step) == 5
+    at20 = runner.load_state(tmp_path, long_id, step=20, search_paths=[REPO])
+    end = runner.load_state(tmp_path, short_id, search_paths=[REPO])
+    for a, b in zip(jax.tree.leaves(at20.params), jax.tree.leaves(end.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    with pytest.raises(FileNotFoundError, match=r"kept: 'final' \(when finished\) and snapshots \[5, 20\]"):
+        runner.load_state(tmp_path, long_id, step=7, search_paths=[REPO])
+    res = runner.load(tmp_path, curves=True)
+    assert set(res.runs.columns) >= {"run_id", "status", "seed", "learning_rate", "optimizer.name", "test_mse"}
+    assert sorted(res.curves[res.curves.run_id == long_id].step) == [5, 10, 20, 30, 40]
+
+
+# --- crash and resume: a real SIGKILL of a runner process -------------------------------------
+
+CLI_ARGS = ["--variant", "smoke", *[f"--set={k}={v}" for k, v in TINY.items()], "--sweep", "seed=0,1",
+            "--sweep", "learning_rate=0.05,1e4", "--quiet", "--no-plot"]
+
+
+def _cli(root, cache, kill=None):
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env.pop(KILL_ENV, None)
+    if kill:
+        env[KILL_ENV] = kill
+    cmd = [sys.executable, "-m", "jaxlearn", "run", str(REPO / "configs" / "teacher_student.yaml"), "--out", str(root), *CLI_ARGS]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("jax_cache")
+    root = tmp_path_factory.mktemp("reference")
+    done = _cli(root, cache)
+    assert done.returncode == 0, done.stderr
+    return root, cache
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["before_segment:2", "after_metrics:1", "mid_checkpoint:2", "after_commit:0", "mid_split:3"])
+def test_sigkill_then_rerun_is_bit_identical(uninterrupted, tmp_path, point):
+    reference, cache = uninterrupted
+    killed = _cli(tmp_path, cache, kill=point)
+    assert killed.returncode == -9, killed.stderr
+    resumed = _cli(tmp_path, cache)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not (tmp_path / "_groups").exists() or not any((tmp_path / "_groups").iterdir())
+    ids = sorted(p.name for p in (reference / "teacher_student").iterdir())
+    assert ids == sorted(p.name for p in (tmp_path / "teacher_student").iterdir()) and len(ids) == 4
+    for rid in ids:
+        a, b = (store.run_dir(r, "teacher_student", rid) for r in (reference, tmp_path))
+        assert (a / "metrics.jsonl").read_bytes() == (b / "metrics.jsonl").read_bytes()
+        assert store.read_json(a / "status.json")["status"] == store.read_json(b / "status.json")["status"]
+        for x, y in zip(leaves(reference, rid), leaves(tmp_path, rid)):
+            assert x.dtype == y.dtype and x.tobytes() == y.tobytes()
