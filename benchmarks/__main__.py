@@ -15,6 +15,8 @@ def main(names):
     missed = []
     for name in names or ALL:
         payload = ALL[name]()
+        if payload.get("load_under_1s") is False:
+            missed.append(f"{name}: runner.load took {payload['load_seconds']:.2f} s >= 1 s")
         if payload.get("checkpoint_overhead_met") is False:
             missed.append(f"{name}: checkpoint overhead {payload['checkpoint_overhead_share']:.1%} >= 5%")
         for case, row in payload["cases"].items():

@@ -83,4 +83,48 @@ class _NoCheckpoints:
         pass
 
 
-BENCHMARKS = [sweep_vs_one_at_a_time]
+def store_listing() -> dict:
+    """``runner.load`` (index sync + DataFrame of runs × config × final metrics) over a store of
+    10,000 runs, next to reading every run's JSON files from the directories (the baseline).
+    Target: load < 1 s (an absolute bound)."""
+    import json
+
+    root = pathlib.Path(tempfile.mkdtemp(prefix="jaxlearn-bench-store-"))
+    try:
+        for i in range(10_000):
+            path = root / "population_digits" / f"{i:016x}"
+            path.mkdir(parents=True)
+            config = {"seed": i % 8, "learning_rate": 0.001 * (1 + i % 50), "widths": [128, 128], "num_steps": 2000}
+            (path / "run.json").write_text(json.dumps({"run_id": path.name, "experiment": "population_digits",
+                                                       "version": "2", "config": config}))
+            (path / "status.json").write_text(json.dumps({
+                "status": "finished", "step": 2000, "group": None, "diverged_step": None, "started": "2026-11-23T00:00:00Z",
+                "updated": "2026-11-23T00:00:00Z", "final_metrics": {"test_accuracy": 0.9, "test_loss": 0.3}, "error": None}))
+        with runner.Index(root) as index:
+            index.rebuild()
+
+        def scan():
+            rows = [json.loads((p / "status.json").read_text()) | json.loads((p / "run.json").read_text())
+                    for p in (root / "population_digits").iterdir()]
+            assert len(rows) == 10_000
+
+        def listing():
+            assert len(runner.load(root).runs) == 10_000
+
+        def timed(fn):
+            start = time.perf_counter()
+            fn()
+            return time.perf_counter() - start
+
+        cases = {"read 10,000 run directories": min(timed(scan) for _ in range(3)),
+                 "runner.load over 10,000 runs": min(timed(listing) for _ in range(3))}
+        loaded = cases["runner.load over 10,000 runs"]
+        payload = report("runner_store_listing", cases, baseline="read 10,000 run directories", target={},
+                         extra={"load_seconds": loaded, "load_under_1s": loaded < 1.0})
+        print(f"  runner.load over 10,000 runs: {loaded:.2f} s (target < 1 s: {'met' if loaded < 1.0 else 'MISSED'})")
+        return payload
+    finally:
+        shutil.rmtree(root)
+
+
+BENCHMARKS = [sweep_vs_one_at_a_time, store_listing]

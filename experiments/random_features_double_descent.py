@@ -3,7 +3,7 @@
 A study without training (one pure ``run(config)``): fit ``y ≈ φ(x) a`` with random ReLU
 features ``φ(x) = relu(x W / √d)``, ``W ~ N(0, 1)``, by ridge regression in closed form,
 
-    a = φᵀ (φ φᵀ + λ n I)⁻¹ y          (the minimum-norm interpolant as λ → 0),
+    a = φᵀ (φ φᵀ + λ n I)⁻¹ y = (φᵀφ + λ n I)⁻¹ φᵀ y   (→ the minimum-norm least-squares fit as λ → 0),
 
 and report train and test MSE. Belkin et al. 2019 ("Reconciling modern machine-learning practice
 and the classical bias–variance trade-off", PNAS) and Mei & Montanari 2019 (random features
@@ -24,7 +24,7 @@ import numpy as np
 from jaxlearn import data as data_module
 from jaxlearn import runner
 
-VERSION = "1"
+VERSION = "2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +41,8 @@ def data(config: Config):
     """A linear teacher with noisy training labels, shared by every member."""
     ds = data_module.teacher_student(seed=0, n_train=config.n_train, n_test=1000, d_in=config.d_in,
                                      activation="linear", noise_std=config.noise_std)
-    return tuple(jnp.asarray(a) for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+    real = jnp.result_type(float)  # float64 under JAX_ENABLE_X64
+    return tuple(jnp.asarray(a, real) for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
 
 
 def features(key, x, num_features: int):
@@ -55,11 +56,17 @@ def run(config: Config, arrays) -> dict:
     x_train, y_train, x_test, y_test = arrays
     key = jax.random.key(config.seed)
     phi_train, phi_test = features(key, x_train, config.num_features), features(key, x_test, config.num_features)
-    n = x_train.shape[0]
-    gram = phi_train @ phi_train.T
-    # λ n on the diagonal, plus a floor relative to the spectrum so λ → 0 stays solvable
-    jitter = config.ridge * n + 1e-6 * jnp.trace(gram) / n
-    coef = phi_train.T @ jnp.linalg.solve(gram + jitter * jnp.eye(n, dtype=gram.dtype), y_train)
+    n, p = phi_train.shape
+    # The smaller of the two equivalent systems: primal (φᵀφ + λn I) a = φᵀy when p < n, dual
+    # a = φᵀ(φφᵀ + λn I)⁻¹ y otherwise; a floor relative to the spectrum keeps λ → 0 solvable.
+    if p < n:
+        gram = phi_train.T @ phi_train
+        jitter = config.ridge * n + 1e-9 * jnp.trace(gram) / p
+        coef = jnp.linalg.solve(gram + jitter * jnp.eye(p, dtype=gram.dtype), phi_train.T @ y_train)
+    else:
+        gram = phi_train @ phi_train.T
+        jitter = config.ridge * n + 1e-9 * jnp.trace(gram) / n
+        coef = phi_train.T @ jnp.linalg.solve(gram + jitter * jnp.eye(n, dtype=gram.dtype), y_train)
     return {
         "train_mse": 0.5 * jnp.mean((phi_train @ coef - y_train) ** 2),
         "test_mse": 0.5 * jnp.mean((phi_test @ coef - y_test) ** 2),

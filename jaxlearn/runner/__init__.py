@@ -8,9 +8,9 @@ DataFrames. See ``jaxlearn.runner.experiment`` for the protocol an experiment mo
 """
 
 from jaxlearn.runner.config import (
-    Axis, ConfigError, canonical_json, dynamic, dynamic_fields, expand, load_file, parse_config, run_id, static,
-    static_fields, to_dict,
+    ConfigError, canonical_json, dynamic, dynamic_fields, parse_config, run_id, static, static_fields, to_dict,
 )
+from jaxlearn.runner.configfile import Axis, expand, load_file, parse_assignment, parse_sweep
 from jaxlearn.runner.experiment import Experiment, list_experiments, load_experiment
 from jaxlearn.runner.results import Results, load, load_state
 from jaxlearn.runner.store import Index, StoreError, resolve_run
@@ -19,6 +19,6 @@ from jaxlearn.runner.sweep import SweepReport, enable_compilation_cache, resolve
 __all__ = [
     "Axis", "ConfigError", "Experiment", "Index", "Results", "StoreError", "SweepReport", "canonical_json",
     "dynamic", "dynamic_fields", "enable_compilation_cache", "expand", "list_experiments", "load",
-    "load_experiment", "load_file", "load_state", "parse_config", "resolve", "resolve_run", "run_id",
+    "load_experiment", "load_file", "load_state", "parse_assignment", "parse_config", "parse_sweep", "resolve", "resolve_run", "run_id",
     "run_sweep", "static", "static_fields", "to_dict",
 ]

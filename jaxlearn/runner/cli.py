@@ -175,22 +175,20 @@ def _write_plots(experiment, results, directory) -> list[pathlib.Path]:
 
 
 def _cmd_ls(args, argv) -> int:
-    results = load(args.out, experiment=args.experiment, status=args.status)
-    runs = results.runs
-    if runs.empty:
+    with store.Index(args.out) as index:
+        index.sync()
+        records = index.rows(experiment=args.experiment, status=args.status)
+    if not records:
         print("no runs")
         return 0
     rows = []
-    with store.Index(args.out) as index:
-        records = {r["run_id"]: r for r in index.rows(experiment=args.experiment, status=args.status)}
-    for _, run in runs.tail(args.limit).iterrows():
-        record = records[run["run_id"]]
-        metrics = dict(list(record["final_metrics"].items())[:3])
-        rows.append({"run": run["run_id"], "experiment": run["experiment"], "status": run["status"],
-                     "step": run["step"], "started": (record["started"] or "")[:19], **metrics})
+    for record in records[-args.limit:]:
+        metrics = dict(list((record["final_metrics"] or {}).items())[:3])
+        rows.append({"run": record["run_id"], "experiment": record["experiment"], "status": record["status"],
+                     "step": record["step"], "started": (record["started"] or "")[:19], **metrics})
     print(_table(rows))
-    if len(runs) > args.limit:
-        print(f"... {len(runs) - args.limit} more (use --limit)")
+    if len(records) > args.limit:
+        print(f"... {len(records) - args.limit} more (use --limit)")
     return 0
 
 

@@ -20,7 +20,7 @@ import shutil
 
 import jax
 
-from jaxlearn.runner import config as cfg
+from jaxlearn.runner import configfile as cfgfile
 from jaxlearn.runner import store
 from jaxlearn.runner.execute import run_group
 from jaxlearn.runner.experiment import Experiment, load_experiment
@@ -53,20 +53,20 @@ def resolve(config_file, *, variant: str = "default", overrides=(), sweeps=(), m
     """Loads a config file's variant, applies ``key=value`` overrides and ``key=...`` sweep axes
     (CLI syntax; axes given here are added to the file's, replacing one of the same name) and
     returns the experiment and its validated configs, one per run."""
-    file = cfg.load_file(config_file)
+    file = cfgfile.load_file(config_file)
     chosen = file.variant(variant)
     experiment = load_experiment(file.experiment, _repo_root(pathlib.Path(config_file)))
     base = dict(chosen["config"])
     for text in overrides:
-        key, value = cfg.parse_assignment(text)
-        base = cfg.set_path(base, key, value)
+        key, value = cfgfile.parse_assignment(text)
+        base = cfgfile.set_path(base, key, value)
     axes = dict(chosen["sweep"])
     for text in sweeps:
-        key, axis = cfg.parse_sweep(text)
+        key, axis = cfgfile.parse_sweep(text)
         axes[key] = axis
     for key in [k for k in axes if k in {o.split("=", 1)[0].strip() for o in overrides}]:
         del axes[key]  # an explicit --set pins a value the file swept
-    configs = cfg.expand(experiment.config_cls, base, axes, mode=mode or chosen.get("mode", "grid"),
+    configs = cfgfile.expand(experiment.config_cls, base, axes, mode=mode or chosen.get("mode", "grid"),
                          num=num if num is not None else chosen.get("num"), seed=seed)
     return experiment, configs
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxlearn.runner import config as C
+from jaxlearn.runner import configfile as F
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,36 +141,36 @@ def test_run_id():
 
 def test_set_path_and_assignment():
     base = {"optim": {"name": "sgd"}, "seed": 0}
-    out = C.set_path(base, "optim.momentum", 0.9)
+    out = F.set_path(base, "optim.momentum", 0.9)
     assert out == {"optim": {"name": "sgd", "momentum": 0.9}, "seed": 0}
     assert base == {"optim": {"name": "sgd"}, "seed": 0}
-    assert C.set_path({"optim": Optim()}, "optim.name", "adam") == {"optim": {"name": "adam", "momentum": 0.0}}
+    assert F.set_path({"optim": Optim()}, "optim.name", "adam") == {"optim": {"name": "adam", "momentum": 0.0}}
     with pytest.raises(C.ConfigError, match="'seed' is 0"):
-        C.set_path(base, "seed.x", 1)
-    assert C.parse_assignment("learning_rate=1e-3") == ("learning_rate", "1e-3")
-    assert C.parse_assignment(" widths = [128, 64]") == ("widths", [128, 64])
-    assert C.parse_assignment("optim.name=adam") == ("optim.name", "adam")
-    assert C.parse_assignment("label=a=b") == ("label", "a=b")
+        F.set_path(base, "seed.x", 1)
+    assert F.parse_assignment("learning_rate=1e-3") == ("learning_rate", "1e-3")
+    assert F.parse_assignment(" widths = [128, 64]") == ("widths", [128, 64])
+    assert F.parse_assignment("optim.name=adam") == ("optim.name", "adam")
+    assert F.parse_assignment("label=a=b") == ("label", "a=b")
 
 
 @pytest.mark.parametrize("text", ["learning_rate", "=3", " = 3"])
 def test_assignment_errors(text):
     with pytest.raises(C.ConfigError, match=r"--set .*expected key=value"):
-        C.parse_assignment(text)
+        F.parse_assignment(text)
 
 
 @pytest.mark.parametrize("text, key, axis", [
-    ("seed=0,1,2", "seed", C.Axis((0, 1, 2), "list")),
-    ("activation=relu, tanh", "activation", C.Axis(("relu", "tanh"), "list")),
-    ("widths=[64],[32, 32]", "widths", C.Axis(([64], [32, 32]), "list")),
-    ("seed=3", "seed", C.Axis((3,), "list")),
-    ("learning_rate=1e-3,1e-2", "learning_rate", C.Axis(("1e-3", "1e-2"), "list")),
-    ("x=lin:0:1:11", "x", C.Axis(tuple(i / 10 for i in range(11)), "lin", 0.0, 1.0)),
-    ("optim.momentum=lin:1:0:3", "optim.momentum", C.Axis((1.0, 0.5, 0.0), "lin", 0.0, 1.0)),
-    ("lr=log:1e-3:1:4", "lr", C.Axis((0.001, 0.01, 0.1, 1.0), "log", 0.001, 1.0)),
+    ("seed=0,1,2", "seed", F.Axis((0, 1, 2), "list")),
+    ("activation=relu, tanh", "activation", F.Axis(("relu", "tanh"), "list")),
+    ("widths=[64],[32, 32]", "widths", F.Axis(([64], [32, 32]), "list")),
+    ("seed=3", "seed", F.Axis((3,), "list")),
+    ("learning_rate=1e-3,1e-2", "learning_rate", F.Axis(("1e-3", "1e-2"), "list")),
+    ("x=lin:0:1:11", "x", F.Axis(tuple(i / 10 for i in range(11)), "lin", 0.0, 1.0)),
+    ("optim.momentum=lin:1:0:3", "optim.momentum", F.Axis((1.0, 0.5, 0.0), "lin", 0.0, 1.0)),
+    ("lr=log:1e-3:1:4", "lr", F.Axis((0.001, 0.01, 0.1, 1.0), "log", 0.001, 1.0)),
 ])
 def test_parse_sweep(text, key, axis):
-    assert C.parse_sweep(text) == (key, axis)
+    assert F.parse_sweep(text) == (key, axis)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -185,48 +186,48 @@ def test_parse_sweep(text, key, axis):
 ])
 def test_sweep_errors(text, message):
     with pytest.raises(C.ConfigError) as info:
-        C.parse_sweep(text)
+        F.parse_sweep(text)
     assert message in str(info.value) and repr(text) in str(info.value)
 
 
 def test_axis_values():
-    assert C.axis_values([1, 2]) == C.Axis((1, 2), "list")
-    assert C.axis_values(0.5) == C.Axis((0.5,), "list")
-    assert C.axis_values("adam") == C.Axis(("adam",), "list")
-    assert C.axis_values("lin:0:2:3").values == (0.0, 1.0, 2.0)
+    assert F.axis_values([1, 2]) == F.Axis((1, 2), "list")
+    assert F.axis_values(0.5) == F.Axis((0.5,), "list")
+    assert F.axis_values("adam") == F.Axis(("adam",), "list")
+    assert F.axis_values("lin:0:2:3").values == (0.0, 1.0, 2.0)
     with pytest.raises(C.ConfigError, match="at least one value"):
-        C.axis_values([])
+        F.axis_values([])
 
 
 def test_expand_grid():
-    axes = {"seed": C.axis_values([0, 1, 2]), "learning_rate": C.axis_values("log:1e-3:1e-1:3")}
-    configs = C.expand(Cfg, {"num_steps": 5}, axes)
+    axes = {"seed": F.axis_values([0, 1, 2]), "learning_rate": F.axis_values("log:1e-3:1e-1:3")}
+    configs = F.expand(Cfg, {"num_steps": 5}, axes)
     assert len(configs) == 9 and all(c.num_steps == 5 for c in configs)
     assert [(c.seed, c.learning_rate) for c in configs[:4]] == [(0, 0.001), (0, 0.01), (0, 0.1), (1, 0.001)]
-    assert C.expand(Cfg, {"seed": 4}, {}) == [C.parse_config(Cfg, {"seed": 4})]
-    nested = C.expand(Cfg, {}, {"optim.name": C.axis_values(["sgd", "adam"])})
+    assert F.expand(Cfg, {"seed": 4}, {}) == [C.parse_config(Cfg, {"seed": 4})]
+    nested = F.expand(Cfg, {}, {"optim.name": F.axis_values(["sgd", "adam"])})
     assert [c.optim.name for c in nested] == ["sgd", "adam"]
     # lin/log values are rounded for int fields; duplicates are removed keeping the first.
-    assert [c.num_steps for c in C.expand(Cfg, {}, {"num_steps": C.axis_values("lin:1:2:5")})] == [1, 2]
-    dup = C.expand(Cfg, {}, {"seed": C.axis_values([1, 0, 1]), "activation": C.axis_values("relu,relu")})
+    assert [c.num_steps for c in F.expand(Cfg, {}, {"num_steps": F.axis_values("lin:1:2:5")})] == [1, 2]
+    dup = F.expand(Cfg, {}, {"seed": F.axis_values([1, 0, 1]), "activation": F.axis_values("relu,relu")})
     assert [c.seed for c in dup] == [1, 0]
-    assert len(C.expand(Cfg, {}, {"learning_rate": C.axis_values(["1e-3", 0.001])})) == 1
+    assert len(F.expand(Cfg, {}, {"learning_rate": F.axis_values(["1e-3", 0.001])})) == 1
 
 
 def test_expand_zip():
-    axes = {"seed": C.axis_values([0, 1, 2]), "learning_rate": C.axis_values([0.1, 0.2, 0.3])}
-    configs = C.expand(Cfg, {}, axes, mode="zip")
+    axes = {"seed": F.axis_values([0, 1, 2]), "learning_rate": F.axis_values([0.1, 0.2, 0.3])}
+    configs = F.expand(Cfg, {}, axes, mode="zip")
     assert [(c.seed, c.learning_rate) for c in configs] == [(0, 0.1), (1, 0.2), (2, 0.3)]
     with pytest.raises(C.ConfigError, match=r"same length, got seed=3, learning_rate=2"):
-        C.expand(Cfg, {}, {"seed": C.axis_values([0, 1, 2]), "learning_rate": C.axis_values([0.1, 0.2])}, mode="zip")
+        F.expand(Cfg, {}, {"seed": F.axis_values([0, 1, 2]), "learning_rate": F.axis_values([0.1, 0.2])}, mode="zip")
 
 
 def test_expand_random():
-    axes = {"learning_rate": C.axis_values("log:1e-4:1:4"), "num_steps": C.axis_values("lin:10:20:2"),
-            "optim.momentum": C.axis_values("lin:0:1:2"), "activation": C.axis_values(["relu", "tanh"])}
-    a = C.expand(Cfg, {}, axes, mode="random", num=200, seed=3)
-    assert a == C.expand(Cfg, {}, axes, mode="random", num=200, seed=3)
-    assert a != C.expand(Cfg, {}, axes, mode="random", num=200, seed=4)
+    axes = {"learning_rate": F.axis_values("log:1e-4:1:4"), "num_steps": F.axis_values("lin:10:20:2"),
+            "optim.momentum": F.axis_values("lin:0:1:2"), "activation": F.axis_values(["relu", "tanh"])}
+    a = F.expand(Cfg, {}, axes, mode="random", num=200, seed=3)
+    assert a == F.expand(Cfg, {}, axes, mode="random", num=200, seed=3)
+    assert a != F.expand(Cfg, {}, axes, mode="random", num=200, seed=4)
     assert len(a) == 200
     lrs = np.array([c.learning_rate for c in a])
     assert lrs.min() >= 1e-4 and lrs.max() <= 1.0
@@ -235,7 +236,7 @@ def test_expand_random():
     assert all(type(c.num_steps) is int and 10 <= c.num_steps <= 20 for c in a)
     assert {c.activation for c in a} == {"relu", "tanh"}
     assert all(0.0 <= c.optim.momentum <= 1.0 for c in a)
-    few = C.expand(Cfg, {}, {"seed": C.axis_values([0, 1])}, mode="random", num=50)
+    few = F.expand(Cfg, {}, {"seed": F.axis_values([0, 1])}, mode="random", num=50)
     assert sorted(c.seed for c in few) == [0, 1]  # repeated draws deduplicated
 
 
@@ -249,7 +250,7 @@ def test_expand_random():
 ])
 def test_expand_errors(axes, kwargs, message):
     with pytest.raises(C.ConfigError) as info:
-        C.expand(Cfg, {}, {k: C.axis_values(v) for k, v in axes.items()}, **kwargs)
+        F.expand(Cfg, {}, {k: F.axis_values(v) for k, v in axes.items()}, **kwargs)
     assert message in str(info.value)
 
 
@@ -282,7 +283,7 @@ def _write(tmp_path, text, name="exp.yaml"):
 
 
 def test_load_file_variants(tmp_path):
-    f = C.load_file(_write(tmp_path, FILE))
+    f = F.load_file(_write(tmp_path, FILE))
     assert f.experiment == "population_digits" and f.description == "seeds x learning rates"
     assert set(f.variants) == {"default", "smoke", "short", "rand"}
     d = f.variant()
@@ -290,13 +291,13 @@ def test_load_file_variants(tmp_path):
     assert list(d["sweep"]) == ["seed", "learning_rate"] and len(d["sweep"]["learning_rate"].values) == 7
     smoke = f.variant("smoke")
     assert smoke["config"] == {"widths": [64, 64], "num_steps": 200, "optim": {"name": "sgd", "momentum": 0.9}}
-    assert smoke["sweep"] == {"seed": C.Axis((0, 1), "list")}
+    assert smoke["sweep"] == {"seed": F.Axis((0, 1), "list")}
     short = f.variant("short")
     assert short["sweep"] == d["sweep"] and short["config"]["num_steps"] == 10
     assert f.variant("rand")["mode"] == "random" and f.variant("rand")["num"] == 5
-    configs = C.expand(Cfg, smoke["config"], smoke["sweep"], mode=smoke["mode"], num=smoke["num"])
+    configs = F.expand(Cfg, smoke["config"], smoke["sweep"], mode=smoke["mode"], num=smoke["num"])
     assert [c.seed for c in configs] == [0, 1] and configs[0].optim == Optim("sgd", 0.9)
-    assert len(C.expand(Cfg, d["config"], d["sweep"])) == 28
+    assert len(F.expand(Cfg, d["config"], d["sweep"])) == 28
     f.variant("smoke")["config"]["num_steps"] = 1  # copies: the file object is not mutated
     assert f.variant("smoke")["config"]["num_steps"] == 200
     with pytest.raises(C.ConfigError, match=r"unknown variant 'smok' \(did you mean 'smoke'\?\); known variants: default, smoke"):
@@ -321,24 +322,24 @@ def test_load_file_variants(tmp_path):
 def test_load_file_errors(tmp_path, text, message):
     path = _write(tmp_path, text)
     with pytest.raises(C.ConfigError) as info:
-        C.load_file(path)
+        F.load_file(path)
     assert str(path) in str(info.value) and message in str(info.value), str(info.value)
     assert "\n" not in str(info.value)
 
 
 def test_load_file_missing(tmp_path):
     with pytest.raises(C.ConfigError, match="cannot read config file"):
-        C.load_file(tmp_path / "nope.yaml")
+        F.load_file(tmp_path / "nope.yaml")
 
 
 def test_axis_lin_values_are_clean():
-    assert C.axis_values("lin:0:1:11").values[3] == 0.3
-    assert all(math.isclose(a, b) for a, b in zip(C.axis_values("log:1:100:5").values, np.geomspace(1, 100, 5)))
+    assert F.axis_values("lin:0:1:11").values[3] == 0.3
+    assert all(math.isclose(a, b) for a, b in zip(F.axis_values("log:1:100:5").values, np.geomspace(1, 100, 5)))
 
 
 def test_load_file_dotted_config_keys(tmp_path):
-    f = C.load_file(_write(tmp_path, "experiment: x\nconfig: {optim.name: adam, optim: {momentum: 0.5}}\n"))
+    f = F.load_file(_write(tmp_path, "experiment: x\nconfig: {optim.name: adam, optim: {momentum: 0.5}}\n"))
     assert f.variant()["config"] == {"optim": {"name": "adam", "momentum": 0.5}}
     assert C.parse_config(Cfg, f.variant()["config"]).optim == Optim("adam", 0.5)
     with pytest.raises(C.ConfigError, match=r"exp\.yaml: config bad key 'a\.\.b'"):
-        C.load_file(_write(tmp_path, "experiment: x\nconfig: {a..b: 1}\n"))
+        F.load_file(_write(tmp_path, "experiment: x\nconfig: {a..b: 1}\n"))

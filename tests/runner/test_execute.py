@@ -6,6 +6,7 @@ uninterrupted (bit for bit: params, optimizer state, metrics.jsonl bytes).
 
 import os
 import pathlib
+import struct
 import subprocess
 import sys
 
@@ -68,6 +69,33 @@ def test_group_members_equal_their_solo_runs(experiment, solo, tmp_path):
         assert all(np.all(np.isfinite(x)) for x in leaves(tmp_path, r.run_id))  # frozen before the NaN
 
 
+def _tensorboard_scalars(events_dir) -> dict:
+    """Scalars of TensorBoard event files, parsed from the TFRecord framing (length, crc,
+    payload, crc) and the Event protocol buffer."""
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for path in pathlib.Path(events_dir).iterdir():
+        data, i = path.read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4
+            for value in event.summary.value:
+                scalars[(event.step, value.tag)] = value.simple_value
+    return scalars
+
+
+def test_tensorboard_events_hold_the_metrics(solo):
+    root, report = solo
+    path = store.run_dir(root, "teacher_student", report.run_ids[0])
+    expected = {(r["step"], k): v for r in store.read_jsonl(path / "metrics.jsonl") for k, v in r.items() if k != "step"}
+    got = _tensorboard_scalars(path / "events")
+    assert got.keys() == expected.keys() and len(got) == 8
+    np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-6)
+
+
 def test_dedup_skips_finished_and_overlap_computes_only_new(experiment, tmp_path):
     first = runner.run_sweep(experiment, configs(experiment, seed=[0, 1]), root=tmp_path, progress=False)
     assert len(first.computed) == 2
@@ -115,12 +143,13 @@ CLI_ARGS = ["--variant", "smoke", *[f"--set={k}={v}" for k, v in TINY.items()], 
             "--sweep", "learning_rate=0.05,1e4", "--quiet", "--no-plot"]
 
 
-def _cli(root, cache, kill=None):
+def _cli(root, cache, kill=None, command=None):
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     env.pop(KILL_ENV, None)
     if kill:
         env[KILL_ENV] = kill
-    cmd = [sys.executable, "-m", "jaxlearn", "run", str(REPO / "configs" / "teacher_student.yaml"), "--out", str(root), *CLI_ARGS]
+    command = command or ["run", str(REPO / "configs" / "teacher_student.yaml"), *CLI_ARGS]
+    cmd = [sys.executable, "-m", "jaxlearn", *command, "--out", str(root)]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -134,12 +163,19 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["before_segment:2", "after_metrics:1", "mid_checkpoint:2", "after_commit:0", "mid_split:3"])
-def test_sigkill_then_rerun_is_bit_identical(uninterrupted, tmp_path, point):
+@pytest.mark.parametrize("point, how", [("before_segment:2", "rerun"), ("after_metrics:1", "rerun"),
+                                        ("mid_checkpoint:2", "rerun"), ("after_commit:0", "rerun"),
+                                        ("mid_split:3", "rerun"), ("after_metrics:2", "resume")])
+def test_sigkill_then_rerun_is_bit_identical(uninterrupted, tmp_path, point, how):
     reference, cache = uninterrupted
     killed = _cli(tmp_path, cache, kill=point)
     assert killed.returncode == -9, killed.stderr
-    resumed = _cli(tmp_path, cache)
+    if how == "resume":
+        interrupted = next(p.name for p in (tmp_path / "teacher_student").iterdir())
+        resumed = _cli(tmp_path, cache, command=["resume", interrupted[:8], "--quiet"])
+        assert resumed.returncode == 0 and "resumed group of 4 runs" in resumed.stdout, resumed.stderr
+    else:
+        resumed = _cli(tmp_path, cache)
     assert resumed.returncode == 0, resumed.stderr
     assert not (tmp_path / "_groups").exists() or not any((tmp_path / "_groups").iterdir())
     ids = sorted(p.name for p in (reference / "teacher_student").iterdir())
