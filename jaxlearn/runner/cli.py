@@ -28,7 +28,8 @@ EPILOG = {
   jaxlearn run configs/population_digits.yaml --sweep learning_rate=0.01,0.1 --sweep seed=3,4 --zip
   jaxlearn run configs/population_digits.yaml --sweep learning_rate=log:1e-4:1:0 --random 16
 sweep values: v1,v2,...  |  lin:START:STOP:NUM  |  log:START:STOP:NUM  (--random samples inside ranges)""",
-    "ls": "examples:\n  jaxlearn ls\n  jaxlearn ls --experiment population_digits --status finished",
+    "ls": "examples:\n  jaxlearn ls\n  jaxlearn ls --experiment population_digits --status finished\n"
+          "  jaxlearn ls --rebuild        (index.sqlite lost or copied between machines)",
     "show": "examples:\n  jaxlearn show 3fa2c1\n  jaxlearn show population_digits/3fa2c1d0e5b6a7c8",
     "resume": "examples:\n  jaxlearn resume 3fa2c1      (re-running the same `run` command resumes too)",
     "plot": "examples:\n  jaxlearn plot 3fa2c1          (one run)\n  jaxlearn plot sweep:9b1e0f2a  (a sweep, id printed by `run`)\n"
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment")
     p.add_argument("--status", choices=["running", "finished", "diverged", "failed"])
     p.add_argument("--limit", type=int, default=50, help="show at most this many (newest last)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the index from the run directories first")
 
     p = command("show", "show a run's config, metrics and provenance")
     p.add_argument("run", help="run id, unique prefix, or experiment/run_id")
@@ -176,7 +178,7 @@ def _write_plots(experiment, results, directory) -> list[pathlib.Path]:
 
 def _cmd_ls(args, argv) -> int:
     with store.Index(args.out) as index:
-        index.sync()
+        index.rebuild() if args.rebuild else index.sync()
         records = index.rows(experiment=args.experiment, status=args.status)
     if not records:
         print("no runs")

@@ -163,6 +163,10 @@ def _coerce(tp, v, path: str, where: str, default=MISSING):
         raise err(f"expected one of {list(args)!r}, got {v!r}")
     if tp in (tuple, list) or origin in (tuple, list):
         v = v.tolist() if isinstance(v, np.ndarray) else v
+        if isinstance(v, str) and range_kind(v) and args and args[-1] is Ellipsis:
+            # "log:1:10000:12" for a tuple of numbers, e.g. log-spaced snapshot steps
+            grid = range_values(range_kind(v), v.strip(), f"{where} field '{path}'")[0]
+            v = list(dict.fromkeys(round(x) for x in grid)) if args[0] is int else list(grid)
         if not isinstance(v, (list, tuple)):
             raise err(f"expected a list ({_type_name(tp)}), got {_got(v)}")
         fixed = origin is tuple and args and args[-1] is not Ellipsis
@@ -264,6 +268,31 @@ def parse_config(cls, values: Mapping[str, Any], *, where: str = "config"):
     ``min``/``max``/``choices``. A mapping given for a nested dataclass field is merged over that
     field's default; a dict field is replaced. ``where`` replaces "config" in error messages."""
     return _parse(cls if isinstance(cls, type) else type(cls), values, where, "")
+
+
+def range_kind(text: str) -> str | None:
+    """``"lin"`` or ``"log"`` when ``text`` looks like ``lin:...``/``log:...``, else None."""
+    head = text.split(":", 1)[0].strip()
+    return head if head in ("lin", "log") and ":" in text else None
+
+
+def range_values(kind: str, raw: str, where: str) -> tuple[tuple[float, ...], float, float]:
+    """The points of ``lin:start:stop:num`` (``numpy.linspace``) or ``log:start:stop:num``
+    (``numpy.geomspace``), with the range's low and high ends."""
+    parts, form = raw.split(":"), f"{kind}:start:stop:num (e.g. {kind}:1e-3:1:7)"
+    if len(parts) != 4:
+        raise ConfigError(f"{where}: expected {form}, got {raw!r}")
+    try:
+        start, stop, n = float(parts[1]), float(parts[2]), float(parts[3])
+    except ValueError:
+        raise ConfigError(f"{where}: expected {form} with numbers, got {raw!r}") from None
+    if not (math.isfinite(start) and math.isfinite(stop) and n.is_integer() and n >= 1):
+        raise ConfigError(f"{where}: expected finite start/stop and an integer num >= 1, got {raw!r}")
+    if kind == "log" and (start <= 0 or stop <= 0):
+        raise ConfigError(f"{where}: a log axis needs start > 0 and stop > 0, got {raw!r}")
+    grid = (np.geomspace if kind == "log" else np.linspace)(start, stop, int(n))
+    # 15 significant digits: 0.30000000000000004 -> 0.3, so grid points hash like hand-written ones.
+    return tuple(float(f"{x:.15g}") for x in grid), min(start, stop), max(start, stop)
 
 
 # ----------------------------------------------------------------------------- hashing

@@ -22,7 +22,7 @@ import yaml
 
 from jaxlearn.runner.config import (
     MODES, ConfigError, _fields, _got, _hints, _is_dc, _is_dc_type, _suggest, _type_name, _UNIONS, _unknown,
-    canonical_json, parse_config,
+    canonical_json, parse_config, range_kind, range_values,
 )
 
 _SWEEP_FORMS = "key=v1,v2,... or key=lin:start:stop:num or key=log:start:stop:num"
@@ -79,25 +79,12 @@ class Axis:
 
 
 def _range_axis(kind: str, raw: str, where: str) -> Axis:
-    parts, form = raw.split(":"), f"{kind}:start:stop:num (e.g. {kind}:1e-3:1:7)"
-    if len(parts) != 4:
-        raise ConfigError(f"{where}: expected {form}, got {raw!r}")
-    try:
-        start, stop, n = float(parts[1]), float(parts[2]), float(parts[3])
-    except ValueError:
-        raise ConfigError(f"{where}: expected {form} with numbers, got {raw!r}") from None
-    if not (math.isfinite(start) and math.isfinite(stop) and n.is_integer() and n >= 1):
-        raise ConfigError(f"{where}: expected finite start/stop and an integer num >= 1, got {raw!r}")
-    if kind == "log" and (start <= 0 or stop <= 0):
-        raise ConfigError(f"{where}: a log axis needs start > 0 and stop > 0, got {raw!r}")
-    grid = (np.geomspace if kind == "log" else np.linspace)(start, stop, int(n))
-    # 15 significant digits: 0.30000000000000004 -> 0.3, so grid points hash like hand-written ones.
-    return Axis(tuple(float(f"{x:.15g}") for x in grid), kind, min(start, stop), max(start, stop))
+    values, low, high = range_values(kind, raw, where)
+    return Axis(values, kind, low, high)
 
 
 def _range_kind(s: str) -> str | None:
-    head = s.split(":", 1)[0].strip()
-    return head if head in ("lin", "log") and ":" in s else None
+    return range_kind(s)
 
 
 def _text_items(s: str, where: str) -> list:

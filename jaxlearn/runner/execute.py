@@ -200,7 +200,7 @@ def _row(step: int, metrics: dict, i: int) -> dict:
     return row
 
 
-def _write_status(path, run, status: str, **fields) -> None:
+def _write_status(path, status: str, **fields) -> None:
     record = store.read_json(path / "status.json") if (path / "status.json").exists() else {"started": store.now_iso()}
     record.update({"status": status, "updated": store.now_iso(), **fields})
     record.setdefault("step", 0)
@@ -217,6 +217,8 @@ def _is_final(path) -> bool:
 def _prepare(group: Group, root, index, argv) -> None:
     """Run directories with run.json, provenance and a 'running' status naming the group."""
     device = jax.devices()[0]
+    prov = store.provenance(argv)  # once per group: it asks git
+    prov.update(device_kind=device.device_kind, platform=device.platform, device_count=jax.device_count())
     for run in group.runs:
         path = run.dir(root)
         if _is_final(path):
@@ -225,10 +227,8 @@ def _prepare(group: Group, root, index, argv) -> None:
                   "config": cfg.to_dict(run.config)}
         if not (path / "run.json").exists():
             store.atomic_write_json(path / "run.json", record)
-        prov = store.provenance(argv)
-        prov.update(device_kind=device.device_kind, platform=device.platform, device_count=jax.device_count())
         store.atomic_write_json(path / "provenance.json", prov)
-        _write_status(path, run, "running", group=group.group_id)
+        _write_status(path, "running", group=group.group_id)
         index.upsert(path)
 
 
@@ -354,7 +354,7 @@ def run_group(group: Group, root, index, *, progress=None, argv=None) -> dict[st
         arrays.save_npz(path / "state_final.npz", jax.tree.map(lambda x: x[m], states))
         _write_events(path, rows)
         status = "diverged" if diverged_step[m] >= 0 else "finished"
-        _write_status(path, run, status, step=int(step), group=None, final_metrics=last,
+        _write_status(path, status, step=int(step), group=None, final_metrics=last,
                       diverged_step=int(diverged_step[m]) if diverged_step[m] >= 0 else None, finished=store.now_iso())
         index.upsert(path)
         statuses[run.run_id] = status
@@ -387,7 +387,7 @@ def _run_study(group, root, index, programs, dynamic, data, gdir, progress) -> d
                      if np.issubdtype(np.asarray(v).dtype, np.inexact))
         status = "finished" if finite else "diverged"
         row.pop("step")
-        _write_status(path, run, status, group=None, final_metrics=row, finished=store.now_iso())
+        _write_status(path, status, group=None, final_metrics=row, finished=store.now_iso())
         index.upsert(path)
         statuses[run.run_id] = status
     arrays.remove_tree(gdir)

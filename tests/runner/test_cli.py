@@ -57,6 +57,9 @@ def test_every_command_on_a_small_sweep(tmp_path, capsys, monkeypatch):
     assert cli.main(["ls", *out]) == 0
     listing = capsys.readouterr().out
     assert listing.count("finished") == 4 and "test_mse" in listing
+    (tmp_path / "index.sqlite").unlink()  # the index is a cache of the directories
+    assert cli.main(["ls", "--rebuild", *out]) == 0
+    assert capsys.readouterr().out == listing
     run_id = sorted(p.name for p in (tmp_path / "teacher_student").iterdir())[0]
 
     assert cli.main(["show", run_id[:6], *out]) == 0

@@ -343,3 +343,20 @@ def test_load_file_dotted_config_keys(tmp_path):
     assert C.parse_config(Cfg, f.variant()["config"]).optim == Optim("adam", 0.5)
     with pytest.raises(C.ConfigError, match=r"exp\.yaml: config bad key 'a\.\.b'"):
         F.load_file(_write(tmp_path, "experiment: x\nconfig: {a..b: 1}\n"))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Snapshots:
+    snapshots: tuple[int, ...] = C.static((), min=1)
+    scales: tuple[float, ...] = C.static((1.0,))
+
+
+def test_a_range_string_fills_a_tuple_field():
+    cfg = C.parse_config(_Snapshots, {"snapshots": "log:1:1000:4", "scales": "lin:0:1:3"})
+    assert cfg.snapshots == (1, 10, 100, 1000) and cfg.scales == (0.0, 0.5, 1.0)
+    # rounding to steps removes repeats: geomspace(1, 8, 6) -> 1, 1.5, 2.3, 3.5, 5.3, 8
+    assert C.parse_config(_Snapshots, {"snapshots": "log:1:8:6"}).snapshots == (1, 2, 3, 5, 8)
+    with pytest.raises(C.ConfigError, match=r"config field 'snapshots': expected log:start:stop:num"):
+        C.parse_config(_Snapshots, {"snapshots": "log:1:8"})
+    with pytest.raises(C.ConfigError, match=r"config field 'snapshots\[0\]': must be >= 1, got 0"):
+        C.parse_config(_Snapshots, {"snapshots": "lin:0:4:3"})

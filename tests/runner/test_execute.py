@@ -137,6 +137,26 @@ def test_snapshots_are_loadable_and_match_a_shorter_run(experiment, tmp_path):
     assert sorted(res.curves[res.curves.run_id == long_id].step) == [5, 10, 20, 30, 40]
 
 
+@pytest.mark.slow
+def test_concurrent_overlapping_sweeps_compute_each_run_once(tmp_path):
+    """Two runner processes started together on overlapping sweeps: every run is computed by
+    exactly one of them (the other skips it as finished or running elsewhere)."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    config = str(REPO / "configs" / "teacher_student.yaml")
+    base = [sys.executable, "-m", "jaxlearn", "run", config, "--out", str(tmp_path), "--variant", "smoke",
+            *[f"--set={k}={v}" for k, v in TINY.items()], "--quiet", "--no-plot", "--sweep", "learning_rate=0.05"]
+    procs = [subprocess.Popen([*base, "--sweep", seeds], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for seeds in ("seed=0,1,2,3", "seed=2,3,4,5")]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outputs]
+    computed = [int(o[0].split(" computed")[0].rsplit(" ", 1)[-1]) for o in outputs]
+    assert sum(computed) == 6, [o[0] for o in outputs]
+    runs = runner.load(tmp_path).runs
+    assert len(runs) == 6 and runs.status.eq("finished").all()
+    assert all(len(store.read_jsonl(store.run_dir(tmp_path, "teacher_student", r) / "metrics.jsonl")) == 4
+               for r in runs.run_id)
+
+
 # --- crash and resume: a real SIGKILL of a runner process -------------------------------------
 
 CLI_ARGS = ["--variant", "smoke", *[f"--set={k}={v}" for k, v in TINY.items()], "--sweep", "seed=0,1",
