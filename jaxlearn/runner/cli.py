@@ -276,6 +276,15 @@ def _cmd_plot(args, argv) -> int:
 
 
 def _cmd_clean(args, argv) -> int:
+    claims = []  # held until the runs are deleted, so no runner can start one meanwhile
+    try:
+        return _clean(args, claims)
+    finally:
+        for claim in claims:
+            claim.release()
+
+
+def _clean(args, claims) -> int:
     root = pathlib.Path(args.out)
     results = load(root, experiment=args.experiment)
     doomed = []
@@ -285,7 +294,7 @@ def _cmd_clean(args, argv) -> int:
             claim = store.RunClaim.try_acquire(path)
             if claim is None:
                 continue  # being computed right now
-            claim.release()
+            claims.append(claim)
             doomed.append((run["experiment"], run["run_id"], path))
     doomed_ids = {run_id for _, run_id, _ in doomed}
     stale = []
