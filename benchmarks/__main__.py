@@ -3,9 +3,9 @@ to bench_results/. Exits non-zero if a benchmark misses its target."""
 
 import sys
 
-from benchmarks import runner, train_loop
+from benchmarks import landscape, runner, train_loop
 
-ALL = {fn.__name__: fn for fn in train_loop.BENCHMARKS + runner.BENCHMARKS}
+ALL = {fn.__name__: fn for fn in train_loop.BENCHMARKS + runner.BENCHMARKS + landscape.BENCHMARKS}
 
 
 def main(names):

@@ -1,0 +1,25 @@
+"""jaxlearn.landscape — loss surfaces and curvature, as pure functions of params.
+
+Directions (filter-/layer-normalized random, PCA of a trajectory, the plane through three
+points), 1-D/2-D surfaces of any function of params (one compiled program, chunked), Hessian
+and Gauss–Newton vector products (optionally on a parameter block), top/bottom eigenvalues
+(Lanczos, power iteration), Hutchinson traces and stochastic Lanczos quadrature densities.
+The objective is a scalar ``loss_fn(params)`` or a :class:`ModelObjective` (model, per-example
+loss, dataset, chunk size). Figures: :mod:`jaxlearn.landscape.plots`.
+"""
+
+from jaxlearn.landscape import plots
+from jaxlearn.landscape.curvature import ggn_vp, hvp, operator
+from jaxlearn.landscape.directions import normalize_direction, pca_directions, plane, project, random_direction
+from jaxlearn.landscape.objective import ModelObjective, dataset_loss, dataset_metrics, mse, softmax_cross_entropy
+from jaxlearn.landscape.spectrum import (
+    hessian_trace, lanczos, power_iteration, smooth_density, spectral_density, top_eigenvalues,
+)
+from jaxlearn.landscape.surface import grid, surface_1d, surface_2d
+
+__all__ = [
+    "ModelObjective", "dataset_loss", "dataset_metrics", "ggn_vp", "grid", "hessian_trace", "hvp", "lanczos", "mse",
+    "normalize_direction", "operator", "pca_directions", "plane", "plots", "power_iteration", "project",
+    "random_direction", "smooth_density", "softmax_cross_entropy", "spectral_density", "surface_1d", "surface_2d",
+    "top_eigenvalues",
+]

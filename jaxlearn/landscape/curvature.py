@@ -1,0 +1,168 @@
+"""Curvature operators: Hessian- and Gauss–Newton-vector products, optionally on a block.
+
+* :func:`hvp` — ``H v`` with ``H = ∇²L(θ)``, by forward-over-reverse (``jvp`` of ``grad``: one
+  forward and one backward pass, no Hessian formed; Pearlmutter 1994). Where forward mode is
+  unavailable (a ``custom_vjp`` rule that ``grad`` leaves in the program) it falls back to
+  reverse-over-reverse (``grad`` of ``⟨∇L, v⟩``), decided at trace time. Through a ``custom_vjp``
+  rule the "Hessian" is the derivative of the rule's backward pass (for feedback alignment, of
+  the surrogate gradient).
+* :func:`ggn_vp` — ``G v`` with the generalized Gauss–Newton matrix of a model objective
+  (Schraudolph 2002; Martens 2020, "New insights and perspectives on the natural gradient method")
+
+      G = (1/N) Σ_i J_iᵀ H_i J_i,     J_i = ∂f(θ, x_i)/∂θ,   H_i = ∂²ℓ/∂f² at f(θ, x_i),
+
+  by ``jvp`` (J v), the output Hessian in closed form (softmax cross-entropy: ``diag(p) − ppᵀ``;
+  MSE ``½·mean_k``: ``I/K``; any other per-example loss: its exact output-Hessian-vector
+  product), and ``vjp`` (Jᵀ u). For these two losses G equals the Fisher information of the
+  model's predictive distribution (the "true" Fisher).
+* ``block`` — a pytree of bools like ``params`` (True: in the block). The operator becomes
+  ``P M P`` with ``P`` the coordinate projection, i.e. the Hessian/GGN of one layer or module
+  (its eigenvalues are the sub-matrix's, plus zeros).
+
+Everything is a pure function of ``(loss, params, v)``: ``jit``/``vmap`` apply (e.g. ``vmap`` over
+checkpoints or probe vectors). Model objectives are evaluated chunk by chunk, so memory stays
+bounded by one chunk.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxlearn.landscape.objective import ModelObjective, as_loss_fn, chunk_loss, chunked_sum, mse, softmax_cross_entropy
+
+__all__ = ["hvp", "ggn_vp", "operator", "project", "check_like", "has_forward_mode"]
+
+
+def check_like(tree, params, name: str) -> None:
+    """Raises a one-line ValueError when ``tree`` does not have the structure and leaf shapes of
+    ``params``."""
+    if jax.tree.structure(tree) != jax.tree.structure(params):
+        raise ValueError(f"{name}: expected a pytree with the structure of params "
+                         f"({jax.tree.structure(params)}), got {jax.tree.structure(tree)}")
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree.leaves(params)):
+        if jnp.shape(a) != jnp.shape(b):
+            raise ValueError(f"{name}{jax.tree_util.keystr(path)}: expected shape {jnp.shape(b)}, got {jnp.shape(a)}")
+
+
+def project(v, block):
+    """``v`` with the leaves (or entries) outside ``block`` set to zero; ``block=None`` keeps all."""
+    if block is None:
+        return v
+    return jax.tree.map(lambda x, keep: jnp.where(keep, x, jnp.zeros_like(x)), v, block)
+
+
+def has_forward_mode(fn: Callable, *args) -> bool:
+    """Whether ``jax.jvp`` can differentiate ``fn(*args)``: False when a ``custom_vjp`` rule would
+    have to be differentiated forward. JAX only raises for that when the program is lowered, so
+    this traces the ``jvp`` (abstractly: no computation, fine under ``jit``) and looks for a
+    ``custom_vjp`` linearization left in it. (``grad`` of a ``custom_vjp`` function is ordinary code, so
+    ``jvp`` of ``grad`` — an HVP — works even through such rules.)"""
+    jaxpr = jax.make_jaxpr(lambda *a: jax.jvp(fn, a, a))(*args)
+    return not _contains_custom_vjp(jaxpr.jaxpr)
+
+
+def _contains_custom_vjp(jaxpr) -> bool:
+    for eqn in jaxpr.eqns:
+        # custom_lin: a custom_vjp rule's linearization, which only its transpose (vjp) can evaluate
+        if eqn.primitive.name == "custom_lin" or eqn.primitive.name.startswith("custom_vjp_call"):
+            return True
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (list, tuple)) else (value,):
+                inner = getattr(sub, "jaxpr", None)
+                inner = getattr(inner, "jaxpr", inner) if inner is not None and not hasattr(inner, "eqns") else inner
+                if inner is not None and hasattr(inner, "eqns") and _contains_custom_vjp(inner):
+                    return True
+    return False
+
+
+def _scalar_loss(loss_fn, params):
+    out = jax.eval_shape(loss_fn, params)
+    if out.shape != ():
+        raise ValueError(f"loss_fn: must return a scalar, got shape {out.shape}")
+
+
+def _hvp_scalar(loss_fn: Callable, params, v):
+    grad = jax.grad(loss_fn)
+    if has_forward_mode(grad, params):
+        return jax.jvp(grad, (params,), (v,))[1]
+    return jax.grad(lambda p: _vdot(grad(p), v))(params)
+
+
+def _vdot(a, b):
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def hvp(loss, params, v, *, block=None):
+    """``H v`` (a pytree like ``params``) for ``loss`` = a scalar ``loss_fn(params)`` or a
+    :class:`~jaxlearn.landscape.objective.ModelObjective` (accumulated over chunks)."""
+    check_like(v, params, "v")
+    v = project(v, block)
+    if isinstance(loss, ModelObjective):
+        def chunk(x, y, w):
+            return _hvp_scalar(lambda p: chunk_loss(loss, p, x, y, w), params, v)
+
+        return project(chunked_sum(loss, chunk), block)
+    loss_fn = as_loss_fn(loss)
+    _scalar_loss(loss_fn, params)
+    return project(_hvp_scalar(loss_fn, params, v), block)
+
+
+def _output_hvp(per_example_loss: Callable, outputs, targets, u):
+    """``H_i u_i`` per example: the Hessian of the per-example loss w.r.t. the outputs."""
+    if per_example_loss is softmax_cross_entropy:
+        p = jax.nn.softmax(outputs, axis=-1)
+        return p * u - p * jnp.sum(p * u, axis=-1, keepdims=True)
+    if per_example_loss is mse:
+        return u / (outputs[0].size)
+
+    def one(o, y, t):
+        return jax.jvp(jax.grad(lambda out: per_example_loss(out, y)), (o,), (t,))[1]
+
+    return jax.vmap(one)(outputs, targets, u)
+
+
+def ggn_vp(objective: ModelObjective, params, v, *, block=None):
+    """``G v``, the generalized Gauss–Newton (= true Fisher for softmax cross-entropy and MSE)
+    times ``v``; see the module docstring. Models without forward mode (``custom_vjp`` rules)
+    get ``J v`` as the transpose of their (rule-defined) ``vjp``."""
+    if not isinstance(objective, ModelObjective):
+        raise TypeError(f"objective: Gauss–Newton products need a ModelObjective (outputs and a per-example loss), "
+                        f"got {type(objective).__name__}")
+    check_like(v, params, "v")
+    v = project(v, block)
+
+    def chunk(x, y, w):
+        def f(p):
+            return objective.apply_fn(p, x)
+
+        outputs, pullback = jax.vjp(f, params)
+        if has_forward_mode(f, params):
+            jv = jax.jvp(f, (params,), (v,))[1]
+        else:
+            jv = _transpose_vjp(pullback, outputs, v)
+        hjv = _output_hvp(objective.per_example_loss, outputs, y, jv)
+        weighted = hjv * w.reshape((-1,) + (1,) * (hjv.ndim - 1))
+        return pullback(weighted.astype(outputs.dtype))[0]
+
+    return project(chunked_sum(objective, chunk), block)
+
+
+def _transpose_vjp(pullback, outputs, v):
+    """``J v`` from the linear map ``u ↦ Jᵀu``: its transpose."""
+    transpose = jax.linear_transpose(lambda u: pullback(u)[0], jax.ShapeDtypeStruct(outputs.shape, outputs.dtype))
+    return transpose(v)[0]
+
+
+def operator(loss, params, *, kind: str = "hessian", block=None) -> Callable:
+    """The matrix-free operator ``v ↦ M v`` with ``M`` the Hessian (``kind="hessian"``) or the
+    Gauss–Newton matrix (``kind="ggn"``, model objectives only), restricted to ``block``."""
+    if kind == "hessian":
+        if not isinstance(loss, ModelObjective):
+            _scalar_loss(as_loss_fn(loss), params)
+        return lambda v: hvp(loss, params, v, block=block)
+    if kind == "ggn":
+        return lambda v: ggn_vp(loss, params, v, block=block)
+    raise ValueError(f"kind: expected 'hessian' or 'ggn', got {kind!r}")

@@ -1,0 +1,303 @@
+"""Curvature spectra without forming the matrix: extreme eigenpairs, the trace, and the density.
+
+All routines see the curvature ``M`` (Hessian or Gauss–Newton, optionally restricted to a
+parameter block; see :mod:`jaxlearn.landscape.curvature`) only through ``v ↦ M v`` and work in
+the flat parameter space of dimension ``P`` (``jax.flatten_util.ravel_pytree`` order, the
+params' dtype). The flat inner product is the one used for norms and orthogonality.
+
+* :func:`lanczos` — ``m`` Lanczos steps with full reorthogonalization (Paige 1972; Parlett,
+  "The Symmetric Eigenvalue Problem", ch. 13), giving ``Q_mᵀ M Q_m = T_m`` tridiagonal.
+* :func:`top_eigenvalues` — the ``k`` extreme Ritz values of ``T_m`` (Lanczos) or deflated power
+  iteration (largest *magnitude*).
+* :func:`hessian_trace` — Hutchinson's estimator ``tr M = E[zᵀ M z]``, ``z`` Rademacher
+  (Hutchinson 1989).
+* :func:`spectral_density` / :func:`smooth_density` — stochastic Lanczos quadrature (Golub &
+  Meurant 1994, "Matrices, moments and quadrature"; Ghorbani, Krishnan & Xiao 2019, "An
+  investigation into neural net optimization via Hessian eigenvalue density", §2–3).
+
+Every iteration runs in ``lax.fori_loop``/``lax.map``, so the public functions compose with
+``jax.jit`` (``loss``, ``k``, ``num_steps``, ``method``, ``which``, ``kind`` static, e.g. by closure)
+and ``jax.vmap`` over params (checkpoints), keys or probes. ``key=None`` means
+``jax.random.key(0)``: results are deterministic unless a key is passed.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from jaxlearn.landscape import curvature
+
+__all__ = ["top_eigenvalues", "hessian_trace", "spectral_density", "smooth_density", "lanczos",
+           "power_iteration"]
+
+
+def lanczos(matvec: Callable, v0, num_steps: int, *, tol=None):
+    """``num_steps = m`` Lanczos steps on a symmetric operator of flat vectors, from ``v0``.
+
+    ``matvec: (P,) -> (P,)``; ``v0``: ``(P,)``, normalised here. Returns ``alphas (m,)`` (diagonal of
+    ``T_m``), ``betas (m-1,)`` (off-diagonal) and ``basis (m, P)`` (orthonormal rows
+    ``q_0 = v0/‖v0‖, q_1, …``) with ``basis @ M @ basis.T = T_m``. Each new vector is
+    reorthogonalized against *all* previous ones, twice (Kahan's "twice is enough"; Giraud, Langou
+    & Rozložník 2005), so the basis stays orthonormal to rounding, no spurious copies of converged
+    Ritz values appear, and ``m = P`` steps without breakdown give the whole spectrum.
+
+    Breakdown: when ``β_j ≤ tol · max_i ‖M q_i‖`` (default ``tol = 100·eps`` of the dtype) the
+    Krylov space is invariant and is not extended: ``β_j`` and all later betas are exactly 0 and
+    the later rows of ``basis`` and ``alphas`` are 0. ``T_m`` is then block diagonal, its leading
+    block holding the information and a trailing zero block (Ritz values 0 with zero first
+    components); shapes stay static and everything stays finite.
+    """
+    v0 = jnp.asarray(v0)
+    if v0.ndim != 1:
+        raise ValueError(f"v0: expected a flat vector of shape (P,), got shape {v0.shape}")
+    size = v0.shape[0]
+    if not 1 <= num_steps <= size:
+        raise ValueError(f"num_steps: expected an int in [1, P={size}], got {num_steps}")
+    dtype = v0.dtype
+    tol = 100 * jnp.finfo(dtype).eps if tol is None else tol
+    norm = jnp.linalg.norm(v0)  # v0 = 0 is an immediate breakdown: all zeros
+    basis = jnp.zeros((num_steps, size), dtype).at[0].set(v0 / jnp.where(norm > 0, norm, 1.0))
+    alphas, betas = jnp.zeros(num_steps, dtype), jnp.zeros(max(num_steps - 1, 0), dtype)
+
+    def step(j, carry):
+        basis, alphas, betas, beta_prev, scale = carry
+        q, q_prev = basis[j], basis[jnp.maximum(j - 1, 0)]
+        w = matvec(q)
+        scale = jnp.maximum(scale, jnp.linalg.norm(w))
+        alpha = jnp.vdot(q, w)
+        w = w - alpha * q - beta_prev * q_prev
+        for _ in range(2):  # rows after j are still zero, so this is against q_0..q_j only
+            w = w - basis.T @ (basis @ w)
+        beta = jnp.linalg.norm(w)
+        alive = beta > tol * scale
+        beta = jnp.where(alive, beta, 0.0)
+        q_next = jnp.where(alive, w / jnp.where(alive, beta, 1.0), 0.0)
+        return (basis.at[j + 1].set(q_next, mode="drop"), alphas.at[j].set(alpha),
+                betas.at[j].set(beta, mode="drop"), beta, scale)
+
+    init = (basis, alphas, betas, jnp.zeros((), dtype), jnp.zeros((), dtype))
+    basis, alphas, betas, _, _ = jax.lax.fori_loop(0, num_steps, step, init)
+    return alphas, betas, basis
+
+
+def _tridiagonal(alphas, betas):
+    return jnp.diag(alphas) + jnp.diag(betas, 1) + jnp.diag(betas, -1)
+
+
+def power_iteration(matvec: Callable, v0, num_iters: int, k: int = 1):
+    """The ``k`` eigenpairs of largest *magnitude* by power iteration with deflation.
+
+    ``matvec: (P,) -> (P,)``, ``v0: (P,)``. Eigenvector ``i`` is iterated ``num_iters`` times on
+    ``(I − U Uᵀ) M (I − U Uᵀ)`` with ``U`` the ``i`` vectors already found (orthogonalising each
+    iterate against them, twice), starting from ``v0`` projected off ``U``. Returns ``values (k,)``
+    (Rayleigh quotients ``uᵀ M u``, in the order found: decreasing magnitude) and unit
+    ``vectors (k, P)``. Convergence is linear in ``|λ_{i+1}/λ_i|``: it needs a gap in magnitude,
+    and fails for a ``±λ`` pair.
+    """
+    v0 = jnp.asarray(v0)
+    size = v0.shape[0]
+    if not 1 <= k <= size:
+        raise ValueError(f"k: expected an int in [1, P={size}], got {k}")
+    if num_iters < 1:
+        raise ValueError(f"num_iters: expected a positive int, got {num_iters}")
+
+    def normalise(v):
+        norm = jnp.linalg.norm(v)
+        return jnp.where(norm > 0, v / jnp.where(norm > 0, norm, 1.0), v)
+
+    def deflate(found, v):
+        for _ in range(2):
+            v = v - found.T @ (found @ v)
+        return v
+
+    def one(i, carry):
+        values, found = carry
+        v = jax.lax.fori_loop(0, num_iters, lambda _, v: normalise(deflate(found, matvec(v))),
+                              normalise(deflate(found, v0)))
+        return values.at[i].set(jnp.vdot(v, matvec(v))), found.at[i].set(v)
+
+    init = (jnp.zeros(k, v0.dtype), jnp.zeros((k, size), v0.dtype))
+    return jax.lax.fori_loop(0, k, one, init)
+
+
+def _block_size(params, block) -> int | None:
+    """Number of coordinates in ``block`` (all of ``params`` for None); None when ``block`` is traced."""
+    if block is None:
+        return sum(int(np.size(leaf)) for leaf in jax.tree.leaves(params))
+    try:
+        counts = jax.tree.map(lambda leaf, keep: int(np.broadcast_to(np.asarray(keep), np.shape(leaf)).sum()),
+                              params, block)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+    return sum(jax.tree.leaves(counts))
+
+
+def _flat_operator(loss, params, kind, block):
+    flat, unravel = ravel_pytree(params)
+    op = curvature.operator(loss, params, kind=kind, block=block)
+    return flat, unravel, lambda v: ravel_pytree(op(unravel(v)))[0].astype(flat.dtype)
+
+
+def _project_flat(v, unravel, block):
+    return v if block is None else ravel_pytree(curvature.project(unravel(v), block))[0]
+
+
+def _key(key):
+    return jax.random.key(0) if key is None else key
+
+
+def top_eigenvalues(loss, params, k: int = 5, *, method: str = "lanczos", num_iters: int | None = None, key=None,
+                    which: str = "largest", kind: str = "hessian", block=None, return_vectors: bool = False,
+                    tol=None):
+    """The ``k`` extreme eigenvalues of the Hessian (``kind="hessian"``) or Gauss–Newton matrix
+    (``kind="ggn"``, a ModelObjective) of ``loss`` at ``params``, optionally on ``block``.
+
+    ``method="lanczos"`` (default): ``m = num_iters`` Lanczos steps (default ``min(max(4k, 64), P)``,
+    ``P`` the block size) with full reorthogonalization from a random unit start vector (Gaussian
+    from ``key``, projected onto the block); the ``k`` largest (``which="largest"``) or smallest
+    (``"smallest"``) Ritz values of ``T_m``. Extreme Ritz values converge first; with ``m = P``
+    they are the eigenvalues (up to rounding). A single start vector sees each *distinct*
+    eigenvalue once, so multiplicities (e.g. the GGN's many zeros) are not resolved, and when the
+    Krylov space is invariant with dimension ``d < k`` (fewer than ``k`` distinct eigenvalues
+    reachable) entries ``d…k−1`` are NaN. ``tol``: the relative breakdown threshold of
+    :func:`lanczos`; the zero block of ``T_m`` after a breakdown never contributes Ritz values.
+
+    ``method="power"``: deflated :func:`power_iteration`, ``num_iters`` (default 100) per
+    eigenvalue. It finds the ``k`` largest in *magnitude*, so ``which="smallest"`` raises; ``tol``
+    is unused.
+
+    Returns ``values (k,)``, sorted decreasing (``"largest"``) or increasing (``"smallest"``); with
+    ``return_vectors``, ``(values, vectors)`` where ``vectors`` is a pytree like ``params`` with a
+    leading ``k`` axis, unit norm in the flat inner product (sign arbitrary).
+    """
+    if method not in ("lanczos", "power"):
+        raise ValueError(f"method: expected 'lanczos' or 'power', got {method!r}")
+    if which not in ("largest", "smallest"):
+        raise ValueError(f"which: expected 'largest' or 'smallest', got {which!r}")
+    if method == "power" and which == "smallest":
+        raise ValueError("which: power iteration finds the largest-magnitude eigenvalues; use method='lanczos' "
+                         "for which='smallest'")
+    flat, unravel, matvec = _flat_operator(loss, params, kind, block)
+    size = flat.shape[0]
+    dim = _block_size(params, block)
+    dim = size if dim is None else dim
+    if not (isinstance(k, (int, np.integer)) and 1 <= k <= dim):
+        raise ValueError(f"k: expected an int in [1, {dim}] (the number of {'block ' if block is not None else ''}"
+                         f"parameters), got {k!r}")
+    v0 = _project_flat(jax.random.normal(_key(key), (size,), flat.dtype), unravel, block)
+
+    if method == "power":
+        values, vectors = power_iteration(matvec, v0, 100 if num_iters is None else num_iters, k)
+        order = jnp.argsort(-values)
+        values, vectors = values[order], vectors[order]
+    else:
+        m = min(max(4 * k, 64), dim) if num_iters is None else num_iters
+        if not k <= m <= size:
+            raise ValueError(f"num_iters: expected an int in [k={k}, P={size}], got {m}")
+        alphas, betas, basis = lanczos(matvec, v0, m, tol=tol)
+        # After a breakdown the trailing block of T_m is zero; move its (spurious) Ritz values
+        # beyond the Gershgorin bound of the live block so they are never among the k extremes.
+        live = jnp.concatenate([jnp.ones(1, bool), jnp.cumprod(betas > 0).astype(bool)])
+        off = jnp.abs(jnp.concatenate([betas, jnp.zeros(1, flat.dtype)]))
+        off = off + jnp.abs(jnp.concatenate([jnp.zeros(1, flat.dtype), betas]))
+        sign = -1.0 if which == "largest" else 1.0
+        bound = jnp.max(jnp.where(live, sign * alphas + off, -jnp.inf))
+        alphas = jnp.where(live, alphas, sign * (bound + 1.0))
+        ritz_values, ritz_vectors = jnp.linalg.eigh(_tridiagonal(alphas, betas))
+        order = jnp.arange(m - 1, m - 1 - k, -1) if which == "largest" else jnp.arange(k)
+        found = jnp.arange(k) < jnp.sum(live)  # False beyond the dimension of an invariant Krylov space
+        values = jnp.where(found, ritz_values[order], jnp.nan)
+        vectors = jnp.where(found[:, None], (basis.T @ ritz_vectors[:, order]).T, jnp.nan)
+    if not return_vectors:
+        return values
+    vectors = vectors / jnp.linalg.norm(vectors, axis=1, keepdims=True)
+    return values, jax.vmap(unravel)(vectors)
+
+
+def _map_over_probes(fn, probes, params, num_probes, key, dtype, size, distribution="rademacher"):
+    """``lax.map`` of ``fn: (P,) -> out`` over the user's probes (a pytree like params with a
+    leading axis) or over ``num_probes`` draws from ``key``, each drawn inside the loop so that
+    memory holds one probe, not ``(n, P)``."""
+    if probes is None:
+        if not (isinstance(num_probes, (int, np.integer)) and num_probes >= 1):
+            raise ValueError(f"num_probes: expected a positive int, got {num_probes!r}")
+        draw = jax.random.normal if distribution == "gaussian" else jax.random.rademacher
+        return jax.lax.map(lambda k: fn(draw(k, (size,), dtype)), jax.random.split(_key(key), num_probes))
+    leading = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree.leaves(probes)}
+    if len(leading) != 1 or None in leading:
+        raise ValueError(f"probes: expected a pytree like params with one common leading (probe) axis, "
+                         f"got leading sizes {sorted(map(str, leading))}")
+    curvature.check_like(jax.tree.map(lambda a: a[0], probes), params, "probes[0]")
+    return jax.lax.map(lambda z: fn(ravel_pytree(z)[0].astype(dtype)), probes)
+
+
+def hessian_trace(loss, params, *, num_probes: int = 100, key=None, probes=None, kind: str = "hessian", block=None):
+    """Hutchinson's estimate of ``tr M`` (Hutchinson 1989): the mean of ``zᵢᵀ M zᵢ`` over probes.
+
+    Default probes: ``num_probes`` Rademacher vectors (entries exactly ±1, ``E[z zᵀ] = I``) from
+    ``key``. ``probes``: a pytree like ``params`` with a leading axis ``(n, …)`` (then
+    ``num_probes`` is ignored); the estimator is unbiased for any probes with ``E[z zᵀ] = I``.
+    Probes are projected onto ``block``, estimating the trace of that sub-matrix. Returns
+    ``(estimate, standard_error)`` with ``standard_error = std(samples, ddof=1)/√n`` (nan for
+    ``n = 1``). Probes are processed one at a time (``lax.map``), so memory is one product's.
+    """
+    flat, unravel, matvec = _flat_operator(loss, params, kind, block)
+
+    def quadratic_form(z):
+        z = _project_flat(z, unravel, block)
+        return jnp.vdot(z, matvec(z))
+
+    samples = _map_over_probes(quadratic_form, probes, params, num_probes, key, flat.dtype, flat.shape[0])
+    n = samples.shape[0]
+    stderr = jnp.std(samples, ddof=1) / np.sqrt(n) if n > 1 else jnp.full((), jnp.nan, samples.dtype)
+    return jnp.mean(samples), stderr
+
+
+def spectral_density(loss, params, *, num_steps: int = 100, num_probes: int = 1, key=None, kind: str = "hessian",
+                     block=None, probes=None, distribution: str = "rademacher"):
+    """Stochastic Lanczos quadrature of the eigenvalue density of ``M`` (Golub & Meurant 1994;
+    Ghorbani et al. 2019, §2–3).
+
+    For each probe ``v`` (Rademacher, or ``distribution="gaussian"``, from ``key``; or the user's
+    ``probes``, a pytree like ``params`` with a leading axis), projected onto ``block`` and
+    normalised, ``m = num_steps`` Lanczos steps give ``T_m = V diag(θ) Vᵀ``; the ``m``-point Gauss
+    quadrature of the measure ``Σ_i (vᵀu_i)² δ_{λ_i}`` has nodes ``θ_j`` and weights
+    ``w_j = V_{0j}²`` (summing to 1), exact for polynomials of degree ``≤ 2m − 1``:
+    ``Σ_j w_j θ_jᵏ = vᵀMᵏv / ‖v‖²``. Averaged over probes it estimates the density
+    ``(1/P) Σ_i δ(t − λ_i)``. After a Lanczos breakdown the trailing nodes carry zero weight.
+
+    Returns ``(nodes, weights)``, each ``(num_probes, m)`` (``(n, m)`` for ``n`` user probes), nodes
+    ascending per probe.
+    """
+    if distribution not in ("rademacher", "gaussian"):
+        raise ValueError(f"distribution: expected 'rademacher' or 'gaussian', got {distribution!r}")
+    flat, unravel, matvec = _flat_operator(loss, params, kind, block)
+    size = flat.shape[0]
+    if not (isinstance(num_steps, (int, np.integer)) and 1 <= num_steps <= size):
+        raise ValueError(f"num_steps: expected an int in [1, P={size}], got {num_steps!r}")
+
+    def quadrature(v):
+        alphas, betas, _ = lanczos(matvec, _project_flat(v, unravel, block), num_steps)
+        nodes, vectors = jnp.linalg.eigh(_tridiagonal(alphas, betas))
+        return nodes, vectors[0] ** 2
+
+    return _map_over_probes(quadrature, probes, params, num_probes, key, flat.dtype, size, distribution)
+
+
+def smooth_density(nodes, weights, grid, sigma):
+    """The Gaussian-smoothed SLQ density on ``grid (G,)``: the mean over probes of
+    ``Σ_j w_j N(t; θ_j, σ²)`` (Ghorbani et al. 2019, §3). ``nodes``/``weights``: ``(n, m)`` or
+    ``(m,)`` from :func:`spectral_density`. Returns ``(G,)``; it integrates to 1 over a grid that
+    covers the nodes by a few ``σ``."""
+    nodes, weights, grid = jnp.atleast_2d(nodes), jnp.atleast_2d(weights), jnp.asarray(grid)
+    if nodes.shape != weights.shape:
+        raise ValueError(f"weights: expected the shape of nodes {nodes.shape}, got {weights.shape}")
+    if isinstance(sigma, (int, float)) and not sigma > 0:
+        raise ValueError(f"sigma: expected a positive width, got {sigma}")
+    gauss = jnp.exp(-0.5 * ((grid[:, None, None] - nodes) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+    return jnp.sum(weights * gauss, axis=-1).mean(axis=-1)

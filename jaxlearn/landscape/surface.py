@@ -1,0 +1,153 @@
+"""Loss surfaces along directions: ``fn(θ + α·d)`` on a line and ``fn(θ + x·d1 + y·d2)`` on a grid.
+
+Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets", §3 (1-D interpolation, 2-D
+contour plots). Every grid point is evaluated by one compiled program: the points are flattened
+(``xs``-major), evaluated ``chunk_size`` at a time with ``vmap`` and chunk after chunk with
+``lax.map``, so memory is bounded by one chunk of forward passes. The functions are pure: they
+work under ``jit`` (with ``fn`` closed over) and are differentiable w.r.t. ``params`` and the
+directions.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.tree_util import keystr, tree_flatten_with_path
+
+from jaxlearn.landscape.directions import _check_like, _is_float
+
+__all__ = ["grid", "surface_1d", "surface_2d"]
+
+
+def grid(num: int, extent=1.0):
+    """``num`` evenly spaced coordinates from ``-extent`` to ``extent`` (like ``linspace``), shape
+    ``(num,)``, computed as ``extent · (2k − (num − 1)) / (num − 1)`` so the grid is exactly
+    symmetric, the endpoints are exactly ``±extent`` and, for odd ``num``, the centre is exactly
+    ``0.0`` (the unperturbed ``θ``). ``num = 1`` gives ``[0.0]``. Default float dtype; ``extent``
+    may be traced."""
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ValueError(f"num must be a positive int, got {num!r}")
+    unit = (2 * np.arange(num) - (num - 1)) / max(num - 1, 1)     # exact 0 and ±1, symmetric
+    dtype = jnp.result_type(float)
+    if isinstance(extent, (int, float, np.number)) and not isinstance(extent, bool):
+        if not 0 < extent < np.inf:
+            raise ValueError(f"extent must be a positive finite number, got {extent!r}")
+        return jnp.asarray(unit * extent, dtype)   # one rounding per entry: still symmetric
+    return jnp.asarray(unit, dtype) * extent
+
+
+def _axis(name: str, a):
+    a = jnp.asarray(a)
+    if a.ndim != 1 or a.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {a.shape}")
+    return a
+
+
+def _check_chunk_size(chunk_size) -> None:
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+
+
+def _shift(p, ds, c):
+    """``p + c[0]·ds[0] + c[1]·ds[1] + …`` in ``p``'s dtype (left to right); non-float leaves as is."""
+    if not _is_float(p):
+        return p
+    p = jnp.asarray(p)
+    for i, d in enumerate(ds):
+        p = p + c[i].astype(p.dtype) * jnp.asarray(d, p.dtype)
+    return p
+
+
+def _check_scalars(out) -> None:
+    for path, leaf in tree_flatten_with_path(out)[0]:
+        if jnp.shape(leaf) != ():
+            where = f" at {keystr(path)}" if path else ""
+            raise ValueError(f"fn must return a scalar or a pytree (e.g. dict) of scalars, got shape "
+                             f"{jnp.shape(leaf)}{where}")
+
+
+def _grid_values(fn: Callable, params, directions, axes, chunk_size):
+    """``fn(params + Σ_k c_k·directions[k])`` on the grid ``axes[0] × axes[1] × …`` (``ij`` order);
+    a pytree like ``fn``'s output with leaves of shape ``tuple(len(a) for a in axes)``."""
+    dtype = jnp.result_type(*axes, float)
+    mesh = jnp.meshgrid(*(a.astype(dtype) for a in axes), indexing="ij")
+    coords = jnp.stack([m.ravel() for m in mesh], axis=1)            # (N, K), first axis slowest
+
+    def at(c):
+        return fn(jax.tree.map(lambda p, *ds: _shift(p, ds, c), params, *directions))
+
+    n, k = coords.shape
+    if chunk_size is None or chunk_size >= n:
+        out = jax.vmap(at)(coords)
+    else:
+        num_chunks = -(-n // chunk_size)
+        pad = num_chunks * chunk_size - n
+        # The ragged last chunk repeats the last point (a valid point: no NaN, one program).
+        padded = jnp.concatenate([coords, jnp.broadcast_to(coords[-1:], (pad, k))])
+        out = jax.lax.map(jax.vmap(at), padded.reshape(num_chunks, chunk_size, k))
+        out = jax.tree.map(lambda v: v.reshape(-1)[:n], out)
+    return jax.tree.map(lambda v: v.reshape(mesh[0].shape), out)
+
+
+def _evaluate(fn, params, directions, axes, chunk_size):
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    _check_chunk_size(chunk_size)
+    # Checked on an abstract evaluation, outside jit: errors raised while tracing a jitted
+    # function get JAX's multi-line note appended.
+    _check_scalars(jax.eval_shape(fn, params))
+    return _program(fn, chunk_size)(params, directions, axes)
+
+
+# Compiled programs per fn, held only as long as fn lives: a strong cache keyed on fn would keep
+# alive whatever it closes over (datasets); the program refers to fn through a weak reference.
+_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _program(fn, chunk_size):
+    try:
+        per_fn = _PROGRAMS.setdefault(fn, {})
+    except TypeError:  # not weakly referenceable (or unhashable): compile for this call only
+        return jax.jit(lambda p, d, a: _grid_values(fn, p, d, a, chunk_size))
+    if chunk_size not in per_fn:
+        ref = weakref.ref(fn)
+        per_fn[chunk_size] = jax.jit(lambda p, d, a: _grid_values(ref(), p, d, a, chunk_size))
+    return per_fn[chunk_size]
+
+
+def surface_1d(fn: Callable, params, d, alphas, *, chunk_size: int | None = 256):
+    """``fn(θ + α·d)`` for each ``α`` in ``alphas`` (Li et al. 2018, §3, "1-D linear interpolation").
+
+    ``fn(params)`` returns a scalar or a pytree (e.g. ``{"loss": …, "accuracy": …}``) of scalars;
+    ``d`` is a direction like ``params`` (e.g. :func:`~jaxlearn.landscape.directions.random_direction`,
+    or ``θ' − θ`` for the interpolation between two solutions); ``alphas`` is ``(A,)``.
+    Returns an ``(A,)`` array, or the same pytree with ``(A,)`` leaves. ``chunk_size`` points are
+    evaluated in parallel (``vmap``), chunks one after another (``lax.map``); ``None``: all at once.
+    The default (256) bounds memory to 256 copies of the activations and, on CPU, is also faster
+    than evaluating every point at once (see ``benchmarks/landscape.py``).
+    Non-floating leaves of ``params`` are not moved.
+    """
+    alphas = _axis("alphas", alphas)
+    _check_like("d", d, params)
+    return _evaluate(fn, params, (d,), (alphas,), chunk_size)
+
+
+def surface_2d(fn: Callable, params, d1, d2, xs, ys, *, chunk_size: int | None = 256):
+    """``values[i, j] = fn(θ + xs[i]·d1 + ys[j]·d2)`` (Li et al. 2018, §3, "2-D contour plots").
+
+    Axis 0 indexes ``xs`` (the ``d1`` coordinate), axis 1 indexes ``ys`` (the ``d2`` coordinate);
+    no transposition (``meshgrid(..., indexing="ij")``). ``xs`` is ``(X,)``, ``ys`` is ``(Y,)``;
+    ``fn`` returns a scalar or a pytree of scalars and the result is an ``(X, Y)`` array or the same
+    pytree of ``(X, Y)`` arrays. ``chunk_size``: grid points per ``vmap`` (flattened ``xs``-major,
+    the last chunk padded; default 256, see :func:`surface_1d`), ``None``: all ``X·Y`` at once. Plot with
+    :func:`jaxlearn.landscape.plots.contour`, which takes the same ``(xs, ys, values)``.
+    """
+    xs, ys = _axis("xs", xs), _axis("ys", ys)
+    _check_like("d1", d1, params)
+    _check_like("d2", d2, params)
+    return _evaluate(fn, params, (d1, d2), (xs, ys), chunk_size)

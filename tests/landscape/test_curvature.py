@@ -1,0 +1,165 @@
+"""Hessian- and Gauss–Newton-vector products against dense matrices (float64)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from jaxlearn import landscape as ls
+from jaxlearn import nn
+from jaxlearn.landscape.objective import ModelObjective, dataset_loss, mse, softmax_cross_entropy
+
+
+@jax.custom_vjp
+def _tanh_rule(x):
+    return jnp.tanh(x)
+
+
+def _tanh_fwd(x):
+    return jnp.tanh(x), x
+
+
+def _tanh_bwd(x, g):
+    return (g * (1.0 - jnp.tanh(x) ** 2),)  # the exact derivative, written as a rule
+
+
+_tanh_rule.defvjp(_tanh_fwd, _tanh_bwd)
+
+
+def _setup(activation="tanh", loss="ce", batch_size=4):
+    act = nn.Elementwise(_tanh_rule, name="tanh_rule") if activation == "rule" else nn.Tanh()
+    model = nn.serial(nn.Dense(6), act, nn.Dense(3))
+    params, _ = model.init(jax.random.key(0), jax.ShapeDtypeStruct((1, 4), jnp.result_type(float)))
+    x = jax.random.normal(jax.random.key(1), (10, 4))
+    if loss == "ce":
+        y, per_example = jnp.arange(10) % 3, softmax_cross_entropy
+    elif loss == "mse":
+        y, per_example = jax.random.normal(jax.random.key(2), (10, 3)), mse
+    else:  # a loss without a closed form: the generic output-Hessian path
+        y, per_example = jax.random.normal(jax.random.key(2), (10, 3)), lambda o, t: jnp.sum(jnp.cosh(o - t))
+    return model, params, ModelObjective(model.apply, per_example, (x, y), batch_size)
+
+
+def _jhvp(loss, params, v, block=None):
+    return jax.jit(lambda p, t, b: ls.hvp(loss, p, t, block=b))(params, v, block)
+
+
+def _jggn(objective, params, v, block=None):
+    return jax.jit(lambda p, t, b: ls.ggn_vp(objective, p, t, block=b))(params, v, block)
+
+
+def _mask(block, params):
+    return np.asarray(ravel_pytree(jax.tree.map(lambda b, a: jnp.full(a.shape, b), block, params))[0]).astype(bool)
+
+
+def _dense(objective, params):
+    flat, unravel = ravel_pytree(params)
+    hessian = jax.jit(jax.hessian(lambda f: dataset_loss(objective._replace(batch_size=None), unravel(f))))(flat)
+    return flat, unravel, np.asarray(hessian)
+
+
+def _dense_ggn(model, objective, params):
+    flat, unravel = ravel_pytree(params)
+    x, y = objective.data
+    jac = jax.jit(jax.jacobian(lambda f: model.apply(unravel(f), x)))(flat)  # (N, K, P)
+    out = model.apply(params, x)
+    h_out = jax.jit(jax.vmap(jax.hessian(objective.per_example_loss)))(out, y)  # (N, K, K), not our closed forms
+    return np.einsum("nkp,nkl,nlq->pq", jac, h_out, jac) / x.shape[0]
+
+
+@pytest.mark.float64
+@pytest.mark.parametrize("batch_size", [None, 4, 10])  # 4: two full chunks and a ragged one of 2
+@pytest.mark.parametrize("as_fn", [False, True])
+def test_hvp_equals_dense_hessian(batch_size, as_fn):
+    model, params, objective = _setup(batch_size=batch_size)
+    flat, unravel, hessian = _dense(objective, params)
+    v = jax.random.normal(jax.random.key(3), flat.shape)
+    loss = (lambda p: dataset_loss(objective, p)) if as_fn else objective
+    got = jax.jit(lambda p, t: _jhvp(loss, p, t))(params, unravel(v))
+    np.testing.assert_allclose(ravel_pytree(got)[0], hessian @ v, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.float64
+def test_reverse_over_reverse_fallback_equals_dense_hessian(monkeypatch):
+    _, params, objective = _setup()
+    flat, unravel, hessian = _dense(objective, params)
+    monkeypatch.setattr(ls.curvature, "has_forward_mode", lambda fn, *args: False)
+    v = jax.random.normal(jax.random.key(8), flat.shape)
+    np.testing.assert_allclose(ravel_pytree(_jhvp(objective, params, unravel(v)))[0], hessian @ v, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.float64
+def test_custom_vjp_rules_hvp_and_ggn():
+    _, params, rule_objective = _setup(activation="rule")
+    _, _, plain_objective = _setup(activation="tanh")
+    # no forward mode through the rule itself (the GGN's J v); JAX can differentiate the rule's
+    # backward pass forward, so HVPs still take the jvp-of-grad path, with the rule's derivative
+    assert not ls.curvature.has_forward_mode(lambda p: rule_objective.apply_fn(p, rule_objective.data[0]), params)
+    flat, unravel, hessian = _dense(plain_objective, params)
+    v = jax.random.normal(jax.random.key(4), flat.shape)
+    got = _jhvp(rule_objective, params, unravel(v))
+    np.testing.assert_allclose(ravel_pytree(got)[0], hessian @ v, rtol=1e-10, atol=1e-12)
+    ggn_rule = _jggn(rule_objective, params, unravel(v))
+    ggn_plain = _jggn(plain_objective, params, unravel(v))
+    np.testing.assert_allclose(ravel_pytree(ggn_rule)[0], ravel_pytree(ggn_plain)[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.float64
+@pytest.mark.parametrize("loss", ["ce", "mse", "generic"])
+def test_ggn_equals_dense_jacobian_product(loss):
+    model, params, objective = _setup(loss=loss, batch_size=4)
+    ggn = _dense_ggn(model, objective, params)
+    flat, unravel = ravel_pytree(params)
+    v = jax.random.normal(jax.random.key(5), flat.shape)
+    got = ravel_pytree(_jggn(objective, params, unravel(v)))[0]
+    np.testing.assert_allclose(got, ggn @ v, rtol=1e-10, atol=1e-12)
+    if loss == "mse":  # a network linear in its last layer: GGN equals the Hessian on that block
+        block = jax.tree.map(lambda _: False, params)
+        block = (block[0], block[1], jax.tree.map(lambda _: True, params[2]))
+        _, _, hessian = _dense(objective, params)
+        mask = _mask(block, params)
+        w = np.where(mask, np.asarray(v), 0.0)
+        np.testing.assert_allclose(ravel_pytree(_jggn(objective, params, unravel(w), block=block))[0][mask],
+                                   (hessian @ w)[mask], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.float64
+def test_block_operator_is_the_projected_submatrix():
+    _, params, objective = _setup()
+    flat, unravel, hessian = _dense(objective, params)
+    block = (jax.tree.map(lambda _: True, params[0]), (), jax.tree.map(lambda _: False, params[2]))
+    mask = _mask(block, params)
+    v = jax.random.normal(jax.random.key(6), flat.shape)
+    got = np.asarray(ravel_pytree(_jhvp(objective, params, unravel(v), block=block))[0])
+    np.testing.assert_allclose(got[mask], hessian[np.ix_(mask, mask)] @ np.asarray(v)[mask], rtol=1e-10, atol=1e-12)
+    assert np.all(got[~mask] == 0.0)
+
+
+def test_vmap_over_vectors_and_params():
+    _, params, objective = _setup(batch_size=5)
+    flat, unravel = ravel_pytree(params)
+    vs = jax.random.normal(jax.random.key(7), (3,) + flat.shape, flat.dtype)
+    one = jax.jit(lambda p, f: ravel_pytree(_jhvp(objective, p, unravel(f)))[0])
+    batched = jax.jit(jax.vmap(one, in_axes=(None, 0)))(params, vs)
+    for i in range(3):
+        np.testing.assert_allclose(batched[i], one(params, vs[i]), rtol=1e-5, atol=1e-6)
+    stacked = jax.tree.map(lambda a: jnp.stack([a, 2 * a]), params)
+    over_params = jax.jit(jax.vmap(one, in_axes=(0, None)))(stacked, vs[0])
+    np.testing.assert_allclose(over_params[1], one(jax.tree.map(lambda a: 2 * a, params), vs[0]), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_input_messages():
+    _, params, objective = _setup()
+    with pytest.raises(ValueError, match=r"v\[0\]\['W'\]: expected shape \(4, 6\)"):
+        ls.hvp(objective, params, (dict(params[0], W=jnp.zeros((6, 4))), (), params[2]))
+    with pytest.raises(ValueError, match="v: expected a pytree with the structure of params"):
+        ls.hvp(objective, params, params[0])
+    with pytest.raises(ValueError, match="loss_fn: must return a scalar, got shape"):
+        ls.hvp(lambda p: p[0]["W"], params, params)
+    with pytest.raises(TypeError, match="Gauss–Newton products need a ModelObjective"):
+        ls.ggn_vp(lambda p: 0.0, params, params)
+    with pytest.raises(ValueError, match="kind: expected 'hessian' or 'ggn'"):
+        ls.operator(objective, params, kind="fisher")
+    with pytest.raises(ValueError, match="objective.batch_size"):
+        ls.hvp(objective._replace(batch_size=0), params, params)
