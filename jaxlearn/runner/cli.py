@@ -13,7 +13,7 @@ import sys
 from jaxlearn.runner import config as cfg
 from jaxlearn.runner import store
 from jaxlearn.runner.experiment import list_experiments, load_experiment
-from jaxlearn.runner.plan import GROUPS_DIR, Group, Run, group_dir
+from jaxlearn.runner.plan import FINAL_STATUSES, GROUPS_DIR, Group, is_final, read_status, stored_group, stored_run
 from jaxlearn.runner.results import load
 
 __all__ = ["main"]
@@ -220,21 +220,17 @@ def _cmd_resume(args, argv) -> int:
 
     path = store.resolve_run(args.out, args.run)
     record = store.read_json(path / "run.json")
-    status = store.read_json(path / "status.json") if (path / "status.json").exists() else {}
-    if status.get("status") in ("finished", "diverged"):
+    status = read_status(path) or {}
+    if is_final(path):
         print(f"run {record['run_id']} is already {status['status']}")
         return 0
     experiment = load_experiment(record["experiment"])
-    gid = status.get("group")
-    if gid and (group_dir(args.out, gid) / "members.json").exists():
-        ids = store.read_json(group_dir(args.out, gid) / "members.json")["runs"]
-    else:
-        ids = [record["run_id"]]
-    runs = []
-    for rid in ids:
-        member = store.read_json(store.run_dir(args.out, experiment.name, rid) / "run.json")
-        runs.append(Run(experiment.name, rid, cfg.parse_config(experiment.config_cls, member["config"])))
-    group = Group(experiment, tuple(runs))
+    if record["version"] != experiment.version:
+        raise store.StoreError(f"run {record['run_id']}: written by {experiment.name} version {record['version']!r}, "
+                               f"the code is version {experiment.version!r}; run the config again instead")
+    group = stored_group(args.out, experiment, status) or Group(
+        experiment, (stored_run(args.out, experiment, record["run_id"]),))
+    runs = group.runs
     claims = []
     try:
         for run in runs:
@@ -289,7 +285,7 @@ def _clean(args, claims) -> int:
     results = load(root, experiment=args.experiment)
     doomed = []
     for _, run in results.runs.iterrows() if not results.runs.empty else ():
-        if args.all or run["status"] not in ("finished", "diverged"):
+        if args.all or run["status"] not in FINAL_STATUSES:
             path = store.run_dir(root, run["experiment"], run["run_id"])
             claim = store.RunClaim.try_acquire(path)
             if claim is None:
@@ -297,10 +293,10 @@ def _clean(args, claims) -> int:
             claims.append(claim)
             doomed.append((run["experiment"], run["run_id"], path))
     doomed_ids = {run_id for _, run_id, _ in doomed}
+    finished = set(results.runs[results.runs.status.isin(FINAL_STATUSES)].run_id) if not results.runs.empty else set()
     stale = []
     for gdir in sorted((root / GROUPS_DIR).glob("*")) if (root / GROUPS_DIR).exists() else ():
         members = store.read_json(gdir / "members.json") if (gdir / "members.json").exists() else {"runs": []}
-        finished = set(results.runs[results.runs.status.isin(["finished", "diverged"])].run_id) if not results.runs.empty else set()
         if all(rid in doomed_ids or rid in finished for rid in members["runs"]) and (
                 args.experiment is None or members.get("experiment") == args.experiment):
             stale.append(gdir)

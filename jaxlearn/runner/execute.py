@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxlearn.runner import arrays, store
 from jaxlearn.runner import config as cfg
-from jaxlearn.runner.plan import FINAL_STATUSES, Group, group_dir, static_key
+from jaxlearn.runner.plan import Group, group_dir, is_final, static_key
 
 __all__ = ["run_group", "segment_schedule", "snapshot_steps", "member_template", "KILL_ENV"]
 
@@ -210,18 +210,15 @@ def _write_status(path, status: str, **fields) -> None:
     store.atomic_write_json(path / "status.json", record)
 
 
-def _is_final(path) -> bool:
-    return (path / "status.json").exists() and store.read_json(path / "status.json").get("status") in FINAL_STATUSES
-
-
-def _prepare(group: Group, root, index, argv) -> None:
-    """Run directories with run.json, provenance and a 'running' status naming the group."""
+def _prepare(group: Group, root, index, argv, writable) -> None:
+    """Run directories with run.json, provenance and a 'running' status naming the group, for
+    the members that are ``writable`` (not finished)."""
     device = jax.devices()[0]
     prov = store.provenance(argv)  # once per group: it asks git
     prov.update(device_kind=device.device_kind, platform=device.platform, device_count=jax.device_count())
-    for run in group.runs:
+    for run, write in zip(group.runs, writable):
         path = run.dir(root)
-        if _is_final(path):
+        if not write:
             continue  # a finished member of a resumed group: recomputed, never rewritten
         record = {"run_id": run.run_id, "experiment": run.experiment, "version": group.experiment.version,
                   "config": cfg.to_dict(run.config)}
@@ -255,7 +252,9 @@ def run_group(group: Group, root, index, *, progress=None, argv=None) -> dict[st
     ``start(group, total_steps, done_steps)``, ``update(steps, metrics)`` and ``close()``.
     """
     experiment = group.experiment
-    _prepare(group, root, index, argv)
+    # Members split before a crash (only possible after the last segment) are never rewritten.
+    writable = np.array([not is_final(run.dir(root)) for run in group.runs])
+    _prepare(group, root, index, argv, writable)
     data = experiment.module.data(group.config) if experiment.has_data else None
     programs = _programs(group)
     dynamic = _dynamic_values([r.config for r in group.runs])
@@ -285,8 +284,6 @@ def run_group(group: Group, root, index, *, progress=None, argv=None) -> dict[st
     for entry in (gdir / "ckpt").glob("*") if (gdir / "ckpt").exists() else ():
         if committed is None or entry.name != committed["checkpoint"].split("/")[-1]:
             arrays.remove_tree(entry)  # written after the last commit (or a stale temporary)
-    # Members split before a crash (only possible after the last segment) are never rewritten.
-    writable = np.array([not _is_final(run.dir(root)) for run in group.runs])
     for run, write in zip(group.runs, writable):
         if write:
             store.truncate_jsonl(run.dir(root) / "metrics.jsonl", lambda row: row.get("step", 0) <= step)

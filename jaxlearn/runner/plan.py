@@ -17,7 +17,8 @@ from jaxlearn.runner import config as cfg
 from jaxlearn.runner import store
 from jaxlearn.runner.experiment import Experiment
 
-__all__ = ["Run", "Group", "Plan", "plan_runs", "group_dir", "GROUPS_DIR"]
+__all__ = ["Run", "Group", "Plan", "plan_runs", "group_dir", "GROUPS_DIR", "FINAL_STATUSES", "read_status", "is_final",
+           "stored_run", "stored_group"]
 
 GROUPS_DIR = "_groups"  # not a valid experiment module name, so it cannot clash with one
 FINAL_STATUSES = ("finished", "diverged")
@@ -77,25 +78,34 @@ def make_runs(experiment: Experiment, configs) -> list[Run]:
     return runs
 
 
-def _status(root, run: Run) -> dict | None:
-    path = run.dir(root) / "status.json"
-    return store.read_json(path) if path.exists() else None
+def read_status(path) -> dict | None:
+    """A run directory's ``status.json``, or None before the run has one."""
+    file = pathlib.Path(path) / "status.json"
+    return store.read_json(file) if file.exists() else None
 
 
-def _stored_group(root, experiment: Experiment, run: Run, status: dict | None) -> Group | None:
-    """The interrupted group ``run`` belonged to, if its checkpoint directory still exists."""
+def is_final(path) -> bool:
+    """Whether the run in directory ``path`` is finished or diverged (never recomputed or
+    rewritten without ``force``)."""
+    return (read_status(path) or {}).get("status") in FINAL_STATUSES
+
+
+def stored_run(root, experiment: Experiment, run_id: str) -> Run:
+    """A run rebuilt from its ``run.json`` (config validated by the current code)."""
+    record = store.read_json(store.run_dir(root, experiment.name, run_id) / "run.json")
+    return Run(experiment.name, run_id, cfg.parse_config(experiment.config_cls, record["config"]))
+
+
+def stored_group(root, experiment: Experiment, status: dict | None) -> Group | None:
+    """The interrupted group named in a run's ``status``, if its checkpoint directory still
+    exists and was written by this experiment version."""
     gid = (status or {}).get("group")
     if not gid or not (group_dir(root, gid) / "members.json").exists():
         return None
     members = store.read_json(group_dir(root, gid) / "members.json")
     if members.get("version") != experiment.version:
         return None
-    runs = []
-    for rid in members["runs"]:
-        record = store.read_json(store.run_dir(root, experiment.name, rid) / "run.json")
-        config = cfg.parse_config(experiment.config_cls, record["config"])
-        runs.append(Run(experiment.name, rid, config))
-    return Group(experiment, tuple(runs))
+    return Group(experiment, tuple(stored_run(root, experiment, rid) for rid in members["runs"]))
 
 
 def plan_runs(experiment: Experiment, runs, root, *, force: bool = False, max_group_size: int | None = None) -> Plan:
@@ -107,11 +117,11 @@ def plan_runs(experiment: Experiment, runs, root, *, force: bool = False, max_gr
     """
     done, pending, groups, taken = [], [], [], set()
     for run in runs:
-        status = _status(root, run)
-        if not force and status and status.get("status") in FINAL_STATUSES:
+        status = read_status(run.dir(root))
+        if not force and (status or {}).get("status") in FINAL_STATUSES:
             done.append(run)
             continue
-        stored = None if force else _stored_group(root, experiment, run, status)
+        stored = None if force else stored_group(root, experiment, status)
         if stored is not None:
             if stored.group_id not in taken:
                 taken.add(stored.group_id)

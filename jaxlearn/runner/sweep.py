@@ -24,7 +24,7 @@ from jaxlearn.runner import configfile as cfgfile
 from jaxlearn.runner import store
 from jaxlearn.runner.execute import run_group
 from jaxlearn.runner.experiment import Experiment, load_experiment
-from jaxlearn.runner.plan import FINAL_STATUSES, Group, group_dir, make_runs, plan_runs
+from jaxlearn.runner.plan import Group, group_dir, is_final, make_runs, plan_runs
 from jaxlearn.runner.progress import Progress
 
 __all__ = ["resolve", "run_sweep", "SweepReport", "enable_compilation_cache"]
@@ -111,8 +111,7 @@ def run_sweep(experiment: Experiment, configs, *, root="runs", force: bool = Fal
                         busy.append(run.run_id)
                         continue
                     claims.append(claim)
-                    status = run.dir(root) / "status.json"
-                    if not resuming and not force and status.exists() and store.read_json(status).get("status") in FINAL_STATUSES:
+                    if not resuming and not force and is_final(run.dir(root)):
                         continue  # finished by another process since planning
                     members.append(run)
                 if not members or (resuming and len(members) != len(group.runs)):
