@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxlearn.runner.store import atomic_write_bytes
 
-__all__ = ["keys_to_data", "data_to_keys", "save_npz", "load_npz", "CheckpointWriter", "save_checkpoint", "load_checkpoint"]
+__all__ = ["keys_to_data", "data_to_keys", "save_npz", "load_npz", "CheckpointWriter", "load_checkpoint"]
 
 
 def _is_key(leaf) -> bool:
@@ -118,13 +118,6 @@ class CheckpointWriter:
 
     def __exit__(self, *exc):
         self.close()  # waits for a write in flight
-
-
-def save_checkpoint(path, tree) -> None:
-    """Writes a group checkpoint at ``path`` and waits until it is complete."""
-    with CheckpointWriter() as writer:
-        writer.start(path, tree)
-        writer.wait()
 
 
 def load_checkpoint(path, template):

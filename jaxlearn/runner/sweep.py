@@ -24,7 +24,7 @@ from jaxlearn.runner import configfile as cfgfile
 from jaxlearn.runner import store
 from jaxlearn.runner.execute import run_group
 from jaxlearn.runner.experiment import Experiment, load_experiment
-from jaxlearn.runner.plan import Group, group_dir, is_final, make_runs, plan_runs
+from jaxlearn.runner.plan import Group, group_dir, is_final, make_runs, plan_runs, read_status
 from jaxlearn.runner.progress import Progress
 
 __all__ = ["resolve", "run_sweep", "SweepReport", "enable_compilation_cache"]
@@ -127,9 +127,9 @@ def run_sweep(experiment: Experiment, configs, *, root="runs", force: bool = Fal
                     computed.update(run_group(group, root, index, progress=bar, argv=argv))
                 except BaseException as err:
                     for run in group.runs:
-                        path = run.dir(root) / "status.json"
-                        if path.exists() and store.read_json(path).get("status") == "running":
-                            record = store.read_json(path)
+                        record = read_status(run.dir(root))
+                        if record is not None and record.get("status") == "running":
+                            path = run.dir(root) / "status.json"
                             record.update(status="failed", error=f"{type(err).__name__}: {err}"[:500], updated=store.now_iso())
                             store.atomic_write_json(path, record)
                             index.upsert(run.dir(root))

@@ -206,3 +206,21 @@ def test_sigkill_then_rerun_is_bit_identical(uninterrupted, tmp_path, point, how
         assert store.read_json(a / "status.json")["status"] == store.read_json(b / "status.json")["status"]
         for x, y in zip(leaves(reference, rid), leaves(tmp_path, rid)):
             assert x.dtype == y.dtype and x.tobytes() == y.tobytes()
+
+
+def test_a_failing_group_marks_its_runs_failed_and_resumes_later(experiment, tmp_path, monkeypatch):
+    cs = runner.expand(experiment.config_cls, {**TINY, "width": 5}, {"seed": runner.Axis((0, 1), "list")})
+
+    def broken(state, config, arrays):
+        raise RuntimeError("segment exploded")
+
+    monkeypatch.setattr(experiment.module, "segment", broken)
+    with pytest.raises(RuntimeError, match="segment exploded"):
+        runner.run_sweep(experiment, cs, root=tmp_path, progress=False)
+    failed = runner.load(tmp_path).runs
+    assert failed.status.eq("failed").all() and len(failed) == 2
+    status = store.read_json(store.run_dir(tmp_path, "teacher_student", failed.run_id.iloc[0]) / "status.json")
+    assert status["error"] == "RuntimeError: segment exploded"
+    monkeypatch.undo()
+    report = runner.run_sweep(experiment, cs, root=tmp_path, progress=False)
+    assert set(report.computed.values()) == {"finished"} and len(report.computed) == 2
