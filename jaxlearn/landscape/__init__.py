@@ -9,7 +9,7 @@ loss, dataset, chunk size). Figures: :mod:`jaxlearn.landscape.plots`.
 """
 
 from jaxlearn.landscape import plots
-from jaxlearn.landscape.curvature import ggn_vp, hvp, operator
+from jaxlearn.landscape.curvature import ggn_vp, hvp, operator, quadratic_form
 from jaxlearn.landscape.directions import normalize_direction, pca_directions, plane, project, random_direction
 from jaxlearn.landscape.objective import ModelObjective, dataset_loss, dataset_metrics, mse, softmax_cross_entropy
 from jaxlearn.landscape.spectrum import (
@@ -19,7 +19,7 @@ from jaxlearn.landscape.surface import grid, surface_1d, surface_2d
 
 __all__ = [
     "ModelObjective", "dataset_loss", "dataset_metrics", "ggn_vp", "grid", "hessian_trace", "hvp", "lanczos", "mse",
-    "normalize_direction", "operator", "pca_directions", "plane", "plots", "power_iteration", "project",
+    "normalize_direction", "operator", "pca_directions", "plane", "plots", "power_iteration", "project", "quadratic_form",
     "random_direction", "smooth_density", "softmax_cross_entropy", "spectral_density", "surface_1d", "surface_2d",
     "top_eigenvalues",
 ]

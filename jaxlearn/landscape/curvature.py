@@ -15,6 +15,10 @@
   MSE ``½·mean_k``: ``I/K``; any other per-example loss: its exact output-Hessian-vector
   product), and ``vjp`` (Jᵀ u). For these two losses G equals the Fisher information of the
   model's predictive distribution (the "true" Fisher).
+* :func:`quadratic_form` — ``vᵀ M v`` alone, cheaper than ``⟨v, M v⟩``: for the Hessian the second
+  directional derivative ``d²/dt² L(θ + t v)`` at ``t = 0`` by forward-over-forward (two ``jvp``
+  passes, no backward pass), for the Gauss–Newton matrix ``(1/N) Σ_i (J_i v)ᵀ H_i (J_i v)`` from a
+  single ``jvp``. What Hutchinson's trace estimator needs.
 * ``block`` — a pytree of bools like ``params`` (True: in the block). The operator becomes
   ``P M P`` with ``P`` the coordinate projection, i.e. the Hessian/GGN of one layer or module
   (its eigenvalues are the sub-matrix's, plus zeros).
@@ -32,19 +36,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxlearn.landscape.objective import ModelObjective, as_loss_fn, chunk_loss, chunked_sum, mse, softmax_cross_entropy
+from jaxlearn.landscape.pytrees import check_like
 
-__all__ = ["hvp", "ggn_vp", "operator", "project", "check_like", "has_forward_mode"]
-
-
-def check_like(tree, params, name: str) -> None:
-    """Raises a one-line ValueError when ``tree`` does not have the structure and leaf shapes of
-    ``params``."""
-    if jax.tree.structure(tree) != jax.tree.structure(params):
-        raise ValueError(f"{name}: expected a pytree with the structure of params "
-                         f"({jax.tree.structure(params)}), got {jax.tree.structure(tree)}")
-    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree.leaves(params)):
-        if jnp.shape(a) != jnp.shape(b):
-            raise ValueError(f"{name}{jax.tree_util.keystr(path)}: expected shape {jnp.shape(b)}, got {jnp.shape(a)}")
+__all__ = ["hvp", "ggn_vp", "quadratic_form", "operator", "project", "has_forward_mode"]
 
 
 def project(v, block):
@@ -98,7 +92,7 @@ def _vdot(a, b):
 def hvp(loss, params, v, *, block=None):
     """``H v`` (a pytree like ``params``) for ``loss`` = a scalar ``loss_fn(params)`` or a
     :class:`~jaxlearn.landscape.objective.ModelObjective` (accumulated over chunks)."""
-    check_like(v, params, "v")
+    check_like("v", v, params)
     v = project(v, block)
     if isinstance(loss, ModelObjective):
         def chunk(x, y, w):
@@ -131,7 +125,7 @@ def ggn_vp(objective: ModelObjective, params, v, *, block=None):
     if not isinstance(objective, ModelObjective):
         raise TypeError(f"objective: Gauss–Newton products need a ModelObjective (outputs and a per-example loss), "
                         f"got {type(objective).__name__}")
-    check_like(v, params, "v")
+    check_like("v", v, params)
     v = project(v, block)
 
     def chunk(x, y, w):
@@ -154,6 +148,65 @@ def _transpose_vjp(pullback, outputs, v):
     """``J v`` from the linear map ``u ↦ Jᵀu``: its transpose."""
     transpose = jax.linear_transpose(lambda u: pullback(u)[0], jax.ShapeDtypeStruct(outputs.shape, outputs.dtype))
     return transpose(v)[0]
+
+
+def _second_directional(loss_fn: Callable, params, v):
+    """``d²/dt² loss_fn(params + t v)`` at ``t = 0`` (= ``vᵀ H v``) by forward-over-forward."""
+    def along(t):
+        return loss_fn(jax.tree.map(lambda p, d: p + t.astype(p.dtype) * d.astype(p.dtype), params, v))
+
+    def slope(t):
+        return jax.jvp(along, (t,), (jnp.ones_like(t),))[1]
+
+    t0 = jnp.zeros((), jnp.result_type(float))
+    return jax.jvp(slope, (t0,), (jnp.ones_like(t0),))[1]
+
+
+def quadratic_form(loss, params, v, *, kind: str = "hessian", block=None):
+    """``vᵀ M v`` (a scalar) with ``M`` the Hessian or Gauss–Newton matrix (``kind="ggn"``, model
+    objectives only) on ``block`` — equal to ``⟨v, operator(...)(v)⟩`` but cheaper: Hessian:
+    ``d²/dt² L(θ + t v)|₀`` by two forward-mode passes (no backward pass); GGN:
+    ``Σ_i w_i (J_i v)ᵀ H_i (J_i v)`` from one ``jvp`` and the closed-form output Hessian. Models
+    without forward mode (``custom_vjp`` rules) fall back to ``⟨v, H v⟩`` (reverse-over-reverse)
+    and, for the GGN, to ``J v`` as the transpose of the rule's ``vjp``."""
+    if kind not in ("hessian", "ggn"):
+        raise ValueError(f"kind: expected 'hessian' or 'ggn', got {kind!r}")
+    check_like("v", v, params)
+    v = project(v, block)
+    if kind == "ggn":
+        if not isinstance(loss, ModelObjective):
+            raise TypeError(f"objective: Gauss–Newton products need a ModelObjective (outputs and a per-example "
+                            f"loss), got {type(loss).__name__}")
+
+        def chunk(x, y, w):
+            def f(p):
+                return loss.apply_fn(p, x)
+
+            if has_forward_mode(f, params):
+                outputs, jv = jax.jvp(f, (params,), (v,))
+            else:
+                outputs, pullback = jax.vjp(f, params)
+                jv = _transpose_vjp(pullback, outputs, v)
+            hjv = _output_hvp(loss.per_example_loss, outputs, y, jv)
+            per_example = jnp.sum((jv * hjv).reshape(jv.shape[0], -1), axis=1)
+            return jnp.sum(w * per_example)
+
+        return chunked_sum(loss, chunk)
+    if isinstance(loss, ModelObjective):
+        def chunk(x, y, w):
+            def chunk_fn(p):
+                return chunk_loss(loss, p, x, y, w)
+
+            if has_forward_mode(chunk_fn, params):
+                return _second_directional(chunk_fn, params, v)
+            return _vdot(v, _hvp_scalar(chunk_fn, params, v))
+
+        return chunked_sum(loss, chunk)
+    loss_fn = as_loss_fn(loss)
+    _scalar_loss(loss_fn, params)
+    if has_forward_mode(loss_fn, params):
+        return _second_directional(loss_fn, params, v)
+    return _vdot(v, _hvp_scalar(loss_fn, params, v))
 
 
 def operator(loss, params, *, kind: str = "hessian", block=None) -> Callable:

@@ -20,7 +20,8 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-from jax.tree_util import keystr, tree_flatten_with_path
+
+from jaxlearn.landscape.pytrees import check_like
 
 __all__ = ["NORMALIZATIONS", "random_direction", "normalize_direction", "pca_directions", "plane", "project"]
 
@@ -31,32 +32,6 @@ _SMALL = 4096  # leaves up to this size share one padded random draw
 
 def _is_float(x) -> bool:
     return jnp.issubdtype(jnp.result_type(x), jnp.floating)
-
-
-def _paths(tree) -> list[str]:
-    return [keystr(path) for path, _ in tree_flatten_with_path(tree)[0]]
-
-
-def _check_like(name: str, tree, ref, ref_name: str = "params", leading: tuple = ()) -> None:
-    """ValueError naming ``name`` and the first leaf path where ``tree`` differs from ``ref``
-    (structure, then shape; ``tree``'s leaves must have shape ``leading + ref_leaf.shape``)."""
-    if jax.tree.structure(tree) != jax.tree.structure(ref):
-        got, want = _paths(tree), _paths(ref)
-        for g, w in zip(got, want):
-            if g != w:
-                raise ValueError(f"{name}: structure differs from {ref_name} at leaf {g or '<root>'} "
-                                 f"(expected {w or '<root>'})")
-        if len(got) != len(want):
-            extra = got[len(want)] if len(got) > len(want) else want[len(got)]
-            which = "extra" if len(got) > len(want) else "missing"
-            raise ValueError(f"{name}: structure differs from {ref_name}: {which} leaf {extra or '<root>'}")
-        raise ValueError(f"{name}: structure differs from {ref_name}: {jax.tree.structure(tree)} "
-                         f"vs {jax.tree.structure(ref)}")
-    for (path, a), b in zip(tree_flatten_with_path(tree)[0], jax.tree.leaves(ref)):
-        want = tuple(leading) + tuple(jnp.shape(b))
-        if tuple(jnp.shape(a)) != want:
-            raise ValueError(f"{name}: leaf {keystr(path) or '<root>'} has shape {tuple(jnp.shape(a))}, "
-                             f"expected {want} as in {ref_name}")
 
 
 def _check_normalization(normalization) -> None:
@@ -112,7 +87,7 @@ def normalize_direction(direction, params, normalization: str = "filter", ignore
     ``normalization`` and ``ignore_bias`` are static under ``jit``.
     """
     _check_normalization(normalization)
-    _check_like("direction", direction, params)
+    check_like("direction", direction, params)
     return _normalize(direction, params, normalization, bool(ignore_bias))
 
 
@@ -190,7 +165,7 @@ def _stacked(name: str, points):
         if not points:
             raise ValueError(f"{name}: empty list")
         for i, p in enumerate(points[1:], 1):
-            _check_like(f"{name}[{i}]", p, points[0], f"{name}[0]")
+            check_like(f"{name}[{i}]", p, points[0], f"{name}[0]")
         return jax.tree.map(lambda *xs: jnp.stack(xs), *points)
     leaves = jax.tree.leaves(points)
     if not leaves or any(jnp.ndim(x) < 1 for x in leaves):
@@ -219,7 +194,7 @@ def pca_directions(trajectory, final=None, num: int = 2):
     traj = _stacked("trajectory", trajectory)
     T = jnp.shape(jax.tree.leaves(traj)[0])[0]
     if final is not None:
-        _check_like("trajectory", traj, final, "final", leading=(T,))
+        check_like("trajectory", traj, final, "final", leading=(T,))
     P = sum(int(jnp.size(x)) // T for x in jax.tree.leaves(traj) if _is_float(x))
     if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= min(T, P):
         raise ValueError(f"num must be an int in [1, min(T, P)] = [1, {min(T, P)}], got {num!r}")
@@ -257,8 +232,8 @@ def plane(p0, p1, p2):
     Garipov et al., ``d1`` and ``d2`` are not scaled to unit norm: pass them with these ``coords`` to
     :func:`jaxlearn.landscape.surface.surface_2d` and the plots.
     """
-    _check_like("p1", p1, p0, "p0")
-    _check_like("p2", p2, p0, "p0")
+    check_like("p1", p1, p0, "p0")
+    check_like("p2", p2, p0, "p0")
     return _plane(p0, p1, p2)
 
 
@@ -286,9 +261,9 @@ def project(points, origin, directions):
     """
     pts = _stacked("points", points)
     T = jnp.shape(jax.tree.leaves(pts)[0])[0]
-    _check_like("points", pts, origin, "origin", leading=(T,))
+    check_like("points", pts, origin, "origin", leading=(T,))
     for k, d in enumerate(directions):
-        _check_like(f"directions[{k}]", d, origin, "origin")
+        check_like(f"directions[{k}]", d, origin, "origin")
     return _project(pts, origin, tuple(directions))
 
 

@@ -31,9 +31,14 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jaxlearn.landscape import curvature
+from jaxlearn.landscape.objective import ModelObjective, as_loss_fn
+from jaxlearn.landscape.pytrees import check_like
 
 __all__ = ["top_eigenvalues", "hessian_trace", "spectral_density", "smooth_density", "lanczos",
            "power_iteration"]
+
+
+_DGKS = 1 / np.sqrt(2)
 
 
 def lanczos(matvec: Callable, v0, num_steps: int, *, tol=None):
@@ -42,9 +47,11 @@ def lanczos(matvec: Callable, v0, num_steps: int, *, tol=None):
     ``matvec: (P,) -> (P,)``; ``v0``: ``(P,)``, normalised here. Returns ``alphas (m,)`` (diagonal of
     ``T_m``), ``betas (m-1,)`` (off-diagonal) and ``basis (m, P)`` (orthonormal rows
     ``q_0 = v0/‖v0‖, q_1, …``) with ``basis @ M @ basis.T = T_m``. Each new vector is
-    reorthogonalized against *all* previous ones, twice (Kahan's "twice is enough"; Giraud, Langou
-    & Rozložník 2005), so the basis stays orthonormal to rounding, no spurious copies of converged
-    Ritz values appear, and ``m = P`` steps without breakdown give the whole spectrum.
+    reorthogonalized against *all* previous ones (classical Gram–Schmidt), a second time when the
+    first pass removed more than half of its squared norm (Daniel, Gragg, Kaufman & Stewart 1976;
+    "twice is enough": Giraud, Langou & Rozložník 2005), so the basis stays orthonormal to
+    rounding, no spurious copies of converged Ritz values appear, and ``m = P`` steps without
+    breakdown give the whole spectrum.
 
     Breakdown: when ``β_j ≤ tol · max_i ‖M q_i‖`` (default ``tol = 100·eps`` of the dtype) the
     Krylov space is invariant and is not extended: ``β_j`` and all later betas are exactly 0 and
@@ -71,8 +78,12 @@ def lanczos(matvec: Callable, v0, num_steps: int, *, tol=None):
         scale = jnp.maximum(scale, jnp.linalg.norm(w))
         alpha = jnp.vdot(q, w)
         w = w - alpha * q - beta_prev * q_prev
-        for _ in range(2):  # rows after j are still zero, so this is against q_0..q_j only
-            w = w - basis.T @ (basis @ w)
+        # Rows after j are still zero, so this is against q_0..q_j only. A second pass only when
+        # the first removed most of w (DGKS criterion, ‖w'‖ < ‖w‖/√2), where one pass can leave
+        # a rounding-sized component along the basis amplified.
+        before = jnp.linalg.norm(w)
+        w = w - basis.T @ (basis @ w)
+        w = jax.lax.cond(jnp.linalg.norm(w) < _DGKS * before, lambda w: w - basis.T @ (basis @ w), lambda w: w, w)
         beta = jnp.linalg.norm(w)
         alive = beta > tol * scale
         beta = jnp.where(alive, beta, 0.0)
@@ -232,7 +243,7 @@ def _map_over_probes(fn, probes, params, num_probes, key, dtype, size, distribut
     if len(leading) != 1 or None in leading:
         raise ValueError(f"probes: expected a pytree like params with one common leading (probe) axis, "
                          f"got leading sizes {sorted(map(str, leading))}")
-    curvature.check_like(jax.tree.map(lambda a: a[0], probes), params, "probes[0]")
+    check_like("probes", probes, params, leading=(next(iter(leading)),))
     return jax.lax.map(lambda z: fn(ravel_pytree(z)[0].astype(dtype)), probes)
 
 
@@ -244,15 +255,20 @@ def hessian_trace(loss, params, *, num_probes: int = 100, key=None, probes=None,
     ``num_probes`` is ignored); the estimator is unbiased for any probes with ``E[z zᵀ] = I``.
     Probes are projected onto ``block``, estimating the trace of that sub-matrix. Returns
     ``(estimate, standard_error)`` with ``standard_error = std(samples, ddof=1)/√n`` (nan for
-    ``n = 1``). Probes are processed one at a time (``lax.map``), so memory is one product's.
+    ``n = 1``). Probes are processed one at a time (``lax.map``), so memory is one product's. Each
+    sample ``zᵀ M z`` comes from :func:`~jaxlearn.landscape.curvature.quadratic_form` (two forward
+    passes instead of a full HVP; about 20% faster than ``⟨z, H z⟩``, see ``benchmarks/landscape.py``).
     """
-    flat, unravel, matvec = _flat_operator(loss, params, kind, block)
+    if kind not in ("hessian", "ggn"):
+        raise ValueError(f"kind: expected 'hessian' or 'ggn', got {kind!r}")
+    flat, unravel = ravel_pytree(params)
+    if kind == "hessian" and not isinstance(loss, ModelObjective):
+        curvature._scalar_loss(as_loss_fn(loss), params)
 
-    def quadratic_form(z):
-        z = _project_flat(z, unravel, block)
-        return jnp.vdot(z, matvec(z))
+    def sample(z):
+        return curvature.quadratic_form(loss, params, unravel(z), kind=kind, block=block).astype(flat.dtype)
 
-    samples = _map_over_probes(quadratic_form, probes, params, num_probes, key, flat.dtype, flat.shape[0])
+    samples = _map_over_probes(sample, probes, params, num_probes, key, flat.dtype, flat.shape[0])
     n = samples.shape[0]
     stderr = jnp.std(samples, ddof=1) / np.sqrt(n) if n > 1 else jnp.full((), jnp.nan, samples.dtype)
     return jnp.mean(samples), stderr

@@ -3,7 +3,9 @@
 Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets", §3 (1-D interpolation, 2-D
 contour plots). Every grid point is evaluated by one compiled program: the points are flattened
 (``xs``-major), evaluated ``chunk_size`` at a time with ``vmap`` and chunk after chunk with
-``lax.map``, so memory is bounded by one chunk of forward passes. The functions are pure: they
+``lax.map``, so memory is bounded by one chunk of forward passes. Within a chunk, the operations
+of ``fn`` that are affine in the grid coordinates (typically the first layer) are evaluated once,
+not once per point (:func:`~jaxlearn.landscape.affine.affine_vmap`). The functions are pure: they
 work under ``jit`` (with ``fn`` closed over) and are differentiable w.r.t. ``params`` and the
 directions.
 """
@@ -16,9 +18,11 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import jaxprs_in_params
 from jax.tree_util import keystr, tree_flatten_with_path
 
-from jaxlearn.landscape.directions import _check_like, _is_float
+from jaxlearn.landscape.affine import affine_vmap
+from jaxlearn.landscape.pytrees import check_like
 
 __all__ = ["grid", "surface_1d", "surface_2d"]
 
@@ -48,19 +52,34 @@ def _axis(name: str, a):
 
 
 def _check_chunk_size(chunk_size) -> None:
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
-                                   or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    if chunk_size is not None and chunk_size != "auto" and (isinstance(chunk_size, bool)
+                                                            or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}")
 
 
-def _shift(p, ds, c):
-    """``p + c[0]·ds[0] + c[1]·ds[1] + …`` in ``p``'s dtype (left to right); non-float leaves as is."""
-    if not _is_float(p):
-        return p
-    p = jnp.asarray(p)
-    for i, d in enumerate(ds):
-        p = p + c[i].astype(p.dtype) * jnp.asarray(d, p.dtype)
-    return p
+# Memory for the largest intermediate of one chunk under chunk_size="auto". On CPU a chunk whose
+# activations stay in cache is fastest (64-128-128-10 MLP on 1,024 examples, 41x41 grid: 4 points
+# per chunk take ~0.6 s, 256 points ~1.5 s); accelerators want large batches.
+_AUTO_BYTES = {"cpu": 2 << 20}
+_AUTO_BYTES_ACCELERATOR = 1 << 30
+
+
+def _largest_intermediate(jaxpr) -> int:
+    """Bytes of the largest value one evaluation of ``jaxpr`` creates (nested programs included)."""
+    largest = 0
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            aval = var.aval
+            if hasattr(aval, "shape") and hasattr(aval, "dtype"):
+                largest = max(largest, int(np.prod(aval.shape, dtype=np.int64)) * aval.dtype.itemsize)
+        for sub in jaxprs_in_params(eqn.params):
+            largest = max(largest, _largest_intermediate(sub))
+    return largest
+
+
+def _auto_chunk_size(jaxpr) -> int:
+    budget = _AUTO_BYTES.get(jax.default_backend(), _AUTO_BYTES_ACCELERATOR)
+    return int(np.clip(budget // max(_largest_intermediate(jaxpr), 1), 1, 4096))
 
 
 def _check_scalars(out) -> None:
@@ -78,18 +97,18 @@ def _grid_values(fn: Callable, params, directions, axes, chunk_size):
     mesh = jnp.meshgrid(*(a.astype(dtype) for a in axes), indexing="ij")
     coords = jnp.stack([m.ravel() for m in mesh], axis=1)            # (N, K), first axis slowest
 
-    def at(c):
-        return fn(jax.tree.map(lambda p, *ds: _shift(p, ds, c), params, *directions))
+    def at(c):  # (B, K) coordinates -> outputs with a leading B axis
+        return affine_vmap(fn, params, directions, c)
 
     n, k = coords.shape
     if chunk_size is None or chunk_size >= n:
-        out = jax.vmap(at)(coords)
+        out = at(coords)
     else:
         num_chunks = -(-n // chunk_size)
         pad = num_chunks * chunk_size - n
         # The ragged last chunk repeats the last point (a valid point: no NaN, one program).
         padded = jnp.concatenate([coords, jnp.broadcast_to(coords[-1:], (pad, k))])
-        out = jax.lax.map(jax.vmap(at), padded.reshape(num_chunks, chunk_size, k))
+        out = jax.lax.map(at, padded.reshape(num_chunks, chunk_size, k))
         out = jax.tree.map(lambda v: v.reshape(-1)[:n], out)
     return jax.tree.map(lambda v: v.reshape(mesh[0].shape), out)
 
@@ -100,7 +119,10 @@ def _evaluate(fn, params, directions, axes, chunk_size):
     _check_chunk_size(chunk_size)
     # Checked on an abstract evaluation, outside jit: errors raised while tracing a jitted
     # function get JAX's multi-line note appended.
-    _check_scalars(jax.eval_shape(fn, params))
+    closed, shapes = jax.make_jaxpr(fn, return_shape=True)(params)
+    _check_scalars(shapes)
+    if chunk_size == "auto":
+        chunk_size = _auto_chunk_size(closed.jaxpr)
     return _program(fn, chunk_size)(params, directions, axes)
 
 
@@ -120,34 +142,35 @@ def _program(fn, chunk_size):
     return per_fn[chunk_size]
 
 
-def surface_1d(fn: Callable, params, d, alphas, *, chunk_size: int | None = 256):
+def surface_1d(fn: Callable, params, d, alphas, *, chunk_size: int | str | None = "auto"):
     """``fn(θ + α·d)`` for each ``α`` in ``alphas`` (Li et al. 2018, §3, "1-D linear interpolation").
 
     ``fn(params)`` returns a scalar or a pytree (e.g. ``{"loss": …, "accuracy": …}``) of scalars;
     ``d`` is a direction like ``params`` (e.g. :func:`~jaxlearn.landscape.directions.random_direction`,
     or ``θ' − θ`` for the interpolation between two solutions); ``alphas`` is ``(A,)``.
     Returns an ``(A,)`` array, or the same pytree with ``(A,)`` leaves. ``chunk_size`` points are
-    evaluated in parallel (``vmap``), chunks one after another (``lax.map``); ``None``: all at once.
-    The default (256) bounds memory to 256 copies of the activations and, on CPU, is also faster
-    than evaluating every point at once (see ``benchmarks/landscape.py``).
+    evaluated in parallel (``vmap``), chunks one after another (``lax.map``); ``None``: all at once. ``"auto"``
+    (default) picks the number of points whose largest intermediate fits in 2 MiB on CPU (cache:
+    on CPU small chunks are several times faster than one big ``vmap``, see
+    ``benchmarks/landscape.py``) or 1 GiB on accelerators.
     Non-floating leaves of ``params`` are not moved.
     """
     alphas = _axis("alphas", alphas)
-    _check_like("d", d, params)
+    check_like("d", d, params)
     return _evaluate(fn, params, (d,), (alphas,), chunk_size)
 
 
-def surface_2d(fn: Callable, params, d1, d2, xs, ys, *, chunk_size: int | None = 256):
+def surface_2d(fn: Callable, params, d1, d2, xs, ys, *, chunk_size: int | str | None = "auto"):
     """``values[i, j] = fn(θ + xs[i]·d1 + ys[j]·d2)`` (Li et al. 2018, §3, "2-D contour plots").
 
     Axis 0 indexes ``xs`` (the ``d1`` coordinate), axis 1 indexes ``ys`` (the ``d2`` coordinate);
     no transposition (``meshgrid(..., indexing="ij")``). ``xs`` is ``(X,)``, ``ys`` is ``(Y,)``;
     ``fn`` returns a scalar or a pytree of scalars and the result is an ``(X, Y)`` array or the same
     pytree of ``(X, Y)`` arrays. ``chunk_size``: grid points per ``vmap`` (flattened ``xs``-major,
-    the last chunk padded; default 256, see :func:`surface_1d`), ``None``: all ``X·Y`` at once. Plot with
+    the last chunk padded; default ``"auto"``, see :func:`surface_1d`), ``None``: all ``X·Y`` at once. Plot with
     :func:`jaxlearn.landscape.plots.contour`, which takes the same ``(xs, ys, values)``.
     """
     xs, ys = _axis("xs", xs), _axis("ys", ys)
-    _check_like("d1", d1, params)
-    _check_like("d2", d2, params)
+    check_like("d1", d1, params)
+    check_like("d2", d2, params)
     return _evaluate(fn, params, (d1, d2), (xs, ys), chunk_size)

@@ -7,17 +7,22 @@ Usable from a notebook::
     res.runs       # one row per run: run_id, status, config fields (nested as "a.b"), final metrics
     res.curves     # one row per (run, logged step): run_id, step, metrics
     state = runner.load_state("runs", res.runs.run_id[0], step=500)   # a snapshot, or "final"
+    traj = runner.load_trajectory("runs", res.runs.run_id[0])          # every snapshot, stacked
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 from jaxlearn.runner import arrays, store
 from jaxlearn.runner import config as cfg
 from jaxlearn.runner.experiment import load_experiment
 
-__all__ = ["Results", "load", "load_state", "flatten"]
+__all__ = ["Results", "Trajectory", "load", "load_state", "load_trajectory", "flatten"]
 
 
 class Results(NamedTuple):
@@ -68,24 +73,66 @@ def load(root="runs", *, experiment: str | None = None, status: str | None = Non
     return Results(runs, curve_frame, tuple(config_columns))
 
 
-def load_state(root, run: str, step: int | str = "final", *, search_paths=()):
-    """A run's saved state (the pytree its experiment's ``init`` builds): ``step="final"`` or
-    one of its snapshot steps. ``run`` is a run id, a unique prefix of one, or
-    ``experiment/run_id``."""
+def _saved_run(root, run: str, search_paths):
+    """``(path, record, experiment, config)`` of a stored run, refusing another code version."""
     path = store.resolve_run(root, run)
     record = store.read_json(path / "run.json")
     experiment = load_experiment(record["experiment"], search_paths)
     if record["version"] != experiment.version:
         raise ValueError(f"run {record['run_id']}: saved by {record['experiment']} version {record['version']!r}, "
                          f"the code is version {experiment.version!r}; its state layout may differ")
-    config = cfg.parse_config(experiment.config_cls, record["config"])
+    return path, record, experiment, cfg.parse_config(experiment.config_cls, record["config"])
+
+
+def _snapshot_steps(path) -> list[int]:
+    return sorted(int(p.stem.split("_")[1]) for p in (path / "snapshots").glob("step_*.npz"))
+
+
+def load_state(root, run: str, step: int | str = "final", *, search_paths=()):
+    """A run's saved state (the pytree its experiment's ``init`` builds): ``step="final"`` or
+    one of its snapshot steps. ``run`` is a run id, a unique prefix of one, or
+    ``experiment/run_id``."""
+    path, record, experiment, config = _saved_run(root, run, search_paths)
     if step == "final":
         file = path / "state_final.npz"
     else:
         file = path / "snapshots" / f"step_{int(step):08d}.npz"
     if not file.exists():
-        kept = sorted(int(p.stem.split("_")[1]) for p in (path / "snapshots").glob("step_*.npz"))
-        raise FileNotFoundError(f"run {record['run_id']}: no state at step {step!r}; kept: 'final' (when finished) and snapshots {kept}")
+        raise FileNotFoundError(f"run {record['run_id']}: no state at step {step!r}; kept: 'final' (when finished) "
+                                f"and snapshots {_snapshot_steps(path)}")
     from jaxlearn.runner.execute import member_template
 
     return arrays.load_npz(file, member_template(experiment, config))
+
+
+class Trajectory(NamedTuple):
+    steps: "object"   # numpy int array (T,): the step of each state
+    states: "object"  # the run's state pytree with a leading axis T on every leaf
+
+
+def load_trajectory(root, run: str, *, final: bool = True, search_paths=()) -> Trajectory:
+    """All of a run's saved snapshots (the config's ``snapshots`` steps), in step order, then its
+    final state (``final=True``, when the run finished; its step is the config's ``num_steps``),
+    stacked along a new leading axis. E.g. the PCA directions of the optimisation path (Li et
+    al. 2018, §6)::
+
+        traj = runner.load_trajectory("runs", run_id)
+        (d1, d2), explained = landscape.pca_directions(traj.states.params)   # θ_final = last state
+    """
+    path, record, experiment, config = _saved_run(root, run, search_paths)
+    steps = _snapshot_steps(path)
+    files = [path / "snapshots" / f"step_{step:08d}.npz" for step in steps]
+    if final and (path / "state_final.npz").exists():
+        final_step = getattr(config, "num_steps", None)
+        if final_step is None or final_step not in steps:
+            files.append(path / "state_final.npz")
+            steps.append(-1 if final_step is None else int(final_step))
+    if not files:
+        raise FileNotFoundError(f"run {record['run_id']}: no snapshots and no final state saved; set the config's "
+                                f"snapshots field (e.g. snapshots: \"log:1:2000:12\") to keep a trajectory")
+    from jaxlearn.runner.execute import member_template
+
+    template = member_template(experiment, config)
+    states = [arrays.load_npz(file, template) for file in files]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)  # jnp: PRNG key leaves stack too
+    return Trajectory(np.asarray(steps, dtype=np.int64), stacked)

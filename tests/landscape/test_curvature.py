@@ -136,6 +136,26 @@ def test_block_operator_is_the_projected_submatrix():
     assert np.all(got[~mask] == 0.0)
 
 
+@pytest.mark.float64
+@pytest.mark.parametrize("kind, case", [("hessian", "objective"), ("hessian", "fn"), ("hessian", "rule"),
+                                        ("hessian", "block"), ("ggn", "objective"), ("ggn", "rule"), ("ggn", "block")])
+def test_quadratic_form_equals_dense(kind, case):
+    model, params, objective = _setup(activation="rule" if case == "rule" else "tanh", batch_size=4)
+    plain_model, _, plain = _setup(batch_size=4)
+    dense = _dense_ggn(plain_model, plain, params) if kind == "ggn" else _dense(plain, params)[2]
+    flat, unravel = ravel_pytree(params)
+    v = np.asarray(jax.random.normal(jax.random.key(9), flat.shape))
+    block = None
+    if case == "block":
+        block = (jax.tree.map(lambda _: True, params[0]), (), jax.tree.map(lambda _: False, params[2]))
+        v = np.where(_mask(block, params), v, 0.0)
+        v_outside = np.where(_mask(block, params), 0.0, 1.0)  # must be ignored
+    loss = (lambda p: dataset_loss(objective, p)) if case == "fn" else objective
+    given = v + v_outside if case == "block" else v
+    got = jax.jit(lambda p, t: ls.quadratic_form(loss, p, t, kind=kind, block=block))(params, unravel(given))
+    np.testing.assert_allclose(got, v @ dense @ v, rtol=1e-10)
+
+
 def test_vmap_over_vectors_and_params():
     _, params, objective = _setup(batch_size=5)
     flat, unravel = ravel_pytree(params)
@@ -151,9 +171,9 @@ def test_vmap_over_vectors_and_params():
 
 def test_bad_input_messages():
     _, params, objective = _setup()
-    with pytest.raises(ValueError, match=r"v\[0\]\['W'\]: expected shape \(4, 6\)"):
+    with pytest.raises(ValueError, match=r"^v: leaf \[0\]\['W'\] has shape \(6, 4\), expected \(4, 6\) as in params$"):
         ls.hvp(objective, params, (dict(params[0], W=jnp.zeros((6, 4))), (), params[2]))
-    with pytest.raises(ValueError, match="v: expected a pytree with the structure of params"):
+    with pytest.raises(ValueError, match=r"^v: structure differs from params"):
         ls.hvp(objective, params, params[0])
     with pytest.raises(ValueError, match="loss_fn: must return a scalar, got shape"):
         ls.hvp(lambda p: p[0]["W"], params, params)
@@ -161,5 +181,9 @@ def test_bad_input_messages():
         ls.ggn_vp(lambda p: 0.0, params, params)
     with pytest.raises(ValueError, match="kind: expected 'hessian' or 'ggn'"):
         ls.operator(objective, params, kind="fisher")
+    with pytest.raises(ValueError, match="kind: expected 'hessian' or 'ggn'"):
+        ls.quadratic_form(objective, params, params, kind="fisher")
+    with pytest.raises(TypeError, match="Gauss–Newton products need a ModelObjective"):
+        ls.quadratic_form(lambda p: 0.0, params, params, kind="ggn")
     with pytest.raises(ValueError, match="objective.batch_size"):
         ls.hvp(objective._replace(batch_size=0), params, params)

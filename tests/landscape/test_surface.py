@@ -56,7 +56,7 @@ def loop_2d(fn):
 
 
 @pytest.mark.float64
-@pytest.mark.parametrize("chunk_size", [None, 4, 15, 100])       # 15 points: 4 leaves a ragged chunk
+@pytest.mark.parametrize("chunk_size", [None, 4, 15, 100, "auto"])       # 15 points: 4 leaves a ragged chunk
 def test_surface_2d_matches_loop(chunk_size):
     values = surface_2d(loss, PARAMS, D1, D2, XS, YS, chunk_size=chunk_size)
     assert values.shape == (5, 3)
@@ -174,7 +174,7 @@ ERRORS = [
     ("d-shape", lambda: surface_1d(loss, PARAMS, jax.tree.map(lambda x: x[..., :1], D1), XS), ValueError,
      r"^d: leaf \[0\]\['W'\] has shape \(3, 1\), expected \(3, 6\) as in params$"),
     ("chunk", lambda: surface_1d(loss, PARAMS, D1, XS, chunk_size=0), ValueError,
-     r"^chunk_size must be a positive int or None, got 0$"),
+     r"^chunk_size must be a positive int, 'auto' or None, got 0$"),
     ("grid-num", lambda: grid(0), ValueError, r"^num must be a positive int, got 0$"),
     ("grid-extent", lambda: grid(3, -1.0), ValueError, r"^extent must be a positive finite number, got -1.0$"),
     ("fn", lambda: surface_1d("loss", PARAMS, D1, XS), TypeError, r"^fn must be callable, got str$"),

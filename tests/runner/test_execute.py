@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlearn import runner
+from jaxlearn import landscape, runner
 from jaxlearn.runner import store
 from jaxlearn.runner.execute import KILL_ENV, segment_schedule
 
@@ -132,6 +132,18 @@ def test_snapshots_are_loadable_and_match_a_shorter_run(experiment, tmp_path):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
     with pytest.raises(FileNotFoundError, match=r"kept: 'final' \(when finished\) and snapshots \[5, 20\]"):
         runner.load_state(tmp_path, long_id, step=7, search_paths=[REPO])
+    traj = runner.load_trajectory(tmp_path, long_id, search_paths=[REPO])
+    np.testing.assert_array_equal(traj.steps, [5, 20, 40])
+    np.testing.assert_array_equal(traj.states.step, [5, 20, 40])
+    final = runner.load_state(tmp_path, long_id, search_paths=[REPO])
+    for stacked, a, b in zip(jax.tree.leaves(traj.states.params), jax.tree.leaves(at20.params),
+                             jax.tree.leaves(final.params)):
+        np.testing.assert_array_equal(stacked[1], a)
+        np.testing.assert_array_equal(stacked[2], b)
+    # the documented one-call path to the PCA plane of the optimisation path
+    (d1, d2), explained = landscape.pca_directions(traj.states.params)
+    assert explained.shape == (2,) and jax.tree.structure(d1) == jax.tree.structure(final.params)
+    assert runner.load_trajectory(tmp_path, short_id, search_paths=[REPO]).steps.tolist() == [20]
     res = runner.load(tmp_path, curves=True)
     assert set(res.runs.columns) >= {"run_id", "status", "seed", "learning_rate", "optimizer.name", "test_mse"}
     assert sorted(res.curves[res.curves.run_id == long_id].step) == [5, 10, 20, 30, 40]
