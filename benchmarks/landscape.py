@@ -114,12 +114,12 @@ def curvature() -> dict:
 
     cases = {
         "one HVP (jitted)": best_time(lambda: hvp_flat(v0), repeats=10),
-        "host loop: top-5 Lanczos 64 steps": best_time(host_top5),
-        "top_eigenvalues k=5 lanczos 64": best_time(lambda: top5(params)),
-        "host loop: Hutchinson 100 probes": best_time(host_hutchinson),
-        "hessian_trace 100 probes": best_time(lambda: trace(params)),
-        "host loop: SLQ 100 steps": best_time(host_slq),
-        "spectral_density 100 steps": best_time(lambda: slq(params)),
+        "host loop: top-5 Lanczos 64 steps": best_time(host_top5, repeats=5),
+        "top_eigenvalues k=5 lanczos 64": best_time(lambda: top5(params), repeats=5),
+        "host loop: Hutchinson 100 probes": best_time(host_hutchinson, repeats=5),
+        "hessian_trace 100 probes": best_time(lambda: trace(params), repeats=5),
+        "host loop: SLQ 100 steps": best_time(host_slq, repeats=5),
+        "spectral_density 100 steps": best_time(lambda: slq(params), repeats=5),
     }
     payloads = {}
     for name, host, ours in [("lanczos_top5", "host loop: top-5 Lanczos 64 steps", "top_eigenvalues k=5 lanczos 64"),

@@ -181,7 +181,8 @@ def pca_directions(trajectory, final=None, num: int = 2):
 
     ``trajectory``: a pytree whose leaves have a leading axis ``T`` (stacked snapshots θ_0..θ_{T-1})
     or a Python ``list`` of ``T`` param pytrees (a tuple is read as a stacked pytree, since serial
-    models' params are tuples). ``final`` (θ_final) defaults to the last snapshot.
+    models' params are tuples). ``final`` (θ_final) defaults to the last snapshot. A run's saved
+    snapshots come stacked from ``jaxlearn.runner.load_trajectory(root, run).states.params``.
 
     With ``M`` the ``(T, P)`` matrix whose row ``t`` is ``θ_t − θ_final`` flattened over all floating
     leaves, ``M = U S Vᵀ`` (thin SVD; the ``P × P`` covariance is never formed). Returns

@@ -25,6 +25,17 @@ def _cnn():
     return params, lambda p: jnp.mean(model.apply(p, x))
 
 
+def _chunked_objective():
+    """A dataset loss in minibatch chunks: a lax.scan, batched as a whole."""
+    from jaxlearn.landscape import ModelObjective, dataset_metrics, softmax_cross_entropy
+
+    model = nn.mlp([5], 3, activation="tanh")
+    params, _ = model.init(jax.random.key(0), jax.ShapeDtypeStruct((1, 4), jnp.float64))
+    x, y = jax.random.normal(jax.random.key(1), (10, 4)), jnp.arange(10) % 3
+    objective = ModelObjective(model.apply, softmax_cross_entropy, (x, y), batch_size=4)
+    return params, lambda p: dataset_metrics(objective, p)
+
+
 def _rules():
     """add/sub/neg/mul/div by constants, concatenate with a constant, slices, transposes,
     sums, dtype conversion, a nested jit, an integer leaf that must not move, a dict output with
@@ -43,7 +54,7 @@ def _rules():
     return params, fn
 
 
-@pytest.mark.parametrize("case", [_mlp, _cnn, _rules])
+@pytest.mark.parametrize("case", [_mlp, _cnn, _chunked_objective, _rules])
 def test_equals_vmap_and_its_gradient(case):
     params, fn = case()
     keys = jax.random.split(jax.random.key(2), 2)
