@@ -3,9 +3,10 @@ to bench_results/. Exits non-zero if a benchmark misses its target."""
 
 import sys
 
-from benchmarks import landscape, runner, train_loop
+from benchmarks import kernels_analytic, landscape, runner, train_loop
 
-ALL = {fn.__name__: fn for fn in train_loop.BENCHMARKS + runner.BENCHMARKS + landscape.BENCHMARKS}
+ALL = {fn.__name__: fn for fn in
+       train_loop.BENCHMARKS + runner.BENCHMARKS + landscape.BENCHMARKS + kernels_analytic.BENCHMARKS}
 
 
 def main(names):
@@ -17,6 +18,8 @@ def main(names):
         payload = ALL[name]()
         if payload.get("load_under_1s") is False:
             missed.append(f"{name}: runner.load took {payload['load_seconds']:.2f} s >= 1 s")
+        if payload.get("ns_target_met") is False:
+            missed.append(f"{name}: {payload['ns_per_entry_2000']:.1f} ns/entry > 17")
         if payload.get("checkpoint_overhead_met") is False:
             missed.append(f"{name}: checkpoint overhead {payload['checkpoint_overhead_share']:.1%} >= 5%")
         for case, row in payload["cases"].items():

@@ -26,6 +26,8 @@ from jaxlearn.nn.core import (
     residual,
     serial,
 )
+from jaxlearn.nn import dual
+from jaxlearn.nn.kernel import Kernel, input_kernel
 from jaxlearn.nn.linear import Conv, Dense, Embedding
 from jaxlearn.nn.normalization import BatchNorm, Dropout, LayerNorm
 from jaxlearn.nn.parameterization import MUP_ROLES, PARAMETERIZATIONS
@@ -35,9 +37,10 @@ from jaxlearn.nn.zoo import cnn, embedding_mlp, mlp, resnet
 
 __all__ = [
     "ACTIVATIONS", "ABRelu", "AvgPool", "BatchNorm", "Conv", "Dense", "Dropout", "Elementwise",
-    "Embedding", "Erf", "Flatten", "Gelu", "GlobalAvgPool", "Identity", "Layer", "LayerError",
+    "Embedding", "Erf", "Flatten", "Gelu", "GlobalAvgPool", "Identity", "Kernel", "Layer", "LayerError",
     "LayerNorm", "LeakyRelu", "MUP_ROLES", "PARAMETERIZATIONS", "Relu", "Sigmoid", "Sin",
-    "Softplus", "Tanh", "activation", "as_spec", "fanin_concat", "fanin_sum", "fanout",
+    "Softplus", "Tanh", "activation", "as_spec", "dual", "fanin_concat", "fanin_sum", "fanout",
+    "input_kernel",
     "from_linen", "from_nnx",
     "parallel", "residual", "serial", "zoo", "mlp", "cnn", "resnet", "embedding_mlp",
 ]

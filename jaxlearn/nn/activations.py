@@ -9,13 +9,16 @@ of ``jaxlearn.kernels`` can be checked against published values.
 from __future__ import annotations
 
 import difflib
+import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
 
+from jaxlearn.nn import dual
 from jaxlearn.nn.core import Identity, Layer, LayerError, _describe, _stateless
+from jaxlearn.nn.kernel import elementwise_kernel
 
 __all__ = [
     "Elementwise",
@@ -33,40 +36,45 @@ __all__ = [
 ]
 
 
-def Elementwise(fn: Callable, name: str = "Elementwise") -> Layer:  # noqa: N802
-    """A layer applying ``fn`` entrywise (no closed-form kernel unless the library knows one)."""
+def Elementwise(fn: Callable, name: str = "Elementwise", dual: Callable | None = None) -> Layer:  # noqa: N802
+    """A layer applying ``fn`` entrywise. ``dual(q11, q12, q22) -> (E[φ(u)φ(v)], E[φ'(u)φ'(v)])``
+    (see :mod:`jaxlearn.nn.dual`) gives it an infinite-width kernel map
+    (:func:`jaxlearn.nn.kernel.elementwise_kernel`); without one it has none."""
 
     def out_spec(spec):
         if isinstance(spec, tuple):
             raise LayerError(f"{name} expects one input, got a tuple {_describe(spec)}")
         return spec
 
-    return _stateless(name, out_spec, fn)
+    kernel_fn = None if dual is None else (lambda k: elementwise_kernel(k, dual))
+    return _stateless(name, out_spec, fn, kernel_fn)
 
 
 def ABRelu(a=0.0, b=1.0) -> Layer:  # noqa: N802
     """``a·min(x, 0) + b·max(x, 0)``; ``a=0, b=1`` is ReLU, ``a=-1, b=1`` is ``|x|``."""
-    return Elementwise(lambda x: a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0), f"ABRelu({a}, {b})")
+    return Elementwise(lambda x: a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0), f"ABRelu({a}, {b})",
+                       functools.partial(dual.ab_relu_dual, a=a, b=b))
 
 
 def Relu() -> Layer:  # noqa: N802
     """``max(x, 0)``."""
-    return Elementwise(jax.nn.relu, "Relu")
+    return Elementwise(jax.nn.relu, "Relu", dual.relu_dual)
 
 
 def LeakyRelu(alpha=0.01) -> Layer:  # noqa: N802
     """``x`` for ``x ≥ 0``, ``alpha·x`` otherwise (``ABRelu(alpha, 1)``)."""
-    return Elementwise(lambda x: jnp.where(x >= 0, x, alpha * x), f"LeakyRelu({alpha})")
+    return Elementwise(lambda x: jnp.where(x >= 0, x, alpha * x), f"LeakyRelu({alpha})",
+                       functools.partial(dual.leaky_relu_dual, alpha=alpha))
 
 
 def Erf(a=1.0, b=1.0, c=0.0) -> Layer:  # noqa: N802
     """``a·erf(b·x) + c``."""
-    return Elementwise(lambda x: a * erf(b * x) + c, "Erf")
+    return Elementwise(lambda x: a * erf(b * x) + c, "Erf", functools.partial(dual.erf_dual, a=a, b=b, c=c))
 
 
 def Gelu() -> Layer:  # noqa: N802
     """Exact GELU (Hendrycks & Gimpel 2016): ``x·Φ(x) = x/2·(1 + erf(x/√2))``, not the tanh approximation."""
-    return Elementwise(lambda x: jax.nn.gelu(x, approximate=False), "Gelu")
+    return Elementwise(lambda x: jax.nn.gelu(x, approximate=False), "Gelu", dual.gelu_dual)
 
 
 def Tanh() -> Layer:  # noqa: N802
@@ -81,7 +89,7 @@ def Sigmoid() -> Layer:  # noqa: N802
 
 def Sin(a=1.0, b=1.0, c=0.0) -> Layer:  # noqa: N802
     """``a·sin(b·x + c)``."""
-    return Elementwise(lambda x: a * jnp.sin(b * x + c), "Sin")
+    return Elementwise(lambda x: a * jnp.sin(b * x + c), "Sin", functools.partial(dual.sin_dual, a=a, b=b, c=c))
 
 
 def Softplus() -> Layer:  # noqa: N802

@@ -205,9 +205,9 @@ def serial(*layers: Layer) -> Layer:
             spec = layer.output_spec(spec)
         return tuple(out)
 
-    has_kernel = all(layer.kernel_fn is not None for layer in layers)
+    # Always a kernel_fn: a child without a closed form raises from its own Layer.kernel, naming itself.
     name = "serial(" + ", ".join(layer.name for layer in layers) + ")"
-    return Layer(init_fn, apply_fn, kernel_fn if has_kernel else None, name, lr_fn)
+    return Layer(init_fn, apply_fn, kernel_fn, name, lr_fn)
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -239,9 +239,8 @@ def parallel(*layers: Layer) -> Layer:
     def lr_fn(spec, optimizer):
         return tuple(layer.lr_multipliers(s, optimizer) for layer, s in zip(layers, spec))
 
-    has_kernel = all(layer.kernel_fn is not None for layer in layers)
     name = "parallel(" + ", ".join(layer.name for layer in layers) + ")"
-    return Layer(init_fn, apply_fn, kernel_fn if has_kernel else None, name, lr_fn)
+    return Layer(init_fn, apply_fn, kernel_fn, name, lr_fn)
 
 
 def _describe(spec) -> str:
@@ -263,7 +262,8 @@ def _stateless(name, out_spec_fn, fn, kernel_fn=None) -> Layer:
 
 
 def fanout(num: int) -> Layer:
-    """Copies the input into a tuple of ``num`` identical inputs."""
+    """Copies the input into a tuple of ``num`` identical inputs; its kernel map likewise copies the
+    kernel (the copies are the same variables: see :func:`fanin_sum` for what that implies)."""
     if not isinstance(num, int) or num < 1:
         raise LayerError(f"fanout: num must be a positive int, got {num!r}")
     return _stateless(f"fanout({num})", lambda s: (s,) * num, lambda x: (x,) * num, lambda k: (k,) * num)
@@ -285,8 +285,47 @@ def _check_fanin(name, spec, same_shape_axis=None):
 
 
 def fanin_sum() -> Layer:
-    """Sums a tuple of same-shaped inputs."""
+    """Sums a tuple of same-shaped inputs.
+
+    Infinite-width kernel (neural-tangents' ``stax.FanInSum``): ``K = Σ_i K_i``, and likewise ``Θ``,
+    ``cov1``, ``cov2``; ``is_gaussian`` if every branch is; the branches' ``channels`` must agree.
+    Covariances add when the branches are uncorrelated, which holds in the limit when every branch
+    but at most one ends in a weight layer with its own zero-mean weights (optionally followed by
+    pooling/LayerNorm): e.g. a residual block whose branch ends in a Dense/Conv, against any
+    shortcut. Branches correlated otherwise (``parallel(Relu(), Relu())`` after a fanout) are outside
+    this map; the same kernel reaching it twice (``residual(Identity())``, i.e. ``2x``) raises.
+    """
     return _fanin_sum(None)
+
+
+def _check_kernels(name, ks, same_channels):
+    """The branch kernels of a fan-in: a tuple of Kernels with equal pair shapes (and channels)."""
+    if not isinstance(ks, tuple) or not ks or not all(hasattr(k, "nngp") for k in ks):
+        raise LayerError(f"{name} maps a tuple of Kernels (from parallel/fanout), got {type(ks).__name__}")
+    first = ks[0]
+    for i, k in enumerate(ks[1:], 1):
+        if k.nngp.shape != first.nngp.shape or (k.cov2 is None) != (first.cov2 is None):
+            raise LayerError(f"{name}: kernel {i} has nngp shape {list(k.nngp.shape)}, expected "
+                             f"{list(first.nngp.shape)} like kernel 0 (and x2 given for both or neither)")
+        if same_channels and k.channels != first.channels:
+            raise LayerError(f"{name}: kernel {i} has {k.channels} channels, kernel 0 has {first.channels}; a sum "
+                             f"needs equal widths")
+
+
+def _fanin_sum_kernel(ks):
+    _check_kernels("fanin_sum", ks, same_channels=True)
+    for i in range(len(ks)):
+        for j in range(i):
+            if ks[i] is ks[j]:
+                raise LayerError(f"fanin_sum: inputs {j} and {i} are the same variables (one kernel reached it "
+                                 f"twice), so their covariances do not add; end a branch in a Dense/Conv")
+
+    def total(arrays):
+        return sum(arrays[1:], arrays[0])
+
+    cov2 = None if ks[0].cov2 is None else total([k.cov2 for k in ks])
+    return ks[0].replace(nngp=total([k.nngp for k in ks]), ntk=total([k.ntk for k in ks]),
+                         cov1=total([k.cov1 for k in ks]), cov2=cov2, is_gaussian=all(k.is_gaussian for k in ks))
 
 
 def _fanin_sum(_mismatch_hint) -> Layer:
@@ -301,11 +340,22 @@ def _fanin_sum(_mismatch_hint) -> Layer:
             raise LayerError(_mismatch_hint(spec)) from None
         return jax.ShapeDtypeStruct(spec[0].shape, jnp.result_type(*[s.dtype for s in spec]))
 
-    return _stateless("fanin_sum", out_spec, lambda xs: sum(xs[1:], xs[0]))
+    return _stateless("fanin_sum", out_spec, lambda xs: sum(xs[1:], xs[0]), _fanin_sum_kernel)
 
 
 def fanin_concat(axis: int = -1) -> Layer:
-    """Concatenates a tuple of inputs along ``axis`` (default: the channel/feature axis)."""
+    """Concatenates a tuple of inputs along ``axis`` (default: the channel/feature axis).
+
+    Infinite-width kernel, along the channel axis only: the kernel of the concatenated features in
+    the ``x·x'/d`` normalisation the next weight layer sees is the channel-weighted mean
+    ``K = Σ_i c_i K_i / Σ_i c_i`` (likewise ``Θ``, ``cov1``, ``cov2``) with ``c_i`` the branches'
+    ``channels``, and ``channels = Σ_i c_i``; ``is_gaussian`` if every branch is. The weights make it
+    the finite-width expectation (a Dense after it sums ``c_i`` units of kind ``i``);
+    neural-tangents' ``stax.FanInConcat`` takes the unweighted mean (all widths being infinite),
+    which agrees when the widths are equal. Like :func:`Flatten`'s, exact when a weight layer or
+    LayerNorm follows; an elementwise activation right after it sees the mean kernel, not each
+    branch's. Concatenation along a spatial axis raises.
+    """
 
     def out_spec(spec):
         _check_fanin("fanin_concat", spec, same_shape_axis=axis)
@@ -313,7 +363,26 @@ def fanin_concat(axis: int = -1) -> Layer:
         shape[axis] = sum(s.shape[axis] for s in spec)
         return jax.ShapeDtypeStruct(tuple(shape), jnp.result_type(*[s.dtype for s in spec]))
 
-    return _stateless(f"fanin_concat({axis})", out_spec, lambda xs: jnp.concatenate(xs, axis=axis))
+    name = f"fanin_concat({axis})"
+
+    def kernel_fn(ks):
+        _check_kernels(name, ks, same_channels=False)
+        ndim = ks[0].spatial_ndim + 2
+        if not isinstance(axis, int) or not -ndim <= axis < ndim or axis % ndim != ndim - 1:
+            raise LayerError(f"{name}: only concatenation along the channel axis (-1) has an infinite-width map; "
+                             f"axis {axis!r} of {ndim}-D inputs is not it")
+        widths = [k.channels for k in ks]
+        total = sum(widths)
+
+        def mean(arrays):
+            return sum(c / total * a for c, a in zip(widths, arrays))
+
+        cov2 = None if ks[0].cov2 is None else mean([k.cov2 for k in ks])
+        return ks[0].replace(nngp=mean([k.nngp for k in ks]), ntk=mean([k.ntk for k in ks]),
+                             cov1=mean([k.cov1 for k in ks]), cov2=cov2, channels=total,
+                             is_gaussian=all(k.is_gaussian for k in ks))
+
+    return _stateless(name, out_spec, lambda xs: jnp.concatenate(xs, axis=axis), kernel_fn)
 
 
 def residual(*layers: Layer, shortcut: Layer | None = None) -> Layer:

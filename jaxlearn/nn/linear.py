@@ -17,12 +17,15 @@ from jax import lax
 
 from jaxlearn.nn import parameterization as P
 from jaxlearn.nn.core import Layer, LayerError, _describe
+from jaxlearn.nn.kernel import affine_kernel
+from jaxlearn.nn.spatial_kernel import conv_kernel
 
 __all__ = ["Dense", "Conv", "Embedding"]
 
 
 def _weight_layer(
-    name, W_shape_fn, fan_in_fn, fan_out, out_spec_fn, linear_fn, W_std, b_std, parameterization, role
+    name, W_shape_fn, fan_in_fn, fan_out, out_spec_fn, linear_fn, W_std, b_std, parameterization, role,
+    kernel_fn=None,
 ) -> Layer:
     """Shared machinery of Dense and Conv: ``z = mult_W · linear(x, W) + mult_b · b``."""
     P.check_parameterization(name, parameterization, role)
@@ -57,7 +60,7 @@ def _weight_layer(
             mults["b"] = P.lr_multiplier_bias(parameterization, fan_out, optimizer)
         return mults
 
-    return Layer(init_fn, apply_fn, None, name, lr_fn)
+    return Layer(init_fn, apply_fn, kernel_fn, name, lr_fn)
 
 
 def Dense(  # noqa: N802
@@ -74,6 +77,10 @@ def Dense(  # noqa: N802
     ``mup``: as standard with the init and learning-rate scalings of its ``role``
     (:mod:`jaxlearn.nn.parameterization`). ``b_std=None`` omits the bias; under ``ntk`` a bias with
     ``b_std=0`` has no effect. ``W_std``/``b_std`` may be traced scalars (a population over them).
+
+    Infinite-width kernel (:func:`jaxlearn.nn.kernel.affine_kernel`): ``K ← σ_w² K + σ_b²``;
+    ``Θ ← K_new + σ_w² Θ`` (``ntk``) or ``Θ ← n_in·K + σ_w² Θ + 1`` (``standard``, ``+1`` only with a
+    bias); ``mup`` has no NTK limit and raises.
     """
     name = f"Dense({out_dim})"
     P.check_positive_int(name, "out_dim", out_dim)
@@ -82,6 +89,9 @@ def Dense(  # noqa: N802
         if spec.ndim < 1 or spec.shape[-1] < 1:
             raise LayerError(f"{name} expects inputs with a non-empty last axis, got {_describe(spec)}")
         return jax.ShapeDtypeStruct(spec.shape[:-1] + (out_dim,), P.param_dtype(spec))
+
+    def kernel_fn(k):  # the same map for every entry, also on spatial inputs (acts on channels)
+        return affine_kernel(k, W_std, b_std, parameterization, k.channels, out_dim)
 
     return _weight_layer(
         name,
@@ -94,6 +104,7 @@ def Dense(  # noqa: N802
         b_std,
         parameterization,
         role,
+        kernel_fn,
     )
 
 
@@ -153,6 +164,19 @@ def Conv(  # noqa: N802
     ``len(filter_shape)`` sets the dimension. The fan-in is ``in_chan × prod(filter_shape)``;
     the forward formula is that of :func:`Dense` with ``x W`` replaced by the convolution.
     ``padding``: ``"SAME"`` (output size ``ceil(n/stride)``) or ``"VALID"``.
+
+    Infinite-width kernel (Novak et al. 2019, eq. (7); Garriga-Alonso et al. 2019; Arora et al. 2019,
+    §4): the map of :func:`Dense` (:func:`jaxlearn.nn.kernel.affine_kernel`) applied to the pair
+    arrays averaged over the filter window along the diagonal of each spatial pair
+    (:func:`jaxlearn.nn.spatial_kernel.conv_window_average`), per spatial dimension
+
+        ``K̄[h, h'] = (1/|F|) Σ_{i ∈ F} K[s·h + i, s·h' + i]``,   ``K ← σ_w² K̄ + σ_b²``,
+
+    ``Θ ← K_new + σ_w² Θ̄`` (``ntk``) or ``Θ ← n_in·K̄ + σ_w² Θ̄ + 1`` (``standard``, ``+1`` only with a
+    bias), ``n_in = channels × prod(filter_shape)``; ``cov1``/``cov2`` are averaged like ``K``.
+    ``|F|`` is the full filter size and ``SAME``'s padded taps are zeros (``K`` zero padded along both
+    axes of each pair); strides subsample both. The same tap ``i`` on both sides: the weights are
+    shared across positions and independent across taps. ``mup`` has no NTK limit and raises.
     """
     shape = _as_tuple(filter_shape)
     name = f"Conv({out_chan}, {shape if shape is not None else filter_shape!r})"
@@ -171,6 +195,9 @@ def Conv(  # noqa: N802
     def conv(x, W):
         return lax.conv_general_dilated(x, W, strides, padding, dimension_numbers=_dimension_numbers(n))
 
+    def kernel_fn(k):
+        return conv_kernel(k, name, window, strides, padding, W_std, b_std, parameterization, out_chan)
+
     return _weight_layer(
         name,
         lambda s: window + (s.shape[-1], out_chan),
@@ -182,6 +209,7 @@ def Conv(  # noqa: N802
         b_std,
         parameterization,
         role,
+        kernel_fn,
     )
 
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from jaxlearn.nn.core import Layer, LayerError, _describe
 from jaxlearn.nn.parameterization import is_concrete
+from jaxlearn.nn.spatial_kernel import layer_norm_kernel
 
 __all__ = ["LayerNorm", "BatchNorm", "Dropout"]
 
@@ -29,7 +30,31 @@ def LayerNorm(axis=-1, eps: float = 1e-6, affine: bool = False) -> Layer:  # noq
 
     ``var`` is the biased (1/n) variance. With ``affine=True`` a learnable per-feature scale
     (init 1) and offset (init 0) over the last axis follow, ``y·γ + β``. The default has no
-    parameters, matching the layer whose infinite-width kernel ``jaxlearn.kernels`` computes.
+    parameters.
+
+    Infinite-width kernel (neural-tangents' ``stax.LayerNorm``), defined for Gaussian inputs
+    (``k.is_gaussian``: after a Dense/Conv, pooling or sums of them). Their entries are i.i.d. over
+    the infinitely many channels, so per position the mean over channels tends to 0 and the
+    variance to ``q = K(x, x)[h, h]`` (law of large numbers): ``y = z / √(q + eps)``, and
+
+        ``K[h, h'] ← K[h, h'] / √((q̃₁[h] + eps)(q̃₂[h'] + eps))``,   ``Θ`` and ``cov1``/``cov2`` likewise,
+
+    with ``q̃ = q``, or ``q`` averaged over the normalised spatial axes when ``axis`` also holds some
+    (e.g. ``(1, 2, 3)`` on NHWC: one mean/variance per example). ``eps`` is kept: this is the exact
+    limit of this forward pass (neural-tangents drops it; the difference is ``O(eps/q)``). The NTK
+    scales like ``K`` because the normalisation's Jacobian ``(I - 11ᵀ/n - ŷŷᵀ/n)/σ`` differs from
+    ``I/σ`` by a rank-2 term that adds ``O(1/n)`` to the per-unit NTK. ``channels`` and
+    ``is_gaussian`` are unchanged (``z/√q̃`` is Gaussian).
+
+    ``affine=True``: at init ``scale = 1``, ``offset = 0``, so ``K`` is unchanged and the NTK gains the
+    gradients of the per-channel parameters, shared by all positions: ``∂y_c/∂scale_c = ŷ_c`` (mean
+    over channels of ``ŷ_c ŷ'_c`` → the normalised ``K``) and ``∂y_c/∂offset_c = 1``:
+    ``Θ ← Θ/√(…) + K_new + 1``. That is the infinite-width NTK when a weight layer follows (it
+    averages over channels); at the network's output the scale term of a single unit is one product
+    ``ŷ_c ŷ'_c``, which does not concentrate, and the map gives its mean.
+
+    Raises (LayerError) for non-Gaussian inputs, and for ``axis`` without the channel axis
+    (normalising over positions only: finitely many terms, so the statistics stay random).
     """
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
 
@@ -49,7 +74,10 @@ def LayerNorm(axis=-1, eps: float = 1e-6, affine: bool = False) -> Layer:  # noq
             y = y * params["scale"] + params["offset"]
         return y, state
 
-    return Layer(init_fn, apply_fn, None, "LayerNorm")
+    def kernel_fn(k):
+        return layer_norm_kernel(k, axes, eps, affine, "LayerNorm")
+
+    return Layer(init_fn, apply_fn, kernel_fn, "LayerNorm")
 
 
 def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:  # noqa: N802

@@ -1,6 +1,7 @@
 """Parameter-free spatial layers: AvgPool, GlobalAvgPool, Flatten.
 
-Inputs are NWC (1-D) or NHWC (2-D); Flatten accepts any rank.
+Inputs are NWC (1-D) or NHWC (2-D); Flatten accepts any rank. The infinite-width kernel maps
+(formulas in each layer's docstring) are in :mod:`jaxlearn.nn.spatial_kernel`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from jax import lax
 
 from jaxlearn.nn.core import Layer, LayerError, _describe, _stateless
 from jaxlearn.nn.linear import _as_tuple, _check_padding, _spatial_out, _tuple
+from jaxlearn.nn.spatial_kernel import avg_pool_kernel, flatten_kernel, global_avg_pool_kernel
 
 __all__ = ["AvgPool", "GlobalAvgPool", "Flatten"]
 
@@ -35,6 +37,17 @@ def AvgPool(  # noqa: N802
     ``strides`` default to ``window_shape``. With ``padding="SAME"`` the zero padding is counted
     in each window's denominator when ``count_include_pad`` (every output divides by the window
     size), else each output divides by the number of real inputs in its window.
+
+    Infinite-width kernel: the pooled value is a window mean, so its covariance is the box filter
+    over the full ``(i, j)`` window of each spatial pair (Novak et al. 2019, §3.2; neural-tangents'
+    ``stax.AvgPool``), per spatial dimension
+
+        ``K[h, h'] ← Σ_{i, j ∈ w} K[s·h + i, s·h' + j] / (c_h c_h')``,
+
+    with ``K`` zero padded like the input and ``c_h`` this layer's divisor (``|w|``, or the number of
+    real inputs in window ``h`` when ``count_include_pad=False`` with ``SAME``): the exact covariance
+    of the forward map. ``Θ``, ``cov1``, ``cov2`` map the same way (no parameters); ``channels`` and
+    ``is_gaussian`` are unchanged.
     """
     shape = _as_tuple(window_shape)
     if shape is None or len(shape) not in (1, 2):
@@ -59,11 +72,20 @@ def AvgPool(  # noqa: N802
         count = lax.reduce_window(ones, np.zeros((), x.dtype), lax.add, dims, steps, padding)
         return total / count
 
-    return _stateless(name, out_spec, pool)
+    def kernel_fn(k):
+        return avg_pool_kernel(k, name, window, strides, padding, count_include_pad)
+
+    return _stateless(name, out_spec, pool, kernel_fn)
 
 
 def GlobalAvgPool() -> Layer:  # noqa: N802
-    """Mean over all spatial axes: ``(N, ..., C) -> (N, C)``."""
+    """Mean over all spatial axes: ``(N, ..., C) -> (N, C)``.
+
+    Infinite-width kernel (Novak et al. 2019, eq. (8); Arora et al. 2019, §4):
+    ``K[n, n'] ← mean_{h, h', w, w'} K[n, n', h, h', w, w']``, the mean of the full spatial covariance;
+    the same for ``Θ``; ``cov1``/``cov2`` become ``(N,)`` (mean over all position pairs).
+    ``channels`` is unchanged.
+    """
 
     def out_spec(spec):
         _single("GlobalAvgPool", spec)
@@ -71,11 +93,22 @@ def GlobalAvgPool() -> Layer:  # noqa: N802
             raise LayerError(f"GlobalAvgPool expects (N, spatial..., C) inputs, got {_describe(spec)}")
         return jax.ShapeDtypeStruct((spec.shape[0], spec.shape[-1]), spec.dtype)
 
-    return _stateless("GlobalAvgPool", out_spec, lambda x: jnp.mean(x, axis=tuple(range(1, x.ndim - 1))))
+    return _stateless("GlobalAvgPool", out_spec, lambda x: jnp.mean(x, axis=tuple(range(1, x.ndim - 1))),
+                      global_avg_pool_kernel)
 
 
 def Flatten() -> Layer:  # noqa: N802
-    """``(N, d1, d2, ...) -> (N, d1·d2·...)`` in row-major order."""
+    """``(N, d1, d2, ...) -> (N, d1·d2·...)`` in row-major order.
+
+    Infinite-width kernel (neural-tangents' ``stax.Flatten``; Novak et al. 2019, eq. (8) "vectorize"):
+    the kernel of the flattened vector in the ``x·x'/d`` normalisation the next weight layer sees,
+    ``K[n, n'] ← mean_{h, w} K[n, n', h, h, w, w]`` (the spatial diagonal: a Dense layer after it has
+    independent weights for each position, so only same-position covariances enter), likewise ``Θ``
+    and ``cov1``/``cov2``; ``channels ← channels × H × W`` (the next layer's finite fan-in). Exact
+    when a weight layer or LayerNorm follows; an elementwise activation
+    directly after it sees only the positions' mean kernel, not each position's, which is exact
+    only if the diagonal is the same at every position. Vectors map to themselves.
+    """
 
     def out_spec(spec):
         _single("Flatten", spec)
@@ -83,4 +116,4 @@ def Flatten() -> Layer:  # noqa: N802
             raise LayerError(f"Flatten expects inputs with a batch axis, got {_describe(spec)}")
         return jax.ShapeDtypeStruct((spec.shape[0], math.prod(spec.shape[1:])), spec.dtype)
 
-    return _stateless("Flatten", out_spec, lambda x: x.reshape(x.shape[0], -1))
+    return _stateless("Flatten", out_spec, lambda x: x.reshape(x.shape[0], -1), flatten_kernel)

@@ -1,0 +1,317 @@
+r"""Dual activations: the two Gaussian expectations an infinite-width layer needs.
+
+For an elementwise activation :math:`\phi` and a centred bivariate Gaussian
+
+.. math::  (u, v) \sim \mathcal N\!\left(0, \begin{pmatrix} q_{11} & q_{12} \\ q_{12} & q_{22}\end{pmatrix}\right)
+
+each function here returns the pair
+
+.. math::  k = \mathbb E[\phi(u)\,\phi(v)], \qquad \dot k = \mathbb E[\phi'(u)\,\phi'(v)],
+
+the NNGP entry after the activation and the factor multiplying the NTK
+(:math:`\Theta' = \Theta \cdot \dot k`), in neural-tangents' conventions. By Price's theorem
+:math:`\dot k = \partial k / \partial q_{12}` at fixed :math:`q_{11}, q_{22}`; the tests use that
+as one of their checks.
+
+API (the same for every activation)
+-----------------------------------
+``<name>_dual(q11, q12, q22, **params) -> DualPair(k, kdot)``
+
+* ``q11``, ``q12``, ``q22``: arrays (or scalars) that broadcast against each other — e.g.
+  ``(N1, 1)``, ``(N1, N2)``, ``(1, N2)`` for the two diagonals and the cross-covariance of two
+  batches. Both outputs have the broadcast shape. Integer inputs are promoted to the default float
+  type; otherwise the dtype follows the inputs (Python-float parameters are weakly typed, so they
+  do not promote float32 to float64). The diagonal case is the call ``dual(q, q, q)``; it costs
+  the same as any other entry and is exact (:math:`\rho = 1` exactly, no clipping needed).
+* ``**params``: keyword parameters with the same names and defaults as the layer constructor in
+  :mod:`jaxlearn.nn.activations` (``Erf(a, b, c)`` ↔ ``erf_dual(..., a, b, c)``), so
+  ``dual(name, **kw)`` pairs with ``activation(name, **kw)``. They may be traced values
+  (``jax.grad`` with respect to them works).
+
+All functions are pure ``jax.numpy`` code: they work under ``jit``, ``vmap`` and ``grad``.
+
+Conventions at the boundary of the covariance cone
+--------------------------------------------------
+* :math:`|\rho| = 1` (:math:`q_{12}^2 = q_{11} q_{22}`, e.g. the diagonal): the ReLU family is
+  written with :math:`s = \sqrt{q_{11} q_{22} - q_{12}^2}` and :math:`\theta =
+  \operatorname{atan2}(s, q_{12})` instead of :math:`\arccos\rho`, and :math:`s` is a *safe*
+  square root whose derivative is set to 0 where its argument is :math:`\le 0` (an argument
+  made slightly negative by rounding is clipped to 0). The two unbounded terms of
+  :math:`\partial k` cancel analytically, so setting both to 0 gives the exact (finite) gradient
+  of :math:`k` there. :math:`\dot k` of the ReLU family has an unbounded derivative as
+  :math:`|\rho| \to 1` (:math:`\theta \sim \sqrt{2(1-\rho)}`); its gradient *at* :math:`|\rho| = 1`
+  is reported as 0 (finite, by the same convention). The smooth activations need no care:
+  their formulas are analytic across :math:`|\rho| = 1`.
+* Zero variance (:math:`q_{11} q_{22} = 0`, e.g. a zero input with :math:`\sigma_b = 0`): then
+  :math:`u` or :math:`v` is 0 almost surely and :math:`k` is unambiguous (0 for the ReLU family).
+  For the ReLU family :math:`\dot k` is not (:math:`\phi'` jumps at 0), and we take the limit
+  along the diagonal: :math:`\rho := 1`, :math:`\theta := 0`, so
+  :math:`\dot k(0, 0, 0) = (a^2 + b^2)/2 = \mathbb E[\phi'(z)^2]`, the value at every
+  :math:`q > 0` on the diagonal (it is what the length map and the NTK recursion on the diagonal
+  see). Values and gradients are finite there. Smooth activations are continuous at 0 and need
+  no convention.
+
+References: Cho & Saul 2009 (arc-cosine kernels); Williams 1997 (erf); Tsuchida, Pearce, van der
+Heide, Roosta & Gallagher 2021, "Avoiding kernel fixed points: computing with ELU and GELU
+infinite networks" (GELU; re-derived in :func:`gelu_dual`); Novak et al. 2020, neural-tangents
+(the parameterisations ``a·min(x,0)+b·max(x,0)``, ``a·erf(bx)+c``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import math
+from typing import Callable, NamedTuple
+
+import jax.numpy as jnp
+
+__all__ = [
+    "DualPair",
+    "identity_dual",
+    "ab_relu_dual",
+    "relu_dual",
+    "leaky_relu_dual",
+    "erf_dual",
+    "gelu_dual",
+    "sin_dual",
+    "DUALS",
+    "dual",
+]
+
+_PI = math.pi
+_TAN_PI_8 = math.sqrt(2) - 1
+
+
+class DualPair(NamedTuple):
+    """``k = E[φ(u)φ(v)]`` (the NNGP entry) and ``kdot = E[φ'(u)φ'(v)]`` (the NTK factor)."""
+
+    k: jnp.ndarray
+    kdot: jnp.ndarray
+
+
+def _inputs(q11, q12, q22):
+    """The three covariance entries as float arrays of one dtype, broadcast to one shape."""
+    dtype = jnp.result_type(q11, q12, q22, float)
+    return jnp.broadcast_arrays(*(jnp.asarray(q, dtype) for q in (q11, q12, q22)))
+
+
+def _safe_sqrt(x):
+    """``sqrt(max(x, 0))`` whose derivative is 0 (not ``inf``/NaN) where ``x <= 0``."""
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), 0)
+
+
+def _arctan_ratio(small, big):
+    """``arctan(small/big)`` for ``0 ≤ small ≤ big``, ``big > 0``. Past ``tan(π/8)`` it uses
+    ``arctan r = π/4 + arctan((r − 1)/(r + 1))``, so the argument ``u`` has ``|u| ≤ tan(π/8) ≈ 0.414``
+    and the Taylor series ``Σ_j (−1)^j u^{2j+1}/(2j+1)`` converges geometrically in ``u² ≤ 0.172``:
+    22 terms reach 1e-19 (float64), 9 terms 1e-8 (float32). One division, branch-free (``where``),
+    so XLA vectorises it; XLA's CPU ``atan2`` is a scalar library call (~12 ns per entry on the
+    benchmark machine against ~1.5 ns here), and an NTK evaluates one per layer per entry."""
+    shifted = small > _TAN_PI_8 * big
+    u = jnp.where(shifted, small - big, small) / jnp.where(shifted, small + big, big)
+    u2 = u * u
+    terms = 22 if jnp.finfo(u.dtype).bits > 32 else 9
+    series = jnp.zeros_like(u)
+    for j in reversed(range(terms)):  # Horner in u²
+        series = series * u2 + (-1) ** j / (2 * j + 1)
+    return jnp.where(shifted, _PI / 4, 0) + u * series
+
+
+def _atan2(y, x):
+    """``atan2(y, x) ∈ (−π, π]`` from :func:`_arctan_ratio` (by the octant of ``(x, y)``); 0 at the
+    origin, with finite derivatives everywhere except there."""
+    ay, ax = jnp.abs(y), jnp.abs(x)
+    big, small = jnp.maximum(ay, ax), jnp.minimum(ay, ax)
+    angle = _arctan_ratio(small, jnp.where(big > 0, big, 1))   # ∈ [0, π/4]
+    angle = jnp.where(ay > ax, _PI / 2 - angle, angle)          # first quadrant
+    angle = jnp.where(x < 0, _PI - angle, angle)                # upper half plane
+    return jnp.where(y < 0, -angle, angle)
+
+
+def _sine_and_angle(q11, q12, q22):
+    r"""``s = sqrt(q11 q22 - q12²)`` (clipped at 0) and ``θ = arccos ρ ∈ [0, π]``.
+
+    ``θ = atan2(s, q12)`` equals ``arccos(q12 / sqrt(q11 q22))`` with ``ρ`` clipped to ``[-1, 1]``,
+    without dividing by the variances. The determinant is formed as ``(g - q12)(g + q12)`` with
+    ``g = sqrt(q11 q22)``: on the diagonal ``g == q`` exactly (``sqrt(fl(q·q)) = q`` in binary
+    floating point), so ``s = θ = 0`` exactly, whereas ``q11·q22 - q12·q12`` compiled to a fused
+    multiply-add leaves a residue ``~eps·q²``, i.e. ``θ ~ 1e-8`` in float64. Where ``s = 0`` and
+    ``q12 = 0`` (a zero variance) the angle is ``0`` by convention (module docstring); the ``where``
+    keeps ``atan2``'s derivative at the origin out of the graph.
+
+    Correlations within ``8·eps`` of ``±1`` count as exactly ``±1``: ``θ ≈ √(2(1 − |ρ|))`` turns a
+    rounding-level difference between ``q12`` and ``√(q11 q22)`` (the same input reached by two
+    summation orders, e.g. a Gram entry and a norm) into an error of order ``√eps`` (``1e-8`` in
+    float64, ``3e-4`` in float32); snapped, identical inputs get identical kernels.
+    """
+    g = _safe_sqrt(q11 * q22)
+    tiny = 8 * jnp.finfo(g.dtype).eps * g
+    minus, plus = g - q12, g + q12
+    s = _safe_sqrt(jnp.where(minus <= tiny, 0, minus) * jnp.where(plus <= tiny, 0, plus))
+    x = jnp.where((s == 0) & (q12 == 0), 1, q12)
+    return s, _atan2(s, x)
+
+
+# -- the activations ----------------------------------------------------------------------------
+
+
+def identity_dual(q11, q12, q22) -> DualPair:
+    """``φ(x) = x``: ``k = q12``, ``kdot = 1``."""
+    q11, q12, q22 = _inputs(q11, q12, q22)
+    return DualPair(q12, jnp.ones_like(q12))
+
+
+def ab_relu_dual(q11, q12, q22, a=0.0, b=1.0) -> DualPair:
+    r"""``φ(x) = a·min(x, 0) + b·max(x, 0)`` (ReLU: ``a=0, b=1``; ``|x|``: ``a=-1, b=1``).
+
+    Arc-cosine kernels of degree 1 and 0 (Cho & Saul 2009), generalised. Write
+    :math:`\phi(x) = b\,r(x) - a\,r(-x)` with :math:`r` = ReLU. :math:`(-u, -v)` has the law of
+    :math:`(u, v)`, and :math:`(u, -v)` has correlation :math:`-\rho`, i.e. angle
+    :math:`\pi - \theta`. With Cho & Saul's :math:`\mathbb E[r(u)r(v)] = \sqrt{q_{11}q_{22}}\,
+    (\sin\theta + (\pi-\theta)\cos\theta)/2\pi` and :math:`P(u>0, v>0) = (\pi-\theta)/2\pi`:
+
+    .. math::
+        \dot k &= \frac{(a^2+b^2)(\pi-\theta) + 2ab\,\theta}{2\pi}, \\
+        k &= \frac{(a^2+b^2)\,(s + (\pi-\theta)q_{12}) - 2ab\,(s - \theta q_{12})}{2\pi}
+           = \frac{(a-b)^2}{2\pi}\, s + \dot k\, q_{12},
+
+    where :math:`s = \sqrt{q_{11}q_{22}}\sin\theta = \sqrt{q_{11}q_{22} - q_{12}^2}`,
+    :math:`\theta = \arccos\big(q_{12}/\sqrt{q_{11}q_{22}}\big)`. On the diagonal
+    :math:`k = (a^2+b^2)q/2`, :math:`\dot k = (a^2+b^2)/2`. Boundary conventions: module docstring.
+    """
+    q11, q12, q22 = _inputs(q11, q12, q22)
+    s, theta = _sine_and_angle(q11, q12, q22)
+    kdot = ((a * a + b * b) * (_PI - theta) + 2 * a * b * theta) / (2 * _PI)
+    k = (a - b) ** 2 / (2 * _PI) * s + kdot * q12
+    return DualPair(k, kdot)
+
+
+def relu_dual(q11, q12, q22) -> DualPair:
+    r"""``φ(x) = max(x, 0)``: :math:`k = (s + (\pi-\theta)q_{12})/2\pi`,
+    :math:`\dot k = (\pi-\theta)/2\pi` (:func:`ab_relu_dual` with ``a=0, b=1``)."""
+    return ab_relu_dual(q11, q12, q22, a=0.0, b=1.0)
+
+
+def leaky_relu_dual(q11, q12, q22, alpha=0.01) -> DualPair:
+    """``φ(x) = x`` for ``x ≥ 0``, ``alpha·x`` otherwise (:func:`ab_relu_dual` with ``a=alpha, b=1``)."""
+    return ab_relu_dual(q11, q12, q22, a=alpha, b=1.0)
+
+
+def erf_dual(q11, q12, q22, a=1.0, b=1.0, c=0.0) -> DualPair:
+    r"""``φ(x) = a·erf(b·x) + c`` (Williams 1997).
+
+    With :math:`g = 2b^2` and
+    :math:`\Delta = (1+g q_{11})(1+g q_{22}) - g^2 q_{12}^2 = 1 + g(q_{11}+q_{22}) + g^2(q_{11}q_{22}-q_{12}^2) \ge 1`:
+
+    .. math::
+        \mathbb E[\operatorname{erf}(bu)\operatorname{erf}(bv)]
+          = \frac{2}{\pi}\arcsin\frac{g\,q_{12}}{\sqrt{(1+g q_{11})(1+g q_{22})}}
+          = \frac{2}{\pi}\operatorname{atan2}\big(g\,q_{12}, \sqrt{\Delta}\big),
+
+    and since :math:`\mathbb E[\operatorname{erf}(bu)] = 0`, :math:`k = a^2 \cdot (\text{that}) + c^2`.
+    :math:`\phi'(x) = (2ab/\sqrt\pi)\,e^{-b^2x^2}` and
+    :math:`\mathbb E[e^{-b^2(u^2+v^2)}] = \det(I + 2b^2\Sigma)^{-1/2} = \Delta^{-1/2}`, so
+    :math:`\dot k = (4/\pi)\,a^2 b^2/\sqrt\Delta`. The ``atan2`` form has no clipping and finite
+    derivatives at :math:`|\rho| = 1`; :math:`\Delta` is expanded so that it is exact on the diagonal.
+    """
+    q11, q12, q22 = _inputs(q11, q12, q22)
+    g = 2 * b * b
+    delta = 1 + g * (q11 + q22) + g * g * (q11 * q22 - q12 * q12)
+    root = jnp.sqrt(delta)
+    k = a * a * (2 / _PI) * _atan2(g * q12, root) + c * c
+    kdot = (4 / _PI) * (a * a) * (b * b) / root
+    return DualPair(k, kdot)
+
+
+def gelu_dual(q11, q12, q22) -> DualPair:
+    r"""Exact GELU ``φ(x) = x·Φ(x)`` (Φ the standard normal CDF; Tsuchida et al. 2021).
+
+    Derivation (ours). Write :math:`\Phi(u) = P(\xi \le u)` with :math:`\xi, \eta` independent
+    standard normals, so :math:`k = \mathbb E[u v\, H(s) H(t)]` with :math:`s = u-\xi`,
+    :math:`t = v-\eta` (:math:`H` the step function); :math:`\operatorname{Var}s = A = 1+q_{11}`,
+    :math:`\operatorname{Var}t = B = 1+q_{22}`, :math:`\operatorname{Cov}(s,t) = q_{12}`, and let
+    :math:`D = AB - q_{12}^2 = 1 + q_{11} + q_{22} + (q_{11}q_{22} - q_{12}^2) \ge 1`.
+    Gaussian integration by parts in :math:`u`, then conditioning on :math:`s = 0` or :math:`t = 0`,
+    gives
+
+    .. math::
+        k = \frac{q_{12}}{4} + \frac{q_{12}}{2\pi}\arcsin\frac{q_{12}}{\sqrt{AB}}
+            + \frac{q_{11}q_{22}\,D + q_{12}^2}{2\pi\,AB\,\sqrt D},
+
+    and Price's theorem (:math:`\dot k = \partial k/\partial q_{12}`, with
+    :math:`\phi'(x) = \Phi(x) + x\,\mathcal N(x)`) gives
+
+    .. math::
+        \dot k = \frac14 + \frac{1}{2\pi}\arcsin\frac{q_{12}}{\sqrt{AB}}
+                 + \frac{q_{12}\,\big((A+B)D + AB\big)}{2\pi\,AB\,D^{3/2}}.
+
+    :math:`\arcsin(q_{12}/\sqrt{AB}) = \operatorname{atan2}(q_{12}, \sqrt D)`. Checks: at
+    :math:`q_{12} = 0`, :math:`k = \mathbb E[u\Phi(u)]\,\mathbb E[v\Phi(v)] = q_{11}q_{22}/(2\pi\sqrt{AB})`
+    and :math:`\dot k = \mathbb E[\phi']^2 = 1/4`; all terms are smooth for :math:`D \ge 1`.
+    The tests compare both with 2-D Gauss–Hermite quadrature.
+    """
+    q11, q12, q22 = _inputs(q11, q12, q22)
+    A, B = 1 + q11, 1 + q22
+    AB = A * B
+    D = 1 + q11 + q22 + (q11 * q22 - q12 * q12)
+    root = jnp.sqrt(D)
+    angle = _atan2(q12, root)
+    k = q12 / 4 + q12 * angle / (2 * _PI) + (q11 * q22 * D + q12 * q12) / (2 * _PI * AB * root)
+    kdot = 0.25 + angle / (2 * _PI) + q12 * ((A + B) * D + AB) / (2 * _PI * AB * D * root)
+    return DualPair(k, kdot)
+
+
+def sin_dual(q11, q12, q22, a=1.0, b=1.0, c=0.0) -> DualPair:
+    r"""``φ(x) = a·sin(b·x + c)``.
+
+    :math:`\sin X \sin Y = \tfrac12[\cos(X-Y) - \cos(X+Y)]` and, for centred Gaussian :math:`W`,
+    :math:`\mathbb E[\cos(W + \gamma)] = \cos\gamma\; e^{-\operatorname{Var}W/2}`, so with
+    :math:`e_\mp = \exp(-b^2 (q_{11} + q_{22} \mp 2q_{12})/2)`:
+
+    .. math::
+        k = \frac{a^2}{2}\big(e_- - \cos(2c)\, e_+\big), \qquad
+        \dot k = \frac{a^2 b^2}{2}\big(e_- + \cos(2c)\, e_+\big).
+    """
+    q11, q12, q22 = _inputs(q11, q12, q22)
+    e_minus = jnp.exp(-(b * b) * (q11 + q22 - 2 * q12) / 2)
+    e_plus = jnp.exp(-(b * b) * (q11 + q22 + 2 * q12) / 2)
+    cos2c = jnp.cos(2 * c)
+    k = (a * a) / 2 * (e_minus - cos2c * e_plus)
+    kdot = (a * a) * (b * b) / 2 * (e_minus + cos2c * e_plus)
+    return DualPair(k, kdot)
+
+
+# -- registry -----------------------------------------------------------------------------------
+
+#: Dual of each activation of :data:`jaxlearn.nn.activations.ACTIVATIONS` that has a closed form,
+#: under the same name; each takes ``(q11, q12, q22, **params)`` with the layer's parameter names.
+DUALS: dict[str, Callable[..., DualPair]] = {
+    "identity": identity_dual,
+    "relu": relu_dual,
+    "leaky_relu": leaky_relu_dual,
+    "abrelu": ab_relu_dual,
+    "erf": erf_dual,
+    "gelu": gelu_dual,
+    "sin": sin_dual,
+}
+
+
+def dual(name: str, **params) -> Callable[..., DualPair]:
+    """The dual of activation ``name`` with its parameters bound: ``(q11, q12, q22) -> DualPair``.
+
+    ``dual("erf", a=2.0)`` pairs with ``activation("erf", a=2.0)``. Raises ``ValueError`` for a
+    name without a closed form (see :data:`DUALS`) or a parameter the activation does not take.
+    """
+    if name not in DUALS:
+        close = difflib.get_close_matches(str(name).lower(), DUALS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"dual: no closed-form dual for {name!r}{hint}; expected one of {sorted(DUALS)}")
+    fn = DUALS[name]
+    try:
+        inspect.signature(fn).bind(0.0, 0.0, 0.0, **params)
+    except TypeError as e:
+        raise ValueError(f"dual {name!r}: {e}") from None
+    return functools.partial(fn, **params) if params else fn
