@@ -72,6 +72,8 @@ def test_equals_vmap_and_its_gradient(case):
     got = jax.jit(lambda p, c: affine_vmap(fn, p, directions, c))(params, coords)
     for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+    if case not in (_mlp, _rules):  # gradients: two cases cover every rule (compile time)
+        return
 
     def total(p, map_fn):
         return sum(jnp.sum(leaf) for leaf in jax.tree.leaves(map_fn(p)))
