@@ -171,16 +171,17 @@ def elementwise_kernel(k: Kernel, dual: Callable) -> Kernel:
     block = _row_block(n1)
     if block < n1:
         num = -(-n1 // block)
+        block = -(-n1 // num)  # even blocks: padding (a copy) only when num does not divide n1
 
         def blocks(a):  # pad by repeating the last row (valid values), then (num, block, ...)
-            a = jnp.concatenate([a, jnp.broadcast_to(a[-1:], (num * block - n1,) + a.shape[1:])])
+            if num * block > n1:
+                a = jnp.concatenate([a, jnp.broadcast_to(a[-1:], (num * block - n1,) + a.shape[1:])])
             return a.reshape((num, block) + a.shape[1:])
 
         new_k, new_ntk = jax.lax.map(rows, (blocks(q1), blocks(k.nngp), blocks(k.ntk)))
         new_k, new_ntk = (a.reshape((num * block,) + a.shape[2:])[:n1] for a in (new_k, new_ntk))
     else:
         new_k, new_ntk = rows((q1, k.nngp, k.ntk))
-    new = None
     cov1 = dual(_self_pair_shape(True, q1), k.cov1, _self_pair_shape(False, q1)).k
     cov2 = None if k.cov2 is None else dual(_self_pair_shape(True, q2), k.cov2, _self_pair_shape(False, q2)).k
     return Kernel(new_k, new_ntk, cov1, cov2, k.channels, False)
