@@ -34,6 +34,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.extend.core import jaxprs_in_params
 
 from jaxlearn.landscape.objective import ModelObjective, as_loss_fn, chunk_loss, chunked_sum, mse, softmax_cross_entropy
 from jaxlearn.landscape.pytrees import check_like
@@ -63,13 +64,20 @@ def _contains_custom_vjp(jaxpr) -> bool:
         # custom_lin: a custom_vjp rule's linearization, which only its transpose (vjp) can evaluate
         if eqn.primitive.name == "custom_lin" or eqn.primitive.name.startswith("custom_vjp_call"):
             return True
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (list, tuple)) else (value,):
-                inner = getattr(sub, "jaxpr", None)
-                inner = getattr(inner, "jaxpr", inner) if inner is not None and not hasattr(inner, "eqns") else inner
-                if inner is not None and hasattr(inner, "eqns") and _contains_custom_vjp(inner):
-                    return True
+        if any(_contains_custom_vjp(sub) for sub in jaxprs_in_params(eqn.params)):
+            return True
     return False
+
+
+def _check_kind(kind) -> None:
+    if kind not in ("hessian", "ggn"):
+        raise ValueError(f"kind: expected 'hessian' or 'ggn', got {kind!r}")
+
+
+def _check_objective(objective) -> None:
+    if not isinstance(objective, ModelObjective):
+        raise TypeError(f"objective: Gauss–Newton products need a ModelObjective (outputs and a per-example loss), "
+                        f"got {type(objective).__name__}")
 
 
 def _scalar_loss(loss_fn, params):
@@ -122,9 +130,7 @@ def ggn_vp(objective: ModelObjective, params, v, *, block=None):
     """``G v``, the generalized Gauss–Newton (= true Fisher for softmax cross-entropy and MSE)
     times ``v``; see the module docstring. Models without forward mode (``custom_vjp`` rules)
     get ``J v`` as the transpose of their (rule-defined) ``vjp``."""
-    if not isinstance(objective, ModelObjective):
-        raise TypeError(f"objective: Gauss–Newton products need a ModelObjective (outputs and a per-example loss), "
-                        f"got {type(objective).__name__}")
+    _check_objective(objective)
     check_like("v", v, params)
     v = project(v, block)
 
@@ -133,15 +139,21 @@ def ggn_vp(objective: ModelObjective, params, v, *, block=None):
             return objective.apply_fn(p, x)
 
         outputs, pullback = jax.vjp(f, params)
-        if has_forward_mode(f, params):
-            jv = jax.jvp(f, (params,), (v,))[1]
-        else:
-            jv = _transpose_vjp(pullback, outputs, v)
+        jv = _output_jvp(f, params, v, (outputs, pullback))[1]
         hjv = _output_hvp(objective.per_example_loss, outputs, y, jv)
         weighted = hjv * w.reshape((-1,) + (1,) * (hjv.ndim - 1))
         return pullback(weighted.astype(outputs.dtype))[0]
 
     return project(chunked_sum(objective, chunk), block)
+
+
+def _output_jvp(f, params, v, vjp=None):
+    """``(f(params), J v)``: forward mode when the model has it, else the transpose of its ``vjp``
+    (``vjp = (outputs, pullback)`` if already taken), which is what a ``custom_vjp`` rule defines."""
+    if has_forward_mode(f, params):
+        return jax.jvp(f, (params,), (v,))
+    outputs, pullback = jax.vjp(f, params) if vjp is None else vjp
+    return outputs, _transpose_vjp(pullback, outputs, v)
 
 
 def _transpose_vjp(pullback, outputs, v):
@@ -169,24 +181,14 @@ def quadratic_form(loss, params, v, *, kind: str = "hessian", block=None):
     ``Σ_i w_i (J_i v)ᵀ H_i (J_i v)`` from one ``jvp`` and the closed-form output Hessian. Models
     without forward mode (``custom_vjp`` rules) fall back to ``⟨v, H v⟩`` (reverse-over-reverse)
     and, for the GGN, to ``J v`` as the transpose of the rule's ``vjp``."""
-    if kind not in ("hessian", "ggn"):
-        raise ValueError(f"kind: expected 'hessian' or 'ggn', got {kind!r}")
+    _check_kind(kind)
     check_like("v", v, params)
     v = project(v, block)
     if kind == "ggn":
-        if not isinstance(loss, ModelObjective):
-            raise TypeError(f"objective: Gauss–Newton products need a ModelObjective (outputs and a per-example "
-                            f"loss), got {type(loss).__name__}")
+        _check_objective(loss)
 
         def chunk(x, y, w):
-            def f(p):
-                return loss.apply_fn(p, x)
-
-            if has_forward_mode(f, params):
-                outputs, jv = jax.jvp(f, (params,), (v,))
-            else:
-                outputs, pullback = jax.vjp(f, params)
-                jv = _transpose_vjp(pullback, outputs, v)
+            outputs, jv = _output_jvp(lambda p: loss.apply_fn(p, x), params, v)
             hjv = _output_hvp(loss.per_example_loss, outputs, y, jv)
             per_example = jnp.sum((jv * hjv).reshape(jv.shape[0], -1), axis=1)
             return jnp.sum(w * per_example)
@@ -212,10 +214,9 @@ def quadratic_form(loss, params, v, *, kind: str = "hessian", block=None):
 def operator(loss, params, *, kind: str = "hessian", block=None) -> Callable:
     """The matrix-free operator ``v ↦ M v`` with ``M`` the Hessian (``kind="hessian"``) or the
     Gauss–Newton matrix (``kind="ggn"``, model objectives only), restricted to ``block``."""
-    if kind == "hessian":
-        if not isinstance(loss, ModelObjective):
-            _scalar_loss(as_loss_fn(loss), params)
-        return lambda v: hvp(loss, params, v, block=block)
+    _check_kind(kind)
     if kind == "ggn":
         return lambda v: ggn_vp(loss, params, v, block=block)
-    raise ValueError(f"kind: expected 'hessian' or 'ggn', got {kind!r}")
+    if not isinstance(loss, ModelObjective):
+        _scalar_loss(as_loss_fn(loss), params)
+    return lambda v: hvp(loss, params, v, block=block)

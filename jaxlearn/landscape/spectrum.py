@@ -259,8 +259,7 @@ def hessian_trace(loss, params, *, num_probes: int = 100, key=None, probes=None,
     sample ``zᵀ M z`` comes from :func:`~jaxlearn.landscape.curvature.quadratic_form` (two forward
     passes instead of a full HVP; about 20% faster than ``⟨z, H z⟩``, see ``benchmarks/landscape.py``).
     """
-    if kind not in ("hessian", "ggn"):
-        raise ValueError(f"kind: expected 'hessian' or 'ggn', got {kind!r}")
+    curvature._check_kind(kind)
     flat, unravel = ravel_pytree(params)
     if kind == "hessian" and not isinstance(loss, ModelObjective):
         curvature._scalar_loss(as_loss_fn(loss), params)
