@@ -1,5 +1,5 @@
 """Datasets as host-side arrays, label corruption, and deterministic pure batching."""
-from jaxlearn.data.batching import batch_indices, get_batch, permute_index
+from jaxlearn.data.batching import batch_indices, get_batch, merge_rows, permute_index, row_blocks, split_rows
 from jaxlearn.data.dataset import Dataset
 from jaxlearn.data.labels import corrupt_labels, label_noise, random_labels
 from jaxlearn.data.real import digits, from_npz, mnist1d
@@ -23,11 +23,14 @@ __all__ = [
     "get_batch",
     "label_noise",
     "load",
+    "merge_rows",
     "mnist1d",
     "modular_arithmetic",
     "permute_index",
     "random_labels",
+    "row_blocks",
     "sinusoid_regression",
+    "split_rows",
     "sparse_parity",
     "teacher_student",
 ]

@@ -139,3 +139,28 @@ def get_batch(key: jax.Array, step, x, y, batch_size: int | None):
 @jax.jit
 def _gather(idx, tree):
     return jax.tree.map(lambda a: jnp.take(a, idx, axis=0), tree)
+
+
+def row_blocks(num_rows: int, max_rows: int) -> tuple[int, int]:
+    """``(num, rows)``: the fewest blocks of at most ``max_rows`` rows covering ``num_rows``, all of
+    the same size ``rows`` (so only ``num·rows − num_rows < num`` rows are padding)."""
+    num = -(-num_rows // max(1, min(max_rows, num_rows)))
+    return num, -(-num_rows // num)
+
+
+def split_rows(a, max_rows: int):
+    """``(N, …) -> (num, rows, …)`` by :func:`row_blocks`, for a ``lax.map``/``scan`` over blocks of
+    a leading axis with bounded memory. Padding repeats the last row (valid values: no NaN, the
+    same program); :func:`merge_rows` cuts it off. Copies only when padding is needed."""
+    a = jnp.asarray(a)
+    n = a.shape[0]
+    num, rows = row_blocks(n, max_rows)
+    if num * rows > n:
+        a = jnp.concatenate([a, jnp.broadcast_to(a[-1:], (num * rows - n,) + a.shape[1:])])
+    return a.reshape((num, rows) + a.shape[1:])
+
+
+def merge_rows(a, num_rows: int):
+    """``(num, rows, …) -> (num_rows, …)``: the inverse of :func:`split_rows` (a reshape, then a cut)."""
+    return a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:])[:num_rows]
+

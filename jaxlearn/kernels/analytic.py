@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn.nn.core import Layer
+from jaxlearn.data.batching import merge_rows, split_rows
 from jaxlearn.nn.kernel import Kernel, input_kernel
 
 __all__ = ["analytic", "KINDS"]
@@ -46,22 +47,13 @@ def _check_get(get):
     return kinds
 
 
-def _blocks(x, size):
-    n = x.shape[0]
-    num = -(-n // size)
-    pad = num * size - n
-    if pad:  # repeat the last example: a valid input, cut off afterwards
-        x = jnp.concatenate([x, jnp.broadcast_to(x[-1:], (pad,) + x.shape[1:])])
-    return x.reshape((num, size) + x.shape[1:])
-
-
 def _blocked(model, x1, x2, size1, size2):
-    """The kernel in blocks of ``size1`` examples of x1 × ``size2`` of x2 (``lax.map``): memory and
-    cache hold one block pair's intermediates."""
+    """The kernel in blocks of at most ``size1`` examples of x1 × ``size2`` of x2 (``lax.map``):
+    memory and cache hold one block pair's intermediates."""
     same = x2 is None
     x2 = x1 if same else x2
     n1, n2 = x1.shape[0], x2.shape[0]
-    b1, b2 = _blocks(x1, min(size1, n1)), _blocks(x2, min(size2, n2))
+    b1, b2 = split_rows(x1, size1), split_rows(x2, size2)
 
     def row(xa):
         return jax.lax.map(lambda xb: model.kernel(input_kernel(xa, xb)), b2)
@@ -73,26 +65,20 @@ def _blocked(model, x1, x2, size1, size2):
         a = a.reshape((a.shape[0] * a.shape[1], a.shape[2] * a.shape[3]) + a.shape[4:])
         return a[:n1, :n2]
 
-    cov1 = k.cov1[:, 0].reshape((-1,) + k.cov1.shape[3:])[:n1]
-    cov2 = None if same else k.cov2[0].reshape((-1,) + k.cov2.shape[3:])[:n2]
-    return Kernel(grid(k.nngp), grid(k.ntk), cov1, cov2, k.channels, k.is_gaussian)
+    cov2 = None if same else merge_rows(k.cov2[0], n2)
+    return Kernel(grid(k.nngp), grid(k.ntk), merge_rows(k.cov1[:, 0], n1), cov2, k.channels, k.is_gaussian)
 
 
 def _row_blocked(model, x1, x2, rows):
-    """The kernel in blocks of about ``rows`` examples of x1 against all of x2 (``lax.map``). The
-    block size divides the padded N1 evenly, so reassembling is a reshape, not a copy."""
+    """The kernel in blocks of at most ``rows`` examples of x1 against all of x2 (``lax.map``);
+    even blocks, so reassembling is a reshape, not a copy."""
     same = x2 is None
     x2 = x1 if same else x2
     n1 = x1.shape[0]
-    num = -(-n1 // rows)
-    rows = -(-n1 // num)
-    k = jax.lax.map(lambda xa: model.kernel(input_kernel(xa, x2)), _blocks(x1, rows))
-
-    def stack(a):  # (num, rows, ...) -> (N1, ...)
-        return a.reshape((num * rows,) + a.shape[2:])[:n1]
-
+    k = jax.lax.map(lambda xa: model.kernel(input_kernel(xa, x2)), split_rows(x1, rows))
     cov2 = None if same else k.cov2[0]
-    return Kernel(stack(k.nngp), stack(k.ntk), stack(k.cov1), cov2, k.channels, k.is_gaussian)
+    return Kernel(merge_rows(k.nngp, n1), merge_rows(k.ntk, n1), merge_rows(k.cov1, n1), cov2, k.channels,
+                  k.is_gaussian)
 
 
 # Kernel entries per block under batch_size="auto": rows of x1 against all of x2, bounding

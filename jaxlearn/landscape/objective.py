@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxlearn.data.batching import row_blocks, split_rows
+
 __all__ = ["ModelObjective", "softmax_cross_entropy", "mse", "chunked_sum", "dataset_loss", "dataset_metrics",
            "as_loss_fn"]
 
@@ -70,18 +72,10 @@ def chunked_sum(objective: ModelObjective, chunk_fn: Callable):
     ``chunk_fn`` returns a pytree; the chunks run in a ``lax.scan``."""
     n, size = _check(objective)
     x, y = objective.data
-    num = -(-n // size)
-    pad = num * size - n
-
-    def chunks(a):
-        a = jnp.asarray(a)
-        if pad:
-            a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])
-        return a.reshape((num, size) + a.shape[1:])
-
+    num, rows = row_blocks(n, size)  # equal chunks of at most batch_size examples
     dtype = jnp.result_type(float)
-    weights = jnp.where(jnp.arange(num * size) < n, 1.0 / n, 0.0).astype(dtype).reshape(num, size)
-    xs, ys = jax.tree.map(chunks, x), jax.tree.map(chunks, y)
+    weights = jnp.where(jnp.arange(num * rows) < n, 1.0 / n, 0.0).astype(dtype).reshape(num, rows)
+    xs, ys = (jax.tree.map(lambda a: split_rows(a, size), t) for t in (x, y))
     if num == 1:
         return chunk_fn(jax.tree.map(lambda a: a[0], xs), jax.tree.map(lambda a: a[0], ys), weights[0])
 

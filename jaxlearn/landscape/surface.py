@@ -21,6 +21,7 @@ import numpy as np
 from jax.extend.core import jaxprs_in_params
 from jax.tree_util import keystr, tree_flatten_with_path
 
+from jaxlearn.data.batching import merge_rows, split_rows
 from jaxlearn.landscape.affine import affine_vmap
 from jaxlearn.landscape.pytrees import check_like
 
@@ -100,16 +101,12 @@ def _grid_values(fn: Callable, params, directions, axes, chunk_size):
     def at(c):  # (B, K) coordinates -> outputs with a leading B axis
         return affine_vmap(fn, params, directions, c)
 
-    n, k = coords.shape
+    n = coords.shape[0]
     if chunk_size is None or chunk_size >= n:
         out = at(coords)
-    else:
-        num_chunks = -(-n // chunk_size)
-        pad = num_chunks * chunk_size - n
-        # The ragged last chunk repeats the last point (a valid point: no NaN, one program).
-        padded = jnp.concatenate([coords, jnp.broadcast_to(coords[-1:], (pad, k))])
-        out = jax.lax.map(at, padded.reshape(num_chunks, chunk_size, k))
-        out = jax.tree.map(lambda v: v.reshape(-1)[:n], out)
+    else:  # even chunks of at most chunk_size points; padding repeats the last point (valid, one program)
+        out = jax.lax.map(at, split_rows(coords, chunk_size))
+        out = jax.tree.map(lambda v: merge_rows(v, n), out)
     return jax.tree.map(lambda v: v.reshape(mesh[0].shape), out)
 
 
@@ -149,7 +146,8 @@ def surface_1d(fn: Callable, params, d, alphas, *, chunk_size: int | str | None 
     ``d`` is a direction like ``params`` (e.g. :func:`~jaxlearn.landscape.directions.random_direction`,
     or ``θ' − θ`` for the interpolation between two solutions); ``alphas`` is ``(A,)``.
     Returns an ``(A,)`` array, or the same pytree with ``(A,)`` leaves. ``chunk_size`` points are
-    evaluated in parallel (``vmap``), chunks one after another (``lax.map``); ``None``: all at once. ``"auto"``
+    evaluated in parallel (``vmap`` (at most; chunks are equal-sized), chunks one after another (``lax.map``); ``None``:
+    all at once. ``"auto"``
     (default) picks the number of points whose largest intermediate fits in 2 MiB on CPU (cache:
     on CPU small chunks are several times faster than one big ``vmap``, see
     ``benchmarks/landscape.py``) or 1 GiB on accelerators.

@@ -32,6 +32,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxlearn.data.batching import merge_rows, split_rows
+
 __all__ = ["Kernel", "input_kernel", "affine_kernel", "elementwise_kernel"]
 
 
@@ -97,26 +99,21 @@ def input_kernel(x1, x2=None) -> Kernel:
     x1 = x1.astype(dtype)
     channels = x1.shape[-1]
 
-    def gram(a, b):
-        p = a.ndim - 2  # spatial dims
-        a_idx = "n" + "".join(chr(ord("a") + i) for i in range(p)) + "c"
-        b_idx = "m" + "".join(chr(ord("A") + i) for i in range(p)) + "c"
-        out = "nm" + "".join(chr(ord("a") + i) + chr(ord("A") + i) for i in range(p))
-        return jnp.einsum(f"{a_idx},{b_idx}->{out}", a, b, precision=jax.lax.Precision.HIGHEST) / channels
-
-    def self_cov(a):
+    def pairs(a, b, one_batch):  # Σ_c a·b / C over pairs of positions: (Na, Nb | N, P1, P1', …)
         p = a.ndim - 2
-        a_idx = "n" + "".join(chr(ord("a") + i) for i in range(p)) + "c"
-        b_idx = "n" + "".join(chr(ord("A") + i) for i in range(p)) + "c"
-        out = "n" + "".join(chr(ord("a") + i) + chr(ord("A") + i) for i in range(p))
-        return jnp.einsum(f"{a_idx},{b_idx}->{out}", a, a, precision=jax.lax.Precision.HIGHEST) / channels
+        unprimed = "".join(chr(ord("a") + i) for i in range(p))
+        primed = "".join(chr(ord("A") + i) for i in range(p))
+        batch_b = "n" if one_batch else "m"
+        out = ("n" if one_batch else "nm") + "".join(u + v for u, v in zip(unprimed, primed))
+        return jnp.einsum(f"n{unprimed}c,{batch_b}{primed}c->{out}", a, b,
+                          precision=jax.lax.Precision.HIGHEST) / channels
 
     if x2 is None:
-        nngp, cov2 = gram(x1, x1), None
+        nngp, cov2 = pairs(x1, x1, False), None
     else:
         x2 = jnp.asarray(x2).astype(dtype)
-        nngp, cov2 = gram(x1, x2), self_cov(x2)
-    return Kernel(nngp, jnp.zeros_like(nngp), self_cov(x1), cov2, channels, False)
+        nngp, cov2 = pairs(x1, x2, False), pairs(x2, x2, True)
+    return Kernel(nngp, jnp.zeros_like(nngp), pairs(x1, x1, True), cov2, channels, False)
 
 
 def affine_kernel(k: Kernel, W_std, b_std, parameterization: str, fan_in: int, out_channels: int,
@@ -170,16 +167,8 @@ def elementwise_kernel(k: Kernel, dual: Callable) -> Kernel:
     n1 = k.nngp.shape[0]
     block = _row_block(n1)
     if block < n1:
-        num = -(-n1 // block)
-        block = -(-n1 // num)  # even blocks: padding (a copy) only when num does not divide n1
-
-        def blocks(a):  # pad by repeating the last row (valid values), then (num, block, ...)
-            if num * block > n1:
-                a = jnp.concatenate([a, jnp.broadcast_to(a[-1:], (num * block - n1,) + a.shape[1:])])
-            return a.reshape((num, block) + a.shape[1:])
-
-        new_k, new_ntk = jax.lax.map(rows, (blocks(q1), blocks(k.nngp), blocks(k.ntk)))
-        new_k, new_ntk = (a.reshape((num * block,) + a.shape[2:])[:n1] for a in (new_k, new_ntk))
+        new_k, new_ntk = jax.lax.map(rows, tuple(split_rows(a, block) for a in (q1, k.nngp, k.ntk)))
+        new_k, new_ntk = merge_rows(new_k, n1), merge_rows(new_ntk, n1)
     else:
         new_k, new_ntk = rows((q1, k.nngp, k.ntk))
     cov1 = dual(_self_pair_shape(True, q1), k.cov1, _self_pair_shape(False, q1)).k

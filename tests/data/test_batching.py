@@ -150,3 +150,17 @@ def test_indices_int32_and_dtypes_kept_in_x64(key):
     assert data.batch_indices(key, jnp.int64(3), 10, 2).dtype == jnp.int32
     xb, _ = data.get_batch(key, 3, np.zeros((10, 2)), np.zeros(10), 2)
     assert xb.dtype == jnp.float64
+
+
+@pytest.mark.parametrize("n, max_rows, blocks", [(10, 4, (3, 4)), (12, 4, (3, 4)), (7, 3, (3, 3)), (5, 9, (1, 5)),
+                                                 (2000, 524, (4, 500))])
+def test_split_rows_even_blocks_and_merge_inverts(n, max_rows, blocks):
+    assert data.row_blocks(n, max_rows) == blocks
+    a = jnp.arange(n * 2, dtype=jnp.float32).reshape(n, 2)
+    split = jax.jit(data.split_rows, static_argnums=1)(a, max_rows)
+    num, rows = blocks
+    assert split.shape == (num, rows, 2) and rows <= max_rows
+    flat = np.asarray(split).reshape(num * rows, 2)
+    np.testing.assert_array_equal(flat[:n], a)
+    np.testing.assert_array_equal(flat[n:], np.broadcast_to(a[-1], (num * rows - n, 2)))  # padding: the last row
+    np.testing.assert_array_equal(data.merge_rows(split, n), a)
