@@ -13,7 +13,6 @@ measured on this 2-core machine: 34 ms at 1000², 136 ms at 2000²; context, not
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from benchmarks.harness import best_time, report
 from jaxlearn import kernels, nn

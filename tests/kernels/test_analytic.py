@@ -64,6 +64,18 @@ def _empirical(model, x, width_key, n_seeds):
     return nngp.mean(0), ntk.mean(0)
 
 
+def _relative_errors(model, x, widths, n_seeds):
+    """``{width: (NNGP error, NTK error)}``: relative Frobenius errors of the init-averaged
+    empirical kernels of ``model(width)`` against its analytic kernels."""
+    errors = {}
+    for width in widths:
+        k = jax.jit(lambda a, m=model(width): kernels.analytic(m, a))(x)
+        nngp, ntk = _empirical(model(width), x, jax.random.key(width), n_seeds=n_seeds)
+        errors[width] = (np.linalg.norm(nngp - k.nngp) / np.linalg.norm(k.nngp),
+                         np.linalg.norm(ntk - k.ntk) / np.linalg.norm(k.ntk))
+    return errors
+
+
 @F64
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
 def test_finite_width_average_converges_to_analytic(parameterization):
@@ -74,13 +86,7 @@ def test_finite_width_average_converges_to_analytic(parameterization):
                          nn.Dense(width, W_std=1.2, b_std=0.1, **p), nn.Relu(),
                          nn.Dense(32, W_std=1.1, b_std=0.3, **p))
 
-    x = _x(n=3, d=4)
-    errors = {}
-    for width in (16, 256):
-        k = jax.jit(lambda a, m=model(width): kernels.analytic(m, a))(x)
-        nngp, ntk = _empirical(model(width), x, jax.random.key(width), n_seeds=32)
-        errors[width] = (np.linalg.norm(nngp - k.nngp) / np.linalg.norm(k.nngp),
-                         np.linalg.norm(ntk - k.ntk) / np.linalg.norm(k.ntk))
+    errors = _relative_errors(model, _x(n=3, d=4), (16, 256), n_seeds=32)
     # 32 outputs × 32 inits = 1024 samples: NNGP noise ~ 1/√1024 ≈ 0.03, and the NTK
     # (a sum over width-many units) concentrates further at width 256.
     assert errors[256][0] < 0.06 and errors[256][1] < 0.03, errors
@@ -96,13 +102,7 @@ def test_cnn_finite_width_average_converges_to_analytic():
                          nn.Conv(width, (2, 2), strides=(2, 2), padding="SAME", **p), nn.Relu(),
                          nn.GlobalAvgPool(), nn.Dense(16, **p))
 
-    x = jax.random.normal(jax.random.key(0), (3, 4, 4, 2))
-    errors = {}
-    for width in (4, 128):
-        k = jax.jit(lambda a, m=model(width): kernels.analytic(m, a))(x)
-        nngp, ntk = _empirical(model(width), x, jax.random.key(width), n_seeds=16)
-        errors[width] = (np.linalg.norm(nngp - k.nngp) / np.linalg.norm(k.nngp),
-                         np.linalg.norm(ntk - k.ntk) / np.linalg.norm(k.ntk))
+    errors = _relative_errors(model, jax.random.normal(jax.random.key(0), (3, 4, 4, 2)), (4, 128), n_seeds=16)
     # 16 outputs × 16 inits: NNGP noise ~ 1/16; the NTK concentrates with width.
     assert errors[128][0] < 0.12 and errors[128][1] < 0.05, errors
     assert errors[128][1] < errors[4][1], errors
