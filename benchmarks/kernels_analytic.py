@@ -34,8 +34,8 @@ def kernels_mlp() -> dict:
         x2 = jax.random.normal(jax.random.key(1), (n, 64))
         gram = jax.jit(lambda a, b: a @ b.T)
         ntk = jax.jit(lambda a, b: kernels.analytic(model, a, b, get=("nngp", "ntk")))
-        t_gram = best_time(lambda: gram(x1, x2), repeats=5)
-        t_ntk = best_time(lambda: ntk(x1, x2), repeats=5)
+        t_gram = best_time(lambda: gram(x1, x2), repeats=7)
+        t_ntk = best_time(lambda: ntk(x1, x2), repeats=7)
         cases[f"Gram matrix {n}x{n}"] = t_gram
         cases[f"analytic NNGP+NTK {n}x{n}"] = t_ntk
         ns = t_ntk / n ** 2 * 1e9

@@ -91,10 +91,12 @@ class DualPair(NamedTuple):
     kdot: jnp.ndarray
 
 
-def _inputs(q11, q12, q22):
-    """The three covariance entries as float arrays of one dtype, broadcast to one shape."""
+def _inputs(q11, q12, q22, broadcast=True):
+    """The three covariance entries as float arrays of one dtype, broadcast to one shape (or left
+    in their own shapes, for duals that broadcast their outputs themselves)."""
     dtype = jnp.result_type(q11, q12, q22, float)
-    return jnp.broadcast_arrays(*(jnp.asarray(q, dtype) for q in (q11, q12, q22)))
+    arrays = tuple(jnp.asarray(q, dtype) for q in (q11, q12, q22))
+    return jnp.broadcast_arrays(*arrays) if broadcast else arrays
 
 
 def _safe_sqrt(x):
@@ -103,21 +105,51 @@ def _safe_sqrt(x):
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), 0)
 
 
+def _arctan_convergent(levels: int):
+    """Coefficients (constant term first) of ``P``, ``Q`` with ``arctan u ≈ u·P(u²)/Q(u²)``: the
+    ``levels``-th convergent of Gauss's continued fraction
+    ``arctan u = u / (1 + u²/(3 + 4u²/(5 + 9u²/(7 + …))))``, i.e. partial numerators ``j²u²`` and
+    denominators ``2j + 1``. With ``h_j = (2j+1) h_{j−1} + j²z h_{j−2}`` (``h_{−1} = 1, h_0 = 1``)
+    and ``p_j`` the same recurrence from ``p_{−1} = 0, p_0 = 1``, the convergent is ``p/h``. Exact
+    integer arithmetic; every coefficient is positive, so Horner's rule in ``z = u² ≥ 0`` has no
+    cancellation."""
+    def step(prev, prev2, j):
+        out = [(2 * j + 1) * c for c in prev] + [0] * (len(prev2) + 1 - len(prev))
+        for i, c in enumerate(prev2):
+            out[i + 1] += j * j * c
+        return out
+    h, h_prev, p, p_prev = [1], [1], [1], [0]
+    for j in range(1, levels + 1):
+        h, h_prev = step(h, h_prev, j), h
+        p, p_prev = step(p, p_prev, j), p
+    return tuple(map(float, p)), tuple(map(float, h))
+
+
+# Levels for a relative truncation error below the unit roundoff at |u| = tan(π/8) (the worst
+# case after range reduction): 5.9e-9 with 5 levels (float32), 2.3e-17 with 12 (float64).
+_ARCTAN = {32: _arctan_convergent(5), 64: _arctan_convergent(12)}
+
+
+def _horner(coefficients, z):
+    out = jnp.full_like(z, coefficients[-1])
+    for c in reversed(coefficients[:-1]):
+        out = out * z + c
+    return out
+
+
 def _arctan_ratio(small, big):
     """``arctan(small/big)`` for ``0 ≤ small ≤ big``, ``big > 0``. Past ``tan(π/8)`` it uses
-    ``arctan r = π/4 + arctan((r − 1)/(r + 1))``, so the argument ``u`` has ``|u| ≤ tan(π/8) ≈ 0.414``
-    and the Taylor series ``Σ_j (−1)^j u^{2j+1}/(2j+1)`` converges geometrically in ``u² ≤ 0.172``:
-    22 terms reach 1e-19 (float64), 9 terms 1e-8 (float32). One division, branch-free (``where``),
-    so XLA vectorises it; XLA's CPU ``atan2`` is a scalar library call (~12 ns per entry on the
-    benchmark machine against ~1.5 ns here), and an NTK evaluates one per layer per entry."""
+    ``arctan r = π/4 + arctan((r − 1)/(r + 1))``, so the argument ``u`` has ``|u| ≤ tan(π/8) ≈ 0.414``,
+    where a convergent of the continued fraction (:func:`_arctan_convergent`) is accurate to the
+    unit roundoff. Two divisions, branch-free (``where``), so XLA vectorises it; XLA's CPU
+    ``atan2`` is a scalar library call (~12 ns per entry on the benchmark machine), and an NTK
+    evaluates one per layer per entry. Ending in a division also keeps XLA from recomputing the
+    polynomials inside every consumer (it does not duplicate divisions into several fusions)."""
     shifted = small > _TAN_PI_8 * big
     u = jnp.where(shifted, small - big, small) / jnp.where(shifted, small + big, big)
-    u2 = u * u
-    terms = 22 if jnp.finfo(u.dtype).bits > 32 else 9
-    series = jnp.zeros_like(u)
-    for j in reversed(range(terms)):  # Horner in u²
-        series = series * u2 + (-1) ** j / (2 * j + 1)
-    return jnp.where(shifted, _PI / 4, 0) + u * series
+    z = u * u
+    p, q = _ARCTAN[64 if jnp.finfo(u.dtype).bits > 32 else 32]
+    return jnp.where(shifted, _PI / 4, 0) + u * _horner(p, z) / _horner(q, z)
 
 
 def _atan2(y, x):
@@ -134,25 +166,32 @@ def _atan2(y, x):
 def _sine_and_angle(q11, q12, q22):
     r"""``s = sqrt(q11 q22 - q12²)`` (clipped at 0) and ``θ = arccos ρ ∈ [0, π]``.
 
-    ``θ = atan2(s, q12)`` equals ``arccos(q12 / sqrt(q11 q22))`` with ``ρ`` clipped to ``[-1, 1]``,
-    without dividing by the variances. The determinant is formed as ``(g - q12)(g + q12)`` with
-    ``g = sqrt(q11 q22)``: on the diagonal ``g == q`` exactly (``sqrt(fl(q·q)) = q`` in binary
-    floating point), so ``s = θ = 0`` exactly, whereas ``q11·q22 - q12·q12`` compiled to a fused
-    multiply-add leaves a residue ``~eps·q²``, i.e. ``θ ~ 1e-8`` in float64. Where ``s = 0`` and
-    ``q12 = 0`` (a zero variance) the angle is ``0`` by convention (module docstring); the ``where``
-    keeps ``atan2``'s derivative at the origin out of the graph.
+    With ``g = sqrt(q11 q22)`` the determinant is formed as ``(g - q12)(g + q12)``, and the angle
+    from the half-angle identity ``tan(θ/2) = sin θ / (1 + cos θ) = s / (g + q12)``: both
+    arguments of ``θ/2 = atan2(s, g + q12)`` are ``≥ 0`` (first quadrant, one octant test), and
+    ``θ`` equals ``arccos(q12 / g)`` with ``ρ`` clipped to ``[-1, 1]``, without dividing by the
+    variances. ``g = sqrt(q11)·sqrt(q22)`` takes its square roots before broadcasting (``N1 + N2``
+    of them for an ``(N1, 1)``/``(1, N2)`` pair, not ``N1·N2``).
 
     Correlations within ``8·eps`` of ``±1`` count as exactly ``±1``: ``θ ≈ √(2(1 − |ρ|))`` turns a
-    rounding-level difference between ``q12`` and ``√(q11 q22)`` (the same input reached by two
-    summation orders, e.g. a Gram entry and a norm) into an error of order ``√eps`` (``1e-8`` in
-    float64, ``3e-4`` in float32); snapped, identical inputs get identical kernels.
+    rounding-level difference between ``q12`` and ``g`` (the same input reached by two summation
+    orders, e.g. a Gram entry and a norm; or ``sqrt(q)² ≠ q`` on the diagonal) into an error of
+    order ``√eps`` (``1e-8`` in float64, ``3e-4`` in float32); snapped, the diagonal has
+    ``s = θ = 0`` exactly and identical inputs get identical kernels. At ``ρ = −1`` (``s = 0``,
+    ``g + q12 = 0``, ``g > 0``) the half angle is ``π/2``; where ``g = 0`` (a zero variance) the
+    angle is ``0`` by convention (module docstring). Every division and square root is guarded,
+    so derivatives stay finite on the boundary.
     """
-    g = _safe_sqrt(q11 * q22)
+    g = _safe_sqrt(q11) * _safe_sqrt(q22)
     tiny = 8 * jnp.finfo(g.dtype).eps * g
     minus, plus = g - q12, g + q12
-    s = _safe_sqrt(jnp.where(minus <= tiny, 0, minus) * jnp.where(plus <= tiny, 0, plus))
-    x = jnp.where((s == 0) & (q12 == 0), 1, q12)
-    return s, _atan2(s, x)
+    minus, plus = jnp.where(minus <= tiny, 0, minus), jnp.where(plus <= tiny, 0, plus)
+    s = _safe_sqrt(minus * plus)
+    cosine = jnp.where(g > 0, plus, 1)                      # ∝ cos(θ/2) ≥ 0; s ∝ sin(θ/2) ≥ 0
+    steep = s >= cosine                                     # θ/2 ≥ π/4 (and θ = π at s = plus = 0)
+    big, small = jnp.where(steep, s, cosine), jnp.where(steep, cosine, s)
+    half = _arctan_ratio(small, jnp.where(big > 0, big, 1))  # ∈ [0, π/4]
+    return s, 2 * jnp.where(steep, _PI / 2 - half, half)
 
 
 # -- the activations ----------------------------------------------------------------------------
@@ -182,8 +221,8 @@ def ab_relu_dual(q11, q12, q22, a=0.0, b=1.0) -> DualPair:
     :math:`\theta = \arccos\big(q_{12}/\sqrt{q_{11}q_{22}}\big)`. On the diagonal
     :math:`k = (a^2+b^2)q/2`, :math:`\dot k = (a^2+b^2)/2`. Boundary conventions: module docstring.
     """
-    q11, q12, q22 = _inputs(q11, q12, q22)
-    s, theta = _sine_and_angle(q11, q12, q22)
+    q11, q12, q22 = _inputs(q11, q12, q22, broadcast=False)
+    s, theta = _sine_and_angle(q11, q12, q22)    # broadcast shape: s involves all three
     kdot = ((a * a + b * b) * (_PI - theta) + 2 * a * b * theta) / (2 * _PI)
     k = (a - b) ** 2 / (2 * _PI) * s + kdot * q12
     return DualPair(k, kdot)

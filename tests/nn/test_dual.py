@@ -321,6 +321,43 @@ def test_finite_values_and_gradients_float64():
     _finite_everywhere(jnp.float64)
 
 
+def _angles_within_ulps(dtype):
+    """The vectorised ``atan2`` (used by erf/gelu) over all four quadrants and the axes, and the
+    ReLU family's half-angle ``θ = arccos ρ`` over correlations in ``[-1, 1]`` with unequal
+    variances, against NumPy's float64 ``arctan2``/``arccos``. ``atan2`` within 4 units of
+    roundoff of ``dtype`` (relative); ``θ`` within 8 units of roundoff of ``ρ`` propagated through
+    ``|dθ/dρ| = 1/sin θ`` (plus 8 of ``θ`` itself): arccos is ill-conditioned near ``|ρ| = 1``, and
+    forming ``ρ`` from the covariances already costs a few roundings. The endpoints are exact."""
+    eps = np.finfo(dtype).eps
+    rng = np.random.default_rng(3)
+    y, x = rng.standard_normal((2, 20000)).astype(dtype)
+    y[:50], x[50:100] = 0, 0
+    got = np.asarray(jax.jit(D._atan2)(y, x), np.float64)
+    ref = np.arctan2(y.astype(np.float64), x.astype(np.float64))
+    assert np.max(np.abs(got - ref) / np.maximum(np.abs(ref), np.finfo(dtype).tiny)) < 4 * eps
+
+    rho = np.concatenate([np.linspace(-1, 1, 2001), [-1.0, 1.0]]).astype(dtype)
+    q11, q22 = dtype(0.7), dtype(2.3)
+    q12 = (rho.astype(np.float64) * math.sqrt(float(q11) * float(q22))).astype(dtype)
+    s, theta = jax.jit(D._sine_and_angle)(q11, q12, q22)
+    theta = np.asarray(theta, np.float64)
+    ref = np.arccos(np.clip(q12.astype(np.float64) / math.sqrt(float(q11) * float(q22)), -1, 1))
+    inner = np.abs(rho.astype(np.float64)) < 1
+    bound = 8 * eps * (ref + 1 / np.sin(ref, where=inner, out=np.ones_like(ref)))
+    assert np.all((np.abs(theta - ref) <= bound)[inner])
+    assert theta[-2] == np.float64(dtype(math.pi)) and theta[-1] == 0 and s[-1] == 0
+    assert float(jax.jit(D._sine_and_angle)(dtype(0), dtype(0), dtype(1.0))[1]) == 0  # zero variance
+
+
+def test_angles_float32():
+    _angles_within_ulps(np.float32)
+
+
+@F64
+def test_angles_float64():
+    _angles_within_ulps(np.float64)
+
+
 # -- shapes, transformations, registry --------------------------------------------------------
 
 
