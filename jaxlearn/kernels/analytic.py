@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxlearn.nn.core import Layer
 from jaxlearn.data.batching import merge_rows, split_rows
-from jaxlearn.nn.kernel import Kernel, input_kernel
+from jaxlearn.nn.kernel import input_kernel
 
 __all__ = ["analytic", "KINDS"]
 
@@ -49,36 +49,27 @@ def _check_get(get):
 
 def _blocked(model, x1, x2, size1, size2):
     """The kernel in blocks of at most ``size1`` examples of x1 × ``size2`` of x2 (``lax.map``):
-    memory and cache hold one block pair's intermediates."""
+    memory and cache hold one block pair's intermediates. With ``size2 ≥ N2`` the blocks are rows
+    of x1 against all of x2, and reassembling them is a reshape, not a copy."""
     same = x2 is None
     x2 = x1 if same else x2
     n1, n2 = x1.shape[0], x2.shape[0]
-    b1, b2 = split_rows(x1, size1), split_rows(x2, size2)
-
-    def row(xa):
-        return jax.lax.map(lambda xb: model.kernel(input_kernel(xa, xb)), b2)
-
-    k = jax.lax.map(row, b1)  # leaves (blocks1, blocks2, size1, size2, *S); covs (blocks1, blocks2, size, *S)
+    b1 = split_rows(x1, size1)
+    if size2 >= n2:
+        k = jax.lax.map(lambda xa: model.kernel(input_kernel(xa, x2)), b1)
+        return k.replace(nngp=merge_rows(k.nngp, n1), ntk=merge_rows(k.ntk, n1), cov1=merge_rows(k.cov1, n1),
+                         cov2=None if same else k.cov2[0])
+    b2 = split_rows(x2, size2)
+    # leaves (blocks1, blocks2, size1, size2, *S); covs (blocks1, blocks2, size, *S)
+    k = jax.lax.map(lambda xa: jax.lax.map(lambda xb: model.kernel(input_kernel(xa, xb)), b2), b1)
 
     def grid(a):  # (B1, B2, s1, s2, *S) -> (N1, N2, *S)
         a = jnp.moveaxis(a, 2, 1)
         a = a.reshape((a.shape[0] * a.shape[1], a.shape[2] * a.shape[3]) + a.shape[4:])
         return a[:n1, :n2]
 
-    cov2 = None if same else merge_rows(k.cov2[0], n2)
-    return Kernel(grid(k.nngp), grid(k.ntk), merge_rows(k.cov1[:, 0], n1), cov2, k.channels, k.is_gaussian)
-
-
-def _row_blocked(model, x1, x2, rows):
-    """The kernel in blocks of at most ``rows`` examples of x1 against all of x2 (``lax.map``);
-    even blocks, so reassembling is a reshape, not a copy."""
-    same = x2 is None
-    x2 = x1 if same else x2
-    n1 = x1.shape[0]
-    k = jax.lax.map(lambda xa: model.kernel(input_kernel(xa, x2)), split_rows(x1, rows))
-    cov2 = None if same else k.cov2[0]
-    return Kernel(merge_rows(k.nngp, n1), merge_rows(k.ntk, n1), merge_rows(k.cov1, n1), cov2, k.channels,
-                  k.is_gaussian)
+    return k.replace(nngp=grid(k.nngp), ntk=grid(k.ntk), cov1=merge_rows(k.cov1[:, 0], n1),
+                     cov2=None if same else merge_rows(k.cov2[0], n2))
 
 
 # Kernel entries per block under batch_size="auto": rows of x1 against all of x2, bounding
@@ -122,7 +113,7 @@ def analytic(model: Layer, x1, x2=None, *, get=None, batch_size: int | str | Non
     n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
     if batch_size == "auto":
         rows = _auto_rows(x1, x2)
-        k = model.kernel(input_kernel(x1, x2)) if rows >= n1 else _row_blocked(model, x1, x2, rows)
+        k = model.kernel(input_kernel(x1, x2)) if rows >= n1 else _blocked(model, x1, x2, rows, n2)
     elif batch_size is None or batch_size >= max(n1, n2):
         k = model.kernel(input_kernel(x1, x2))
     else:

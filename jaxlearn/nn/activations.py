@@ -46,7 +46,7 @@ def Elementwise(fn: Callable, name: str = "Elementwise", dual: Callable | None =
             raise LayerError(f"{name} expects one input, got a tuple {_describe(spec)}")
         return spec
 
-    kernel_fn = None if dual is None else (lambda k: elementwise_kernel(k, dual))
+    kernel_fn = None if dual is None else (lambda k: elementwise_kernel(k, dual, name))
     return _stateless(name, out_spec, fn, kernel_fn)
 
 

@@ -325,7 +325,8 @@ def _fanin_sum_kernel(ks):
 
     cov2 = None if ks[0].cov2 is None else total([k.cov2 for k in ks])
     return ks[0].replace(nngp=total([k.nngp for k in ks]), ntk=total([k.ntk for k in ks]),
-                         cov1=total([k.cov1 for k in ks]), cov2=cov2, is_gaussian=all(k.is_gaussian for k in ks))
+                         cov1=total([k.cov1 for k in ks]), cov2=cov2, is_gaussian=all(k.is_gaussian for k in ks),
+                         mean_of=next((k.mean_of for k in ks if k.mean_of is not None), None))
 
 
 def _fanin_sum(_mismatch_hint) -> Layer:
@@ -353,8 +354,8 @@ def fanin_concat(axis: int = -1) -> Layer:
     the finite-width expectation (a Dense after it sums ``c_i`` units of kind ``i``);
     neural-tangents' ``stax.FanInConcat`` takes the unweighted mean (all widths being infinite),
     which agrees when the widths are equal. Like :func:`Flatten`'s, exact when a weight layer or
-    LayerNorm follows; an elementwise activation right after it sees the mean kernel, not each
-    branch's. Concatenation along a spatial axis raises.
+    LayerNorm follows; an elementwise activation right after it raises (``Kernel.mean_of``): it
+    would need each branch's kernel, not their mean. Concatenation along a spatial axis raises.
     """
 
     def out_spec(spec):
@@ -380,7 +381,7 @@ def fanin_concat(axis: int = -1) -> Layer:
         cov2 = None if ks[0].cov2 is None else mean([k.cov2 for k in ks])
         return ks[0].replace(nngp=mean([k.nngp for k in ks]), ntk=mean([k.ntk for k in ks]),
                              cov1=mean([k.cov1 for k in ks]), cov2=cov2, channels=total,
-                             is_gaussian=all(k.is_gaussian for k in ks))
+                             is_gaussian=all(k.is_gaussian for k in ks), mean_of=name if len(ks) > 1 else None)
 
     return _stateless(name, out_spec, lambda xs: jnp.concatenate(xs, axis=axis), kernel_fn)
 

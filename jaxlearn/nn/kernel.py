@@ -15,6 +15,11 @@ infinite-width limit for two batches of inputs ``x1 (N1, …)`` and ``x2 (N2, �
   per tap of the next weight layer, which the standard parameterization's NTK needs.
 * ``is_gaussian`` (static) — whether the entries are Gaussian (outputs of a weight layer or of
   linear maps of them), which LayerNorm's map needs.
+* ``mean_of`` (static) — the layer (``"Flatten"``, ``"fanin_concat(-1)"``) whose features have
+  different kernels, so that the arrays hold their *mean*: what a following weight layer (or
+  LayerNorm, then a weight layer) needs, exactly; ``None`` otherwise. An elementwise nonlinearity
+  cannot act on a mean of kernels, so :func:`elementwise_kernel` raises on it (neural-tangents
+  silently applies it to the mean). A weight layer clears it.
 
 Conventions are neural-tangents' (Novak et al. 2020), so published numbers carry over: the input
 kernel is ``K0 = x·x'/d`` with ``d`` the feature/channel dimension (per pair of positions for
@@ -33,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlearn.data.batching import merge_rows, split_rows
+from jaxlearn.nn.core import LayerError
 
 __all__ = ["Kernel", "input_kernel", "affine_kernel", "elementwise_kernel"]
 
@@ -45,6 +51,7 @@ class Kernel:
     cov2: jax.Array | None
     channels: int = dataclasses.field(metadata=dict(static=True))
     is_gaussian: bool = dataclasses.field(default=False, metadata=dict(static=True))
+    mean_of: str | None = dataclasses.field(default=None, metadata=dict(static=True))
 
     @property
     def spatial_ndim(self) -> int:
@@ -61,7 +68,7 @@ class Kernel:
 
 
 jax.tree_util.register_dataclass(Kernel, data_fields=["nngp", "ntk", "cov1", "cov2"],
-                                 meta_fields=["channels", "is_gaussian"])
+                                 meta_fields=["channels", "is_gaussian", "mean_of"])
 
 
 def _diagonal(cov):
@@ -149,10 +156,17 @@ def _row_block(n1: int) -> int:
     return max(16, -(-n1 // 8))
 
 
-def elementwise_kernel(k: Kernel, dual: Callable) -> Kernel:
+def elementwise_kernel(k: Kernel, dual: Callable, name: str = "activation") -> Kernel:
     """The map of an elementwise activation ``φ`` with ``dual(q11, q12, q22) -> (E[φφ], E[φ'φ'])``
     (:mod:`jaxlearn.nn.dual`): ``K ← E[φ(u)φ(v)]``, ``Θ ← Θ·E[φ'(u)φ'(v)]`` (Jacot et al. 2018;
-    Lee et al. 2019), entry by entry with the variances of the two positions involved."""
+    Lee et al. 2019), entry by entry with the variances of the two positions involved.
+
+    Raises (naming ``name``) on a mean of kernels (``k.mean_of``, e.g. right after Flatten): the
+    dual of a mean is not the mean of the duals."""
+    if k.mean_of is not None:
+        raise LayerError(f"{name}: its input comes from {k.mean_of}, whose features have different kernels, and an "
+                         f"activation's infinite-width map needs each feature's kernel; apply {name} before "
+                         f"{k.mean_of} (elementwise maps commute with it) or put a weight layer between them")
     q1, q2 = k.variances()
     p = k.spatial_ndim
 

@@ -105,9 +105,10 @@ def Flatten() -> Layer:  # noqa: N802
     ``K[n, n'] ← mean_{h, w} K[n, n', h, h, w, w]`` (the spatial diagonal: a Dense layer after it has
     independent weights for each position, so only same-position covariances enter), likewise ``Θ``
     and ``cov1``/``cov2``; ``channels ← channels × H × W`` (the next layer's finite fan-in). Exact
-    when a weight layer or LayerNorm follows; an elementwise activation
-    directly after it sees only the positions' mean kernel, not each position's, which is exact
-    only if the diagonal is the same at every position. Vectors map to themselves.
+    when a weight layer (or LayerNorm, then a weight layer) follows; an elementwise activation
+    directly after it raises, since it would need each position's kernel, not their mean
+    (``Kernel.mean_of``): apply it before Flatten, which gives the same network. Vectors map to
+    themselves.
     """
 
     def out_spec(spec):

@@ -189,7 +189,8 @@ def _diagonal_mean(a, spatial_ndim):
 
 
 def flatten_kernel(k: Kernel, name: str = "Flatten") -> Kernel:
-    """Flatten's map: the mean over the spatial diagonal (``h = h'``), ``channels ← channels × P``."""
+    """Flatten's map: the mean over the spatial diagonal (``h = h'``), ``channels ← channels × P``;
+    with more than one position the result is a mean of different kernels (``mean_of``)."""
     _check_kernel(name, k)
     p = k.spatial_ndim
     pairs = k.nngp.shape[2:]
@@ -197,7 +198,8 @@ def flatten_kernel(k: Kernel, name: str = "Flatten") -> Kernel:
         raise LayerError(f"{name}: x1 and x2 have different spatial shapes (nngp {list(k.nngp.shape)}), so their "
                          f"flattened features do not align")
     positions = math.prod(pairs[::2])
-    return _map_pairs(k, lambda a: _diagonal_mean(a, p), channels=k.channels * positions)
+    out = _map_pairs(k, lambda a: _diagonal_mean(a, p), channels=k.channels * positions)
+    return out if positions == 1 else out.replace(mean_of=name)
 
 
 def _on_pairs(s, first: bool, two_batches: bool):

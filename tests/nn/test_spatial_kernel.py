@@ -524,6 +524,12 @@ KERNEL_ERRORS = [
     ("sum-widths", nn.serial(nn.fanout(2), nn.parallel(nn.Identity(), nn.Dense(5)), nn.fanin_sum()), VECTORS,
      r"^fanin_sum: kernel 1 has 5 channels, kernel 0 has 3"),
     ("sum-same-variables", nn.residual(nn.Identity()), VECTORS, r"^fanin_sum: inputs 0 and 1 are the same variables"),
+    ("relu-after-flatten", nn.serial(nn.Conv(3, (2, 2)), nn.Flatten(), nn.Relu()), SMALL_IMAGES,
+     r"^Relu: its input comes from Flatten, whose features have different kernels.*apply Relu before Flatten"),
+    ("erf-after-concat", nn.serial(nn.fanout(2), nn.parallel(nn.Dense(3), nn.Dense(4)), nn.fanin_concat(), nn.Erf()),
+     VECTORS, r"^Erf.*: its input comes from fanin_concat\(-1\)"),
+    ("relu-after-flatten-layernorm", nn.serial(nn.Conv(3, (2, 2)), nn.Flatten(), nn.LayerNorm(), nn.Relu()),
+     SMALL_IMAGES, r"^Relu: its input comes from Flatten"),
 ]
 
 
@@ -538,3 +544,16 @@ def test_kernel_of_a_tuple_names_the_layer():
     k = jax.eval_shape(nn.input_kernel, SMALL_IMAGES)
     with pytest.raises(nn.LayerError, match=r"^Conv\(4, \(2, 2\)\) expects one Kernel, got tuple"):
         nn.Conv(4, (2, 2)).kernel((k, k))
+
+
+def test_mean_of_is_cleared_by_a_weight_layer_and_absent_for_one_position():
+    """What the ``mean_of`` errors above allow: a weight layer after Flatten clears the flag; a
+    single position is not a mean; an activation before Flatten is the supported order."""
+    one_position = SMALL_IMAGES[:, :1, :1, :]
+    for model, x in [(nn.serial(nn.Conv(3, (2, 2)), nn.Flatten(), nn.Dense(4), nn.Relu()), SMALL_IMAGES),
+                     (nn.serial(nn.Flatten(), nn.Relu()), one_position),
+                     (nn.serial(nn.Conv(3, (2, 2)), nn.Relu(), nn.Flatten(), nn.Dense(2)), SMALL_IMAGES)]:
+        k = jax.eval_shape(lambda a, model=model: model.kernel(nn.input_kernel(a)), x)
+        assert k.mean_of is None and k.nngp.shape == (x.shape[0], x.shape[0])
+    flat = jax.eval_shape(lambda a: nn.Flatten().kernel(nn.input_kernel(a)), SMALL_IMAGES)
+    assert flat.mean_of == "Flatten"
