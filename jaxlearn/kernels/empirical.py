@@ -1,0 +1,262 @@
+r"""Empirical (finite-width) NTK and NNGP of any ``apply(params, x)``.
+
+For a network ``f(θ, x)`` with outputs ``(N, *out)`` the empirical NTK (Jacot et al. 2018) is
+
+.. math::  \Theta(x_1, x_2) = \sum_p \frac{\partial f(\theta, x_1)}{\partial \theta_p}
+           \frac{\partial f(\theta, x_2)}{\partial \theta_p} = J_1 J_2^\top ,
+
+one entry per pair of output entries, and the empirical NNGP is the output product
+``f(θ, x1) f(θ, x2)ᵀ``. Conventions are neural-tangents' (Novak et al. 2020, 2022):
+
+* ``trace_axes`` — output axes summed over *and divided by their size* (a mean): with the default
+  ``(-1,)`` a 10-class network gives ``Θ[n1, n2] = (1/10) Σ_o J1[n1, o]·J2[n2, o]``;
+* ``diagonal_axes`` — output axes on which only the diagonal (``o1 = o2``) is kept; axis ``0``
+  (the batch) keeps ``Θ[n, n]`` (with ``x2=None``);
+* the result has shape ``(N1, N2, *rest)`` where each remaining output axis contributes two axes
+  (``o1, o2``, interleaved in output order) or one (diagonal). A diagonal batch axis gives
+  ``(N, *rest)``.
+
+Three methods compute the same numbers (Novak, Sohl-Dickstein & Schoenholz 2022, "Fast finite
+width neural tangent kernel"):
+
+* ``"jacobian"`` — Jacobian contraction: ``J = jacrev(f)`` per block, then ``Σ_p`` per leaf.
+  Memory ``N·|out|·P``; works through ``custom_vjp`` rules (reverse mode only).
+* ``"ntvp"`` — NTK-vector products: ``Θ·e = J1 (J2ᵀ e)`` for the basis vectors ``e`` of x2's
+  outputs: one ``vjp`` and one linearized ``jvp`` each, no Jacobian. Needs forward mode (not
+  through ``custom_vjp`` rules).
+* ``"structured"`` — :mod:`jaxlearn.kernels.structured`: weights of ``dot_general`` (Dense) and
+  ``conv_general_dilated`` (Conv) are never differentiated directly; their Jacobian is the outer
+  product of the layer input and the output cotangent, contracted in that factorised form.
+
+``"auto"`` picks by a FLOP model (:func:`choose_method`). Everything is pure JAX (``jit``,
+``vmap``, ``grad`` compose); models with state (BatchNorm) pass ``lambda p, x: model.apply(p, x,
+state)``, which freezes the statistics.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlearn.data.batching import merge_rows, split_rows
+
+__all__ = ["empirical", "METHODS", "choose_method"]
+
+METHODS = ("auto", "jacobian", "ntvp", "structured")
+_KINDS = ("ntk", "nngp")
+
+
+# -- axes -------------------------------------------------------------------------------------
+
+
+class _Axes:
+    """Normalised ``trace_axes``/``diagonal_axes`` for outputs of rank ``ndim`` (batch included)."""
+
+    def __init__(self, ndim: int, trace_axes, diagonal_axes, same_inputs: bool):
+        def norm(name, axes):
+            try:
+                axes = tuple(int(a) for a in axes)
+            except TypeError:
+                raise TypeError(f"{name}: expected a tuple of ints, got {axes!r}") from None
+            for a in axes:
+                if not -ndim <= a < ndim:
+                    raise ValueError(f"{name}: axis {a} is out of range for outputs of rank {ndim} (batch axis "
+                                     f"included)")
+            return {a % ndim for a in axes}
+
+        self.trace, self.diagonal = norm("trace_axes", trace_axes), norm("diagonal_axes", diagonal_axes)
+        if 0 in self.trace:
+            raise ValueError("trace_axes: the batch axis 0 cannot be traced (the kernel is indexed by its examples)")
+        if self.trace & self.diagonal:
+            raise ValueError(f"trace_axes and diagonal_axes share axes {sorted(self.trace & self.diagonal)}")
+        if 0 in self.diagonal and not same_inputs:
+            raise ValueError("diagonal_axes: the batch axis 0 needs x2=None (the diagonal Θ(x_n, x_n))")
+        self.ndim = ndim
+
+    def letters(self):
+        """Einsum letters ``(first, second, kernel)`` for the axes of the two outputs
+        ``(N, *out)`` and of the kernel: traced and diagonal axes share a letter; traced ones are
+        summed, the others kept, each non-diagonal axis as an (x1, x2) pair in output order."""
+        names = iter(string.ascii_letters)
+        first, second, out = [], [], []
+        for axis in range(self.ndim):
+            a = next(names)
+            first.append(a)
+            if axis in self.trace or axis in self.diagonal:
+                second.append(a)
+                if axis in self.diagonal:
+                    out.append(a)
+            else:
+                b = next(names)
+                second.append(b)
+                out += [a, b]
+        return "".join(first), "".join(second), "".join(out)
+
+    def trace_size(self, out_shape) -> int:
+        return math.prod(out_shape[a] for a in self.trace)
+
+
+def _contract(axes: _Axes, a, b, param_ndim: int = 0):
+    """The kernel from per-example factors ``a (N1, *out, *p)`` and ``b (N2, *out, *p)``: the
+    parameter axes contracted, output axes traced/diagonal per ``axes``, divided by the trace size."""
+    first, second, out = axes.letters()
+    extra = string.ascii_letters[len(string.ascii_letters) - param_ndim:]
+    spec = f"{first}{extra},{second}{extra}->{out}"
+    scale = 1.0 / axes.trace_size(a.shape[:axes.ndim])
+    return jnp.einsum(spec, a, b, precision=jax.lax.Precision.HIGHEST) * scale
+
+
+def _full_to_kernel(axes: _Axes, full):
+    """``full (N1, *out, N2, *out)`` (every pair of output entries) reduced per ``axes``."""
+    first, second, out = axes.letters()
+    return jnp.einsum(f"{first}{second}->{out}", full) / axes.trace_size(full.shape[:axes.ndim])
+
+
+# -- methods ----------------------------------------------------------------------------------
+
+
+def _jacobian_kernel(f, params, x1, x2, axes):
+    def jac(x):
+        return jax.jacrev(lambda p: f(p, x))(params)  # leaves (N, *out, *leaf)
+
+    j1 = jac(x1)
+    j2 = j1 if x2 is None else jac(x2)
+    out_ndim = axes.ndim
+    terms = [_contract(axes, a, b, a.ndim - out_ndim) for a, b in zip(jax.tree.leaves(j1), jax.tree.leaves(j2))]
+    return sum(terms[1:], terms[0])
+
+
+# Basis vectors of x2's outputs per vmapped chunk of NTK-vector products.
+_NTVP_CHUNK = 256
+
+
+def _ntvp_kernel(f, params, x1, x2, axes):
+    x2_ = x1 if x2 is None else x2
+    out2, vjp2 = jax.vjp(lambda p: f(p, x2_), params)
+    _, jvp1 = jax.linearize(lambda p: f(p, x1), params)
+    m = out2.size
+
+    def products(indices):  # basis vectors e_i of x2's outputs -> rows Θ·e_i (c, N1, *out)
+        basis = jax.nn.one_hot(indices, m, dtype=out2.dtype).reshape(indices.shape + out2.shape)
+        return jax.vmap(lambda e: jvp1(vjp2(e)[0]))(basis)
+
+    chunk = min(m, _NTVP_CHUNK)
+    rows = merge_rows(jax.lax.map(products, split_rows(jnp.arange(m), chunk)), m)  # (N2·|out|, N1, *out)
+    full = rows.reshape(out2.shape + rows.shape[1:])                       # (N2, *out, N1, *out)
+    nd = out2.ndim
+    full = jnp.moveaxis(full, tuple(range(nd)), tuple(range(nd, 2 * nd)))  # (N1, *out, N2, *out)
+    return _full_to_kernel(axes, full)
+
+
+def _nngp_kernel(f, params, x1, x2, axes):
+    y1 = f(params, x1)
+    y2 = y1 if x2 is None else f(params, x2)
+    return _contract(axes, y1, y2)
+
+
+# -- choosing a method ------------------------------------------------------------------------
+
+
+def choose_method(f, params, x1, x2=None) -> str:
+    """The method ``"auto"`` uses: ``"structured"`` when forward mode is not needed by it and the
+    model's weights are recognised, else ``"jacobian"`` where forward mode is unavailable
+    (``custom_vjp`` rules), else the cheaper of ``"jacobian"``/``"ntvp"`` by a FLOP model.
+
+    FLOP model (per block; ``C`` = cost of one forward pass on the block, ``P`` parameters,
+    ``O`` outputs per example, ``N1``, ``N2`` examples): Jacobian ``≈ O·N·C`` (``O`` backward
+    passes) plus the contraction ``N1·N2·O·P``; NTK-vector products ``≈ 2·N2·O`` passes of cost
+    ``C`` each. Structured ``≈ O`` backward passes plus per-layer Gram products."""
+    from jaxlearn.kernels import structured
+    from jaxlearn.landscape.curvature import has_forward_mode
+
+    if structured.is_supported(f, params, x1):
+        return "structured"
+    if not has_forward_mode(lambda p: f(p, x1[:1]), params):
+        return "jacobian"
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    out = jax.eval_shape(lambda p: f(p, x1[:1]), params)
+    o = math.prod(out.shape[1:])
+    p = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
+    pass_cost = 2.0 * p  # a forward pass of a weight-dominated network, per example
+    jacobian = o * (n1 + n2) * 3 * pass_cost + n1 * n2 * o * p
+    ntvp = 2 * n2 * o * (n1 + n2) * 3 * pass_cost
+    return "jacobian" if jacobian <= ntvp else "ntvp"
+
+
+# -- the public function ----------------------------------------------------------------------
+
+
+def _check_inputs(x1, x2):
+    x1 = jnp.asarray(x1)
+    if x1.ndim < 1:
+        raise ValueError(f"x1: expected a batch of inputs (N1, ...), got shape {x1.shape}")
+    if x2 is not None:
+        x2 = jnp.asarray(x2)
+        if x2.shape[1:] != x1.shape[1:]:
+            raise ValueError(f"x2: expected inputs of shape (N2, {', '.join(map(str, x1.shape[1:]))}) like x1, "
+                             f"got {tuple(x2.shape)}")
+    return x1, x2
+
+
+def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", trace_axes=(-1,), diagonal_axes=(),
+              method: str = "auto", batch_size: int | None = None):
+    """The empirical NTK (``kind="ntk"``) or NNGP (``"nngp"``) of ``apply_fn`` at ``params``.
+
+    ``apply_fn(params, x) -> (N, *out)``; ``x1 (N1, ...)``, ``x2 (N2, ...)`` or ``None`` (x1 against
+    itself). ``trace_axes``, ``diagonal_axes`` and the result's shape: module docstring.
+    ``method``: ``"auto"``, ``"jacobian"``, ``"ntvp"`` or ``"structured"`` (module docstring);
+    ignored for the NNGP. ``batch_size``: evaluate in blocks of at most this many examples of x1
+    × x2 (``lax.map``; memory holds one block pair's Jacobians), ``None``: all at once.
+    For the kernel of a trained run: ``empirical(model.apply, runner.load_state(root, run).params, x)``.
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"kind: expected 'ntk' or 'nngp', got {kind!r}")
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
+        raise ValueError(f"batch_size: expected a positive int or None, got {batch_size!r}")
+    x1, x2 = _check_inputs(x1, x2)
+    try:
+        out = jax.eval_shape(apply_fn, params, x1)
+    except Exception as e:  # noqa: BLE001 — report the model's own message with the argument named
+        raise ValueError(f"apply_fn: could not evaluate apply_fn(params, x1): {type(e).__name__}: {e}") from e
+    if not hasattr(out, "shape") or out.ndim < 1 or out.shape[0] != x1.shape[0]:
+        raise ValueError(f"apply_fn: expected outputs (N1, ...) with N1 = {x1.shape[0]}, got "
+                         f"{getattr(out, 'shape', type(out).__name__)}")
+    axes = _Axes(out.ndim, trace_axes, diagonal_axes, x2 is None)
+    if kind == "nngp":
+        compute = _nngp_kernel
+    else:
+        if method == "auto":
+            method = choose_method(apply_fn, params, x1, x2)
+        if method == "structured":
+            from jaxlearn.kernels.structured import structured_kernel as compute
+        else:
+            compute = _jacobian_kernel if method == "jacobian" else _ntvp_kernel
+    batch_diagonal = 0 in axes.diagonal
+    if batch_size is None or batch_size >= max(x1.shape[0], 0 if x2 is None else x2.shape[0]):
+        return compute(apply_fn, params, x1, x2, axes)
+    return _blocked(lambda a, b: compute(apply_fn, params, a, b, axes), x1, x2, int(batch_size), batch_diagonal)
+
+
+def _blocked(kernel_fn, x1, x2, size, batch_diagonal):
+    """``kernel_fn`` on blocks of at most ``size`` examples (``lax.map``): the diagonal blocks only
+    for a diagonal batch axis, else every block pair; reassembled to ``(N1, N2, ...)``."""
+    n1 = x1.shape[0]
+    b1 = split_rows(x1, size)
+    if batch_diagonal:
+        return merge_rows(jax.lax.map(lambda a: kernel_fn(a, None), b1), n1)
+    x2_ = x1 if x2 is None else x2
+    n2 = x2_.shape[0]
+    b2 = split_rows(x2_, size)
+    k = jax.lax.map(lambda a: jax.lax.map(lambda b: kernel_fn(a, b), b2), b1)  # (B1, B2, s1, s2, ...)
+    k = jnp.moveaxis(k, 2, 1)
+    k = k.reshape((k.shape[0] * k.shape[1], k.shape[2] * k.shape[3]) + k.shape[4:])
+    return k[:n1, :n2]

@@ -1,0 +1,89 @@
+"""Linearized networks and feature-learning diagnostics.
+
+:func:`linearize` is the first-order Taylor expansion of a network in its parameters (Lee et al.
+2019, "Wide neural networks of any depth evolve as linear models under gradient descent", eq. 5):
+``f_lin(θ, x) = f(θ0, x) + J(θ0, x)·(θ − θ0)``. It has the signature of ``apply`` so it trains
+with the same loss, optimizer and loop; trained by gradient descent on MSE it follows
+:func:`jaxlearn.kernels.gradient_descent_mse` with the empirical NTK at ``θ0`` exactly.
+
+The diagnostics measure how far training leaves that regime; all are pure functions of arrays,
+usable inside a jitted training segment (e.g. an experiment's ``evaluate``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["linearize", "relative_weight_change", "kernel_distance", "kernel_target_alignment"]
+
+
+def linearize(apply_fn: Callable, params_0) -> Callable:
+    """``f_lin(params, x, *args, **kwargs) = f(θ0, x) + J(θ0, x)·(params − θ0)`` with
+    ``f = apply_fn`` and ``θ0 = params_0`` (one ``jax.jvp``: a forward pass and its tangent).
+
+    ``apply_fn(params, x, *args, **kwargs)`` returns an array or a pytree of arrays (extra
+    arguments, e.g. a BatchNorm ``state``, are held fixed). Needs forward mode: models with
+    ``custom_vjp`` learning rules (feedback alignment, few-bit backward) raise a one-line error —
+    their backward pass is a rule's surrogate, not a derivative to expand in.
+    """
+
+    from jaxlearn.landscape.curvature import has_forward_mode
+
+    def f_lin(params, x, *args, **kwargs):
+        def f(p):
+            return apply_fn(p, x, *args, **kwargs)
+
+        if not has_forward_mode(f, params_0):
+            raise ValueError("apply_fn: contains a custom_vjp rule (e.g. feedback alignment or few-bit backward), "
+                             "which has no forward-mode derivative, so it has no linearization to train")
+        delta = jax.tree.map(lambda p, p0: p - p0, params, params_0)
+        out0, tangent = jax.jvp(f, (params_0,), (delta,))
+        return jax.tree.map(jnp.add, out0, tangent)
+
+    return f_lin
+
+
+def _flat(tree):
+    return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
+
+
+def relative_weight_change(params_t, params_0):
+    """``‖θ_t − θ_0‖ / ‖θ_0‖`` over all leaves (Frobenius/Euclidean norm of the flattened
+    parameters); ``→ 0`` as width grows in the NTK (lazy) regime (Lee et al. 2019, Fig. 1;
+    Chizat, Oyallon & Bach 2019)."""
+    a, b = _flat(params_t), _flat(params_0)
+    if a.shape != b.shape:
+        raise ValueError(f"params_t: expected {b.size} parameters like params_0, got {a.size}")
+    return jnp.linalg.norm(a - b) / jnp.linalg.norm(b)
+
+
+def _check_same(k0, kt, names=("k_0", "k_t")):
+    if jnp.shape(k0) != jnp.shape(kt):
+        raise ValueError(f"{names[1]}: expected shape {tuple(jnp.shape(k0))} like {names[0]}, got "
+                         f"{tuple(jnp.shape(kt))}")
+
+
+def kernel_distance(k_0, k_t):
+    """``1 − ⟨K_0, K_t⟩_F / (‖K_0‖_F ‖K_t‖_F)``: 0 for kernels equal up to scale, up to 2 (Fort et
+    al. 2020, "Deep learning versus kernel learning", eq. 3). Any matching shapes."""
+    _check_same(k_0, k_t)
+    k_0, k_t = jnp.ravel(k_0), jnp.ravel(k_t)
+    return 1 - jnp.vdot(k_0, k_t) / (jnp.linalg.norm(k_0) * jnp.linalg.norm(k_t))
+
+
+def kernel_target_alignment(k, y):
+    """``⟨K, Y Yᵀ⟩_F / (‖K‖_F ‖Y Yᵀ‖_F)`` for ``k (N, N)`` and targets ``y (N,)`` or ``(N, C)``
+    (e.g. one-hot labels, or centred ones): the cosine between the kernel and the ideal kernel
+    of the targets (Cristianini, Shawe-Taylor, Elisseeff & Kandola 2002, Def. 1; used for trained
+    NTKs by Baratin et al. 2021). In ``[−1, 1]``; 1 when ``K ∝ Y Yᵀ``."""
+    k = jnp.asarray(k)
+    y = jnp.asarray(y)
+    y = y[:, None] if y.ndim == 1 else y
+    if k.ndim != 2 or k.shape[0] != k.shape[1] or y.ndim != 2 or y.shape[0] != k.shape[0]:
+        raise ValueError(f"k, y: expected k (N, N) and y (N,) or (N, C) with the same N, got k {tuple(k.shape)} and "
+                         f"y {tuple(y.shape)}")
+    yy = y @ y.T
+    return jnp.vdot(k, yy) / (jnp.linalg.norm(k) * jnp.linalg.norm(yy))
