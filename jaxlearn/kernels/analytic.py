@@ -28,10 +28,12 @@ __all__ = ["analytic", "KINDS"]
 KINDS = ("nngp", "ntk")
 
 
-def _check_inputs(x1, x2):
+def _check_inputs(x1, x2, min_ndim=2, expected="a batch (N1, features) or (N1, *positions, channels)"):
+    """``x1``, ``x2`` as arrays: ``x1`` of rank ``≥ min_ndim``, ``x2`` (or ``None``) with x1's
+    per-example shape; one-line errors naming the argument."""
     x1 = jnp.asarray(x1)
-    if x1.ndim < 2:
-        raise ValueError(f"x1: expected a batch (N1, features) or (N1, *positions, channels), got shape {x1.shape}")
+    if x1.ndim < min_ndim:
+        raise ValueError(f"x1: expected {expected}, got shape {x1.shape}")
     if x2 is not None:
         x2 = jnp.asarray(x2)
         if x2.shape[1:] != x1.shape[1:]:

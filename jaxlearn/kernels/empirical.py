@@ -28,9 +28,11 @@ width neural tangent kernel"):
   ``conv_general_dilated`` (Conv) are never differentiated directly; their Jacobian is the outer
   product of the layer input and the output cotangent, contracted in that factorised form.
 
-``"auto"`` picks by a FLOP model (:func:`choose_method`). Everything is pure JAX (``jit``,
-``vmap``, ``grad`` compose); models with state (BatchNorm) pass ``lambda p, x: model.apply(p, x,
-state)``, which freezes the statistics.
+``"auto"`` picks by a FLOP model (:func:`choose_method`). Every method differentiates one example
+at a time (``apply(params, x[n:n+1])``): the kernel is a function of pairs of examples, so a
+model whose outputs couple the examples of a batch (BatchNorm in training mode) is evaluated
+per example. Everything is pure JAX (``jit``, ``vmap``, ``grad`` compose); models with state
+(BatchNorm) pass ``lambda p, x: model.apply(p, x, state)``, which freezes the statistics.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn.data.batching import merge_rows, split_rows
+from jaxlearn.kernels.analytic import _check_inputs
 
 __all__ = ["empirical", "METHODS", "choose_method"]
 
@@ -104,10 +107,15 @@ class _Axes:
 def _contract(axes: _Axes, a, b, param_ndim: int = 0):
     """The kernel from per-example factors ``a (N1, *out, *p)`` and ``b (N2, *out, *p)``: the
     parameter axes contracted, output axes traced/diagonal per ``axes``, divided by the trace size."""
+    scale = 1.0 / axes.trace_size(a.shape[:axes.ndim])
+    if axes.trace == set(range(1, axes.ndim)):  # everything but the batch summed: one GEMM (or a row sum)
+        a2, b2 = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+        if 0 in axes.diagonal:
+            return jnp.sum(a2 * b2, axis=1) * scale
+        return jnp.matmul(a2, b2.T, precision=jax.lax.Precision.HIGHEST) * scale
     first, second, out = axes.letters()
     extra = string.ascii_letters[len(string.ascii_letters) - param_ndim:]
     spec = f"{first}{extra},{second}{extra}->{out}"
-    scale = 1.0 / axes.trace_size(a.shape[:axes.ndim])
     return jnp.einsum(spec, a, b, precision=jax.lax.Precision.HIGHEST) * scale
 
 
@@ -121,8 +129,8 @@ def _full_to_kernel(axes: _Axes, full):
 
 
 def _jacobian_kernel(f, params, x1, x2, axes):
-    def jac(x):
-        return jax.jacrev(lambda p: f(p, x))(params)  # leaves (N, *out, *leaf)
+    def jac(x):  # per example: |out| backward passes of one example each, leaves (N, *out, *leaf)
+        return jax.vmap(lambda xn: jax.jacrev(lambda p: f(p, xn[None])[0])(params))(x)
 
     j1 = jac(x1)
     j2 = j1 if x2 is None else jac(x2)
@@ -132,24 +140,27 @@ def _jacobian_kernel(f, params, x1, x2, axes):
 
 
 # Basis vectors of x2's outputs per vmapped chunk of NTK-vector products.
-_NTVP_CHUNK = 256
+_NTVP_CHUNK = 64
 
 
 def _ntvp_kernel(f, params, x1, x2, axes):
     x2_ = x1 if x2 is None else x2
-    out2, vjp2 = jax.vjp(lambda p: f(p, x2_), params)
+    out2 = jax.eval_shape(f, params, x2_)
     _, jvp1 = jax.linearize(lambda p: f(p, x1), params)
-    m = out2.size
+    n2, per_example = out2.shape[0], math.prod(out2.shape[1:])
+    m = n2 * per_example
 
-    def products(indices):  # basis vectors e_i of x2's outputs -> rows Θ·e_i (c, N1, *out)
-        basis = jax.nn.one_hot(indices, m, dtype=out2.dtype).reshape(indices.shape + out2.shape)
-        return jax.vmap(lambda e: jvp1(vjp2(e)[0]))(basis)
+    def row(i):  # Θ·e_i for the basis vector e_i of x2's outputs: J1 (J2ᵀ e_i), J2ᵀ e_i from one example
+        n, o = i // per_example, i % per_example
+        y, vjp = jax.vjp(lambda p: f(p, jax.lax.dynamic_slice_in_dim(x2_, n, 1)), params)
+        e = jax.nn.one_hot(o, per_example, dtype=y.dtype).reshape(y.shape)
+        return jvp1(vjp(e)[0])
 
     chunk = min(m, _NTVP_CHUNK)
-    rows = merge_rows(jax.lax.map(products, split_rows(jnp.arange(m), chunk)), m)  # (N2·|out|, N1, *out)
-    full = rows.reshape(out2.shape + rows.shape[1:])                       # (N2, *out, N1, *out)
+    rows = merge_rows(jax.lax.map(jax.vmap(row), split_rows(jnp.arange(m), chunk)), m)  # (N2·|out|, N1, *out)
+    full = rows.reshape(out2.shape + rows.shape[1:])                                    # (N2, *out, N1, *out)
     nd = out2.ndim
-    full = jnp.moveaxis(full, tuple(range(nd)), tuple(range(nd, 2 * nd)))  # (N1, *out, N2, *out)
+    full = jnp.moveaxis(full, tuple(range(nd)), tuple(range(nd, 2 * nd)))               # (N1, *out, N2, *out)
     return _full_to_kernel(axes, full)
 
 
@@ -167,41 +178,30 @@ def choose_method(f, params, x1, x2=None) -> str:
     model's weights are recognised, else ``"jacobian"`` where forward mode is unavailable
     (``custom_vjp`` rules), else the cheaper of ``"jacobian"``/``"ntvp"`` by a FLOP model.
 
-    FLOP model (per block; ``C`` = cost of one forward pass on the block, ``P`` parameters,
-    ``O`` outputs per example, ``N1``, ``N2`` examples): Jacobian ``≈ O·N·C`` (``O`` backward
-    passes) plus the contraction ``N1·N2·O·P``; NTK-vector products ``≈ 2·N2·O`` passes of cost
-    ``C`` each. Structured ``≈ O`` backward passes plus per-layer Gram products."""
+    FLOP model (``P`` parameters, ``O`` outputs per example, ``N1``, ``N2`` examples, a pass over
+    one example ``≈ 2P``): Jacobian ``≈ (N1 + N2)·O`` backward passes plus the contraction
+    ``N1·N2·O·P`` (``·O`` more without a trace); NTK-vector products ``≈ N2·O`` one-example
+    ``vjp`` s and as many ``jvp`` s over the ``N1`` examples. Structured derivatives replace the
+    contraction over weight entries by Gram products, and need no forward mode."""
     from jaxlearn.kernels import structured
-    from jaxlearn.landscape.curvature import has_forward_mode
+    from jaxlearn.rules.forward_mode import forward_mode_safe
 
     if structured.is_supported(f, params, x1):
         return "structured"
-    if not has_forward_mode(lambda p: f(p, x1[:1]), params):
+    if not forward_mode_safe(lambda p: f(p, x1[:1]), params):
         return "jacobian"
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
     out = jax.eval_shape(lambda p: f(p, x1[:1]), params)
     o = math.prod(out.shape[1:])
     p = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
-    pass_cost = 2.0 * p  # a forward pass of a weight-dominated network, per example
-    jacobian = o * (n1 + n2) * 3 * pass_cost + n1 * n2 * o * p
-    ntvp = 2 * n2 * o * (n1 + n2) * 3 * pass_cost
+    pass_cost = 2.0 * p  # one example through a weight-dominated network
+    jacobian = (n1 + n2) * o * 2 * pass_cost + 2.0 * n1 * n2 * o * p
+    ntvp = n2 * o * (3 * pass_cost + n1 * 2 * pass_cost)
     return "jacobian" if jacobian <= ntvp else "ntvp"
 
 
 # -- the public function ----------------------------------------------------------------------
-
-
-def _check_inputs(x1, x2):
-    x1 = jnp.asarray(x1)
-    if x1.ndim < 1:
-        raise ValueError(f"x1: expected a batch of inputs (N1, ...), got shape {x1.shape}")
-    if x2 is not None:
-        x2 = jnp.asarray(x2)
-        if x2.shape[1:] != x1.shape[1:]:
-            raise ValueError(f"x2: expected inputs of shape (N2, {', '.join(map(str, x1.shape[1:]))}) like x1, "
-                             f"got {tuple(x2.shape)}")
-    return x1, x2
 
 
 def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", trace_axes=(-1,), diagonal_axes=(),
@@ -222,7 +222,7 @@ def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", tra
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                    or batch_size < 1):
         raise ValueError(f"batch_size: expected a positive int or None, got {batch_size!r}")
-    x1, x2 = _check_inputs(x1, x2)
+    x1, x2 = _check_inputs(x1, x2, min_ndim=1, expected="a batch of inputs (N1, ...)")
     try:
         out = jax.eval_shape(apply_fn, params, x1)
     except Exception as e:  # noqa: BLE001 — report the model's own message with the argument named
@@ -238,8 +238,13 @@ def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", tra
             method = choose_method(apply_fn, params, x1, x2)
         if method == "structured":
             from jaxlearn.kernels.structured import structured_kernel as compute
+        elif method == "ntvp":
+            from jaxlearn.rules.forward_mode import require_forward_mode
+
+            require_forward_mode("empirical(method='ntvp')", lambda p: apply_fn(p, x1[:1]), params)
+            compute = _ntvp_kernel
         else:
-            compute = _jacobian_kernel if method == "jacobian" else _ntvp_kernel
+            compute = _jacobian_kernel
     batch_diagonal = 0 in axes.diagonal
     if batch_size is None or batch_size >= max(x1.shape[0], 0 if x2 is None else x2.shape[0]):
         return compute(apply_fn, params, x1, x2, axes)

@@ -26,19 +26,17 @@ def linearize(apply_fn: Callable, params_0) -> Callable:
 
     ``apply_fn(params, x, *args, **kwargs)`` returns an array or a pytree of arrays (extra
     arguments, e.g. a BatchNorm ``state``, are held fixed). Needs forward mode: models with
-    ``custom_vjp`` learning rules (feedback alignment, few-bit backward) raise a one-line error —
-    their backward pass is a rule's surrogate, not a derivative to expand in.
+    ``custom_vjp`` learning rules (feedback alignment, few-bit backward) raise a one-line error
+    naming them — their backward pass is a rule's surrogate, not a derivative to expand in.
     """
 
-    from jaxlearn.landscape.curvature import has_forward_mode
+    from jaxlearn.rules.forward_mode import require_forward_mode
 
     def f_lin(params, x, *args, **kwargs):
         def f(p):
             return apply_fn(p, x, *args, **kwargs)
 
-        if not has_forward_mode(f, params_0):
-            raise ValueError("apply_fn: contains a custom_vjp rule (e.g. feedback alignment or few-bit backward), "
-                             "which has no forward-mode derivative, so it has no linearization to train")
+        require_forward_mode("linearize(apply_fn)", f, params_0)
         delta = jax.tree.map(lambda p, p0: p - p0, params, params_0)
         out0, tangent = jax.jvp(f, (params_0,), (delta,))
         return jax.tree.map(jnp.add, out0, tangent)

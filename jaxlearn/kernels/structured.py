@@ -29,6 +29,7 @@ is in the structured leaves. Reverse mode only: works through ``custom_vjp`` lea
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable, NamedTuple
 
@@ -45,18 +46,31 @@ _PRODUCTS = {"dot_general", "conv_general_dilated"}
 
 
 class _Target(NamedTuple):
-    eqn: int       # index of the product in the traced program
-    leaf: int      # the parameter leaf it carries
-    weight: int    # operand position of the weight (0 or 1)
+    """A structured leaf. ``kind="weight"``: operand ``pos`` of the product ``eqn``; ``kind="bias"``:
+    operand ``pos`` of the ``add`` ``eqn``, broadcast to its output keeping axes ``dims`` (the
+    others, summed in its Jacobian, are the axes it was broadcast along).
+    ``tap``: the equation whose output receives the cotangent probe — the product itself, or, for
+    a weight whose product reaches a bias ``add`` through multiplications by scalars (``chain``,
+    e.g. the NTK parameterization's ``W_std/√fan_in``), that ``add``: one probe serves both."""
+
+    kind: str
+    eqn: int
+    leaf: int
+    pos: int
+    dims: tuple = ()
+    tap: int = -1
+    chain: tuple = ()
 
 
 class Analysis(NamedTuple):
     """Which leaves are structured: ``targets`` (one per structured leaf) and ``fallback`` (the
-    indices of the other leaves, differentiated by the Jacobian method)."""
+    indices of the other leaves, differentiated by the Jacobian method); ``taps``: the equations
+    whose outputs are probed, in order."""
 
     jaxpr: object
     targets: tuple
     fallback: tuple
+    taps: tuple
     structured_size: int
     total_size: int
 
@@ -74,9 +88,11 @@ def analyse(f: Callable, params, x_example) -> Analysis:
     jaxpr = closed.jaxpr
     n = len(leaves)
     lin: dict = {v: i for i, v in enumerate(jaxpr.invars[:n])}   # var -> leaf: scalar·(reshaped) leaf
+    spread: dict = {}                                            # var -> (leaf, dims): a broadcast lin var
     deps: dict = {}                                              # var -> leaves it depends on otherwise
     uniform: set = set()                                         # parameter-free single-value vars
     uses: dict = {}
+    consumer: dict = {}                                          # var -> the (last) equation reading it
     candidates: dict = {}
 
     def var_deps(v):
@@ -84,63 +100,95 @@ def analyse(f: Callable, params, x_example) -> Analysis:
             return frozenset()
         if v in lin:
             return frozenset({lin[v]})
+        if v in spread:
+            return frozenset({spread[v][0]})
         return deps.get(v, frozenset())
 
     def param_free(v):
-        return isinstance(v, Literal) or (v not in lin and not deps.get(v))
+        return isinstance(v, Literal) or not var_deps(v)
 
     def single_value(v):
         return param_free(v) and (math.prod(v.aval.shape) == 1 or v in uniform)
+
+    def floating(v):
+        return jnp.issubdtype(v.aval.dtype, jnp.floating)
 
     for k, eqn in enumerate(jaxpr.eqns):
         for v in eqn.invars:
             if not isinstance(v, Literal):
                 uses[v] = uses.get(v, 0) + 1
-        name = eqn.primitive.name
-        ins = eqn.invars
+                consumer[v] = k
+        name, ins = eqn.primitive.name, eqn.invars
         out = eqn.outvars[0] if len(eqn.outvars) == 1 else None
+        lin_in = [not isinstance(v, Literal) and v in lin for v in ins]
+        if out is not None and floating(out):
+            if name in _LINEAR and lin_in[0]:
+                lin[out] = lin[ins[0]]
+                continue
+            if name in ("mul", "div") and len(ins) == 2:
+                pos = next((i for i in ((0, 1) if name == "mul" else (0,)) if lin_in[i] and single_value(ins[1 - i])),
+                           None)
+                if pos is not None:
+                    lin[out] = lin[ins[pos]]
+                    continue
+            if name == "broadcast_in_dim" and lin_in[0]:
+                spread[out] = (lin[ins[0]], tuple(eqn.params["broadcast_dimensions"]))
+                continue
+            if name == "broadcast_in_dim" and single_value(ins[0]):
+                uniform.add(out)
+            if name in _PRODUCTS and _plain(eqn):
+                pos = next((i for i in ((0, 1) if name == "dot_general" else (1,))
+                            if lin_in[i] and lin[ins[i]] not in var_deps(ins[1 - i])), None)
+                if pos is not None:
+                    candidates.setdefault(lin[ins[pos]], []).append(_Target("weight", k, lin[ins[pos]], pos, tap=k))
+                    deps[out] = var_deps(ins[1 - pos])
+                    continue
+            if name == "add" and len(ins) == 2:
+                pos = next((i for i in (0, 1) if not isinstance(ins[i], Literal) and ins[i] in spread
+                            and spread[ins[i]][0] not in var_deps(ins[1 - i])
+                            and len(ins[i].aval.shape) == len(out.aval.shape)), None)
+                if pos is not None:
+                    leaf, dims = spread[ins[pos]]
+                    shape = ins[pos].aval.shape  # add may broadcast size-1 axes itself
+                    kept = tuple(d for d in dims if shape[d] == out.aval.shape[d])
+                    candidates.setdefault(leaf, []).append(_Target("bias", k, leaf, pos, kept, tap=k))
+                    deps[out] = var_deps(ins[1 - pos])
+                    continue
         all_deps = frozenset().union(*(var_deps(v) for v in ins))
-        if out is not None and name in _LINEAR and ins[0] in lin and jnp.issubdtype(out.aval.dtype, jnp.floating):
-            lin[out] = lin[ins[0]]
-            continue
-        if out is not None and name in ("mul", "div") and len(ins) == 2:
-            for pos in ((0, 1) if name == "mul" else (0,)):
-                a, b = ins[pos], ins[1 - pos]
-                if not isinstance(a, Literal) and a in lin and single_value(b):
-                    lin[out] = lin[a]
-                    break
-            if out in lin:
-                continue
-        if out is not None and name == "broadcast_in_dim" and single_value(ins[0]):
-            uniform.add(out)
-        if out is not None and name in _PRODUCTS and _plain(eqn):
-            positions = (0, 1) if name == "dot_general" else (1,)
-            for pos in positions:
-                w, h = ins[pos], ins[1 - pos]
-                if not isinstance(w, Literal) and w in lin and lin[w] not in var_deps(h):
-                    candidates.setdefault(lin[w], []).append(_Target(k, lin[w], pos))
-                    deps[out] = var_deps(h)
-                    break
-            if out in deps:
-                continue
-        for o in eqn.outvars:
-            if all_deps:
+        if all_deps:
+            for o in eqn.outvars:
                 deps[o] = all_deps
     for v in jaxpr.outvars:
         if not isinstance(v, Literal):
-            uses[v] = uses.get(v, 0) + 1
+            uses[v] = uses.get(v, 0) + 2  # an output is not a single-use link of a chain
 
     tainted = frozenset().union(*deps.values()) if deps else frozenset()
-    shared = {leaf for v, leaf in lin.items() if uses.get(v, 0) > 1}
-    targets, fallback = [], []
+    shared = {leaf for v, leaf in list(lin.items()) + [(v, s[0]) for v, s in spread.items()] if uses.get(v, 0) > 1}
+    chosen = {}
     for i in range(n):
         found = candidates.get(i, [])
         if len(found) == 1 and i not in tainted and i not in shared:
-            targets.append(found[0])
-        else:
-            fallback.append(i)
+            chosen[i] = found[0]
+    biases = {t.eqn: t for t in chosen.values() if t.kind == "bias"}
+    for i, t in list(chosen.items()):  # a weight's product flowing into a bias add: share its probe
+        if t.kind != "weight":
+            continue
+        v, chain = jaxpr.eqns[t.eqn].outvars[0], []
+        while uses.get(v, 0) == 1:
+            nxt = jaxpr.eqns[consumer[v]]
+            if nxt.primitive.name == "mul" and any(w is not v and single_value(w) for w in nxt.invars):
+                chain.append(consumer[v])
+                v = nxt.outvars[0]
+                continue
+            bias = biases.get(consumer[v])
+            if bias is not None and nxt.invars[1 - bias.pos] is v:
+                chosen[i] = t._replace(tap=bias.eqn, chain=tuple(chain))
+            break
+    targets = tuple(chosen[i] for i in sorted(chosen))
+    fallback = tuple(i for i in range(n) if i not in chosen)
+    taps = tuple(sorted({t.tap for t in targets}))
     sizes = [math.prod(leaf.shape) for leaf in leaves]
-    return Analysis(closed, tuple(targets), tuple(fallback), sum(sizes[t.leaf] for t in targets), sum(sizes))
+    return Analysis(closed, targets, fallback, taps, sum(sizes[t.leaf] for t in targets), sum(sizes))
 
 
 def _plain(eqn) -> bool:
@@ -162,19 +210,19 @@ def is_supported(f: Callable, params, x) -> bool:
 
 
 def _evaluate(analysis: Analysis, leaves, x, eps):
-    """Runs the traced program for one example with ``eps[t]`` added to each target product's
-    output; returns ``(outputs, layer inputs h, chain scales)``."""
+    """Runs the traced program for one example with ``eps[j]`` added to the output of tap ``j``;
+    returns ``(outputs, {target: (layer input h or None, leaf chain scale, output chain scale)})``."""
     jaxpr = analysis.jaxpr.jaxpr
-    env = {}
-    scale = {}
-    for v, val in zip(jaxpr.invars, list(leaves) + [x]):
-        env[v] = val
-    for v, val in zip(jaxpr.constvars, analysis.jaxpr.consts):
-        env[v] = val
-    for v in jaxpr.invars[:len(leaves)]:
-        scale[v] = 1.0
-    where = {t.eqn: (i, t) for i, t in enumerate(analysis.targets)}
-    hs, scales = [None] * len(analysis.targets), [None] * len(analysis.targets)
+    env = dict(zip(jaxpr.constvars, analysis.jaxpr.consts))
+    env.update(zip(jaxpr.invars, list(leaves) + [x]))
+    scale = {v: 1.0 for v in jaxpr.invars[:len(leaves)]}
+    taps = {k: j for j, k in enumerate(analysis.taps)}
+    at = {}
+    for i, t in enumerate(analysis.targets):
+        at.setdefault(t.eqn, []).append(i)
+    chained = {k for t in analysis.targets for k in t.chain}
+    factor = {}
+    records = [None] * len(analysis.targets)
 
     def read(v):
         return v.val if isinstance(v, Literal) else env[v]
@@ -183,31 +231,41 @@ def _evaluate(analysis: Analysis, leaves, x, eps):
         ins = [read(v) for v in eqn.invars]
         outs = _bind(eqn, ins)
         name = eqn.primitive.name
-        if k in where:
-            i, t = where[k]
-            hs[i], scales[i] = ins[1 - t.weight], scale[eqn.invars[t.weight]]
-            outs = [outs[0] + eps[i]]
-        elif len(eqn.outvars) == 1 and any(not isinstance(v, Literal) and v in scale for v in eqn.invars):
-            a = eqn.invars[0]
-            if name in _LINEAR:
-                scale[eqn.outvars[0]] = scale[a]
+        for i in at.get(k, ()):
+            t = analysis.targets[i]
+            records[i] = [ins[1 - t.pos] if t.kind == "weight" else None, scale[eqn.invars[t.pos]], 1.0]
+        if k in chained:  # the multiplier of a weight's output chain
+            pos = next(j for j, v in enumerate(eqn.invars) if not (isinstance(v, Literal) or v not in factor))
+            factor[eqn.outvars[0]] = factor[eqn.invars[pos]] * jnp.ravel(ins[1 - pos])[0]
+        if k in taps:
+            outs = [outs[0] + eps[taps[k]]]
+        tracked = [j for j, v in enumerate(eqn.invars) if not isinstance(v, Literal) and v in scale]
+        if len(eqn.outvars) == 1 and tracked:
+            a = tracked[0]
+            if name in _LINEAR or name == "broadcast_in_dim":
+                scale[eqn.outvars[0]] = scale[eqn.invars[a]]
             elif name == "mul":
-                lin_pos = 0 if (not isinstance(a, Literal) and a in scale) else 1
-                scale[eqn.outvars[0]] = scale[eqn.invars[lin_pos]] * jnp.ravel(ins[1 - lin_pos])[0]
-            elif name == "div":
-                scale[eqn.outvars[0]] = scale[a] / jnp.ravel(ins[1])[0]
+                scale[eqn.outvars[0]] = scale[eqn.invars[a]] * jnp.ravel(ins[1 - a])[0]
+            elif name == "div" and a == 0:
+                scale[eqn.outvars[0]] = scale[eqn.invars[0]] / jnp.ravel(ins[1])[0]
+        for i in at.get(k, ()):
+            if analysis.targets[i].chain:
+                factor[eqn.outvars[0]] = 1.0
         for v, val in zip(eqn.outvars, outs):
             env[v] = val
-    return read(jaxpr.outvars[0]), hs, scales
+        for i, t in enumerate(analysis.targets):
+            if t.chain and k == t.chain[-1]:
+                records[i][2] = factor[eqn.outvars[0]]
+    return read(jaxpr.outvars[0]), [tuple(r) for r in records]
 
 
 def _factors(analysis: Analysis, leaves, x):
-    """Per example of ``x (N, ...)``: the cotangents ``g_t (N, *out, *y_t)`` at each target, the
-    layer inputs ``h_t (N, *h_t)``, the chain scales, and the Jacobians of the fallback leaves
-    ``(N, *out, *leaf)`` — from one forward pass and ``|out|`` backward passes per example."""
+    """Per example of ``x (N, ...)``: the cotangents ``g_j (N, *out, *y_j)`` at each tap, the
+    records of :func:`_evaluate` (layer inputs per example, scales) and the Jacobians of the
+    fallback leaves ``(N, *out, *leaf)`` — from one forward pass and ``|out|`` backward passes per
+    example."""
     eqns = analysis.jaxpr.jaxpr.eqns
-    eps0 = [jnp.zeros(eqns[t.eqn].outvars[0].aval.shape, eqns[t.eqn].outvars[0].aval.dtype)
-            for t in analysis.targets]
+    eps0 = [jnp.zeros(eqns[k].outvars[0].aval.shape, eqns[k].outvars[0].aval.dtype) for k in analysis.taps]
     fb0 = [leaves[i] for i in analysis.fallback]
 
     def one(xn):
@@ -215,14 +273,15 @@ def _factors(analysis: Analysis, leaves, x):
             merged = list(leaves)
             for i, val in zip(analysis.fallback, fb):
                 merged[i] = val
-            out, hs, scales = _evaluate(analysis, merged, xn, eps)
-            return out, (hs, scales)
+            return _evaluate(analysis, merged, xn, eps)
 
-        (g_eps, j_fb), (hs, scales) = jax.jacrev(g, argnums=(0, 1), has_aux=True)(eps0, fb0)
-        return g_eps, j_fb, hs, scales
+        (g_eps, j_fb), records = jax.jacrev(g, argnums=(0, 1), has_aux=True)(eps0, fb0)
+        return g_eps, j_fb, records
 
-    g_eps, j_fb, hs, scales = jax.vmap(one)(x)
-    return g_eps, j_fb, hs, [s[0] if jnp.ndim(s) else s for s in scales]
+    g_eps, j_fb, records = jax.vmap(one)(x)
+    # scales do not depend on the example: keep one copy
+    records = [(h, s[0] if jnp.ndim(s) else s, c[0] if jnp.ndim(c) else c) for h, s, c in records]
+    return g_eps, j_fb, records
 
 
 def _flat_dense(eqn, weight_pos, h, g, out_ndim):
@@ -247,6 +306,15 @@ def _flat_dense(eqn, weight_pos, h, g, out_ndim):
     return hs, gt
 
 
+def _bias_jacobian(t, eqn, g, out_ndim):
+    """``∂f_o/∂b`` per example, ``(N, *out, kept)``: the tap's cotangent summed over the axes the
+    bias was broadcast along (its own axes of size 1 included), flattened."""
+    y_shape = eqn.outvars[0].aval.shape
+    summed = tuple(out_ndim + d for d in range(len(y_shape)) if d not in t.dims)
+    j = jnp.sum(g, axis=summed) if summed else g
+    return j.reshape(j.shape[:out_ndim] + (-1,))
+
+
 def structured_kernel(f, params, x1, x2, axes):
     """The NTK by structured derivatives (module docstring); ``axes`` from
     :func:`jaxlearn.kernels.empirical` (trace/diagonal conventions there)."""
@@ -259,29 +327,54 @@ def structured_kernel(f, params, x1, x2, axes):
     two = one if x2 is None else _factors(analysis, leaves, x2)
     out_ndim = axes.ndim
     batch_diagonal = 0 in axes.diagonal
+    tap_index = {k: j for j, k in enumerate(analysis.taps)}
     total = 0.0
     for a, b in zip(one[1], two[1]):  # fallback leaves: Jacobian contraction
         total = total + _contract(axes, a, b, a.ndim - out_ndim)
+
+    def pair(fn):
+        a = fn(one)
+        return a, (a if x2 is None else fn(two))
+
+    # Terms that multiply the same cotangent Gram matrix GG_j = ⟨g_j(x1), g_j(x2)⟩ are summed
+    # before it is formed: a Dense's weight (H·(c_W c_y)²) and its bias (c_b²).
+    gram_weights: dict = {}
     for i, t in enumerate(analysis.targets):
-        eqn = eqns[t.eqn]
-        c2 = jnp.square(one[3][i])
+        eqn, j = eqns[t.eqn], tap_index[t.tap]
+        (_, s1, c1) = one[2][i]
+        c2 = jnp.square(s1 * c1)
+        if t.kind == "bias":
+            if _dims_cover(t, eqn.outvars[0].aval.shape):  # J_b = c_b·g: the tap's Gram matrix
+                gram_weights[j] = gram_weights.get(j, 0.0) + c2
+            else:
+                j1, j2 = pair(lambda side: _bias_jacobian(t, eqn, side[0][j], out_ndim))
+                total = total + c2 * _contract(axes, j1, j2, 1)
+            continue
         if eqn.primitive.name == "dot_general":
-            h1, g1 = _flat_dense(eqn, t.weight, one[2][i], one[0][i], out_ndim)
-            h2, g2 = (h1, g1) if x2 is None else _flat_dense(eqn, t.weight, two[2][i], two[0][i], out_ndim)
+            (h1, g1), (h2, g2) = pair(lambda side: _flat_dense(eqn, t.pos, side[2][i][0], side[0][j], out_ndim))
             if h1.shape[1] == 1:  # one position: the product of two Gram matrices
                 gram = (jnp.einsum("nc,nc->n", h1[:, 0], h2[:, 0]) if batch_diagonal
-                        else jnp.einsum("nc,mc->nm", h1[:, 0], h2[:, 0], precision=jax.lax.Precision.HIGHEST))
-                gk = _contract(axes, g1[..., 0, :], g2[..., 0, :], 1)
-                total = total + c2 * gram.reshape(gram.shape + (1,) * (gk.ndim - gram.ndim)) * gk
+                        else jnp.matmul(h1[:, 0], h2[:, 0].T, precision=jax.lax.Precision.HIGHEST))
+                gram_weights[j] = gram_weights.get(j, 0.0) + c2 * gram
                 continue
             j1 = jnp.einsum("nsc,n...sf->n...cf", h1, g1)
             j2 = j1 if x2 is None else jnp.einsum("nsc,n...sf->n...cf", h2, g2)
             total = total + c2 * _contract(axes, j1, j2, 2)
         else:
-            j1 = _conv_jacobian(eqn, one[2][i], one[0][i], out_ndim)
-            j2 = j1 if x2 is None else _conv_jacobian(eqn, two[2][i], two[0][i], out_ndim)
+            j1, j2 = pair(lambda side: _conv_jacobian(eqn, side[2][i][0], side[0][j], out_ndim))
             total = total + c2 * _contract(axes, j1, j2, j1.ndim - out_ndim)
+    for j, weight in gram_weights.items():
+        gk = _contract(axes, one[0][j], two[0][j], one[0][j].ndim - out_ndim)
+        if jnp.ndim(weight):
+            weight = weight.reshape(weight.shape + (1,) * (gk.ndim - weight.ndim))
+        total = total + weight * gk
     return total
+
+
+def _dims_cover(t, y_shape) -> bool:
+    """The bias spans every non-trivial axis of its ``add`` (only size-1 axes were added), so its
+    Jacobian is the tap's cotangent itself."""
+    return all(d in t.dims or y_shape[d] == 1 for d in range(len(y_shape)))
 
 
 def _conv_jacobian(eqn, h, g, out_ndim):
@@ -297,11 +390,34 @@ def _conv_jacobian(eqn, h, g, out_ndim):
     n = h.shape[0]
     b = dn.lhs_spec[0]  # the example's batch axis (size 1), dropped
     hc = jnp.transpose(jnp.squeeze(h, 1 + b), [0] + [1 + d - (d > b) for d in dn.lhs_spec[1:]])  # (N, C_in, *spatial)
-    patches = jax.lax.conv_general_dilated_patches(
-        hc, window, p["window_strides"], p["padding"], lhs_dilation=p["lhs_dilation"],
-        rhs_dilation=p["rhs_dilation"], precision=jax.lax.Precision.HIGHEST)
+    patches = _patches(hc, window, p["window_strides"], p["padding"], p["lhs_dilation"], p["rhs_dilation"])
     patches = patches.reshape(n, patches.shape[1], -1)               # (N, K, positions)
     lead = out_ndim                                                  # (N, *out) before y's axes
     gc = jnp.transpose(g, list(range(lead)) + [lead + d for d in dn.out_spec])  # y as (1, C_out, *spatial)
     gc = gc.reshape(g.shape[:lead] + (gc.shape[lead + 1], -1))      # (N, *out, C_out, positions)
-    return jnp.einsum("nkp,n...cp->n...kc", patches, gc, precision=jax.lax.Precision.HIGHEST)
+    flat = gc.reshape(n, -1, gc.shape[-1])                           # (N, |out|·C_out, positions)
+    j = jnp.einsum("nkp,nqp->nkq", patches, flat, precision=jax.lax.Precision.HIGHEST)  # one GEMM per example
+    return jnp.moveaxis(j.reshape((n, j.shape[1]) + gc.shape[1:-1]), 1, -2)
+
+
+def _patches(x, window, strides, padding, lhs_dilation, rhs_dilation):
+    """Image patches of ``x (N, C, *spatial)`` as ``(N, C·K, *out_spatial)`` (``K`` the window
+    taps, channel-major): by padding and strided slicing, i.e. data movement only. (XLA's
+    ``conv_general_dilated_patches`` computes them as a convolution with a one-hot filter, which
+    costs as much as the weight Jacobians themselves.) Input dilation (transposed convolutions)
+    goes through that general routine."""
+    if any(d != 1 for d in lhs_dilation):
+        return jax.lax.conv_general_dilated_patches(x, window, strides, padding, lhs_dilation=lhs_dilation,
+                                                    rhs_dilation=rhs_dilation,
+                                                    precision=jax.lax.Precision.HIGHEST)
+    nd = len(window)
+    xp = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding])
+    sizes = xp.shape[2:]
+    out = [(sizes[i] - (window[i] - 1) * rhs_dilation[i] - 1) // strides[i] + 1 for i in range(nd)]
+    taps = []
+    for offset in itertools.product(*(range(w) for w in window)):
+        start = [0, 0] + [offset[i] * rhs_dilation[i] for i in range(nd)]
+        limit = [xp.shape[0], xp.shape[1]] + [start[2 + i] + (out[i] - 1) * strides[i] + 1 for i in range(nd)]
+        taps.append(jax.lax.slice(xp, start, limit, [1, 1] + list(strides)))
+    stacked = jnp.stack(taps, axis=2)  # (N, C, K, *out)
+    return stacked.reshape((x.shape[0], -1) + tuple(out))

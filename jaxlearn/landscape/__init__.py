@@ -4,8 +4,12 @@ Directions (filter-/layer-normalized random, PCA of a trajectory, the plane thro
 points), 1-D/2-D surfaces of any function of params (one compiled program, chunked), Hessian
 and Gauss–Newton vector products (optionally on a parameter block), top/bottom eigenvalues
 (Lanczos, power iteration), Hutchinson traces and stochastic Lanczos quadrature densities.
-The objective is a scalar ``loss_fn(params)`` or a :class:`ModelObjective` (model, per-example
-loss, dataset, chunk size). Figures: :mod:`jaxlearn.landscape.plots`.
+Mode connectivity (linear paths, barriers, BatchNorm statistics reset along a path) and
+permutation alignment (Git Re-Basin weight and activation matching); sharpness during training
+(warm-started λ_max tracking for edge-of-stability studies, SAM sharpness, m-sharpness) and SAM
+as a gradient estimator. The objective is a scalar ``loss_fn(params)`` or a
+:class:`ModelObjective` (model, per-example loss, dataset, chunk size). Figures:
+:mod:`jaxlearn.landscape.plots`.
 """
 
 from jaxlearn.landscape import plots
@@ -16,10 +20,24 @@ from jaxlearn.landscape.spectrum import (
     hessian_trace, lanczos, power_iteration, smooth_density, spectral_density, top_eigenvalues,
 )
 from jaxlearn.landscape.surface import grid, surface_1d, surface_2d
+from jaxlearn.landscape.connectivity import (
+    Barrier, barrier, batch_stats_reset, interpolate, linear_path, reset_batch_stats,
+)
+from jaxlearn.landscape.sharpness import (
+    TopEigenpair, m_sharpness, random_unit_vector, sam_sharpness, top_eigenpair, track_sharpness,
+)
+from jaxlearn.landscape.sharpness_aware import sam, sam_perturbation
+from jaxlearn.landscape.matching import Matching, activation_matching, hidden_activations, weight_matching
+from jaxlearn.landscape.permutation import PermutationSpec, apply_permutation, permutation_spec, spec_from_pairs
 
 __all__ = [
     "ModelObjective", "dataset_loss", "dataset_metrics", "ggn_vp", "grid", "hessian_trace", "hvp", "lanczos", "mse",
     "normalize_direction", "operator", "pca_directions", "plane", "plots", "power_iteration", "project", "quadratic_form",
     "random_direction", "smooth_density", "softmax_cross_entropy", "spectral_density", "surface_1d", "surface_2d",
     "top_eigenvalues",
+    "Barrier", "barrier", "batch_stats_reset", "interpolate", "linear_path", "reset_batch_stats",
+    "Matching", "PermutationSpec", "activation_matching", "apply_permutation", "hidden_activations",
+    "permutation_spec", "spec_from_pairs", "weight_matching",
+    "TopEigenpair", "m_sharpness", "random_unit_vector", "sam", "sam_perturbation", "sam_sharpness", "top_eigenpair",
+    "track_sharpness",
 ]

@@ -34,7 +34,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-from jax.extend.core import jaxprs_in_params
 
 from jaxlearn.landscape.objective import ModelObjective, as_loss_fn, chunk_loss, chunked_sum, mse, softmax_cross_entropy
 from jaxlearn.landscape.pytrees import check_like
@@ -51,22 +50,12 @@ def project(v, block):
 
 def has_forward_mode(fn: Callable, *args) -> bool:
     """Whether ``jax.jvp`` can differentiate ``fn(*args)``: False when a ``custom_vjp`` rule would
-    have to be differentiated forward. JAX only raises for that when the program is lowered, so
-    this traces the ``jvp`` (abstractly: no computation, fine under ``jit``) and looks for a
-    ``custom_vjp`` linearization left in it. (``grad`` of a ``custom_vjp`` function is ordinary code, so
-    ``jvp`` of ``grad`` — an HVP — works even through such rules.)"""
-    jaxpr = jax.make_jaxpr(lambda *a: jax.jvp(fn, a, a))(*args)
-    return not _contains_custom_vjp(jaxpr.jaxpr)
+    have to be differentiated forward (:func:`jaxlearn.rules.forward_mode_safe`, tracing only, fine
+    under ``jit``). (``grad`` of a ``custom_vjp`` function is ordinary code, so ``jvp`` of ``grad``
+    — an HVP — works even through such rules.)"""
+    from jaxlearn.rules.forward_mode import forward_mode_safe
 
-
-def _contains_custom_vjp(jaxpr) -> bool:
-    for eqn in jaxpr.eqns:
-        # custom_lin: a custom_vjp rule's linearization, which only its transpose (vjp) can evaluate
-        if eqn.primitive.name == "custom_lin" or eqn.primitive.name.startswith("custom_vjp_call"):
-            return True
-        if any(_contains_custom_vjp(sub) for sub in jaxprs_in_params(eqn.params)):
-            return True
-    return False
+    return forward_mode_safe(fn, *args).safe
 
 
 def _check_kind(kind) -> None:

@@ -68,7 +68,9 @@ class Layer:
     """A pure layer: ``init_fn``, ``apply_fn`` and an optional ``kernel_fn`` (module docstring).
 
     ``lr_fn(input_spec, optimizer) -> pytree like params`` gives per-parameter learning-rate
-    multipliers (used by the muP parameterization; ``None`` means all ones).
+    multipliers (used by the muP parameterization; ``None`` means all ones). ``children``: the
+    layers a combinator (``serial``, ``parallel``) was built from, in order (``()`` for others),
+    so tools that walk a model (permutation specs) need not look inside closures.
     """
 
     init_fn: Callable
@@ -76,6 +78,7 @@ class Layer:
     kernel_fn: Callable | None = None
     name: str = "layer"
     lr_fn: Callable | None = None
+    children: tuple = ()
 
     # -- public methods ---------------------------------------------------------------------
     def init(self, key, input_spec) -> tuple[PyTree, PyTree]:
@@ -207,7 +210,7 @@ def serial(*layers: Layer) -> Layer:
 
     # Always a kernel_fn: a child without a closed form raises from its own Layer.kernel, naming itself.
     name = "serial(" + ", ".join(layer.name for layer in layers) + ")"
-    return Layer(init_fn, apply_fn, kernel_fn, name, lr_fn)
+    return Layer(init_fn, apply_fn, kernel_fn, name, lr_fn, tuple(layers))
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -240,7 +243,7 @@ def parallel(*layers: Layer) -> Layer:
         return tuple(layer.lr_multipliers(s, optimizer) for layer, s in zip(layers, spec))
 
     name = "parallel(" + ", ".join(layer.name for layer in layers) + ")"
-    return Layer(init_fn, apply_fn, kernel_fn, name, lr_fn)
+    return Layer(init_fn, apply_fn, kernel_fn, name, lr_fn, tuple(layers))
 
 
 def _describe(spec) -> str:

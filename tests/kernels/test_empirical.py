@@ -3,7 +3,7 @@
 Ground truth: the full Jacobian of the outputs with respect to the flattened parameters, from
 ``jax.jacobian`` (reverse mode, through any custom rule), contracted in NumPy; trace/diagonal
 conventions applied to that dense ``(N1, O, N2, O)`` array by hand. Every method — Jacobian
-contraction, NTK-vector products, structured derivatives and ``auto`` — must match it to 1e-10
+contraction, NTK-vector products and structured derivatives (``auto``'s choice) — must match it to 1e-10
 relative in float64, on an MLP, a CNN with global average pooling, a sequence model (a Dense
 applied at every position), a flax ResNet block with BatchNorm (statistics frozen), and a model
 with a ``custom_vjp`` rule (where NTK-vector products cannot run and ``auto`` must not pick them).
@@ -45,7 +45,7 @@ def _models():
     return {
         "mlp": (nn.serial(nn.Dense(7, **ntk), nn.Relu(), nn.Dense(5), nn.Erf(), nn.Dense(3)), (4, 3)),
         "cnn": (nn.serial(nn.Conv(3, (3, 3), padding="SAME", **ntk), nn.Relu(), nn.Conv(2, (2, 2), strides=(2, 1)),
-                          nn.Gelu(), nn.GlobalAvgPool(), nn.Dense(3)), (3, 5, 4, 2)),
+                          nn.Gelu(), nn.GlobalAvgPool(), nn.Dense(3)), (2, 4, 3, 2)),
         "sequence": (nn.serial(nn.Dense(4), nn.Tanh(), nn.Dense(2)), (3, 5, 2)),  # outputs (N, W, 2)
         "flax-resblock-bn": (block, (4, 3)),
         "custom-vjp": (nn.serial(nn.Dense(5), nn.Elementwise(_doubled_backward, "doubled"), nn.Relu(), nn.Dense(2)),
@@ -82,7 +82,10 @@ AXES = {
     "full": ((), (), lambda d: np.einsum("aibj->abij", d)),
     "diagonal": ((), (-1,), lambda d: np.einsum("aibi->abi", d)),
 }
-METHODS = ["jacobian", "ntvp", "structured", "auto"]
+# Every trace/diagonal variant for structured derivatives (their own code per variant); the other
+# methods share the final reductions, so two variants each; auto is one of them (asserted below).
+METHODS = {"structured": None, "jacobian": ("full", "batch-diagonal", "diagonal-positions"),
+           "ntvp": ("trace", "full", "diagonal-positions")}
 
 
 def _methods(name):
@@ -102,14 +105,17 @@ def test_methods_match_the_explicit_jacobian(name):
     else:
         refs = {k: (t, d, fn(dense)) for k, (t, d, fn) in AXES.items()}
         refs["batch-diagonal"] = ((-1,), (0,), np.einsum("aiai->a", dense11) / out[-1])
+    assert kernels.choose_method(apply, params, x1, x2) == "structured"
     for method in _methods(name):
+        chosen = {k: v for k, v in refs.items() if METHODS[method] is None or k in METHODS[method]}
+
         @jax.jit
         def all_axes(p, a, b):
             return {k: kernels.empirical(apply, p, a, None if 0 in d else b, trace_axes=t, diagonal_axes=d,
-                                         method=method) for k, (t, d, _) in refs.items()}
+                                         method=method) for k, (t, d, _) in chosen.items()}
 
         got = all_axes(params, x1, x2)
-        for k, (_, _, want) in refs.items():
+        for k, (_, _, want) in chosen.items():
             assert got[k].shape == want.shape, (method, k, got[k].shape, want.shape)
             np.testing.assert_allclose(got[k], want, rtol=0, atol=1e-10 * scale, err_msg=f"{name} {method} {k}")
 
@@ -121,21 +127,24 @@ def test_nngp_and_blocks():
     nngp = jax.jit(lambda p: kernels.empirical(apply, p, x1, x2, kind="nngp"))(params)
     np.testing.assert_allclose(nngp, y1 @ y2.T / y1.shape[1], rtol=1e-13)
     whole = kernels.empirical(apply, params, x1, x2, method="structured")
-    for size in (1, 2, 3):
+    for size in (2,):
         blocked = jax.jit(lambda p, s=size: kernels.empirical(apply, p, x1, x2, method="structured", batch_size=s))
         np.testing.assert_allclose(blocked(params), whole, rtol=1e-12, atol=1e-14)
     diag = kernels.empirical(apply, params, x1, diagonal_axes=(0,), batch_size=3)
     np.testing.assert_allclose(diag, np.diagonal(kernels.empirical(apply, params, x1)), rtol=1e-12)
 
 
-def test_structured_recognises_dense_and_conv_weights():
-    """Every weight matrix/filter is structured; biases (and nothing else) fall back."""
+def test_structured_recognises_dense_and_conv_weights_and_biases():
+    """Every weight matrix/filter is a structured weight, every bias a structured bias (sharing the
+    cotangent probe of its layer's weight); nothing falls back on plain Dense/Conv networks."""
     for name in ("mlp", "cnn"):
         apply, params, x1, _ = _setup(name)
         a = structured.analyse(apply, params, x1[0])
-        leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-        kinds = {jax.tree_util.keystr(path): ("W" in jax.tree_util.keystr(path)) for path, _ in leaves}
-        assert sorted(t.leaf for t in a.targets) == [i for i, w in enumerate(kinds.values()) if w], name
+        paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+        kinds = {paths[t.leaf]: t.kind for t in a.targets}
+        assert a.fallback == () and len(kinds) == len(paths), name
+        assert all(kind == ("weight" if "'W'" in path else "bias") for path, kind in kinds.items()), kinds
+        assert len(a.taps) == len(paths) // 2, a.taps  # one probe per layer
         assert kernels.choose_method(apply, params, x1) == "structured"
 
 
@@ -155,10 +164,9 @@ def test_jit_vmap_grad():
     params = jax.vmap(lambda k: model.init(k, x)[0])(keys)
     f = jax.jit(jax.vmap(lambda p: kernels.empirical(model.apply, p, x, method="structured")))
     batched = f(params)
+    one = jax.jit(lambda p: kernels.empirical(model.apply, p, x, method="jacobian"))
     for i in range(3):
-        p_i = jax.tree.map(lambda a: a[i], params)
-        np.testing.assert_allclose(batched[i], kernels.empirical(model.apply, p_i, x, method="jacobian"),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(batched[i], one(jax.tree.map(lambda a: a[i], params)), rtol=1e-5, atol=1e-6)
     p0 = jax.tree.map(lambda a: a[0], params)
     stat = jax.jit(lambda p: jnp.sum(kernels.empirical(model.apply, p, x, method="structured") ** 2))
     g = jax.grad(stat)(p0)
@@ -170,7 +178,7 @@ def test_jit_vmap_grad():
 
 
 BAD = [
-    (dict(x2=np.ones((2, 5))), ValueError, r"^x2: expected inputs of shape \(N2, 3\) like x1, got \(2, 5\)$"),
+    (dict(x2=np.ones((2, 5))), ValueError, r"^x2: expected shape \(N2,\) \+ \(3,\) like x1, got \(2, 5\)$"),
     (dict(trace_axes=(2,)), ValueError, r"^trace_axes: axis 2 is out of range for outputs of rank 2"),
     (dict(trace_axes=(0,)), ValueError, r"^trace_axes: the batch axis 0 cannot be traced"),
     (dict(trace_axes=(-1,), diagonal_axes=(1,)), ValueError, r"^trace_axes and diagonal_axes share axes \[1\]$"),
@@ -191,3 +199,26 @@ def test_bad_input(kwargs, error, match):
     with pytest.raises(error, match=match) as info:
         kernels.empirical(model.apply, params, x, x2, **kwargs)
     assert "\n" not in str(info.value)
+
+
+def test_feedback_alignment_model_auto_works_and_ntvp_names_the_rule():
+    """A model with a feedback-alignment layer (a custom_vjp rule, jaxlearn.rules): ``auto`` does
+    not pick NTK-vector products and matches the Jacobian contraction; an explicit
+    ``method="ntvp"`` raises one line naming the rule; ``linearize`` likewise."""
+    from jaxlearn import rules
+
+    model = nn.serial(rules.FADense(5), nn.Relu(), nn.Dense(2))
+    x = jax.random.normal(jax.random.key(0), (3, 4))
+    params, state = model.init(jax.random.key(1), x)
+
+    def apply(p, a):
+        return model.apply(p, a, state)
+
+    assert kernels.choose_method(apply, params, x) != "ntvp"
+    np.testing.assert_allclose(kernels.empirical(apply, params, x), kernels.empirical(apply, params, x,
+                                                                                      method="jacobian"),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"^empirical\(method='ntvp'\): needs forward-mode .*feedback_alignment"):
+        kernels.empirical(apply, params, x, method="ntvp")
+    with pytest.raises(ValueError, match=r"^linearize\(apply_fn\): needs forward-mode .*feedback_alignment"):
+        kernels.linearize(apply, params)(params, x)

@@ -247,3 +247,11 @@ def test_vmap_init_over_keys_gives_distinct_members(key):
     x = jnp.asarray(normal(23, 2, 8), jnp.float32)
     ys = jax.jit(jax.vmap(lambda p: model.apply(p, x)))(pop)
     assert ys.shape == (8, 2, 8) and not np.allclose(ys[0], ys[1])
+
+
+def test_combinators_expose_their_children():
+    """``Layer.children``: what serial/parallel were built from, in order; leaves have none."""
+    a, b = nn.Dense(3), nn.Relu()
+    assert nn.serial(a, b).children == (a, b)
+    assert nn.parallel(b, a).children == (b, a)
+    assert a.children == () and nn.serial(nn.serial(a), b).children[0].children == (a,)

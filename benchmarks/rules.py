@@ -1,0 +1,89 @@
+"""Learning-rule benchmarks (issue 9, "Custom gradient rules I").
+
+Fixed model: an MLP 64-256-256-10 (ReLU) on random inputs shaped like digits, batch 128, Adam,
+200 steps in one ``lax.scan`` (``jaxlearn.train.train``); every rule trains the same network.
+
+1. ``rules_step_time`` — time per step of feedback alignment (``FADense`` layers), sign symmetry,
+   DFA (``rules.dfa`` on ``rules.block_mlp``), the forward gradient (1 tangent) and a 2-bit
+   few-bit backward of the ReLUs, against plain backprop measured in the same run. Targets: FA and
+   DFA at most 1.3× backprop's time per step (speed-up ≥ 1/1.3).
+2. ``rules_residual_bytes`` — bytes ``jax.vjp`` keeps for the backward pass of the activation on a
+   (128, 256) float32 batch: ReLU vs its 2-bit few-bit backward. Target: ≤ 1/8 of the float32
+   residual (1/16 with bit packing).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks.harness import best_time, report
+from jaxlearn import nn, rules, train
+
+NUM_STEPS, BATCH, WIDTHS, IN_DIM, OUT_DIM, ROUNDS = 200, 128, (256, 256), 64, 10, 5
+
+
+def _fa(feedback):
+    blocks = [nn.serial(rules.FADense(w, feedback=feedback), nn.Relu()) for w in WIDTHS]
+    return rules.block_serial(*blocks, rules.FADense(OUT_DIM, feedback=feedback))
+
+
+def _few_bit():
+    blocks = [nn.serial(nn.Dense(w), rules.FewBit("relu", 2)) for w in WIDTHS]
+    return rules.block_serial(*blocks, nn.Dense(OUT_DIM))
+
+
+CASES = {
+    "backprop": (lambda: rules.block_mlp(WIDTHS, OUT_DIM), "backprop"),
+    "feedback alignment": (lambda: _fa("random"), "backprop"),
+    "sign symmetry": (lambda: _fa("sign"), "backprop"),
+    "dfa": (lambda: rules.block_mlp(WIDTHS, OUT_DIM), "dfa"),
+    "forward gradient (1 tangent)": (lambda: rules.block_mlp(WIDTHS, OUT_DIM), "forward_gradient"),
+    "few-bit backward (2-bit ReLU)": (_few_bit, "backprop"),
+}
+
+
+def _runner(model, estimator_name):
+    x = jax.random.normal(jax.random.key(1), (2048, IN_DIM))
+    y = jax.random.randint(jax.random.key(2), (2048,), 0, OUT_DIM)
+    opt = train.optimizer("adam", learning_rate=1e-3)
+    step = train.make_step(model.apply_with_state, train.softmax_cross_entropy, opt,
+                           grad_estimator=rules.estimator(estimator_name))
+    state = train.init(model, opt, jax.random.key(0), jax.ShapeDtypeStruct((1, IN_DIM), jnp.float32))
+
+    def batch_fn(key, index):
+        start = (index * BATCH) % (x.shape[0] - BATCH)
+        return jax.lax.dynamic_slice_in_dim(x, start, BATCH), jax.lax.dynamic_slice_in_dim(y, start, BATCH)
+
+    run = jax.jit(lambda s: train.train(s, step, batch_fn, NUM_STEPS)[1]["train"]["loss"])
+    return lambda: run(state)
+
+
+def rules_step_time():
+    runs = {name: _runner(make(), estimator_name) for name, (make, estimator_name) in CASES.items()}
+    cases = {name: float("inf") for name in runs}
+    for _ in range(ROUNDS):  # interleaved rounds, best of all: load on a shared machine hits every case alike
+        for name, run in runs.items():
+            cases[name] = min(cases[name], best_time(run, repeats=3) / NUM_STEPS)
+    target = {"feedback alignment": 1 / 1.3, "dfa": 1 / 1.3}
+    payload = report("rules_step_time", cases, "backprop", target,
+                     extra={"model": f"MLP {IN_DIM}-{'-'.join(map(str, WIDTHS))}-{OUT_DIM}, batch {BATCH}, adam",
+                            "unit": "seconds per step"})
+    for case, row in payload["cases"].items():
+        print(f"  {case:<40s} {1 / row['speedup_vs_baseline']:.2f}x backprop's time per step")
+    return payload
+
+
+def rules_residual_bytes():
+    x = jax.random.normal(jax.random.key(0), (BATCH, WIDTHS[0]), jnp.float32)
+    full = rules.residual_bytes(jax.nn.relu, x)
+    two_bit = rules.residual_bytes(rules.few_bit("relu", 2), x)
+    ratio = two_bit / full
+    print(f"\n== rules_residual_bytes ==\n  ReLU float32 residual {full} B, 2-bit few-bit {two_bit} B: "
+          f"{ratio:.4f} of float32 (target <= 1/8: {'met' if ratio <= 1 / 8 else 'MISSED'}; "
+          f"1/16 with packing: {'met' if ratio <= 1 / 16 else 'not met'})")
+    return {"benchmark": "rules_residual_bytes", "cases": {}, "float32_bytes": full, "two_bit_bytes": two_bit,
+            "residual_ratio": ratio, "residual_target_met": ratio <= 1 / 8}
+
+
+BENCHMARKS = [rules_step_time, rules_residual_bytes]

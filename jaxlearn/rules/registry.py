@@ -1,0 +1,60 @@
+"""Gradient estimators by name — what a config's ``rule`` field selects.
+
+``estimator(name, **kwargs)`` builds the estimator for ``train.make_step(..., grad_estimator=...)``:
+
+==============================  ==========================================================  =============
+name                            estimator                                                   model
+==============================  ==========================================================  =============
+``backprop``                    exact reverse mode (:func:`jaxlearn.train.backprop`)          any
+``dfa``                         direct feedback alignment (:func:`~jaxlearn.rules.dfa`)        block_serial
+``forward_gradient``            weight-perturbed forward gradient (Baydin et al. 2022)      any, no custom_vjp
+``activity_forward_gradient``   activity-perturbed forward gradient (Ren et al. 2023)       block_serial
+==============================  ==========================================================  =============
+
+Feedback alignment and sign symmetry are layer rules (:func:`~jaxlearn.rules.FADense`) trained by
+``backprop``: they change the model, not the estimator.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+
+from jaxlearn import train
+from jaxlearn.rules.feedback import dfa
+from jaxlearn.rules.perturbation import activity_forward_gradient, forward_gradient
+
+__all__ = ["ESTIMATORS", "estimator"]
+
+
+def _backprop():
+    return train.backprop
+
+
+ESTIMATORS = {
+    "backprop": _backprop,
+    "dfa": dfa,
+    "forward_gradient": forward_gradient,
+    "activity_forward_gradient": activity_forward_gradient,
+}
+
+
+def _did_you_mean(value, options) -> str:
+    close = difflib.get_close_matches(str(value), list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def estimator(name: str, **kwargs):
+    """The gradient estimator ``name`` (table above) built with ``kwargs`` (e.g.
+    ``estimator("forward_gradient", num_tangents=4)``). Unknown names or arguments raise a
+    one-line ``ValueError`` with a suggestion, before anything is traced."""
+    if name not in ESTIMATORS:
+        raise ValueError(f"estimator: unknown name {name!r}{_did_you_mean(name, ESTIMATORS)}; expected one of "
+                         f"{sorted(ESTIMATORS)}")
+    factory = ESTIMATORS[name]
+    accepted = inspect.signature(factory).parameters
+    for arg in kwargs:
+        if arg not in accepted:
+            raise ValueError(f"estimator {name!r}: unknown argument {arg!r}{_did_you_mean(arg, accepted)}; "
+                             f"accepted: {list(accepted)}")
+    return factory(**kwargs)
