@@ -7,7 +7,6 @@ member of a population its own data order.
 from __future__ import annotations
 
 import functools
-import numbers
 
 import jax
 import jax.numpy as jnp
