@@ -211,7 +211,8 @@ def is_supported(f: Callable, params, x) -> bool:
 
 def _evaluate(analysis: Analysis, leaves, x, eps):
     """Runs the traced program for one example with ``eps[j]`` added to the output of tap ``j``;
-    returns ``(outputs, {target: (layer input h or None, leaf chain scale, output chain scale)})``."""
+    returns ``(outputs, records)``, one record per target in order: ``(layer input h`` (weights;
+    ``None`` for biases), ``leaf chain scale, output chain scale)``."""
     jaxpr = analysis.jaxpr.jaxpr
     env = dict(zip(jaxpr.constvars, analysis.jaxpr.consts))
     env.update(zip(jaxpr.invars, list(leaves) + [x]))
