@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/jaxlearn run configs/population_digits.yaml --check
 
-# The whole suite: float32 tests, then float64 tests in their own process.
-test: test-float32 test-float64
+# The whole suite: float32 tests and float64 tests, each in its own process. The two processes run
+# side by side (compilation is single-threaded, so two cores are used); each one's output is
+# printed in one piece when it finishes, and either failing fails the target.
+test: $(STAMP)
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-float32 test-float64
 
 test-float32: $(STAMP)
 	$(TEST_ENV) JAX_ENABLE_X64=0 $(PY) -m pytest -q $(PYTEST_OK)

@@ -86,7 +86,7 @@ def _auto_rows(x1, x2) -> int:
     return max(1, _AUTO_ENTRIES // max(n2 * spatial, 1))
 
 
-def analytic(model: Layer, x1, x2=None, *, get=None, batch_size: int | str | None = "auto"):
+def analytic(model, x1, x2=None, *, get=None, batch_size: int | str | None = "auto", W_std=None, b_std=None):
     """The infinite-width kernels of ``model`` between ``x1`` and ``x2``.
 
     ``model``: a :class:`jaxlearn.nn.Layer` whose layers all have kernel maps (e.g.
@@ -104,9 +104,21 @@ def analytic(model: Layer, x1, x2=None, *, get=None, batch_size: int | str | Non
     ``"auto"`` (default): blocks of rows of ``x1`` against all of ``x2``, about 10⁶ kernel entries
     each (memory: a few such arrays); ``None``: everything at once.
     Kernels are per output unit (the same for every output of the last layer).
+
+    ``model`` may also be a ``flax.linen`` or ``flax.nnx`` module built from layers with closed
+    forms (Dense, Conv, pooling, LayerNorm, supported activations, residual sums): its kernel map
+    is read off its jaxpr by :func:`jaxlearn.kernels.flax_layer` (recognised patterns, and how
+    ``W_std``/``b_std`` come from its initialisers unless given here); the first unsupported
+    primitive raises, naming it. ``W_std``/``b_std`` are only for flax modules.
     """
+    from jaxlearn.kernels.flax_kernel import flax_layer, is_flax_module
+
+    if is_flax_module(model):
+        model = flax_layer(model, _check_inputs(x1, x2)[0], W_std=W_std, b_std=b_std)
+    elif W_std is not None or b_std is not None:
+        raise ValueError("W_std/b_std: only for flax modules (a jaxlearn.nn model carries its own)")
     if not isinstance(model, Layer):
-        raise TypeError(f"model: expected a jaxlearn.nn.Layer (flax modules: Kernels II), got {type(model).__name__}")
+        raise TypeError(f"model: expected a jaxlearn.nn.Layer or a flax module, got {type(model).__name__}")
     kinds = None if get is None else _check_get(get)
     x1, x2 = _check_inputs(x1, x2)
     if batch_size != "auto" and batch_size is not None and (

@@ -1,0 +1,644 @@
+"""Infinite-width kernels of flax modules, read off their jaxpr.
+
+:func:`flax_layer` turns a ``flax.linen`` or ``flax.nnx`` module built from layers with closed
+forms into a :class:`jaxlearn.nn.Layer` whose ``kernel_fn`` is the module's infinite-width NNGP/NTK
+map; :func:`jaxlearn.kernels.analytic` calls it when given a flax module. The module is traced once
+(``jax.make_jaxpr`` of its forward pass on one example) and the jaxpr is interpreted over *kernels*
+instead of arrays: every variable is one of
+
+* a Gaussian-process feature map with a :class:`~jaxlearn.nn.Kernel` (the input, a weight layer's
+  output, sums and window averages of them), or an elementwise function ``φ`` of one (kept
+  symbolic until something needs its kernel: then ``φ`` is identified and its dual applied);
+* a per-example statistic over the channels (a reduction over the channel axis), which in the
+  infinite-width limit is deterministic (law of large numbers): ``mean_c z_c → 0`` for zero-mean
+  Gaussian features, ``mean_c z_c² → q`` (the variance, the kernel's diagonal);
+* a parameter (a leaf of the module's params, with its initialiser), or a constant.
+
+Recognised patterns (primitive → layer algebra of :mod:`jaxlearn.nn`):
+
+* ``dot_general`` of features with a 2-D weight over the feature axis → Dense's map
+  (:func:`~jaxlearn.nn.kernel.affine_kernel`, standard parameterization with the module's finite
+  fan-in); ``conv_general_dilated`` with channel-last layouts, ``SAME``/``VALID`` padding, no
+  dilation or groups → Conv's map; adding a per-channel parameter → the bias (``K += σ_b²``,
+  ``Θ += 1``); multiplying by one → a per-channel scale (``K ← c²K``, ``Θ ← c²Θ + K``).
+* Elementwise chains (any mix of elementwise primitives, ``custom_jvp`` functions such as
+  ``jax.nn.relu`` and nested ``jit`` calls on one feature map and constants) are identified
+  numerically on a grid: ``a·min(z,0) + b·max(z,0)`` (ReLU, leaky ReLU, ``|z|``, scaled
+  identity: linear scaling keeps the features Gaussian), ``a·erf(b·z) + c``, ``sin``, exact GELU
+  (``jax.nn.gelu(approximate=False)``) and the tanh approximation of GELU (flax's default
+  ``nn.gelu``), which is given the exact GELU's dual: the two functions differ by at most
+  ``2·10⁻⁴`` (at ``|z| ≈ 2.4``), so the kernels differ at that order; use
+  ``approximate=False`` for the exact limit. Activations without a closed form (tanh, sigmoid,
+  softplus) raise and point to :func:`jaxlearn.kernels.monte_carlo`.
+* LayerNorm over the channel axis (``linen.LayerNorm``, ``nnx.LayerNorm``: mean, variance from
+  ``mean(x²) − mean(x)²``, ``rsqrt``, scale, bias: several primitives) falls out of the statistic
+  rules: ``(z − 0)·rsqrt(q + ε)`` — the map of :func:`jaxlearn.nn.LayerNorm`, for Gaussian inputs.
+* ``reduce_window_sum`` (``linen.avg_pool``) → AvgPool's map times the window size (the division
+  that follows is a scalar scaling); ``reduce_sum`` over all spatial axes (``jnp.mean``) →
+  GlobalAvgPool's map times the number of positions; ``reshape`` to ``(N, features)`` → Flatten's;
+  reshapes that only add or drop unit axes are transparent.
+* ``add``/``sub`` of two different feature maps → a residual sum (:func:`jaxlearn.nn.fanin_sum`:
+  the covariances add, which holds when one branch ends in a weight layer with fresh weights).
+
+Anything else — another primitive, a weight used in another way, BatchNorm's collections —
+raises one ``ValueError`` naming the first unsupported primitive and the module it came from.
+
+Widths and initialisers. The jaxpr has no ``W_std``/``b_std``: they are read from the linen
+module's initialisers (``variance_scaling`` family — lecun/he/glorot normal/uniform/truncated:
+``W_std² = fan_in · Var[W]`` for the weight's own shape —, ``normal(σ)``, ``zeros``, ``ones``,
+``constant``); nnx modules do not keep their initialisers, so flax's defaults are assumed for them
+(``lecun_normal`` weights, zero biases, unit LayerNorm scales). ``W_std=``/``b_std=`` override
+every Dense/Conv weight/bias (LayerNorm's scale and offset keep their initialisers) (needed for other initialisers). flax's defaults are the standard
+parameterization with ``W_std = 1``, ``b_std = 0``; its NTK uses each layer's finite fan-in, as
+:func:`jaxlearn.nn.Dense` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import flax.linen as linen
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxlearn.nn import dual as dual_module
+from jaxlearn.nn.core import Layer, LayerError, _fanin_sum_kernel
+from jaxlearn.nn.flax_adapters import from_linen
+from jaxlearn.nn.kernel import Kernel, _pair_shape, _self_pair_shape, affine_kernel, elementwise_kernel
+from jaxlearn.nn.spatial_kernel import avg_pool_kernel, conv_kernel, flatten_kernel, global_avg_pool_kernel
+
+__all__ = ["flax_layer", "is_flax_module"]
+
+_ELEMENTWISE = {
+    "neg", "sign", "floor", "ceil", "round", "is_finite", "exp", "exp2", "log", "log1p", "expm1", "tanh", "logistic",
+    "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "erf", "erfc", "erf_inv",
+    "abs", "sqrt", "rsqrt", "cbrt", "square", "integer_pow", "pow", "add", "sub", "mul", "div", "rem", "max", "min",
+    "atan2", "nextafter", "select_n", "clamp", "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "xor",
+    "convert_element_type", "copy", "copy_p", "stop_gradient", "reduce_precision",
+}
+_CALLS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
+_SHAPE_ONLY = {"reshape", "broadcast_in_dim", "squeeze", "expand_dims", "convert_element_type", "copy", "copy_p"}
+
+
+# -- abstract values --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Features:
+    """A feature map ``φ(z)``: ``z`` Gaussian with kernel ``k``, ``fn`` the elementwise ``φ`` (None: z)."""
+
+    k: Kernel
+    fn: Callable | None = None
+
+
+@dataclasses.dataclass
+class _Stat:
+    """A per-example (per-position) statistic over the channels: arrays ``(N1, *P)``/``(N2, *P)``;
+    ``None`` arrays: exactly zero. ``scales``: per-channel parameter factors multiplied in."""
+
+    q1: Any
+    q2: Any
+    scales: tuple = ()
+
+
+@dataclasses.dataclass
+class _Param:
+    path: str
+    role: str  # "weight", "bias", "scale"
+    init: Any  # ("variance", v) | ("constant", c)
+    shape: tuple
+    of_weight_layer: bool = True  # a bias beside a weight ("kernel"): W_std/b_std overrides apply
+
+
+@dataclasses.dataclass
+class _Const:
+    value: Any
+
+
+class _Unsupported(ValueError):
+    pass
+
+
+def _where(eqn) -> str:
+    stack = str(eqn.source_info.name_stack)
+    return f" (in {stack})" if stack else ""
+
+
+def _feeding(eqn) -> str:
+    stack = str(eqn.source_info.name_stack)
+    return f" (feeding {stack})" if stack else ""
+
+
+def _fail(eqn, why: str):
+    raise _Unsupported(f"flax module: primitive {eqn.primitive.name!r}{_where(eqn)} {why}")
+
+
+# -- initialisers -----------------------------------------------------------------------------------
+
+
+def _fans(shape, in_axis=-2, out_axis=-1):
+    receptive = math.prod(shape) / (shape[in_axis] * shape[out_axis]) if len(shape) > 1 else 1
+    fan_in = shape[in_axis] * receptive if len(shape) > 1 else shape[0]
+    fan_out = shape[out_axis] * receptive if len(shape) > 1 else shape[0]
+    return fan_in, fan_out
+
+
+def _read_init(init, shape, path):
+    """``("variance", Var[entry])`` or ``("constant", c)`` from a flax/JAX initialiser, else None."""
+    if init is None:
+        return None
+    name = getattr(init, "__qualname__", "")
+    closure = dict(zip(getattr(getattr(init, "__code__", None), "co_freevars", ()),
+                       [c.cell_contents for c in (getattr(init, "__closure__", None) or ())]))
+    if name.startswith("zeros"):
+        return ("constant", 0.0)
+    if name.startswith("ones"):
+        return ("constant", 1.0)
+    if name == "constant.<locals>.init":
+        value = np.asarray(closure["value"])
+        return ("constant", float(value)) if value.ndim == 0 else None
+    if name == "normal.<locals>.init":
+        return ("variance", float(closure["stddev"]) ** 2)
+    if name == "variance_scaling.<locals>.init" and not closure.get("batch_axis"):
+        fan_in, fan_out = _fans(shape, closure["in_axis"], closure["out_axis"])
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}.get(closure["mode"])
+        if fan is None:
+            return None
+        return ("variance", float(closure["scale"]) / fan)
+    return None
+
+
+_NNX_DEFAULTS = {"kernel": ("variance", None), "bias": ("constant", 0.0), "scale": ("constant", 1.0)}
+
+
+def _roles(name: str) -> str:
+    return {"kernel": "weight", "bias": "bias", "scale": "scale"}.get(name, "unknown")
+
+
+# -- the module's params and forward function --------------------------------------------------------
+
+
+def is_flax_module(obj) -> bool:
+    """Whether ``obj`` is a ``flax.linen.Module`` or ``flax.nnx.Module`` instance."""
+    return isinstance(obj, (linen.Module, nnx.Module))
+
+
+def _linen_parts(module, example, variables):
+    if variables is None:
+        variables = module.init(jax.random.key(0), example)
+    extra = sorted(set(variables) - {"params"})
+    if extra:
+        raise ValueError(f"module: flax collections {extra} (e.g. BatchNorm statistics) have no infinite-width map; "
+                         f"only modules whose variables are all 'params' are supported")
+    inits = {}
+
+    def record(next_fn, args, kwargs, context):
+        m = context.module
+        for attr in ("kernel_init", "bias_init", "scale_init"):
+            if hasattr(m, attr):
+                inits[(m.path, attr[:-5])] = getattr(m, attr)
+        return next_fn(*args, **kwargs)
+
+    with linen.intercept_methods(record):
+        jax.eval_shape(module.apply, variables, example)
+
+    def forward(params, x):
+        return module.apply({"params": params}, x)
+
+    def init_of(path_keys, shape):
+        *mpath, name = path_keys
+        return _read_init(inits.get((tuple(mpath), name)), shape, path_keys)
+
+    return variables["params"], forward, init_of
+
+
+def _nnx_parts(module):
+    graphdef, params_state, rest = nnx.split(module, nnx.Param, ...)
+
+    def forward(params, x):
+        return nnx.merge(graphdef, params, rest)(x)
+
+    def init_of(path_keys, shape):
+        name = path_keys[-2] if path_keys and path_keys[-1] == "value" else path_keys[-1]
+        kind, value = _NNX_DEFAULTS.get(name, (None, None))
+        if kind == "variance":
+            return ("variance", 1.0 / _fans(shape)[0])
+        return None if kind is None else (kind, value)
+
+    return params_state, forward, init_of
+
+
+def _key_name(k) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+# -- the interpreter -------------------------------------------------------------------------------
+
+
+def _concrete(eqn, vals):
+    with jax.ensure_compile_time_eval():
+        out = eqn.primitive.bind(*vals, **eqn.params)
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def _compose(eqn, ins):
+    """The elementwise ``z -> eqn(inputs)`` where each input is ``φ_i(z)`` or a constant."""
+    fns = [(v.fn or (lambda z: z)) if isinstance(v, _Features) else (lambda z, c=v.value: c) for v in ins]
+
+    def fn(z):
+        out = eqn.primitive.bind(*[f(z) for f in fns], **eqn.params)
+        return out[0] if eqn.primitive.multiple_results else out
+
+    return fn
+
+
+def _scale(k: Kernel, a) -> Kernel:
+    """The kernel of ``a·z`` (``a`` a scalar)."""
+    a2 = jnp.square(a)
+    return k.replace(nngp=a2 * k.nngp, ntk=a2 * k.ntk, cov1=a2 * k.cov1,
+                     cov2=None if k.cov2 is None else a2 * k.cov2)
+
+
+_GRID = np.linspace(-4.0, 4.0, 161)
+
+
+def _identify(fn, eqn_hint: str):
+    """``(dual, gaussian_scale)`` for the elementwise ``fn``: ``gaussian_scale`` is ``a`` when
+    ``fn(z) = a·z`` (a linear map keeps the features Gaussian), else None."""
+    try:
+        with jax.ensure_compile_time_eval():
+            z = jnp.asarray(_GRID)
+            y = np.asarray(fn(z), dtype=np.float64)
+            one = np.asarray(fn(jnp.asarray([-1.0, 1.0], z.dtype)), dtype=np.float64)
+    except Exception as e:  # noqa: BLE001 (a chain that does not evaluate entrywise, e.g. array constants)
+        raise _Unsupported(f"flax module: the elementwise function{eqn_hint} cannot be evaluated entrywise "
+                           f"({type(e).__name__})") from None
+    tol = dict(rtol=1e-5, atol=1e-5 * max(1.0, np.abs(y).max()))
+    a, b = -one[0], one[1]
+    if np.allclose(y, a * np.minimum(_GRID, 0) + b * np.maximum(_GRID, 0), **tol):
+        if np.isclose(a, b, rtol=1e-7, atol=0):
+            return None, b
+        return (lambda q11, q12, q22: dual_module.ab_relu_dual(q11, q12, q22, a=a, b=b)), None
+    from scipy.special import erf as np_erf, erfinv  # scipy: a main dependency
+
+    with jax.ensure_compile_time_eval():  # a·erf(b·z) + c: c = φ(0), a = φ(∞) - c, erf(b) = (φ(1) - c)/a
+        c, top, at_one = (float(v) for v in np.asarray(fn(jnp.asarray([0.0, 60.0, 1.0], z.dtype)), np.float64))
+    a_erf = top - c
+    if a_erf != 0 and abs((at_one - c) / a_erf) < 1:
+        b_erf = float(erfinv((at_one - c) / a_erf))
+        if b_erf > 0 and np.allclose(y, a_erf * np_erf(b_erf * _GRID) + c, **tol):
+            return (lambda q11, q12, q22: dual_module.erf_dual(q11, q12, q22, a=a_erf, b=b_erf, c=c)), None
+
+    exact_gelu = 0.5 * _GRID * (1 + np_erf(_GRID / np.sqrt(2)))
+    tanh_gelu = 0.5 * _GRID * (1 + np.tanh(np.sqrt(2 / np.pi) * (_GRID + 0.044715 * _GRID ** 3)))
+    known = {"sin": np.sin(_GRID), "gelu": exact_gelu, "gelu (tanh approximation)": tanh_gelu}
+    duals = {"sin": dual_module.sin_dual, "gelu": dual_module.gelu_dual,
+             "gelu (tanh approximation)": dual_module.gelu_dual}
+    for name, ref in known.items():
+        if np.allclose(y, ref, **tol):
+            return duals[name], None
+    no_closed_form = {"tanh": np.tanh(_GRID), "sigmoid": 1 / (1 + np.exp(-_GRID)), "softplus": np.logaddexp(0, _GRID)}
+    for name, ref in no_closed_form.items():
+        if np.allclose(y, ref, **tol):
+            raise _Unsupported(f"flax module: activation {name}{eqn_hint} has no closed-form infinite-width kernel; "
+                               f"estimate it with jaxlearn.kernels.monte_carlo")
+    raise _Unsupported(f"flax module: the elementwise function{eqn_hint} is not a recognised activation "
+                       f"(a·min(z,0)+b·max(z,0), erf, sin, gelu); estimate it with jaxlearn.kernels.monte_carlo")
+
+
+def _kernel_of(v: _Features, hint: str = "") -> Kernel:
+    """The kernel of a feature map (its activation applied)."""
+    if v.fn is None:
+        return v.k
+    dual, a = _identify(v.fn, hint)
+    if dual is None:
+        return _scale(v.k, a)
+    try:
+        return elementwise_kernel(v.k, dual, "activation")
+    except LayerError as e:
+        raise _Unsupported(f"flax module{hint}: {e}") from None
+
+
+def _scale_by_stat(k: Kernel, s: _Stat) -> Kernel:
+    """The kernel of ``z·s(x)`` with ``s`` a per-example (per-position) statistic."""
+    p = k.spatial_ndim
+    nngp = _pair_shape(True, s.q1, p) * k.nngp * _pair_shape(False, s.q2, p)
+    ntk = _pair_shape(True, s.q1, p) * k.ntk * _pair_shape(False, s.q2, p)
+    cov1 = _self_pair_shape(True, s.q1) * k.cov1 * _self_pair_shape(False, s.q1)
+    cov2 = None if k.cov2 is None else _self_pair_shape(True, s.q2) * k.cov2 * _self_pair_shape(False, s.q2)
+    return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2)
+
+
+class _Interpreter:
+    def __init__(self, init_of: Callable, W_std, b_std):
+        self.init_of, self.W_std, self.b_std = init_of, W_std, b_std
+
+    # parameters
+    def weight_std(self, p: _Param, fan_in: int):
+        if self.W_std is not None:
+            return self.W_std
+        if p.init is None or p.init[0] != "variance":
+            raise _Unsupported(f"flax module: the initialiser of weight {p.path} is not a zero-mean variance-scaling "
+                               f"or normal initialiser; pass W_std= explicitly")
+        return math.sqrt(p.init[1] * fan_in)
+
+    def bias_std(self, p: _Param):
+        if self.b_std is not None and p.of_weight_layer:
+            return self.b_std
+        if p.init is not None and p.init[0] == "variance":
+            return math.sqrt(p.init[1])
+        if p.init is not None and p.init == ("constant", 0.0):
+            return 0.0
+        raise _Unsupported(f"flax module: the initialiser of bias {p.path} is neither zeros nor zero-mean normal; "
+                           f"pass b_std= explicitly")
+
+    # the interpretation proper
+    def run(self, jaxpr, consts, args):
+        env = {}
+
+        def read(v):
+            if isinstance(v, jax.extend.core.Literal):
+                return _Const(v.val)
+            return env[v]
+
+        for var, val in zip(jaxpr.constvars, consts):
+            env[var] = _Const(val)
+        for var, val in zip(jaxpr.invars, args):
+            env[var] = val
+        for eqn in jaxpr.eqns:
+            ins = [read(v) for v in eqn.invars]
+            outs = self.eqn(eqn, ins)
+            for var, val in zip(eqn.outvars, outs):
+                env[var] = val
+        return [read(v) for v in jaxpr.outvars]
+
+    def eqn(self, eqn, ins):
+        name = eqn.primitive.name
+        if all(isinstance(v, _Const) for v in ins):
+            return [_Const(o) for o in _concrete(eqn, [v.value for v in ins])]
+        inner = next((eqn.params[k] for k in _CALLS if k in eqn.params), None)
+        if inner is not None:
+            closed = inner if hasattr(inner, "jaxpr") else None
+            jaxpr, consts = (closed.jaxpr, closed.consts) if closed is not None else (inner, ())
+            return self.run(jaxpr, consts, ins)
+        feats = [v for v in ins if isinstance(v, _Features)]
+        params = [v for v in ins if isinstance(v, _Param)]
+        stats = [v for v in ins if isinstance(v, _Stat)]
+        if name in _SHAPE_ONLY and len(ins) == 1:
+            return [self.reshape(eqn, ins[0])]
+        if name == "dot_general" and len(feats) == 1 and len(params) == 1:
+            return [self.dense(eqn, ins)]
+        if name == "conv_general_dilated" and len(feats) == 1 and len(params) == 1:
+            return [self.conv(eqn, ins)]
+        if name == "reduce_sum" and feats:
+            return [self.reduce_sum(eqn, feats[0])]
+        if name == "reduce_window_sum" and feats:
+            return [self.window_sum(eqn, feats[0])]
+        if name in _ELEMENTWISE:
+            return [self.elementwise(eqn, ins, feats, params, stats)]
+        _fail(eqn, "has no infinite-width map" + (" (supported: Dense, Conv, pooling, LayerNorm, activations, "
+                                                   "residual sums)"))
+
+    def reshape(self, eqn, v):
+        if isinstance(v, (_Param, _Stat)):
+            return v
+        out = eqn.outvars[0].aval.shape
+        inp = eqn.invars[0].aval.shape
+        if isinstance(v, _Features):
+            if tuple(d for d in inp if d != 1) == tuple(d for d in out if d != 1) and inp[0] == out[0] \
+                    and inp[-1] == out[-1]:
+                return v
+            if eqn.primitive.name == "reshape" and len(out) == 2 and out[0] == inp[0] and len(inp) > 2:
+                return _Features(flatten_kernel(_kernel_of(v, _feeding(eqn)), "Flatten"))
+        _fail(eqn, f"reshapes features {inp} -> {out}, which is not Flatten")
+
+    def dense(self, eqn, ins):
+        f, w = (ins[0], ins[1]) if isinstance(ins[0], _Features) else (ins[1], ins[0])
+        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+        lhs_ndim = eqn.invars[0].aval.ndim
+        if not isinstance(ins[0], _Features) or len(w.shape) != 2 or tuple(lc) != (lhs_ndim - 1,) \
+                or tuple(rc) != (0,) or lb or rb or w.role != "weight":
+            _fail(eqn, "is not a Dense layer (features @ a 2-D weight over the last axis)")
+        k = _kernel_of(f, _feeding(eqn))
+        fan_in, fan_out = w.shape
+        return _Features(affine_kernel(k, self.weight_std(w, fan_in), None, "standard", fan_in, fan_out))
+
+    def conv(self, eqn, ins):
+        f, w = ins
+        p = eqn.params
+        nd = len(w.shape) - 2
+        dn = p["dimension_numbers"]
+        channel_last = (0, nd + 1) + tuple(range(1, nd + 1))
+        if not isinstance(f, _Features) or w.role != "weight" or tuple(dn.lhs_spec) != channel_last \
+                or tuple(dn.out_spec) != channel_last or tuple(dn.rhs_spec) != (nd + 1, nd) + tuple(range(nd)) \
+                or p["feature_group_count"] != 1 or p["batch_group_count"] != 1 \
+                or any(d != 1 for d in p["lhs_dilation"]) or any(d != 1 for d in p["rhs_dilation"]):
+            _fail(eqn, "is not a Conv layer (channel-last input, HWIO weight, no dilation or groups)")
+        window, strides = tuple(w.shape[:nd]), tuple(p["window_strides"])
+        spatial = eqn.invars[0].aval.shape[1:-1]
+        pads = tuple(tuple(x) for x in p["padding"])
+        padding = next((name for name in ("SAME", "VALID")
+                        if tuple(jax.lax.padtype_to_pads(spatial, window, strides, name)) == pads), None)
+        if padding is None:
+            _fail(eqn, f"pads {pads}, which is neither SAME nor VALID")
+        k = _kernel_of(f, _feeding(eqn))
+        fan_in = math.prod(w.shape[:-1])
+        return _Features(conv_kernel(k, "Conv", window, strides, padding, self.weight_std(w, fan_in), None,
+                                     "standard", w.shape[-1]))
+
+    def reduce_sum(self, eqn, f):
+        axes = tuple(eqn.params["axes"])
+        ndim = eqn.invars[0].aval.ndim
+        shape = eqn.invars[0].aval.shape
+        if axes == (ndim - 1,):  # over the channels: a statistic (law of large numbers)
+            _, a = (None, 1.0) if f.fn is None else _identify_moment(f.fn)
+            if a == "square":
+                q1, q2 = f.k.variances()
+                return _Stat(shape[-1] * q1, shape[-1] * q2)
+            if not f.k.is_gaussian:
+                _fail(eqn, "averages features over the channels that are not zero-mean Gaussian (e.g. LayerNorm "
+                           "after an activation); only LayerNorm of weight-layer outputs has a closed form")
+            return _Stat(None, None)
+        if ndim > 2 and axes == tuple(range(1, ndim - 1)):  # over all positions: global pooling × positions
+            k = global_avg_pool_kernel(_kernel_of(f, _feeding(eqn)))
+            return _Features(_scale(k, math.prod(shape[1:-1])))
+        _fail(eqn, f"sums features over axes {axes} of shape {shape}: only the channel axis (LayerNorm) or all "
+                   f"positions (global pooling) have a map")
+
+    def window_sum(self, eqn, f):
+        p = eqn.params
+        dims, strides = p["window_dimensions"], p["window_strides"]
+        pads = tuple(tuple(x) for x in p["padding"])
+        if dims[0] != 1 or dims[-1] != 1 or strides[0] != 1 or strides[-1] != 1 \
+                or any(d != 1 for d in p["base_dilation"]) or any(d != 1 for d in p["window_dilation"]):
+            _fail(eqn, "pools over the batch or channel axis or with dilation")
+        window, step = tuple(dims[1:-1]), tuple(strides[1:-1])
+        spatial = eqn.invars[0].aval.shape[1:-1]
+        padding = next((name for name in ("SAME", "VALID")
+                        if ((0, 0),) + tuple(jax.lax.padtype_to_pads(spatial, window, step, name)) + ((0, 0),)
+                        == pads), None)
+        if padding is None:
+            _fail(eqn, f"pads {pads}, which is neither SAME nor VALID")
+        k = avg_pool_kernel(_kernel_of(f, _feeding(eqn)), "AvgPool", window, step, padding, True)
+        return _Features(_scale(k, math.prod(window)))
+
+    def elementwise(self, eqn, ins, feats, params, stats):
+        name = eqn.primitive.name
+        sources = {id(f.k) for f in feats}
+        if feats and not params and not stats and len(sources) == 1:
+            return _Features(feats[0].k, _compose(eqn, ins))
+        if name in ("add", "sub") and len(feats) == 2 and len(sources) == 2:
+            ks = tuple(_kernel_of(f, _feeding(eqn)) for f in feats)
+            try:
+                return _Features(_fanin_sum_kernel(ks))
+            except LayerError as e:
+                _fail(eqn, f"sums two feature maps: {e}")
+        if len(feats) == 1 and feats[0].fn is None and len(ins) == 2:
+            other = ins[1] if ins[0] is feats[0] else ins[0]
+            k = feats[0].k
+            if name == "add" and isinstance(other, _Param) and other.role == "bias":
+                b2 = jnp.square(self.bias_std(other))
+                cov2 = None if k.cov2 is None else k.cov2 + b2
+                return _Features(k.replace(nngp=k.nngp + b2, ntk=k.ntk + 1.0, cov1=k.cov1 + b2, cov2=cov2))
+            if name == "mul" and isinstance(other, _Param) and other.role == "scale":
+                return _Features(self.param_scale(eqn, k, other))
+            if name == "mul" and isinstance(other, _Stat) and other.q1 is not None:
+                k = _scale_by_stat(k, other)
+                for p in other.scales:
+                    k = self.param_scale(eqn, k, p)
+                return _Features(k)
+            if name == "sub" and ins[0] is feats[0] and isinstance(other, _Stat) and other.q1 is None:
+                return feats[0]
+        if not feats and stats:
+            return self.stat_op(eqn, ins, params)
+        _fail(eqn, "combines features, parameters and statistics in a way that is not a Dense/Conv bias, a "
+                   "LayerNorm, an activation or a residual sum")
+
+    def param_scale(self, eqn, k, p: _Param):
+        if p.init is None or p.init[0] != "constant":
+            _fail(eqn, f"scales by parameter {p.path}, whose initialiser is not a constant")
+        c = p.init[1]
+        scaled = _scale(k, c)
+        cov2 = scaled.cov2
+        return scaled.replace(ntk=scaled.ntk + k.nngp, cov2=cov2)
+
+    def stat_op(self, eqn, ins, params):
+        name = eqn.primitive.name
+        if name == "mul" and len(params) == 1 and len(ins) == 2:
+            s = next(v for v in ins if isinstance(v, _Stat))
+            if params[0].role != "scale":
+                _fail(eqn, f"multiplies a statistic by parameter {params[0].path}, which is not a scale")
+            return _Stat(s.q1, s.q2, s.scales + (params[0],))
+        if params or any(isinstance(v, _Stat) and v.scales for v in ins):
+            _fail(eqn, "mixes parameters into a statistic")
+        for v in ins:
+            if isinstance(v, _Const) and np.ndim(v.value) != 0 and np.size(v.value) != 1:
+                _fail(eqn, "combines a statistic with a non-scalar constant")
+        zero = [isinstance(v, _Stat) and v.q1 is None for v in ins]
+        if any(zero):
+            if name in ("square", "integer_pow", "mul", "neg", "convert_element_type") or (name == "div" and zero[0]):
+                return _Stat(None, None)
+            if name in ("add", "sub") and len(ins) == 2:
+                other = ins[1] if zero[0] else ins[0]
+                if name == "sub" and zero[0]:
+                    _fail(eqn, "negates a statistic")
+                return other if isinstance(other, _Stat) else _Stat(None, None) if isinstance(other, _Const) and \
+                    np.all(np.asarray(other.value) == 0) else _fail(eqn, "adds a constant to a zero statistic")
+            if name == "max" and len(ins) == 2:
+                other = ins[1] if zero[0] else ins[0]
+                if isinstance(other, _Stat):
+                    return other
+            _fail(eqn, "needs the value of a statistic that is zero in the limit")
+
+        def side(which):
+            vals = [getattr(v, which) if isinstance(v, _Stat) else jnp.reshape(jnp.asarray(v.value), ()) for v in ins]
+            out = eqn.primitive.bind(*vals, **{k: v for k, v in eqn.params.items()
+                                              if not (name == "convert_element_type" and k == "sharding")})
+            return out
+
+        return _Stat(side("q1"), side("q2"))
+
+
+def _identify_moment(fn):
+    """``(None, "square")`` if ``fn(z) = z²``, ``(None, "identity")`` if ``fn(z) = z``, else raises."""
+    with jax.ensure_compile_time_eval():
+        y = np.asarray(fn(jnp.asarray(_GRID)), dtype=np.float64)
+    if np.allclose(y, _GRID ** 2, rtol=1e-5, atol=1e-5):
+        return None, "square"
+    if np.allclose(y, _GRID, rtol=1e-5, atol=1e-5):
+        return None, 1.0
+    raise _Unsupported("flax module: a channel mean of a nonlinear function of the features (other than z²) has no "
+                       "map here")
+
+
+def flax_layer(module, example, *, variables=None, W_std=None, b_std=None) -> Layer:
+    """``module`` (a ``flax.linen.Module`` or an ``nnx.Module``) as a :class:`jaxlearn.nn.Layer`
+    with its infinite-width kernel map (module docstring: recognised patterns, initialisers).
+
+    ``example``: one input batch (only its shape and dtype are used for tracing). ``variables``:
+    linen variables (default: ``module.init`` with a fixed key — only the shapes matter).
+    ``W_std``/``b_std``: override the values read from the initialisers, for every weight/bias.
+    The module is traced when this is called: unsupported primitives raise here, naming the first
+    one. The returned layer's ``init``/``apply`` are :func:`jaxlearn.nn.from_linen`'s for linen
+    modules (for nnx modules, use :func:`jaxlearn.nn.from_nnx` to train; this layer is for kernels).
+    """
+    example = jnp.asarray(example)[:1]
+    if isinstance(module, linen.Module):
+        params, forward, init_of = _linen_parts(module, example, variables)
+    elif isinstance(module, nnx.Module):
+        if variables is not None:
+            raise ValueError("variables: only for linen modules (an nnx module holds its own)")
+        params, forward, init_of = _nnx_parts(module)
+    else:
+        raise TypeError(f"module: expected a flax.linen.Module or flax.nnx.Module, got {type(module).__name__}")
+    for name, value in (("W_std", W_std), ("b_std", b_std)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            raise ValueError(f"{name}: expected a non-negative number or None, got {value!r}")
+    closed = jax.make_jaxpr(forward)(params, example)
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    paths = []
+    for path, _ in leaves:
+        keys = tuple(_key_name(k) for k in path)
+        paths.append(keys[:-1] if keys and keys[-1] == "value" else keys)
+    with_weight = {keys[:-1] for keys in paths if keys and keys[-1] == "kernel"}
+    param_values = [_Param("/".join(keys), _roles(keys[-1] if keys else ""), init_of(keys, tuple(np.shape(leaf))),
+                           tuple(np.shape(leaf)), keys[:-1] in with_weight)
+                    for keys, (_, leaf) in zip(paths, leaves)]
+    interpreter = _Interpreter(init_of, W_std, b_std)
+    n_params = len(param_values)
+    if len(closed.jaxpr.invars) != n_params + 1:
+        raise ValueError("module: expected the forward pass to take one input array")
+    out_shape = closed.out_avals[0].shape if len(closed.out_avals) == 1 else None
+    if out_shape is None:
+        raise ValueError("module: expected the forward pass to return one array")
+
+    def kernel_fn(k):
+        try:
+            outs = interpreter.run(closed.jaxpr, closed.consts, param_values + [_Features(k)])
+            out = outs[0]
+            if not isinstance(out, _Features):
+                raise _Unsupported("flax module: the output is not a feature map of the input")
+            return _kernel_of(out, " (at the output)")
+        except _Unsupported as e:
+            raise ValueError(str(e)) from None
+
+    # trace once now, on the input kernel of the example, so unsupported modules fail here
+    from jaxlearn.nn.kernel import input_kernel
+
+    jax.eval_shape(lambda x: kernel_fn(input_kernel(x)), example)
+    name = f"flax({type(module).__name__})"
+    if isinstance(module, linen.Module):
+        base = from_linen(module)
+        return Layer(base.init_fn, base.apply_fn, kernel_fn, name, None)
+
+    def _no_init(key, spec):
+        raise LayerError(f"{name}: built for kernels; train nnx modules through jaxlearn.nn.from_nnx")
+
+    return Layer(_no_init, _no_init, kernel_fn, name, None)
