@@ -37,7 +37,8 @@ class Config:
     snapshots: tuple[int, ...] = runner.static((), min=1, help="steps at which member states are kept")
 
 
-def _model(config: Config):
+def model(config: Config):
+    """The network of a member (the ``model`` hook: after-kernels and landscapes of saved runs)."""
     return nn.mlp(config.widths, 10, activation="relu", W_std=np.sqrt(2.0))
 
 
@@ -54,21 +55,21 @@ def data(config: Config):
 
 def init(config: Config, key) -> train.TrainState:
     """One member's initial state."""
-    return train.init(_model(config), _optimizer(config), key, data_module.digits(seed=0).input_spec)
+    return train.init(model(config), _optimizer(config), key, data_module.digits(seed=0).input_spec)
 
 
 def evaluate(state: train.TrainState, config: Config, arrays) -> dict:
     """Test accuracy and loss of a member."""
     x_test, y_test = arrays[2], arrays[3]
-    logits = _model(config).apply(state.params, x_test)
+    logits = model(config).apply(state.params, x_test)
     return {"test_accuracy": train.accuracy(logits, y_test), "test_loss": train.softmax_cross_entropy(logits, y_test)}
 
 
 def segment(state: train.TrainState, config: Config, arrays):
     """Advances one member by ``config.segment_steps`` SGD steps; returns it and its metrics."""
-    model = _model(config)
+    net = model(config)
     x_train, y_train = arrays[0], arrays[1]
-    step = train.make_step(model.apply_with_state, train.softmax_cross_entropy, _optimizer(config))
+    step = train.make_step(net.apply_with_state, train.softmax_cross_entropy, _optimizer(config))
 
     def batch_fn(key, step_index):
         return data_module.get_batch(key, step_index, x_train, y_train, config.batch_size)

@@ -12,12 +12,12 @@ from jaxlearn.runner.config import (
 )
 from jaxlearn.runner.configfile import Axis, expand, load_file, parse_assignment, parse_sweep
 from jaxlearn.runner.experiment import Experiment, list_experiments, load_experiment
-from jaxlearn.runner.results import Results, Trajectory, load, load_state, load_trajectory
+from jaxlearn.runner.results import Results, Trajectory, after_kernel, load, load_state, load_trajectory
 from jaxlearn.runner.store import Index, StoreError, resolve_run
 from jaxlearn.runner.sweep import SweepReport, enable_compilation_cache, resolve, run_sweep
 
 __all__ = [
-    "Axis", "ConfigError", "Experiment", "Index", "Results", "StoreError", "Trajectory", "SweepReport", "canonical_json",
+    "after_kernel", "Axis", "ConfigError", "Experiment", "Index", "Results", "StoreError", "Trajectory", "SweepReport", "canonical_json",
     "dynamic", "dynamic_fields", "enable_compilation_cache", "expand", "list_experiments", "load",
     "load_experiment", "load_file", "load_state", "load_trajectory", "parse_assignment", "parse_config", "parse_sweep", "resolve", "resolve_run", "run_id",
     "run_sweep", "static", "static_fields", "to_dict",

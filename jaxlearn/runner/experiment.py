@@ -23,6 +23,8 @@ An experiment is a Python module (by default ``experiments/<name>.py``) that def
   ``evaluate(state, config, data)`` / ``run(config, data)`` instead of baking it into the program.
 * Optional ``snapshots`` config field (tuple of steps): member states kept at those steps
   (``jaxlearn.runner.load_state(run, step)``).
+* Optional ``model(config) -> jaxlearn.nn.Layer``: the member's network, for analyses of saved
+  runs (:func:`jaxlearn.runner.after_kernel`).
 * Optional ``summarize(results) -> list[dict]`` (a printed table), ``check(results)`` (asserts
   the published claim) and ``plot(results) -> matplotlib Figure``; ``results`` is a
   :class:`jaxlearn.runner.Results` (runs and curves as pandas DataFrames).

@@ -22,7 +22,7 @@ from jaxlearn.runner import arrays, store
 from jaxlearn.runner import config as cfg
 from jaxlearn.runner.experiment import load_experiment
 
-__all__ = ["Results", "Trajectory", "load", "load_state", "load_trajectory", "flatten"]
+__all__ = ["Results", "Trajectory", "after_kernel", "load", "load_state", "load_trajectory", "flatten"]
 
 
 class Results(NamedTuple):
@@ -103,6 +103,33 @@ def load_state(root, run: str, step: int | str = "final", *, search_paths=()):
     from jaxlearn.runner.execute import member_template
 
     return arrays.load_npz(file, member_template(experiment, config))
+
+
+def after_kernel(root, run: str, x1, x2=None, *, step: int | str = "final", search_paths=(), **kwargs):
+    """The empirical NTK of a run's trained network (its *after-kernel*; NNGP with ``kind="nngp"``):
+    ``kernels.empirical(apply, state.params, x1, x2, **kwargs)`` with ``state = load_state(root,
+    run, step)`` and ``apply(params, x) = model.apply(params, x, state.model_state)`` — BatchNorm
+    statistics frozen at their saved values — where ``model = experiment.model(config)``, the
+    experiment's ``model`` hook (a :class:`jaxlearn.nn.Layer`; experiments without it raise).
+    ``kwargs`` are :func:`jaxlearn.kernels.empirical`'s (``kind``, ``trace_axes``, ``method``, ...).
+    Compare with the kernel at initialisation (``step=0`` when 0 is a snapshot step, or
+    ``model.init``) through :func:`jaxlearn.kernels.kernel_distance`.
+    """
+    from jaxlearn import kernels
+
+    _, record, experiment, config = _saved_run(root, run, search_paths)
+    model_fn = experiment.hook("model")
+    if model_fn is None:
+        raise ValueError(f"run {record['run_id']}: experiment {record['experiment']!r} has no model(config) hook, so "
+                         f"its network cannot be rebuilt for a kernel")
+    model = model_fn(config)
+    state = load_state(root, run, step, search_paths=search_paths)
+    model_state = getattr(state, "model_state", ())
+
+    def apply(params, x):
+        return model.apply(params, x, model_state)
+
+    return kernels.empirical(apply, state.params, x1, x2, **kwargs)
 
 
 class Trajectory(NamedTuple):

@@ -49,3 +49,29 @@ def test_population_digits_summary_is_mean_and_std_over_seeds(store_root):
     for row in experiment.hook("summarize")(results):
         acc = results.runs[np.isclose(results.runs.learning_rate, row["learning_rate"])].test_accuracy.to_numpy()
         assert row["seeds"] == 2 and row["test_accuracy"] == pytest.approx(acc.mean()) and row["std"] == pytest.approx(acc.std())
+
+
+@pytest.mark.slow
+def test_after_kernel_of_a_saved_run(store_root):
+    """The after-kernel is the empirical NTK of the saved trained params (one call), and training
+    moved it away from the kernel at initialisation."""
+    import jax
+
+    from jaxlearn import data, kernels
+
+    experiment, configs = runner.resolve(REPO / "configs" / "population_digits.yaml", variant="smoke")
+    report = runner.run_sweep(experiment, configs, root=store_root, progress=False)  # reused when finished
+    run = report.run_ids[0]
+    x = data.digits(seed=0).x_test[:12]
+    after = runner.after_kernel(store_root, run, x, method="jacobian")
+    config = configs[0]
+    model = experiment.hook("model")(config)
+    trained = runner.load_state(store_root, run).params
+    np.testing.assert_allclose(after, kernels.empirical(model.apply, trained, x, method="jacobian"), rtol=1e-6)
+    initial = model.init(jax.random.split(jax.random.key(config.seed))[0], x)[0]  # train.init's draw
+    before = kernels.empirical(model.apply, initial, x)
+    assert after.shape == (12, 12) and float(kernels.kernel_distance(before, after)) > 1e-3
+    teacher = runner.resolve(REPO / "configs" / "teacher_student.yaml", variant="smoke")
+    ran = runner.run_sweep(*teacher, root=store_root, progress=False)  # reused when finished
+    with pytest.raises(ValueError, match="no model\\(config\\) hook"):
+        runner.after_kernel(store_root, ran.run_ids[0], x)
