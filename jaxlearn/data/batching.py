@@ -163,3 +163,11 @@ def merge_rows(a, num_rows: int):
     """``(num, rows, …) -> (num_rows, …)``: the inverse of :func:`split_rows` (a reshape, then a cut)."""
     return a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:])[:num_rows]
 
+
+def merge_grid(a, num_rows: int, num_cols: int):
+    """``(num1, num2, rows, cols, …) -> (num_rows, num_cols, …)``: a ``lax.map`` over row blocks of
+    a ``lax.map`` over column blocks (both by :func:`split_rows`) reassembled, padding cut off."""
+    a = jnp.moveaxis(a, 2, 1)
+    a = a.reshape((a.shape[0] * a.shape[1], a.shape[2] * a.shape[3]) + a.shape[4:])
+    return a[:num_rows, :num_cols]
+

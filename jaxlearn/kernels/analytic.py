@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn.nn.core import Layer
-from jaxlearn.data.batching import merge_rows, split_rows
+from jaxlearn.data.batching import merge_grid, merge_rows, split_rows
 from jaxlearn.nn.kernel import input_kernel
 
 __all__ = ["analytic", "KINDS"]
@@ -64,14 +64,8 @@ def _blocked(model, x1, x2, size1, size2):
     b2 = split_rows(x2, size2)
     # leaves (blocks1, blocks2, size1, size2, *S); covs (blocks1, blocks2, size, *S)
     k = jax.lax.map(lambda xa: jax.lax.map(lambda xb: model.kernel(input_kernel(xa, xb)), b2), b1)
-
-    def grid(a):  # (B1, B2, s1, s2, *S) -> (N1, N2, *S)
-        a = jnp.moveaxis(a, 2, 1)
-        a = a.reshape((a.shape[0] * a.shape[1], a.shape[2] * a.shape[3]) + a.shape[4:])
-        return a[:n1, :n2]
-
-    return k.replace(nngp=grid(k.nngp), ntk=grid(k.ntk), cov1=merge_rows(k.cov1[:, 0], n1),
-                     cov2=None if same else merge_rows(k.cov2[0], n2))
+    return k.replace(nngp=merge_grid(k.nngp, n1, n2), ntk=merge_grid(k.ntk, n1, n2),
+                     cov1=merge_rows(k.cov1[:, 0], n1), cov2=None if same else merge_rows(k.cov2[0], n2))
 
 
 # Kernel entries per block under batch_size="auto": rows of x1 against all of x2, bounding

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlearn.data.batching import merge_rows, split_rows
+from jaxlearn.data.batching import merge_grid, merge_rows, split_rows
 from jaxlearn.kernels.analytic import _check_inputs
 
 __all__ = ["empirical", "METHODS", "choose_method"]
@@ -261,7 +261,4 @@ def _blocked(kernel_fn, x1, x2, size, batch_diagonal):
     x2_ = x1 if x2 is None else x2
     n2 = x2_.shape[0]
     b2 = split_rows(x2_, size)
-    k = jax.lax.map(lambda a: jax.lax.map(lambda b: kernel_fn(a, b), b2), b1)  # (B1, B2, s1, s2, ...)
-    k = jnp.moveaxis(k, 2, 1)
-    k = k.reshape((k.shape[0] * k.shape[1], k.shape[2] * k.shape[3]) + k.shape[4:])
-    return k[:n1, :n2]
+    return merge_grid(jax.lax.map(lambda a: jax.lax.map(lambda b: kernel_fn(a, b), b2), b1), n1, n2)
