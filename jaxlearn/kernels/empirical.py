@@ -213,7 +213,7 @@ def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", tra
     ``method``: ``"auto"``, ``"jacobian"``, ``"ntvp"`` or ``"structured"`` (module docstring);
     ignored for the NNGP. ``batch_size``: evaluate in blocks of at most this many examples of x1
     × x2 (``lax.map``; memory holds one block pair's Jacobians), ``None``: all at once.
-    For the kernel of a trained run: ``empirical(model.apply, runner.load_state(root, run).params, x)``.
+    For the kernel of a trained run (its after-kernel): :func:`jaxlearn.runner.after_kernel`.
     """
     if kind not in _KINDS:
         raise ValueError(f"kind: expected 'ntk' or 'nngp', got {kind!r}")
