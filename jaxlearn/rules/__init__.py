@@ -8,13 +8,30 @@
   :func:`estimator`): direct feedback alignment (:func:`dfa`), forward gradients
   (:func:`forward_gradient`, :func:`activity_forward_gradient`, :mod:`~jaxlearn.rules.perturbation`); the network-level ones need a
   :func:`block_serial` model (:mod:`~jaxlearn.rules.blocks`);
+* block-local and energy-based rules (gradient estimators on models that declare their blocks):
+  local losses through auxiliary heads (:func:`local_losses`, :func:`local_serial`),
+  forward-forward (:func:`forward_forward`, :func:`ff_mlp`, :func:`forward_forward_loss`),
+  synthetic gradients (:func:`synthetic_gradients`, :func:`synthetic_serial`), equilibrium
+  propagation (:func:`equilibrium_propagation` on an :func:`eqprop_network`,
+  :mod:`~jaxlearn.rules.equilibrium`);
+* continual learning: elastic weight consolidation (:mod:`~jaxlearn.rules.continual`: :func:`ewc`, :func:`fisher_diagonal`,
+  :func:`ewc_penalty`);
 * gradient transforms (optax): :mod:`~jaxlearn.rules.noise`;
 * forward mode: ``custom_vjp`` rules have no ``jax.jvp``; :func:`forward_mode_safe` names the rules
   that block it.
 """
 
-from jaxlearn.rules import blocks, feedback, fewbit, forward_mode, noise, perturbation, registry, ste
+from jaxlearn.rules import (
+    blocks, continual, equilibrium, feedback, ff, fewbit, forward_mode, local, noise, perturbation, registry, ste, synthetic,
+)
 from jaxlearn.rules.blocks import BlockRequest, block_mlp, block_serial
+from jaxlearn.rules.equilibrium import (
+    EQPROP_ACTIVATIONS, EquilibriumRequest, eqprop_network, equilibrium_propagation, hopfield_energy,
+)
+from jaxlearn.rules.continual import FISHER_KINDS, FISHER_LOSSES, ewc, ewc_combine, ewc_penalty, fisher_diagonal
+from jaxlearn.rules.ff import NEGATIVES, FFRequest, ff_mlp, forward_forward, forward_forward_loss
+from jaxlearn.rules.local import LocalRequest, local_losses, local_mlp, local_serial
+from jaxlearn.rules.synthetic import PREDICTORS, TARGETS, synthetic_gradients, synthetic_serial
 from jaxlearn.rules.feedback import FEEDBACKS, FADense, dfa
 from jaxlearn.rules.fewbit import *  # noqa: F401,F403 (re-exports fewbit.__all__)
 from jaxlearn.rules.perturbation import (
@@ -26,7 +43,11 @@ from jaxlearn.rules.registry import ESTIMATORS, estimator
 from jaxlearn.rules.ste import *  # noqa: F401,F403 (re-exports ste.__all__)
 
 __all__ = sorted({
-    "BlockRequest", "DISTRIBUTIONS", "ESTIMATORS", "FADense", "FEEDBACKS", "ForwardModeReport",
+    "BlockRequest", "DISTRIBUTIONS", "ESTIMATORS", "FADense", "FEEDBACKS", "FFRequest", "FISHER_KINDS",
+    "FISHER_LOSSES", "ForwardModeReport", "LocalRequest", "NEGATIVES", "PREDICTORS", "TARGETS", "ewc", "ewc_combine",
+    "continual", "EQPROP_ACTIVATIONS", "EquilibriumRequest", "eqprop_network", "equilibrium",
+    "equilibrium_propagation", "hopfield_energy", "ewc_penalty", "ff", "ff_mlp", "fisher_diagonal", "forward_forward", "forward_forward_loss", "local",
+    "local_losses", "local_mlp", "local_serial", "synthetic", "synthetic_gradients", "synthetic_serial",
     "activity_forward_gradient", "block_mlp", "block_serial", "blocks", "dfa", "estimator", "feedback", "fewbit",
     "forward_gradient", "forward_gradient_from_tangents", "forward_mode", "forward_mode_safe", "noise", "perturbation",
     "registry",

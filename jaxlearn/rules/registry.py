@@ -9,6 +9,15 @@ name                            estimator                                       
 ``dfa``                         direct feedback alignment (:func:`~jaxlearn.rules.dfa`)        block_serial
 ``forward_gradient``            weight-perturbed forward gradient (Baydin et al. 2022)      any, no custom_vjp
 ``activity_forward_gradient``   activity-perturbed forward gradient (Ren et al. 2023)       block_serial
+``local_losses``                local losses via auxiliary heads (Nøkland & Eidnes 2019;    local_serial
+                                Belilovsky et al. 2020)
+``forward_forward``             forward-forward (Hinton 2022); loss                         ff_mlp
+                                :func:`~jaxlearn.rules.forward_forward_loss`
+``synthetic_gradients``         synthetic gradients (Jaderberg et al. 2017)                 synthetic_serial
+``equilibrium_propagation``     equilibrium propagation, one-sided or symmetric ±β nudging  eqprop_network
+                                (Scellier & Bengio 2017; Laborieux et al. 2021)
+``ewc``                         backprop + elastic weight consolidation (Kirkpatrick et     any
+                                al. 2017); needs ``anchor``, ``fisher``, ``strength``
 ==============================  ==========================================================  =============
 
 Feedback alignment and sign symmetry are layer rules (:func:`~jaxlearn.rules.FADense`) trained by
@@ -21,8 +30,13 @@ import difflib
 import inspect
 
 from jaxlearn import train
+from jaxlearn.rules.continual import ewc
+from jaxlearn.rules.equilibrium import equilibrium_propagation
 from jaxlearn.rules.feedback import dfa
+from jaxlearn.rules.ff import forward_forward
+from jaxlearn.rules.local import local_losses
 from jaxlearn.rules.perturbation import activity_forward_gradient, forward_gradient
+from jaxlearn.rules.synthetic import synthetic_gradients
 
 __all__ = ["ESTIMATORS", "estimator"]
 
@@ -36,6 +50,11 @@ ESTIMATORS = {
     "dfa": dfa,
     "forward_gradient": forward_gradient,
     "activity_forward_gradient": activity_forward_gradient,
+    "local_losses": local_losses,
+    "forward_forward": forward_forward,
+    "synthetic_gradients": synthetic_gradients,
+    "equilibrium_propagation": equilibrium_propagation,
+    "ewc": ewc,
 }
 
 
