@@ -4,10 +4,13 @@ Directions (filter-/layer-normalized random, PCA of a trajectory, the plane thro
 points), 1-D/2-D surfaces of any function of params (one compiled program, chunked), Hessian
 and Gauss–Newton vector products (optionally on a parameter block), top/bottom eigenvalues
 (Lanczos, power iteration), Hutchinson traces and stochastic Lanczos quadrature densities.
-Mode connectivity (linear paths, barriers, BatchNorm statistics reset along a path) and
+Mode connectivity (linear paths, barriers, BatchNorm statistics reset along a path, and curves
+between minima: quadratic Bézier and polygonal chain, Garipov et al. 2018) and
 permutation alignment (Git Re-Basin weight and activation matching); sharpness during training
 (warm-started λ_max tracking for edge-of-stability studies, SAM sharpness, m-sharpness) and SAM
-as a gradient estimator. The objective is a scalar ``loss_fn(params)`` or a
+as a gradient estimator. Instability analysis (Frankle et al. 2020: children spawned from a parent
+at step k, trained as one vmapped group through the runner) is the experiment
+``experiments/instability.py``. The objective is a scalar ``loss_fn(params)`` or a
 :class:`ModelObjective` (model, per-example loss, dataset, chunk size). Figures:
 :mod:`jaxlearn.landscape.plots`.
 """
@@ -23,6 +26,7 @@ from jaxlearn.landscape.surface import grid, surface_1d, surface_2d
 from jaxlearn.landscape.connectivity import (
     Barrier, barrier, batch_stats_reset, interpolate, linear_path, reset_batch_stats,
 )
+from jaxlearn.landscape.curves import CURVES, curve_model, curve_path, curve_point
 from jaxlearn.landscape.sharpness import (
     TopEigenpair, m_sharpness, random_unit_vector, sam_sharpness, top_eigenpair, track_sharpness,
 )
@@ -35,7 +39,7 @@ __all__ = [
     "normalize_direction", "operator", "pca_directions", "plane", "plots", "power_iteration", "project", "quadratic_form",
     "random_direction", "smooth_density", "softmax_cross_entropy", "spectral_density", "surface_1d", "surface_2d",
     "top_eigenvalues",
-    "Barrier", "barrier", "batch_stats_reset", "interpolate", "linear_path", "reset_batch_stats",
+    "Barrier", "CURVES", "barrier", "batch_stats_reset", "curve_model", "curve_path", "curve_point", "interpolate", "linear_path", "reset_batch_stats",
     "Matching", "PermutationSpec", "activation_matching", "apply_permutation", "hidden_activations",
     "permutation_spec", "spec_from_pairs", "weight_matching",
     "TopEigenpair", "m_sharpness", "random_unit_vector", "sam", "sam_perturbation", "sam_sharpness", "top_eigenpair",
