@@ -379,7 +379,7 @@ def _dims_cover(t, y_shape) -> bool:
 
 
 def _conv_jacobian(eqn, h, g, out_ndim):
-    """``∂f_o/∂W`` per example and output entry, flattened to ``(N, *out, K, C_out)``: the image
+    """``∂f_o/∂W`` per example and output entry, flattened to ``(N, *out, C_out, K)``: the image
     patches ``(K = C_in × window)`` of the layer input at every output position, contracted with
     the cotangents ``g (N, *out, *y)`` over positions — one GEMM per example (the weight gradient
     of that convolution alone). The flattening order of ``K`` is the patches' own, the same for
@@ -390,15 +390,40 @@ def _conv_jacobian(eqn, h, g, out_ndim):
     window = [w_shape[d] for d in dn.rhs_spec[2:]]
     n = h.shape[0]
     b = dn.lhs_spec[0]  # the example's batch axis (size 1), dropped
-    hc = jnp.transpose(jnp.squeeze(h, 1 + b), [0] + [1 + d - (d > b) for d in dn.lhs_spec[1:]])  # (N, C_in, *spatial)
-    patches = _patches(hc, window, p["window_strides"], p["padding"], p["lhs_dilation"], p["rhs_dilation"])
-    patches = patches.reshape(n, patches.shape[1], -1)               # (N, K, positions)
+    h = jnp.squeeze(h, 1 + b)
     lead = out_ndim                                                  # (N, *out) before y's axes
     gc = jnp.transpose(g, list(range(lead)) + [lead + d for d in dn.out_spec])  # y as (1, C_out, *spatial)
     gc = gc.reshape(g.shape[:lead] + (gc.shape[lead + 1], -1))      # (N, *out, C_out, positions)
     flat = gc.reshape(n, -1, gc.shape[-1])                           # (N, |out|·C_out, positions)
-    j = jnp.einsum("nkp,nqp->nkq", patches, flat, precision=jax.lax.Precision.HIGHEST)  # one GEMM per example
-    return jnp.moveaxis(j.reshape((n, j.shape[1]) + gc.shape[1:-1]), 1, -2)
+    if all(d == 1 for d in p["lhs_dilation"]):
+        # channels-last patches (N, positions, K): slices of the padded input that copy whole
+        # channel vectors; the GEMM contracts over their leading axis (no transpose of them)
+        hl = jnp.transpose(h, [0] + [1 + d - (d > b) for d in dn.lhs_spec[2:]] + [1 + dn.lhs_spec[1] - (dn.lhs_spec[1] > b)])
+        patches = _patches_last(hl, window, p["window_strides"], p["padding"], p["rhs_dilation"])
+        j = jnp.einsum("npk,nqp->nqk", patches, flat, precision=jax.lax.Precision.HIGHEST)
+    else:
+        hc = jnp.transpose(h, [0] + [1 + d - (d > b) for d in dn.lhs_spec[1:]])  # (N, C_in, *spatial)
+        patches = _patches(hc, window, p["window_strides"], p["padding"], p["lhs_dilation"], p["rhs_dilation"])
+        patches = patches.reshape(n, patches.shape[1], -1)           # (N, K, positions)
+        j = jnp.einsum("nkp,nqp->nqk", patches, flat, precision=jax.lax.Precision.HIGHEST)
+    # one GEMM per example, laid out (N, |out|·C_out, K) so that the output axes lead without a copy
+    return j.reshape((n,) + gc.shape[1:-1] + (j.shape[-1],))
+
+
+def _patches_last(x, window, strides, padding, rhs_dilation):
+    """Image patches of ``x (N, *spatial, C)`` as ``(N, positions, K·C)`` (``K`` the window taps,
+    tap-major): padding and strided slicing only."""
+    nd = len(window)
+    xp = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding] + [(0, 0, 0)])
+    sizes = xp.shape[1:-1]
+    out = [(sizes[i] - (window[i] - 1) * rhs_dilation[i] - 1) // strides[i] + 1 for i in range(nd)]
+    taps = []
+    for offset in itertools.product(*(range(w) for w in window)):
+        start = [0] + [offset[i] * rhs_dilation[i] for i in range(nd)] + [0]
+        limit = [xp.shape[0]] + [start[1 + i] + (out[i] - 1) * strides[i] + 1 for i in range(nd)] + [xp.shape[-1]]
+        taps.append(jax.lax.slice(xp, start, limit, [1] + list(strides) + [1]))
+    stacked = jnp.concatenate(taps, axis=-1)  # (N, *out, K·C)
+    return stacked.reshape(x.shape[0], math.prod(out), -1)
 
 
 def _patches(x, window, strides, padding, lhs_dilation, rhs_dilation):
