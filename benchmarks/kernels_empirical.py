@@ -44,10 +44,16 @@ def _cnn(channels=32, outputs=10):
 
 def _times(model, x, methods, repeats=3):
     params, _ = model.init(jax.random.key(1), x)
-    out = {}
+    fns, out = {}, {}
     for method in methods:
-        fn = jax.jit(lambda p, a, m=method: kernels.empirical(model.apply, p, a, method=m))
-        out[method] = best_time(lambda: fn(params, x), repeats=repeats if method in ("structured", "auto") else 1)
+        fns[method] = jax.jit(lambda p, a, m=method: kernels.empirical(model.apply, p, a, method=m))
+        out[method] = best_time(lambda: fns[method](params, x), repeats=1)  # compiles, then one timed call
+    # interleaved rounds, best of all: load on a shared machine hits every method alike; methods
+    # that take seconds are timed once
+    for _ in range(repeats):
+        for method, fn in fns.items():
+            if out[method] < 0.5:
+                out[method] = min(out[method], best_time(lambda: fn(params, x), repeats=2))
     start = time.perf_counter()
     choice = kernels.choose_method(model.apply, params, x)
     return out, choice, time.perf_counter() - start
