@@ -72,7 +72,7 @@ def _dense_ntk(apply, params, x1, x2):
         out = apply(params, x).shape
         return np.concatenate([np.asarray(a).reshape(out + (-1,)) for a in jax.tree.leaves(j)], -1), out
 
-    (j1, o1), (j2, o2) = jac(x1), jac(x2)
+    (j1, o1), (j2, _) = jac(x1), jac(x2)
     return np.tensordot(j1, j2, axes=([j1.ndim - 1], [j2.ndim - 1])), o1
 
 

@@ -6,7 +6,6 @@ initialisation; the network–linearization gap shrinks as the width grows (as 1
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pytest
 
