@@ -87,20 +87,8 @@ def linear_path(objective: ModelObjective, params_a, params_b, num_points: int =
     Returns ``{"alpha": (P,), "loss": (P,), "accuracy": (P,)}``. The loss barrier is
     ``barrier(out["loss"], out["alpha"])``; the error barrier ``barrier(1 - out["accuracy"], ...)``.
     """
-    if not isinstance(objective, ModelObjective):
-        raise TypeError(f"objective: expected a ModelObjective, got {type(objective).__name__}")
     check_like("params_b", params_b, params_a, "params_a")
-    if alphas is None:
-        if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 2:
-            raise ValueError(f"num_points: expected an int >= 2 (the endpoints and what lies between), "
-                             f"got {num_points!r}")
-        alphas = jnp.linspace(0.0, 1.0, num_points, dtype=jnp.result_type(float))
-    else:
-        alphas = jnp.asarray(alphas, jnp.result_type(float))
-        if alphas.ndim != 1 or alphas.shape[0] < 1:
-            raise ValueError(f"alphas: expected a non-empty 1-D array, got shape {alphas.shape}")
-    if reset is not None and not callable(reset):
-        raise TypeError(f"reset: expected a callable point -> point or None, got {type(reset).__name__}")
+    alphas = path_positions(objective, num_points, alphas, "alphas", reset)
 
     def at(alpha):
         point = jax.tree.map(lambda a, b: _lerp(a, b, alpha), params_a, params_b)
@@ -110,6 +98,25 @@ def linear_path(objective: ModelObjective, params_a, params_b, num_points: int =
 
     metrics = jax.lax.map(at, alphas)
     return {"alpha": alphas, **metrics}
+
+
+def path_positions(objective, num_points, values, name: str, reset):
+    """The checked positions along a path (shared by :func:`linear_path` and
+    :func:`~jaxlearn.landscape.curve_path`): ``values`` as a 1-D float array, or ``num_points``
+    equally spaced in [0, 1] when it is None; ``objective`` and ``reset`` checked too."""
+    if not isinstance(objective, ModelObjective):
+        raise TypeError(f"objective: expected a ModelObjective, got {type(objective).__name__}")
+    if reset is not None and not callable(reset):
+        raise TypeError(f"reset: expected a callable point -> point or None, got {type(reset).__name__}")
+    if values is None:
+        if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 2:
+            raise ValueError(f"num_points: expected an int >= 2 (the endpoints and what lies between), "
+                             f"got {num_points!r}")
+        return jnp.linspace(0.0, 1.0, num_points, dtype=jnp.result_type(float))
+    values = jnp.asarray(values, jnp.result_type(float))
+    if values.ndim != 1 or values.shape[0] < 1:
+        raise ValueError(f"{name}: expected a non-empty 1-D array, got shape {values.shape}")
+    return values
 
 
 class Barrier(NamedTuple):

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn.landscape.connectivity import path_positions
 from jaxlearn.landscape.objective import ModelObjective, dataset_metrics
 from jaxlearn.landscape.pytrees import check_like
 from jaxlearn.nn.core import Layer, as_spec
@@ -180,28 +181,16 @@ def curve_path(objective: ModelObjective, w1, bend, w2, num_points: int = 25, *,
     Returns ``{"t": (P,), "loss": (P,), "accuracy": (P,)}``; the loss barrier along the curve is
     ``barrier(out["loss"], out["t"])`` (both the ``linear`` and ``mean`` conventions).
     """
-    if not isinstance(objective, ModelObjective):
-        raise TypeError(f"objective: expected a ModelObjective, got {type(objective).__name__}")
     kind = _check_kind(kind)
     check_like("bend", bend, w1, "w1")
     check_like("w2", w2, w1, "w1")
-    if ts is None:
-        if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 2:
-            raise ValueError(f"num_points: expected an int >= 2 (the endpoints and what lies between), "
-                             f"got {num_points!r}")
-        ts = jnp.linspace(0.0, 1.0, num_points, dtype=jnp.result_type(float))
-    else:
-        ts = jnp.asarray(ts, jnp.result_type(float))
-        if ts.ndim != 1 or ts.shape[0] < 1:
-            raise ValueError(f"ts: expected a non-empty 1-D array of t in [0, 1], got shape {ts.shape}")
-        try:
-            concrete = np.asarray(ts)
-        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-            concrete = None
-        if concrete is not None and (concrete.min() < 0 or concrete.max() > 1):
-            raise ValueError(f"ts: expected values in [0, 1], got {concrete.min()!r} ... {concrete.max()!r}")
-    if reset is not None and not callable(reset):
-        raise TypeError(f"reset: expected a callable point -> point or None, got {type(reset).__name__}")
+    ts = path_positions(objective, num_points, ts, "ts", reset)
+    try:
+        concrete = np.asarray(ts)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        concrete = None
+    if concrete is not None and (concrete.min() < 0 or concrete.max() > 1):
+        raise ValueError(f"ts: expected values in [0, 1], got {concrete.min()!r} ... {concrete.max()!r}")
 
     def at(t):
         point = curve_point(w1, bend, w2, t, kind)
