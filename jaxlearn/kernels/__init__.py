@@ -8,7 +8,9 @@ the predictions they make.
   :func:`relative_weight_change`, :func:`kernel_distance`, :func:`kernel_target_alignment` —
   how far training leaves the linear regime.
 * :func:`analytic` — the exact infinite-width NNGP and NTK of a :mod:`jaxlearn.nn` model or of a
-  flax module built from layers with closed forms (:func:`flax_layer` reads its jaxpr).
+  flax module built from layers with closed forms (:func:`flax_layer` reads its jaxpr). Both
+  ``analytic`` and ``empirical`` take ``devices=`` to spread their row blocks over local devices
+  (:mod:`jaxlearn.kernels.devices`).
 * :func:`gradient_descent_mse`, :func:`gp_inference`, :func:`gradient_descent_mse_ensemble` — the
   closed-form outputs of linearized (infinitely wide) networks trained by gradient descent on MSE,
   and the corresponding GP posteriors.

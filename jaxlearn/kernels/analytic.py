@@ -21,6 +21,7 @@ import numpy as np
 
 from jaxlearn.nn.core import Layer
 from jaxlearn.data.batching import merge_grid, merge_rows, split_rows
+from jaxlearn.kernels.devices import map_blocks, resolve_devices
 from jaxlearn.nn.kernel import input_kernel
 
 __all__ = ["analytic", "KINDS"]
@@ -49,21 +50,22 @@ def _check_get(get):
     return kinds
 
 
-def _blocked(model, x1, x2, size1, size2):
+def _blocked(model, x1, x2, size1, size2, devices=None):
     """The kernel in blocks of at most ``size1`` examples of x1 × ``size2`` of x2 (``lax.map``):
     memory and cache hold one block pair's intermediates. With ``size2 ≥ N2`` the blocks are rows
-    of x1 against all of x2, and reassembling them is a reshape, not a copy."""
+    of x1 against all of x2, and reassembling them is a reshape, not a copy. ``devices`` (from
+    :func:`~jaxlearn.kernels.devices.resolve_devices`): the row blocks spread over them."""
     same = x2 is None
     x2 = x1 if same else x2
     n1, n2 = x1.shape[0], x2.shape[0]
     b1 = split_rows(x1, size1)
     if size2 >= n2:
-        k = jax.lax.map(lambda xa: model.kernel(input_kernel(xa, x2)), b1)
+        k = map_blocks(lambda xa: model.kernel(input_kernel(xa, x2)), b1, devices)
         return k.replace(nngp=merge_rows(k.nngp, n1), ntk=merge_rows(k.ntk, n1), cov1=merge_rows(k.cov1, n1),
                          cov2=None if same else k.cov2[0])
     b2 = split_rows(x2, size2)
     # leaves (blocks1, blocks2, size1, size2, *S); covs (blocks1, blocks2, size, *S)
-    k = jax.lax.map(lambda xa: jax.lax.map(lambda xb: model.kernel(input_kernel(xa, xb)), b2), b1)
+    k = map_blocks(lambda xa: jax.lax.map(lambda xb: model.kernel(input_kernel(xa, xb)), b2), b1, devices)
     return k.replace(nngp=merge_grid(k.nngp, n1, n2), ntk=merge_grid(k.ntk, n1, n2),
                      cov1=merge_rows(k.cov1[:, 0], n1), cov2=None if same else merge_rows(k.cov2[0], n2))
 
@@ -80,7 +82,8 @@ def _auto_rows(x1, x2) -> int:
     return max(1, _AUTO_ENTRIES // max(n2 * spatial, 1))
 
 
-def analytic(model, x1, x2=None, *, get=None, batch_size: int | str | None = "auto", W_std=None, b_std=None):
+def analytic(model, x1, x2=None, *, get=None, batch_size: int | str | None = "auto", devices=None, W_std=None,
+             b_std=None):
     """The infinite-width kernels of ``model`` between ``x1`` and ``x2``.
 
     ``model``: a :class:`jaxlearn.nn.Layer` whose layers all have kernel maps (e.g.
@@ -97,6 +100,14 @@ def analytic(model, x1, x2=None, *, get=None, batch_size: int | str | None = "au
     (``lax.map``), bounding memory by one block's intermediates; the result is identical.
     ``"auto"`` (default): blocks of rows of ``x1`` against all of ``x2``, about 10⁶ kernel entries
     each (memory: a few such arrays); ``None``: everything at once.
+    ``devices``: ``None`` (default) one device; an int ``n`` the first ``n`` of
+    ``jax.local_devices()``; ``"all"``; or a sequence of local ``jax.Device`` s. With more than one,
+    the row blocks of ``x1`` are spread over a 1-D mesh (``shard_map``; each device ``lax.map`` s
+    over its share, their number padded to a multiple of the device count by repeating the last
+    block) and gathered into the same array (:mod:`jaxlearn.kernels.devices`). Where one device
+    would take all of ``x1`` at once (``batch_size=None``, or a block as large as the inputs), the
+    rows are split into one block per device. Each block runs the single-device program, so the
+    numbers match it (to float rounding of the smaller blocks' matrix products).
     Kernels are per output unit (the same for every output of the last layer).
 
     ``model`` may also be a ``flax.linen`` or ``flax.nnx`` module built from layers with closed
@@ -107,6 +118,7 @@ def analytic(model, x1, x2=None, *, get=None, batch_size: int | str | None = "au
     """
     from jaxlearn.kernels.flax_kernel import flax_layer, is_flax_module
 
+    devs = resolve_devices(devices)
     if is_flax_module(model):
         model = flax_layer(model, _check_inputs(x1, x2)[0], W_std=W_std, b_std=b_std)
     elif W_std is not None or b_std is not None:
@@ -120,12 +132,16 @@ def analytic(model, x1, x2=None, *, get=None, batch_size: int | str | None = "au
         raise ValueError(f"batch_size: expected a positive int, 'auto' or None, got {batch_size!r}")
     n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
     if batch_size == "auto":
-        rows = _auto_rows(x1, x2)
-        k = model.kernel(input_kernel(x1, x2)) if rows >= n1 else _blocked(model, x1, x2, rows, n2)
-    elif batch_size is None or batch_size >= max(n1, n2):
-        k = model.kernel(input_kernel(x1, x2))
+        sizes = (_auto_rows(x1, x2), n2)
+    elif batch_size is None:
+        sizes = (n1, n2)
     else:
-        k = _blocked(model, x1, x2, int(batch_size), int(batch_size))
+        sizes = (int(batch_size), int(batch_size))
+    if sizes[0] >= n1 and sizes[1] >= n2:
+        sizes = None if devs is None else (-(-n1 // len(devs)), n2)  # all at once: one block per device
+    elif devs is not None and batch_size == "auto":
+        sizes = (min(sizes[0], -(-n1 // len(devs))), n2)
+    k = model.kernel(input_kernel(x1, x2)) if sizes is None else _blocked(model, x1, x2, *sizes, devs)
     if kinds is None:
         return k
     values = tuple(getattr(k, kind) for kind in kinds)

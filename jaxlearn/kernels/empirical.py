@@ -47,6 +47,7 @@ import numpy as np
 
 from jaxlearn.data.batching import merge_grid, merge_rows, split_rows
 from jaxlearn.kernels.analytic import _check_inputs
+from jaxlearn.kernels.devices import map_blocks, resolve_devices
 
 __all__ = ["empirical", "METHODS", "choose_method"]
 
@@ -205,7 +206,7 @@ def choose_method(f, params, x1, x2=None) -> str:
 
 
 def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", trace_axes=(-1,), diagonal_axes=(),
-              method: str = "auto", batch_size: int | None = None):
+              method: str = "auto", batch_size: int | None = None, devices=None):
     """The empirical NTK (``kind="ntk"``) or NNGP (``"nngp"``) of ``apply_fn`` at ``params``.
 
     ``apply_fn(params, x) -> (N, *out)``; ``x1 (N1, ...)``, ``x2 (N2, ...)`` or ``None`` (x1 against
@@ -213,6 +214,15 @@ def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", tra
     ``method``: ``"auto"``, ``"jacobian"``, ``"ntvp"`` or ``"structured"`` (module docstring);
     ignored for the NNGP. ``batch_size``: evaluate in blocks of at most this many examples of x1
     × x2 (``lax.map``; memory holds one block pair's Jacobians), ``None``: all at once.
+    ``devices``: ``None`` (default) one device; an int ``n`` the first ``n`` of
+    ``jax.local_devices()``; ``"all"``; or a sequence of local ``jax.Device`` s. With more than one,
+    the row blocks of ``x1`` (against all column blocks of ``x2``) are spread over a 1-D mesh
+    (``shard_map``; each device ``lax.map`` s over its share, their number padded to a multiple of
+    the device count by repeating the last block) and gathered into the same array
+    (:mod:`jaxlearn.kernels.devices`); ``params`` and ``x2`` are replicated. With
+    ``batch_size=None`` (or as large as the inputs) the rows of ``x1`` are split into one block per
+    device, each against all of ``x2``. Each block runs the single-device program, so the numbers
+    match it (to float rounding of the smaller blocks' contractions).
     For the kernel of a trained run (its after-kernel): :func:`jaxlearn.runner.after_kernel`.
     """
     if kind not in _KINDS:
@@ -222,6 +232,7 @@ def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", tra
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                    or batch_size < 1):
         raise ValueError(f"batch_size: expected a positive int or None, got {batch_size!r}")
+    devs = resolve_devices(devices)
     x1, x2 = _check_inputs(x1, x2, min_ndim=1, expected="a batch of inputs (N1, ...)")
     try:
         out = jax.eval_shape(apply_fn, params, x1)
@@ -246,19 +257,27 @@ def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", tra
         else:
             compute = _jacobian_kernel
     batch_diagonal = 0 in axes.diagonal
-    if batch_size is None or batch_size >= max(x1.shape[0], 0 if x2 is None else x2.shape[0]):
-        return compute(apply_fn, params, x1, x2, axes)
-    return _blocked(lambda a, b: compute(apply_fn, params, a, b, axes), x1, x2, int(batch_size), batch_diagonal)
+    n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
+    if batch_size is None or batch_size >= max(n1, n2):
+        if devs is None:
+            return compute(apply_fn, params, x1, x2, axes)
+        sizes = (-(-n1 // len(devs)), n2)  # one block of rows per device, each against all of x2
+    else:
+        sizes = (int(batch_size), int(batch_size))
+    return _blocked(lambda a, b: compute(apply_fn, params, a, b, axes), x1, x2, *sizes, batch_diagonal, devs)
 
 
-def _blocked(kernel_fn, x1, x2, size, batch_diagonal):
-    """``kernel_fn`` on blocks of at most ``size`` examples (``lax.map``): the diagonal blocks only
-    for a diagonal batch axis, else every block pair; reassembled to ``(N1, N2, ...)``."""
+def _blocked(kernel_fn, x1, x2, size1, size2, batch_diagonal, devices=None):
+    """``kernel_fn`` on blocks of at most ``size1`` examples of x1 × ``size2`` of x2 (``lax.map``,
+    the row blocks spread over ``devices``): the diagonal blocks only for a diagonal batch axis,
+    else every block pair; reassembled to ``(N1, N2, ...)``."""
     n1 = x1.shape[0]
-    b1 = split_rows(x1, size)
+    b1 = split_rows(x1, size1)
     if batch_diagonal:
-        return merge_rows(jax.lax.map(lambda a: kernel_fn(a, None), b1), n1)
+        return merge_rows(map_blocks(lambda a: kernel_fn(a, None), b1, devices), n1)
     x2_ = x1 if x2 is None else x2
     n2 = x2_.shape[0]
-    b2 = split_rows(x2_, size)
-    return merge_grid(jax.lax.map(lambda a: jax.lax.map(lambda b: kernel_fn(a, b), b2), b1), n1, n2)
+    if size2 >= n2:  # rows of x1 against all of x2: reassembling is a reshape
+        return merge_rows(map_blocks(lambda a: kernel_fn(a, x2_), b1, devices), n1)
+    b2 = split_rows(x2_, size2)
+    return merge_grid(map_blocks(lambda a: jax.lax.map(lambda b: kernel_fn(a, b), b2), b1, devices), n1, n2)
