@@ -40,6 +40,17 @@ sweep values: v1,v2,...  |  lin:START:STOP:NUM  |  log:START:STOP:NUM  (--random
 }
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (else argparse's one-line usage error names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxlearn", description="jaxlearn experiment runner",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -66,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true", help="skip the plots")
     p.add_argument("--check", action="store_true", help="assert the experiment's published claim afterwards")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--devices", type=_positive_int, default=None, metavar="N",
+                   help="shard each group's runs over at most N local devices (default: all)")
 
     p = command("ls", "list runs with their status and final metrics")
     p.add_argument("--experiment")
@@ -79,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("resume", "continue an interrupted run's group from its last checkpoint")
     p.add_argument("run", help="run id, unique prefix, or experiment/run_id")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--devices", type=_positive_int, default=None, metavar="N",
+                   help="shard each group's runs over at most N local devices (default: all)")
 
     p = command("plot", "write PNG plots of a run, a sweep or an experiment's runs")
     p.add_argument("target", help="run id/prefix, sweep:ID, or an experiment name")
@@ -110,7 +125,7 @@ def _cmd_run(args, argv) -> int:
                                   mode=mode, num=args.random, seed=args.seed)
     enable_compilation_cache(args.out)
     report = run_sweep(experiment, configs, root=args.out, force=args.force, progress=not args.quiet,
-                       max_group_size=args.max_group_size, argv=["jaxlearn", *argv])
+                       max_group_size=args.max_group_size, argv=["jaxlearn", *argv], devices=args.devices)
     sweep_id = _record_sweep(args.out, report, args.config, args.variant, argv)
     print(f"\n{experiment.name}: {len(report.run_ids)} runs: {len(report.computed)} computed, "
           f"{len(report.skipped)} already finished, {len(report.busy)} running elsewhere  (sweep:{sweep_id})")
@@ -242,7 +257,7 @@ def _cmd_resume(args, argv) -> int:
         enable_compilation_cache(args.out)
         with store.Index(args.out) as index:
             statuses = run_group(group, args.out, index, progress=Progress(1, len(runs), enabled=not args.quiet),
-                                 argv=["jaxlearn", *argv])
+                                 argv=["jaxlearn", *argv], devices=args.devices)
     finally:
         for claim in claims:
             claim.release()

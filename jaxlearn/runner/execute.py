@@ -13,6 +13,16 @@ metrics stop being appended) and marked ``diverged`` with the step of the segmen
 the divergence was seen; the rest of the group goes on. When the group is done, each member's
 final state, TensorBoard events and status go to its own run directory and the group's
 checkpoint is deleted.
+
+The member axis is sharded over ``d = min(devices, members)`` local devices (default: all of
+them): a 1-D mesh with axis ``"runs"``, member-axis arrays (dynamic values, states, the
+``active`` mask, metrics) placed with ``NamedSharding(mesh, P("runs"))`` and the shared data
+replicated, so the one ``jit(vmap(...))`` program is partitioned by XLA (GSPMD), each device
+computing its members. When ``d`` does not divide the group, the member axis is padded with
+copies of the last member, inactive (``active=False``, so never updated, never reported); the
+padding is dropped before anything is written, so metrics, snapshots, final states and
+checkpoints have the unsharded layout and a group resumes under either placement. ``d = 1`` is
+the plain single-device program.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn.runner import arrays, store
+from jaxlearn.runner.placement import Placement, local_devices
 from jaxlearn.runner import config as cfg
 from jaxlearn.runner.plan import Group, group_dir, is_final, static_key
 
@@ -245,12 +256,19 @@ def _write_events(path, rows: list[dict]) -> None:
                     writer.add_scalar(name, value, row["step"])
 
 
-def run_group(group: Group, root, index, *, progress=None, argv=None) -> dict[str, str]:
+def run_group(group: Group, root, index, *, progress=None, argv=None, devices: int | None = None) -> dict[str, str]:
     """Computes (or resumes) ``group``; returns ``{run_id: final status}``.
 
     The caller holds the claims of every member. ``progress`` (optional) gets
     ``start(group, total_steps, done_steps)``, ``update(steps, metrics)`` and ``close()``.
+    ``devices`` caps the number of local devices the member axis is sharded over (``None``:
+    all local devices; ``1``: the single-device program); the group uses
+    ``min(devices, len(jax.local_devices()), len(group.runs))``. Results equal the unsharded
+    run's up to the last bits (XLA compiles a per-device program for fewer members, whose
+    floating-point reductions may associate differently); checkpoints written under one
+    placement resume under any other.
     """
+    placement = Placement(local_devices(devices, len(group.runs)), len(group.runs))
     experiment = group.experiment
     # Members split before a crash (only possible after the last segment) are never rewritten.
     writable = np.array([not is_final(run.dir(root)) for run in group.runs])
@@ -263,7 +281,7 @@ def run_group(group: Group, root, index, *, progress=None, argv=None) -> dict[st
         store.atomic_write_json(gdir / "members.json", {"experiment": experiment.name, "version": experiment.version,
                                                         "runs": [r.run_id for r in group.runs]})
     if not experiment.trains:
-        return _run_study(group, root, index, programs, dynamic, data, gdir, progress)
+        return _run_study(group, root, index, programs, dynamic, data, gdir, progress, placement)
 
     config = group.config
     ends = segment_schedule(config)
@@ -272,15 +290,20 @@ def run_group(group: Group, root, index, *, progress=None, argv=None) -> dict[st
     template = {"states": programs.template(dynamic),
                 "active": jax.ShapeDtypeStruct((len(group.runs),), bool),
                 "diverged_step": jax.ShapeDtypeStruct((len(group.runs),), np.int32)}
+    # Member-axis arrays below (dynamic, states, metrics, ok) carry the padding; active,
+    # diverged_step and everything written do not.
+    dynamic, data = placement.put(dynamic), placement.replicate(data)
     if committed is None:
         start, step = 0, 0
         states = programs.init(dynamic)
+        states = states if placement.count == 1 else jax.device_put(states, placement.sharding)
         active = np.ones(len(group.runs), bool)
         diverged_step = np.full(len(group.runs), -1, np.int32)
     else:
         start, step = committed["segment"] + 1, committed["step"]
         saved = arrays.load_checkpoint(gdir / committed["checkpoint"], template)
         states, active, diverged_step = saved["states"], np.asarray(saved["active"]), np.asarray(saved["diverged_step"])
+        states = placement.put(states)
     for entry in (gdir / "ckpt").glob("*") if (gdir / "ckpt").exists() else ():
         if committed is None or entry.name != committed["checkpoint"].split("/")[-1]:
             arrays.remove_tree(entry)  # written after the last commit (or a stale temporary)
@@ -308,24 +331,25 @@ def run_group(group: Group, root, index, *, progress=None, argv=None) -> dict[st
         for i in range(start, len(ends)):
             _maybe_kill("before_segment", i)
             end = ends[i]
-            states, metrics, ok = programs.advance(end - step)(states, dynamic, jnp.asarray(active), data)
-            metrics = _scalars(metrics, f"{experiment.name}.segment")
-            ok = np.asarray(ok)
+            states, metrics, ok = programs.advance(end - step)(states, dynamic, placement.mask(active), data)
+            metrics = placement.take(_scalars(metrics, f"{experiment.name}.segment"))
+            ok = placement.take(np.asarray(ok))
             for m, run in enumerate(group.runs):
                 if active[m] and writable[m]:
                     store.append_jsonl(run.dir(root) / "metrics.jsonl", [_row(end, metrics, m)])
             diverged_step = np.where(active & ~ok, end, diverged_step).astype(np.int32)
             active = ok
             _maybe_kill("after_metrics", i)
+            host = placement.host(states)
             if end in keep:
                 for m, run in enumerate(group.runs):
                     if active[m] and writable[m]:
                         arrays.save_npz(run.dir(root) / "snapshots" / f"step_{end:08d}.npz",
-                                        jax.tree.map(lambda x: x[m], states))
+                                        jax.tree.map(lambda x: x[m], host))
             if pending is not None:
                 commit(pending)
             name = f"{i:06d}"
-            writer.start(gdir / "ckpt" / name, {"states": states, "active": active, "diverged_step": diverged_step})
+            writer.start(gdir / "ckpt" / name, {"states": host, "active": active, "diverged_step": diverged_step})
             pending = {"segment": i, "step": end, "checkpoint": f"ckpt/{name}"}
             _maybe_kill("mid_checkpoint", i)
             if progress is not None:
@@ -334,7 +358,8 @@ def run_group(group: Group, root, index, *, progress=None, argv=None) -> dict[st
         if pending is not None:
             commit(pending)
 
-    final = _scalars(programs.evaluate(states, dynamic, data), f"{experiment.name}.evaluate")
+    final = placement.take(_scalars(programs.evaluate(states, dynamic, data), f"{experiment.name}.evaluate"))
+    states = placement.host(states)
     statuses = {}
     for m, run in enumerate(group.runs):
         if m == len(group.runs) // 2:
@@ -361,15 +386,15 @@ def run_group(group: Group, root, index, *, progress=None, argv=None) -> dict[st
     return statuses
 
 
-def _run_study(group, root, index, programs, dynamic, data, gdir, progress) -> dict[str, str]:
+def _run_study(group, root, index, programs, dynamic, data, gdir, progress, placement) -> dict[str, str]:
     """Experiments without training: one vmapped ``run`` call, scalar results as final metrics,
     array results in ``outputs.npz``."""
     if progress is not None:
         progress.start(group, 1, 0)
-    out = programs.run(dynamic, data)
+    out = programs.run(placement.put(dynamic), placement.replicate(data))
     if not isinstance(out, dict):
         raise TypeError(f"{group.experiment.name}.run must return a dict, got {type(out).__name__}")
-    host = jax.device_get(out)
+    host = placement.take(jax.device_get(out))
     scalars = {k: v for k, v in host.items() if np.ndim(v) == 1}
     statuses = {}
     for m, run in enumerate(group.runs):

@@ -90,8 +90,9 @@ def _clear_run(path: pathlib.Path) -> None:
 
 
 def run_sweep(experiment: Experiment, configs, *, root="runs", force: bool = False, progress: bool = True,
-              max_group_size: int | None = None, argv=None, stream=None) -> SweepReport:
-    """Computes the runs of ``configs`` that are not finished yet, group by group."""
+              max_group_size: int | None = None, argv=None, stream=None, devices: int | None = None) -> SweepReport:
+    """Computes the runs of ``configs`` that are not finished yet, group by group; each group's
+    runs are sharded over at most ``devices`` local devices (default: all; 1: unsharded)."""
     root = pathlib.Path(root)
     root.mkdir(parents=True, exist_ok=True)
     runs = make_runs(experiment, configs)
@@ -124,7 +125,7 @@ def run_sweep(experiment: Experiment, configs, *, root="runs", force: bool = Fal
                     if group_dir(root, group.group_id).exists():
                         shutil.rmtree(group_dir(root, group.group_id))
                 try:
-                    computed.update(run_group(group, root, index, progress=bar, argv=argv))
+                    computed.update(run_group(group, root, index, progress=bar, argv=argv, devices=devices))
                 except BaseException as err:
                     for run in group.runs:
                         record = read_status(run.dir(root))

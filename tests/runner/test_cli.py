@@ -33,6 +33,14 @@ def test_bad_input_is_one_line_error_before_compiling(args, message, tmp_path, c
     assert not (tmp_path / "teacher_student").exists()
 
 
+@pytest.mark.parametrize("command", ["run", "resume"])
+def test_devices_must_be_a_positive_int(command, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, TS if command == "run" else "abc", "--out", str(tmp_path), "--devices", "0"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("argument --devices: expected a positive int, got 0")
+
+
 def test_missing_experiment_and_missing_file(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("experiment: teacher_studnet\n")
