@@ -263,11 +263,16 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
     ``start(group, total_steps, done_steps)``, ``update(steps, metrics)`` and ``close()``.
     ``devices`` caps the number of local devices the member axis is sharded over (``None``:
     all local devices; ``1``: the single-device program); the group uses
-    ``min(devices, len(jax.local_devices()), len(group.runs))``. Results equal the unsharded
+    ``min(devices, len(jax.local_devices()), len(group.runs))``, except that a config with a
+    static field ``data_parallel > 1`` (the experiment splits each step's batch over that many
+    devices itself) never has its member axis sharded (as with ``devices=1``), so the two kinds
+    of sharding never compete for the same devices. Results equal the unsharded
     run's up to the last bits (XLA compiles a per-device program for fewer members, whose
     floating-point reductions may associate differently); checkpoints written under one
     placement resume under any other.
     """
+    if getattr(group.config, "data_parallel", 1) > 1:
+        devices = 1  # each member's batch is already split over the devices (data parallelism)
     placement = Placement(local_devices(devices, len(group.runs)), len(group.runs))
     experiment = group.experiment
     # Members split before a crash (only possible after the last segment) are never rewritten.

@@ -106,16 +106,46 @@ def make_step(
     *,
     grad_estimator: Callable = backprop,
     metrics_fn: Callable | None = None,
+    batch_sharding: jax.sharding.Sharding | None = None,
 ) -> Callable:
     """A pure training step ``step(state, batch) -> (new_state, metrics)``.
 
     Computes ``((loss, aux), grads) = grad_estimator(objective, params, key)`` on the batch with
     the model in training mode, then applies the optimizer. ``metrics`` holds ``"loss"`` (the loss
     *before* the update, on this batch) and whatever ``metrics_fn`` returns.
+
+    Data parallelism: with ``batch_sharding`` (a :class:`jax.sharding.Sharding`, typically
+    ``NamedSharding(Mesh(devices, ("data",)), PartitionSpec("data"))``) every leaf of ``batch``
+    is constrained (:func:`jax.lax.with_sharding_constraint`) to be split along its leading
+    (example) axis, which must be divisible by the number of shards. Under ``jit`` — also inside
+    ``lax.scan`` (:func:`~jaxlearn.train.train`) and ``vmap`` (the constraint applies to each
+    member's batch; the vmapped axis is left unconstrained) — XLA's SPMD partitioner then runs the
+    forward and backward pass of each shard on its own device and all-reduces what the batch
+    mean needs (loss, gradients, BatchNorm statistics); parameters, optimizer and model state
+    stay replicated. This is synchronous data parallelism: the step equals the single-device
+    step up to the association of floating-point sums. Outside ``jit`` the constraint places
+    the batch eagerly, which is correct but slow.
     """
+    if batch_sharding is not None and not isinstance(batch_sharding, jax.sharding.Sharding):
+        raise TypeError(f"make_step: batch_sharding must be a jax.sharding.Sharding or None, "
+                        f"got {type(batch_sharding).__name__}")
     objective = make_objective(apply_with_state, loss_fn, metrics_fn)
 
+    def shard(batch):
+        for leaf in jax.tree.leaves(batch):
+            shape = jnp.shape(leaf)
+            try:
+                ok = len(shape) >= 1 and batch_sharding.shard_shape(shape) is not None
+            except (ValueError, IndexError):  # IndivisibleError is a ValueError
+                ok = False
+            if not ok:
+                raise ValueError(f"make_step: every batch array needs a leading (example) axis divisible "
+                                 f"into batch_sharding's shards ({batch_sharding}), got shape {shape}")
+        return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, batch_sharding), batch)
+
     def step(state: TrainState, batch):
+        if batch_sharding is not None:
+            batch = shard(batch)
         k_estimator, k_model = step_keys(state)
 
         def closed(params):
