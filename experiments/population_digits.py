@@ -61,8 +61,7 @@ def _optimizer(config: Config):
 def data(config: Config):
     """The digits split shared by every member: (x_train, y_train, x_test, y_test)."""
     del config
-    ds = data_module.digits(seed=0)
-    return tuple(jnp.asarray(a) for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+    return data_module.digits(seed=0).arrays()
 
 
 def init(config: Config, key) -> train.TrainState:

@@ -53,8 +53,7 @@ def _model(config: Config):
 
 def data(config: Config):
     """(x_train, y_train, x_test, y_test), shared by every member of a group."""
-    ds = _dataset(config)
-    return tuple(jnp.asarray(a) for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+    return _dataset(config).arrays()
 
 
 def init(config: Config, key) -> train.TrainState:

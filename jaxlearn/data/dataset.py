@@ -11,6 +11,7 @@ import numbers
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -50,6 +51,11 @@ class Dataset(NamedTuple):
     def num_test(self) -> int:
         """Number of test examples."""
         return int(self.x_test.shape[0])
+
+    def arrays(self) -> tuple:
+        """``(x_train, y_train, x_test, y_test)`` as jax arrays, dtypes kept: what an experiment's
+        ``data(config)`` hands the runner (moved to the device once, shared by a group)."""
+        return tuple(jnp.asarray(a) for a in (self.x_train, self.y_train, self.x_test, self.y_test))
 
 
 # Argument checks. They run on the host before any array is built, and each message names
