@@ -147,16 +147,23 @@ def row_blocks(num_rows: int, max_rows: int) -> tuple[int, int]:
     return num, -(-num_rows // num)
 
 
+def pad_rows(a, num_rows: int):
+    """``(N, …) -> (num_rows, …)`` with ``num_rows ≥ N``: the extra rows repeat the last one (valid
+    values: no NaN, the same program), to be cut off afterwards. Copies only when padding."""
+    a = jnp.asarray(a)
+    extra = num_rows - a.shape[0]
+    if extra == 0:
+        return a
+    return jnp.concatenate([a, jnp.broadcast_to(a[-1:], (extra,) + a.shape[1:])])
+
+
 def split_rows(a, max_rows: int):
     """``(N, …) -> (num, rows, …)`` by :func:`row_blocks`, for a ``lax.map``/``scan`` over blocks of
-    a leading axis with bounded memory. Padding repeats the last row (valid values: no NaN, the
-    same program); :func:`merge_rows` cuts it off. Copies only when padding is needed."""
+    a leading axis with bounded memory. Padding (:func:`pad_rows`) repeats the last row;
+    :func:`merge_rows` cuts it off. Copies only when padding is needed."""
     a = jnp.asarray(a)
-    n = a.shape[0]
-    num, rows = row_blocks(n, max_rows)
-    if num * rows > n:
-        a = jnp.concatenate([a, jnp.broadcast_to(a[-1:], (num * rows - n,) + a.shape[1:])])
-    return a.reshape((num, rows) + a.shape[1:])
+    num, rows = row_blocks(a.shape[0], max_rows)
+    return pad_rows(a, num * rows).reshape((num, rows) + a.shape[1:])
 
 
 def merge_rows(a, num_rows: int):

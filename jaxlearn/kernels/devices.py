@@ -16,9 +16,10 @@ import operator
 from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
+
+from jaxlearn.data.batching import pad_rows
 
 __all__ = ["resolve_devices", "map_blocks"]
 
@@ -65,16 +66,6 @@ def resolve_devices(devices) -> tuple | None:
     return chosen if len(chosen) > 1 else None
 
 
-def _pad_blocks(tree, num: int):
-    """Leaves ``(blocks, ...) -> (num, ...)``, the extra blocks copies of the last one."""
-    def pad(a):
-        extra = num - a.shape[0]
-        if extra == 0:
-            return a
-        return jnp.concatenate([a, jnp.broadcast_to(a[-1:], (extra,) + a.shape[1:])])
-    return jax.tree.map(pad, tree)
-
-
 def map_blocks(fn: Callable, blocks, devices: tuple | None):
     """``lax.map(fn, blocks)`` with the blocks spread over ``devices`` (from :func:`resolve_devices`).
 
@@ -90,7 +81,7 @@ def map_blocks(fn: Callable, blocks, devices: tuple | None):
         return jax.lax.map(fn, blocks)
     num = jax.tree.leaves(blocks)[0].shape[0]
     n_dev = len(devices)
-    padded = _pad_blocks(blocks, -(-num // n_dev) * n_dev)
+    padded = jax.tree.map(lambda a: pad_rows(a, -(-num // n_dev) * n_dev), blocks)
     mesh = Mesh(np.asarray(devices, dtype=object), (_AXIS,))
     spec = PartitionSpec(_AXIS)
     # check_vma=False: fn is arbitrary user code (custom_vjp rules, callbacks) whose primitives
