@@ -35,14 +35,32 @@ from jaxlearn.nn import activation as activation_layer
 from jaxlearn.nn.core import Layer, LayerError, serial
 from jaxlearn.nn.linear import Dense
 
-__all__ = ["BlockRequest", "block_serial", "block_mlp", "routed_value_and_grad", "block_request_errors"]
+__all__ = ["BlockRequest", "Request", "block_serial", "block_mlp", "routed_value_and_grad", "block_request_errors"]
 
 _KINDS = ("dfa", "perturb", "local")
 
 
+class Request:
+    """Base of the params wrappers an estimator passes through ``objective(params)`` to the network
+    that answers it (:class:`BlockRequest` and the requests of the other network-level rules).
+    A layer that is not that network fails at once when it indexes, iterates or measures the
+    request: a ``TypeError`` with the subclass's ``_refusal()`` message, naming the model needed."""
+
+    def _refusal(self) -> str:
+        return f"{type(self).__name__} reached a layer that is not the network it is meant for"
+
+    def _refuse(self, *_):
+        raise TypeError(self._refusal())
+
+    __getitem__ = __iter__ = __len__ = _refuse
+
+    def __bool__(self) -> bool:
+        return True
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class BlockRequest:
+class BlockRequest(Request):
     """The params of a :func:`block_serial` network plus a routing request from an estimator.
 
     ``kind`` (static): ``"dfa"`` — hidden blocks receive ``e B_l`` (``e = ∂L/∂y``) instead of the
@@ -56,14 +74,9 @@ class BlockRequest:
     data: Any = None
     kind: str = dataclasses.field(default="dfa", metadata={"static": True})
 
-    def _refuse(self, *_):
-        raise TypeError(f"a {self.kind!r} gradient estimator needs a jaxlearn.rules.block_serial network as the "
-                        f"top-level model (BlockRequest reached a layer that is not one)")
-
-    __getitem__ = __iter__ = __len__ = _refuse
-
-    def __bool__(self) -> bool:
-        return True
+    def _refusal(self) -> str:
+        return (f"a {self.kind!r} gradient estimator needs a jaxlearn.rules.block_serial network as the "
+                f"top-level model (BlockRequest reached a layer that is not one)")
 
 
 def _noise(keys, index, like):

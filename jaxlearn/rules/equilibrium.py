@@ -90,6 +90,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlearn.nn.core import Layer, LayerError, _describe
+from jaxlearn.rules.blocks import Request
 
 __all__ = ["EQPROP_ACTIVATIONS", "EquilibriumRequest", "eqprop_network", "equilibrium_propagation", "hopfield_energy"]
 
@@ -116,7 +117,7 @@ class _Config(NamedTuple):
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class EquilibriumRequest:
+class EquilibriumRequest(Request):
     """The params of an :func:`eqprop_network` plus a request from :func:`equilibrium_propagation`:
     answer the backward pass with nudged phases of strength ``beta`` (a scalar, may be traced),
     one-sided or ``symmetric`` (static) ±β nudging, instead of recurrent backprop."""
@@ -125,14 +126,9 @@ class EquilibriumRequest:
     beta: Any
     symmetric: bool = dataclasses.field(default=True, metadata={"static": True})
 
-    def _refuse(self, *_):
-        raise TypeError("equilibrium_propagation needs a jaxlearn.rules.eqprop_network as the top-level model "
-                        "(EquilibriumRequest reached a layer that is not one)")
-
-    __getitem__ = __iter__ = __len__ = _refuse
-
-    def __bool__(self) -> bool:
-        return True
+    def _refusal(self) -> str:
+        return ("equilibrium_propagation needs a jaxlearn.rules.eqprop_network as the top-level model "
+                "(EquilibriumRequest reached a layer that is not one)")
 
 
 # -- energy and relaxation ------------------------------------------------------------------------

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 from jaxlearn.nn import activation as activation_layer
 from jaxlearn.nn.core import Layer, LayerError, _describe, serial
 from jaxlearn.nn.linear import Dense
+from jaxlearn.rules.blocks import Request
 
 __all__ = ["NEGATIVES", "FFRequest", "ff_mlp", "forward_forward", "forward_forward_loss"]
 
@@ -55,7 +56,7 @@ _EPS = 1e-6
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class FFRequest:
+class FFRequest(Request):
     """The params of an :func:`ff_mlp` network and a request from :func:`forward_forward`: return the
     per-label log-likelihoods ``S`` (module docstring) for threshold ``threshold`` and negatives
     ``negatives`` (static), drawing random negatives from ``key``."""
@@ -65,14 +66,9 @@ class FFRequest:
     key: Any = None
     negatives: str = dataclasses.field(default="all", metadata={"static": True})
 
-    def _refuse(self, *_):
-        raise TypeError("forward_forward needs a jaxlearn.rules.ff_mlp network as the top-level model "
-                        "(FFRequest reached a layer that is not one)")
-
-    __getitem__ = __iter__ = __len__ = _refuse
-
-    def __bool__(self) -> bool:
-        return True
+    def _refusal(self) -> str:
+        return ("forward_forward needs a jaxlearn.rules.ff_mlp network as the top-level model "
+                "(FFRequest reached a layer that is not one)")
 
 
 def _normalize(h):

@@ -37,13 +37,14 @@ import jax
 from jaxlearn.nn import activation as activation_layer
 from jaxlearn.nn.core import Layer, LayerError, serial
 from jaxlearn.nn.linear import Dense
+from jaxlearn.rules.blocks import Request
 
 __all__ = ["LocalRequest", "local_serial", "local_mlp", "local_losses"]
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class LocalRequest:
+class LocalRequest(Request):
     """The params of a :func:`local_serial` network and a request from :func:`local_losses`: return the
     output of head ``block`` (0-based; ``block = L - 1``: the output layer's) as the network output,
     with every block input stop-gradient'ed unless ``detach`` is False (both static)."""
@@ -52,14 +53,9 @@ class LocalRequest:
     block: int = dataclasses.field(default=0, metadata={"static": True})
     detach: bool = dataclasses.field(default=True, metadata={"static": True})
 
-    def _refuse(self, *_):
-        raise TypeError("local_losses needs a jaxlearn.rules.local_serial network as the top-level model "
-                        "(LocalRequest reached a layer that is not one)")
-
-    __getitem__ = __iter__ = __len__ = _refuse
-
-    def __bool__(self) -> bool:
-        return True
+    def _refusal(self) -> str:
+        return ("local_losses needs a jaxlearn.rules.local_serial network as the top-level model "
+                "(LocalRequest reached a layer that is not one)")
 
 
 def _check(layers, heads):

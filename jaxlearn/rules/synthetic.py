@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlearn.nn.core import Layer, LayerError, serial
-from jaxlearn.rules.blocks import BlockRequest, replace_cotangent
+from jaxlearn.rules.blocks import BlockRequest, Request, replace_cotangent
 
 __all__ = ["PREDICTORS", "TARGETS", "synthetic_serial", "synthetic_gradients"]
 
@@ -56,20 +56,15 @@ TARGETS = ("bootstrap", "true")
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class _SyntheticRequest:
+class _SyntheticRequest(Request):
     """The params of a :func:`synthetic_serial` network, ``scale`` (array ``s``) and the static target."""
 
     params: Any
     scale: Any
     target: str = dataclasses.field(default="bootstrap", metadata={"static": True})
 
-    def _refuse(self, *_):
-        raise TypeError("SyntheticRequest reached a layer that is not a jaxlearn.rules.synthetic_serial network")
-
-    __getitem__ = __iter__ = __len__ = _refuse
-
-    def __bool__(self) -> bool:
-        return True
+    def _refusal(self) -> str:
+        return ("SyntheticRequest reached a layer that is not a jaxlearn.rules.synthetic_serial network")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
