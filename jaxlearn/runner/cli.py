@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--devices", type=_positive_int, default=None, metavar="N",
                    help="shard each group's runs over at most N local devices (default: all)")
+    p.add_argument("--distributed", action="store_true",
+                   help="join a multi-host job first (jax.distributed; settings from JAXLEARN_* or SLURM "
+                        "variables, else JAX's cluster detection); every host runs the same command")
 
     p = command("ls", "list runs with their status and final metrics")
     p.add_argument("--experiment")
@@ -94,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--devices", type=_positive_int, default=None, metavar="N",
                    help="shard each group's runs over at most N local devices (default: all)")
+    p.add_argument("--distributed", action="store_true",
+                   help="join a multi-host job first (jax.distributed; settings from JAXLEARN_* or SLURM "
+                        "variables, else JAX's cluster detection); every host runs the same command")
 
     p = command("plot", "write PNG plots of a run, a sweep or an experiment's runs")
     p.add_argument("target", help="run id/prefix, sweep:ID, or an experiment name")
@@ -110,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    if getattr(args, "distributed", False):
+        from jaxlearn.runner import distributed
+
+        distributed.initialize()  # before anything touches a device
     try:
         return COMMANDS[args.command](args, argv)
     except (cfg.ConfigError, store.StoreError, FileNotFoundError) as err:

@@ -27,7 +27,7 @@ from jaxlearn.runner.experiment import Experiment, load_experiment
 from jaxlearn.runner.plan import Group, group_dir, is_final, make_runs, plan_runs, read_status
 from jaxlearn.runner.progress import Progress
 
-__all__ = ["resolve", "run_sweep", "SweepReport", "enable_compilation_cache"]
+__all__ = ["resolve", "run_sweep", "compute_group", "SweepReport", "enable_compilation_cache"]
 
 _RUN_FILES = ("status.json", "metrics.jsonl", "state_final.npz", "outputs.npz")
 _RUN_DIRS = ("snapshots", "events", "plots")
@@ -101,42 +101,57 @@ def run_sweep(experiment: Experiment, configs, *, root="runs", force: bool = Fal
     computed, busy = {}, []
     with store.Index(root) as index:
         for group in plan.groups:
-            claims, members = [], []
-            # An interrupted group resumes whole: its finished members are recomputed (not
-            # rewritten) so the program, and hence every result, is the one it started with.
-            resuming = not force and (group_dir(root, group.group_id) / "members.json").exists()
-            try:
-                for run in group.runs:
-                    claim = store.RunClaim.try_acquire(run.dir(root))
-                    if claim is None:
-                        busy.append(run.run_id)
-                        continue
-                    claims.append(claim)
-                    if not resuming and not force and is_final(run.dir(root)):
-                        continue  # finished by another process since planning
-                    members.append(run)
-                if not members or (resuming and len(members) != len(group.runs)):
-                    continue
-                if len(members) != len(group.runs):
-                    group = Group(experiment, tuple(members))
-                if force:
-                    for run in group.runs:
-                        _clear_run(run.dir(root))
-                    if group_dir(root, group.group_id).exists():
-                        shutil.rmtree(group_dir(root, group.group_id))
-                try:
-                    computed.update(run_group(group, root, index, progress=bar, argv=argv, devices=devices))
-                except BaseException as err:
-                    for run in group.runs:
-                        record = read_status(run.dir(root))
-                        if record is not None and record.get("status") == "running":
-                            path = run.dir(root) / "status.json"
-                            record.update(status="failed", error=f"{type(err).__name__}: {err}"[:500], updated=store.now_iso())
-                            store.atomic_write_json(path, record)
-                            index.upsert(run.dir(root))
-                    raise
-            finally:
-                for claim in claims:
-                    claim.release()
+            done, taken = compute_group(group, root, index, force=force, progress=bar, argv=argv, devices=devices)
+            computed.update(done)
+            busy.extend(taken)
     return SweepReport(experiment.name, tuple(r.run_id for r in runs), computed,
                        tuple(r.run_id for r in plan.done), tuple(busy))
+
+
+def compute_group(group: Group, root, index, *, force: bool = False, progress=None, argv=None,
+                  devices: int | None = None) -> tuple[dict, list]:
+    """Claims ``group``'s runs and computes (or resumes) the ones it could claim; returns
+    ``({run_id: final status}, [run ids claimed by another process])``.
+
+    The unit of work of :func:`run_sweep` and of the cluster launchers
+    (:mod:`jaxlearn.runner.launch`): claims are taken and released here, in the process that
+    computes, so a process that dies (even by SIGKILL) frees its runs for a retry.
+    """
+    experiment = group.experiment
+    claims, members, busy = [], [], []
+    # An interrupted group resumes whole: its finished members are recomputed (not
+    # rewritten) so the program, and hence every result, is the one it started with.
+    resuming = not force and (group_dir(root, group.group_id) / "members.json").exists()
+    try:
+        for run in group.runs:
+            claim = store.RunClaim.try_acquire(run.dir(root))
+            if claim is None:
+                busy.append(run.run_id)
+                continue
+            claims.append(claim)
+            if not resuming and not force and is_final(run.dir(root)):
+                continue  # finished by another process since planning
+            members.append(run)
+        if not members or (resuming and len(members) != len(group.runs)):
+            return {}, busy
+        if len(members) != len(group.runs):
+            group = Group(experiment, tuple(members))
+        if force:
+            for run in group.runs:
+                _clear_run(run.dir(root))
+            if group_dir(root, group.group_id).exists():
+                shutil.rmtree(group_dir(root, group.group_id))
+        try:
+            return run_group(group, root, index, progress=progress, argv=argv, devices=devices), busy
+        except BaseException as err:
+            for run in group.runs:
+                record = read_status(run.dir(root))
+                if record is not None and record.get("status") == "running":
+                    path = run.dir(root) / "status.json"
+                    record.update(status="failed", error=f"{type(err).__name__}: {err}"[:500], updated=store.now_iso())
+                    store.atomic_write_json(path, record)
+                    index.upsert(run.dir(root))
+            raise
+    finally:
+        for claim in claims:
+            claim.release()
