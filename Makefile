@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+CLUSTER_STAMP := $(VENV)/.installed-cluster
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8
 # pytest exits 5 when it collected no test; one of the two processes may legitimately have none.
 PYTEST_OK := || [ $$? -eq 5 ]
@@ -17,23 +18,28 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The tests also exercise the optional cluster launchers (Ray, submitit).
+$(CLUSTER_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,cluster]'
+	touch $(CLUSTER_STAMP)
+
 run: $(STAMP)
 	$(VENV)/bin/jaxlearn run configs/population_digits.yaml --check
 
 # The whole suite: float32 tests and float64 tests, each in its own process. The two processes run
 # side by side (compilation is single-threaded, so two cores are used); each one's output is
 # printed in one piece when it finishes, and either failing fails the target.
-test: $(STAMP)
+test: $(CLUSTER_STAMP)
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-float32 test-float64
 
-test-float32: $(STAMP)
+test-float32: $(CLUSTER_STAMP)
 	$(TEST_ENV) JAX_ENABLE_X64=0 $(PY) -m pytest -q $(PYTEST_OK)
 
-test-float64: $(STAMP)
+test-float64: $(CLUSTER_STAMP)
 	$(TEST_ENV) JAX_ENABLE_X64=1 $(PY) -m pytest -q $(PYTEST_OK)
 
 # Edit loop: skips tests marked slow.
-test-fast: $(STAMP)
+test-fast: $(CLUSTER_STAMP)
 	$(TEST_ENV) JAX_ENABLE_X64=0 $(PY) -m pytest -q -x -m "not slow" $(PYTEST_OK)
 	$(TEST_ENV) JAX_ENABLE_X64=1 $(PY) -m pytest -q -x -m "not slow" $(PYTEST_OK)
 

@@ -11,7 +11,9 @@ import shutil
 import sys
 
 from jaxlearn.runner import config as cfg
+from jaxlearn.runner import configfile as cfgfile
 from jaxlearn.runner import store
+from jaxlearn.runner.launch import LaunchError, check_options
 from jaxlearn.runner.experiment import list_experiments, load_experiment
 from jaxlearn.runner.plan import FINAL_STATUSES, GROUPS_DIR, Group, is_final, read_status, stored_group, stored_run
 from jaxlearn.runner.results import load
@@ -27,6 +29,10 @@ EPILOG = {
   jaxlearn run configs/population_digits.yaml --set num_steps=500 --sweep learning_rate=log:1e-3:1:5 --sweep seed=0,1,2
   jaxlearn run configs/population_digits.yaml --sweep learning_rate=0.01,0.1 --sweep seed=3,4 --zip
   jaxlearn run configs/population_digits.yaml --sweep learning_rate=log:1e-4:1:0 --random 16
+  jaxlearn run configs/population_digits.yaml --launcher ray                    (groups as Ray tasks; local Ray)
+  jaxlearn run configs/population_digits.yaml --launcher ray --address auto     (an existing Ray cluster)
+  jaxlearn run configs/population_digits.yaml --launcher slurm --launcher-opt slurm_partition=gpu --launcher-opt gpus_per_node=1 --launcher-opt timeout_min=120
+  srun jaxlearn run configs/population_digits.yaml --distributed                 (one task per host: one job over all hosts' devices)
 sweep values: v1,v2,...  |  lin:START:STOP:NUM  |  log:START:STOP:NUM  (--random samples inside ranges)""",
     "ls": "examples:\n  jaxlearn ls\n  jaxlearn ls --experiment population_digits --status finished\n"
           "  jaxlearn ls --rebuild        (index.sqlite lost or copied between machines)",
@@ -82,6 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--distributed", action="store_true",
                    help="join a multi-host job first (jax.distributed; settings from JAXLEARN_* or SLURM "
                         "variables, else JAX's cluster detection); every host runs the same command")
+    p.add_argument("--launcher", choices=["local", "ray", "slurm"], default="local",
+                   help="where groups run: this process (default), Ray tasks, or SLURM jobs via submitit "
+                        "(pip install 'jaxlearn[cluster]')")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to attach to (auto, HOST:6379 or ray://HOST:10001; default: start Ray locally)")
+    p.add_argument("--launcher-opt", dest="launcher_opts", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Ray task option (num_cpus, num_gpus, ...) or a submitit parameter "
+                        "(timeout_min, slurm_partition, gpus_per_node, ...)")
+    p.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="run a group whose worker died again at most N times (launchers; default 2)")
 
     p = command("ls", "list runs with their status and final metrics")
     p.add_argument("--experiment")
@@ -125,17 +141,29 @@ def main(argv=None) -> int:
     except (cfg.ConfigError, store.StoreError, FileNotFoundError) as err:
         print(f"jaxlearn {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except LaunchError as err:
+        print(f"jaxlearn {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 def _cmd_run(args, argv) -> int:
+    from jaxlearn.runner.launch import launch_sweep
     from jaxlearn.runner.sweep import enable_compilation_cache, resolve, run_sweep
 
+    if args.distributed and args.launcher != "local":
+        raise cfg.ConfigError("--distributed: not with --launcher (a launcher's groups run as independent jobs)")
+    options = _launcher_options(args)  # checked before anything is planned
     mode = "zip" if args.zip else "random" if args.random is not None else None
     experiment, configs = resolve(args.config, variant=args.variant, overrides=args.overrides, sweeps=args.sweeps,
                                   mode=mode, num=args.random, seed=args.seed)
-    enable_compilation_cache(args.out)
-    report = run_sweep(experiment, configs, root=args.out, force=args.force, progress=not args.quiet,
-                       max_group_size=args.max_group_size, argv=["jaxlearn", *argv], devices=args.devices)
+    if args.launcher == "local":
+        enable_compilation_cache(args.out)
+        report = run_sweep(experiment, configs, root=args.out, force=args.force, progress=not args.quiet,
+                           max_group_size=args.max_group_size, argv=["jaxlearn", *argv], devices=args.devices)
+    else:
+        report = launch_sweep(experiment, configs, root=args.out, launcher=args.launcher, force=args.force,
+                              max_group_size=args.max_group_size, argv=["jaxlearn", *argv], devices=args.devices,
+                              address=args.address, options=options, retries=args.retries)
     sweep_id = _record_sweep(args.out, report, args.config, args.variant, argv)
     print(f"\n{experiment.name}: {len(report.run_ids)} runs: {len(report.computed)} computed, "
           f"{len(report.skipped)} already finished, {len(report.busy)} running elsewhere  (sweep:{sweep_id})")
@@ -148,6 +176,20 @@ def _cmd_run(args, argv) -> int:
         experiment.hook("check")(results)
         print("check passed: the experiment's claim holds")
     return 0
+
+
+def _launcher_options(args) -> dict:
+    if args.launcher == "local" and (args.launcher_opts or args.address):
+        raise cfg.ConfigError("--launcher-opt/--address: only with --launcher ray or slurm")
+    if args.address and args.launcher != "ray":
+        raise cfg.ConfigError("--address: only with --launcher ray")
+    if args.retries < 0:
+        raise cfg.ConfigError(f"--retries: expected an int >= 0, got {args.retries}")
+    options = {}
+    for text in args.launcher_opts:
+        key, value = cfgfile.parse_assignment(text)
+        options[key] = value
+    return check_options(args.launcher, options) if args.launcher != "local" else options
 
 
 def _record_sweep(root, report, config_file, variant, argv) -> str:

@@ -40,6 +40,7 @@ class SweepReport:
     computed: dict                    # run_id -> final status, for runs computed now
     skipped: tuple[str, ...]          # already finished
     busy: tuple[str, ...]             # being computed by another process
+    resumed: dict = dataclasses.field(default_factory=dict)  # group_id -> step, groups a launcher resumed
 
 
 def _repo_root(path: pathlib.Path) -> list[pathlib.Path]:

@@ -1,0 +1,217 @@
+"""Cluster launchers (issue 11): a sweep's groups as Ray tasks on a real local Ray instance and as
+submitit jobs on its local executor, writing to one run store; a worker killed mid-group is
+retried and resumes from its last commit; finished runs are never recomputed."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from jaxlearn import runner
+from jaxlearn.runner import cli, launch, store
+from jaxlearn.runner.config import ConfigError
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TS = str(REPO / "configs" / "teacher_student.yaml")
+TINY = ["learning_rate=0.1", "width=8", "d_in=4", "teacher_width=4", "n_train=64", "batch_size=16", "num_steps=20", "segment_steps=10"]
+SEEDS = "seed=0,1,2,3"  # with --max-group-size 2 (learning_rate pinned): two groups of two runs
+
+
+def _configs(overrides):
+    return runner.resolve(TS, variant="smoke", overrides=overrides, sweeps=[SEEDS])
+
+
+def _local(root, overrides):
+    experiment, configs = _configs(overrides)
+    return runner.run_sweep(experiment, configs, root=root, progress=False, max_group_size=2, devices=1)
+
+
+def _finals(root) -> dict:
+    """run_id -> (final metrics, final state arrays, metric rows) of every run under ``root``."""
+    out = {}
+    for status in sorted(pathlib.Path(root, "teacher_student").glob("*/status.json")):
+        record = json.loads(status.read_text())
+        with np.load(status.parent / "state_final.npz") as npz:
+            state = {k: npz[k] for k in npz.files}
+        out[status.parent.name] = (record["status"], record["final_metrics"], state,
+                                   store.read_jsonl(status.parent / "metrics.jsonl"))
+    return out
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b) and a
+    for run_id in a:
+        (sa, ma, xa, ra), (sb, mb, xb, rb) = a[run_id], b[run_id]
+        assert sa == sb == "finished"
+        assert ma.keys() == mb.keys() and all(np.isclose(ma[k], mb[k], rtol=1e-6, atol=1e-7) for k in ma)
+        assert xa.keys() == xb.keys()
+        for k in xa:
+            np.testing.assert_allclose(xa[k], xb[k], rtol=1e-6, atol=1e-7, err_msg=f"{run_id} {k}")
+        assert [r["step"] for r in ra] == [r["step"] for r in rb]  # every step exactly once
+
+
+def _cli(root, overrides, *extra, wait=True):
+    """``jaxlearn run`` in a child process (Ray is started by, and stopped with, that process)."""
+    command = [sys.executable, "-m", "jaxlearn", "run", TS, "--variant", "smoke", "--out", str(root), "--no-plot",
+               "--quiet", "--max-group-size", "2", "--devices", "1", "--sweep", SEEDS,
+               *[f"--set={o}" for o in overrides], *extra]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if not wait:
+        return child
+    return _finish(child, 240)
+
+
+def _finish(child, timeout):
+    try:
+        output = child.communicate(timeout=timeout)[0]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 0, output
+    return output
+
+
+# -- bad input: one line, before anything is planned or started ---------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["--launcher-opt", "num_cpus=1"], "--launcher-opt/--address: only with --launcher ray or slurm"),
+    (["--launcher", "slurm", "--address", "auto"], "--address: only with --launcher ray"),
+    (["--launcher", "ray", "--launcher-opt", "num_cpu=1"], "--launcher-opt num_cpu: not a Ray task option"),
+    (["--launcher", "ray", "--launcher-opt", "num_cpus"], "expected key=value"),
+    (["--launcher", "ray", "--retries", "-1"], "--retries: expected an int >= 0, got -1"),
+    (["--launcher", "ray", "--distributed"], "--distributed: not with --launcher"),
+])
+def test_bad_launcher_input_is_one_line_error(args, message, tmp_path, capsys, monkeypatch):
+    def no_launch(*a, **k):
+        raise AssertionError("launched before validating")
+
+    monkeypatch.setattr(launch, "launch_sweep", no_launch)
+    monkeypatch.setattr("jaxlearn.runner.distributed.initialize", lambda: None)
+    assert cli.main(["run", TS, "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"launcher": "dask"}, "launcher: expected one of ray, slurm, got 'dask'"),
+    ({"retries": 1.5}, "retries: expected an int >= 0"),
+    ({"options": {"num_gpu": 1}}, "--launcher-opt num_gpu: not a Ray task option"),
+])
+def test_launch_sweep_rejects_bad_arguments(kwargs, message, tmp_path):
+    experiment, configs = _configs(TINY)
+    with pytest.raises(ConfigError, match=message):
+        launch.launch_sweep(experiment, configs, root=tmp_path, **kwargs)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("launcher, package", [("ray", "ray"), ("slurm", "submitit")])
+def test_missing_package_names_the_extra(launcher, package, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, package, None)  # makes `import package` raise ImportError
+    assert cli.main(["run", TS, "--out", str(tmp_path), "--launcher", launcher]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"jaxlearn run: error: --launcher {launcher} needs the {package} package: "
+                   "pip install 'jaxlearn[cluster]'")
+
+
+def test_worker_with_other_code_refuses_the_task(tmp_path):
+    experiment, configs = _configs(TINY)
+    runs = [runner.run_id(experiment.name, experiment.version, c) for c in configs[:2]]
+    task = launch.GroupTask(experiment.name, launch._search_paths(experiment),
+                            tuple(runner.to_dict(c) for c in configs[:2]), (runs[1], runs[0]), str(tmp_path))
+    with pytest.raises(launch.LaunchError, match="computes other run ids than the driver's"):
+        launch.run_task(task)
+    assert not any(tmp_path.iterdir())
+    assert launch._search_paths(experiment) == (str(REPO),)
+
+
+def test_run_task_computes_a_group_like_run_sweep(tmp_path):
+    """The worker side, in process: one task is one claimed, computed group."""
+    experiment, configs = _configs(TINY)
+    configs = configs[:2]
+    ids = tuple(runner.run_id(experiment.name, experiment.version, c) for c in configs)
+    task = launch.GroupTask(experiment.name, launch._search_paths(experiment),
+                            tuple(runner.to_dict(c) for c in configs), ids, str(tmp_path / "a"), devices=1)
+    result = launch.run_task(task)
+    assert result["computed"] == {i: "finished" for i in ids} and result["busy"] == []
+    assert result["resumed_from"] is None
+    again = launch.run_task(task)  # finished: nothing is recomputed
+    assert again["computed"] == {}
+    runner.run_sweep(experiment, configs, root=tmp_path / "b", progress=False, devices=1)
+    _assert_same(_finals(tmp_path / "a"), _finals(tmp_path / "b"))
+
+
+# -- Ray, for real: a local instance ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_ray_launcher_equals_local_and_skips_finished(tmp_path):
+    pytest.importorskip("ray", reason="the [cluster] extra is not installed (make test installs it)")
+    output = _cli(tmp_path / "ray", TINY, "--launcher", "ray", "--launcher-opt", "num_cpus=1")
+    assert "[2/2 groups" in output and "4 runs: 4 computed, 0 already finished" in output, output
+    _local(tmp_path / "local", TINY)
+    _assert_same(_finals(tmp_path / "ray"), _finals(tmp_path / "local"))
+    again = _cli(tmp_path / "ray", TINY, "--launcher", "ray")
+    assert "4 runs: 0 computed, 4 already finished" in again, again
+
+
+LONG = ["learning_rate=0.1", "width=64", "num_steps=6000", "segment_steps=200"]
+
+
+@pytest.mark.slow
+def test_ray_worker_killed_mid_group_is_resumed_from_its_checkpoint(tmp_path):
+    pytest.importorskip("ray", reason="the [cluster] extra is not installed (make test installs it)")
+    root = tmp_path / "ray"
+    child = _cli(root, LONG, "--launcher", "ray", "--retries", "2", wait=False)
+    victim = None
+    deadline = time.monotonic() + 180
+    while victim is None and time.monotonic() < deadline and child.poll() is None:
+        for committed in root.glob("_groups/*/committed.json"):
+            try:
+                record = json.loads(committed.read_text())
+            except (OSError, ValueError):
+                continue
+            if record["segment"] >= 1:
+                members = json.loads((committed.parent / "members.json").read_text())["runs"]
+                claim = json.loads((root / "teacher_student" / members[0] / ".claim").read_text())
+                assert claim["pid"] not in (child.pid, os.getpid())  # a Ray worker, not the driver
+                os.kill(claim["pid"], signal.SIGKILL)
+                victim = members, record["step"]
+                break
+        time.sleep(0.02)
+    output = _finish(child, 240)
+    assert victim is not None, f"no group committed a segment before the sweep ended:\n{output}"
+    members, killed_after = victim
+    line = next(line for line in output.splitlines() if f"({members[0][:8]}...)" in line)
+    resumed = int(line.split("resumed from step ")[1].split(")")[0])
+    assert resumed >= killed_after, line  # continued from a commit, not from step 0
+    assert "4 runs: 4 computed, 0 already finished" in output, output
+    _local(tmp_path / "local", LONG)
+    _assert_same(_finals(root), _finals(tmp_path / "local"))
+    assert not any((root / "_groups").iterdir())  # every group checkpoint removed once finished
+
+
+# -- submitit, on its local executor ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_submitit_local_executor_with_a_job_that_dies(tmp_path, monkeypatch):
+    """The first attempt of every group SIGKILLs itself after its second commit (the executor's
+    test hook); the driver resubmits the job, which resumes there and finishes."""
+    pytest.importorskip("submitit", reason="the [cluster] extra is not installed (make test installs it)")
+    experiment, configs = _configs(TINY)
+    monkeypatch.setenv("JAXLEARN_TEST_KILL_AT", "after_commit:1")
+    report = launch.launch_sweep(experiment, configs, root=tmp_path / "slurm", launcher="slurm", cluster="local",
+                                 max_group_size=2, devices=1, options={"timeout_min": 5}, poll_s=0.2)
+    monkeypatch.delenv("JAXLEARN_TEST_KILL_AT")
+    assert sorted(report.computed) == sorted(report.run_ids) and set(report.computed.values()) == {"finished"}
+    assert sorted(report.resumed.values()) == [20, 20]  # both groups: the commit of segment 1 (step 20)
+    assert not (tmp_path / "slurm" / "_launch").exists()  # no pickled submission or result left behind
+    _local(tmp_path / "local", TINY)
+    _assert_same(_finals(tmp_path / "slurm"), _finals(tmp_path / "local"))
