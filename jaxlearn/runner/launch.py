@@ -102,7 +102,8 @@ def run_task(task: GroupTask) -> dict:
     with store.Index(task.root) as index:
         computed, busy = compute_group(group, task.root, index, progress=None, argv=list(task.argv) or None,
                                        devices=task.devices)
-    return {"group": group.group_id, "computed": computed, "busy": list(busy), "resumed_from": resumed,
+    return {"group": group.group_id, "computed": computed, "busy": list(busy),
+            "resumed_from": resumed if computed else None,
             "worker": f"{socket.gethostname()}:{os.getpid()}"}
 
 
