@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn.landscape.objective import ModelObjective, dataset_metrics
-from jaxlearn.landscape.pytrees import check_like
+from jaxlearn.train.pytrees import check_like
 
 __all__ = ["Barrier", "interpolate", "linear_path", "barrier", "reset_batch_stats", "batch_stats_reset"]
 

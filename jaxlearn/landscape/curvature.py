@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlearn.landscape.objective import ModelObjective, as_loss_fn, chunk_loss, chunked_sum, mse, softmax_cross_entropy
-from jaxlearn.landscape.pytrees import check_like
+from jaxlearn.train.pytrees import check_like
 
 __all__ = ["hvp", "ggn_vp", "quadratic_form", "operator", "project", "has_forward_mode"]
 

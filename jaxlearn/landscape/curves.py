@@ -41,7 +41,7 @@ import numpy as np
 
 from jaxlearn.landscape.connectivity import path_positions
 from jaxlearn.landscape.objective import ModelObjective, dataset_metrics
-from jaxlearn.landscape.pytrees import check_like
+from jaxlearn.train.pytrees import check_like
 from jaxlearn.nn.core import Layer, as_spec
 
 __all__ = ["CURVES", "curve_point", "curve_model", "curve_path"]

@@ -21,7 +21,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from jaxlearn.landscape.pytrees import check_like
+from jaxlearn.train.pytrees import check_like
 
 __all__ = ["NORMALIZATIONS", "random_direction", "normalize_direction", "pca_directions", "plane", "project"]
 

@@ -16,7 +16,7 @@ import numpy as np
 from jaxlearn.landscape.permutation import (
     _FIXED, PermutationSpec, _check_spec, _flat, _permute_leaf, _walk, apply_permutation,
 )
-from jaxlearn.landscape.pytrees import check_like
+from jaxlearn.train.pytrees import check_like
 
 __all__ = ["Matching", "hidden_activations", "weight_matching", "activation_matching"]
 

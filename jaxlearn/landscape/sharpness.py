@@ -32,7 +32,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxlearn.landscape import curvature
 from jaxlearn.landscape.objective import ModelObjective, as_loss_fn
-from jaxlearn.landscape.pytrees import check_like
+from jaxlearn.train.pytrees import check_like
 from jaxlearn.landscape.sharpness_aware import sam_perturbation
 from jaxlearn.train.loop import train
 

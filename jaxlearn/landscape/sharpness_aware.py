@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlearn.landscape.pytrees import check_like
+from jaxlearn.train.pytrees import check_like
 from jaxlearn.train.step import backprop
 
 __all__ = ["sam_perturbation", "sam"]

@@ -23,7 +23,7 @@ from jax.tree_util import keystr, tree_flatten_with_path
 
 from jaxlearn.data.batching import merge_rows, split_rows
 from jaxlearn.landscape.affine import affine_vmap
-from jaxlearn.landscape.pytrees import check_like
+from jaxlearn.train.pytrees import check_like
 
 __all__ = ["grid", "surface_1d", "surface_2d"]
 

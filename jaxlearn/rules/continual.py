@@ -36,6 +36,8 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxlearn.train.pytrees import check_like
+
 __all__ = ["FISHER_KINDS", "FISHER_LOSSES", "fisher_diagonal", "ewc_penalty", "ewc", "ewc_combine"]
 
 FISHER_KINDS = ("true", "exact", "empirical")
@@ -164,16 +166,6 @@ def fisher_diagonal(apply_fn: Callable, params, x, *, kind: str = "true", y=None
     return jax.tree.map(lambda t, p: (t / n).astype(jnp.result_type(p)), total, params)
 
 
-def _check_like(who, name, tree, params):
-    if jax.tree.structure(tree) != jax.tree.structure(params):
-        raise ValueError(f"{who}: {name} must be a pytree with the structure of params, got "
-                         f"{jax.tree.structure(tree)} for params {jax.tree.structure(params)}")
-    for a, p in zip(jax.tree.leaves(tree), jax.tree.leaves(params)):
-        if jnp.shape(a) != jnp.shape(p):
-            raise ValueError(f"{who}: {name} must have the shapes of params, got a leaf of shape {jnp.shape(a)} "
-                             f"for one of shape {jnp.shape(p)}")
-
-
 def _check_strength(who, strength):
     if isinstance(strength, bool) or not (isinstance(strength, (int, float)) or hasattr(strength, "dtype")):
         raise TypeError(f"{who}: strength must be a number (λ >= 0), got {type(strength).__name__}")
@@ -191,8 +183,8 @@ def ewc_penalty(params, anchor, fisher, strength):
     be a traced scalar). Its gradient is ``λ F ⊙ (θ − θ*)``.
     """
     _check_strength("ewc_penalty", strength)
-    _check_like("ewc_penalty", "anchor", anchor, params)
-    _check_like("ewc_penalty", "fisher", fisher, params)
+    check_like("ewc_penalty: anchor", anchor, params)
+    check_like("ewc_penalty: fisher", fisher, params)
     terms = jax.tree.map(lambda p, a, f: jnp.sum(f * jnp.square(p - a)), params, anchor, fisher)
     return 0.5 * strength * sum(jax.tree.leaves(terms))
 
@@ -207,8 +199,8 @@ def ewc_combine(anchors: Sequence, fishers: Sequence):
         raise ValueError(f"ewc_combine: expected equally many (>= 1) anchors and fishers, got {len(anchors)} and "
                          f"{len(fishers)}")
     for a, f in zip(anchors, fishers):
-        _check_like("ewc_combine", "every anchor", a, anchors[0])
-        _check_like("ewc_combine", "every fisher", f, anchors[0])
+        check_like("ewc_combine: every anchor", a, anchors[0], "the first anchor")
+        check_like("ewc_combine: every fisher", f, anchors[0], "the first anchor")
     fisher = jax.tree.map(lambda *fs: sum(fs), *fishers)
     weighted = jax.tree.map(lambda *fa: sum(f * a for f, a in zip(fa[:len(fishers)], fa[len(fishers):])),
                             *fishers, *anchors)
@@ -230,7 +222,7 @@ def ewc(anchor, fisher, strength, base=None):
     objective's, unchanged, so ``make_step``'s ``metrics["loss"]`` remains the task loss alone.
     """
     _check_strength("ewc", strength)
-    _check_like("ewc", "fisher", fisher, anchor)
+    check_like("ewc: fisher", fisher, anchor, "anchor")
     if base is None:
         from jaxlearn.train import backprop as base_estimator
     elif isinstance(base, str):
@@ -242,7 +234,7 @@ def ewc(anchor, fisher, strength, base=None):
         raise TypeError(f"ewc: base must be None, a gradient estimator or its name, got {type(base).__name__}")
 
     def estimator(objective, params, key):
-        _check_like("ewc", "anchor", anchor, params)
+        check_like("ewc: anchor", anchor, params)
         (loss, aux), grads = base_estimator(objective, params, key)
         penalty = ewc_penalty(params, anchor, fisher, strength)
         grads = jax.tree.map(lambda g, p, a, f: g + (strength * f * (p - a)).astype(jnp.result_type(g)),
