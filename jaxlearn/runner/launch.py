@@ -195,7 +195,7 @@ def launch_sweep(experiment: Experiment, configs, *, root="runs", launcher: str 
     log = _Log(len(tasks), stream)
     dispatch = _dispatch_ray if launcher == "ray" else _dispatch_submitit
     results, failures = dispatch(module, tasks, root=root, options=options, retries=retries, address=address,
-                                 cluster=cluster, log=log, poll_s=poll_s)
+                                 cluster=cluster, log=log, poll_s=poll_s) if tasks else ([], [])
     computed, resumed = {}, {}
     for result in results:
         computed.update(result["computed"])
