@@ -3,6 +3,12 @@
 Nothing is pickled. PRNG keys are stored as their raw key data and re-wrapped on load, and
 every load goes through a *template* (the abstract state from ``jax.eval_shape`` of the
 experiment's ``init``), so the structure comes from code, never from the file.
+
+In a job of several processes (``jax.process_count() > 1``) a group checkpoint is a collective:
+every process calls :meth:`CheckpointWriter.start` with the same host (numpy) tree, orbax
+synchronises them with barriers and process 0 writes the (replicated) numpy leaves;
+:func:`load_checkpoint` is called by every process and reads the whole checkpoint as host arrays.
+``.npz`` files are written by the caller's writer process only.
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn.runner.distributed import is_multiprocess, is_writer
 from jaxlearn.runner.store import atomic_write_bytes
 
-__all__ = ["keys_to_data", "data_to_keys", "save_npz", "load_npz", "CheckpointWriter", "load_checkpoint"]
+__all__ = ["keys_to_data", "data_to_keys", "is_key", "save_npz", "load_npz", "CheckpointWriter", "load_checkpoint"]
 
 
-def _is_key(leaf) -> bool:
+def is_key(leaf) -> bool:
+    """Whether ``leaf`` (an array or an abstract one) holds typed PRNG keys."""
     return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
@@ -29,7 +37,7 @@ def keys_to_data(tree):
     """Replaces typed PRNG key leaves by their ``uint32`` key data (abstract leaves stay abstract)."""
 
     def convert(x):
-        if not _is_key(x):
+        if not is_key(x):
             return x
         return jax.random.key_data(x) if isinstance(x, jax.Array) else jax.eval_shape(jax.random.key_data, x)
 
@@ -40,7 +48,7 @@ def data_to_keys(tree, template):
     """Inverse of :func:`keys_to_data`: re-wraps the leaves that are keys in ``template``."""
 
     def wrap(x, t):
-        if _is_key(t):
+        if is_key(t):
             # An abstract template leaf carries no implementation: keys made by jax.random.key use
             # the default one.
             impl = jax.random.key_impl(t) if isinstance(t, jax.Array) else None
@@ -94,6 +102,11 @@ class CheckpointWriter:
     caller computes the next segment. ``wait()`` blocks until the last write is complete (orbax
     writes into a temporary directory and renames it when done, so a crash never leaves a
     partial checkpoint under ``path``). Use as a context manager; it waits on exit.
+
+    Several processes: every one calls ``start``, ``wait`` and ``close`` at the same points with
+    the same host tree (orbax runs barriers across processes inside them, so a save called by
+    one process alone never returns); process 0 removes a stale ``path`` and writes the files.
+    The background write overlaps the next segment there too.
     """
 
     def __init__(self):
@@ -103,8 +116,10 @@ class CheckpointWriter:
 
     def start(self, path, tree) -> None:
         path = pathlib.Path(path).resolve()
-        if path.exists():
-            shutil.rmtree(path)  # left by a crash after the write but before its commit pointer
+        if is_writer() and path.exists():
+            # Left by a crash after the write but before its commit pointer. Removed before the
+            # save's first barrier, so no other process sees it.
+            shutil.rmtree(path)
         self._checkpointer.save(path, keys_to_data(tree))
 
     def wait(self) -> None:
@@ -121,10 +136,16 @@ class CheckpointWriter:
 
 
 def load_checkpoint(path, template):
-    """Reads a group checkpoint into the structure, shapes and dtypes of ``template``."""
+    """Reads a group checkpoint into the structure, shapes and dtypes of ``template``.
+
+    In a job of several processes every process reads the whole checkpoint, as host (numpy)
+    leaves (key leaves re-wrapped on a local device), whichever placement wrote it: the caller
+    places them (:class:`jaxlearn.runner.placement.Placement`)."""
     import orbax.checkpoint as ocp
 
     abstract = keys_to_data(_abstract(template))
+    if is_multiprocess():
+        abstract = jax.tree.map(lambda t: np.zeros(t.shape, t.dtype), abstract)
     with ocp.StandardCheckpointer() as checkpointer:
         tree = checkpointer.restore(pathlib.Path(path).resolve(), abstract)
     return data_to_keys(tree, template)

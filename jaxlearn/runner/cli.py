@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -13,6 +14,7 @@ import sys
 from jaxlearn.runner import config as cfg
 from jaxlearn.runner import configfile as cfgfile
 from jaxlearn.runner import store
+from jaxlearn.runner.distributed import is_writer
 from jaxlearn.runner.launch import LaunchError, check_options
 from jaxlearn.runner.experiment import list_experiments, load_experiment
 from jaxlearn.runner.plan import FINAL_STATUSES, GROUPS_DIR, Group, is_final, read_status, stored_group, stored_run
@@ -164,6 +166,8 @@ def _cmd_run(args, argv) -> int:
         report = launch_sweep(experiment, configs, root=args.out, launcher=args.launcher, force=args.force,
                               max_group_size=args.max_group_size, argv=["jaxlearn", *argv], devices=args.devices,
                               address=args.address, options=options, retries=args.retries)
+    if not is_writer():
+        return 0  # another process of a --distributed job: process 0 records, prints and plots
     sweep_id = _record_sweep(args.out, report, args.config, args.variant, argv)
     print(f"\n{experiment.name}: {len(report.run_ids)} runs: {len(report.computed)} computed, "
           f"{len(report.skipped)} already finished, {len(report.busy)} running elsewhere  (sweep:{sweep_id})")
@@ -281,6 +285,7 @@ def _cmd_show(args, argv) -> int:
 
 
 def _cmd_resume(args, argv) -> int:
+    from jaxlearn.runner.distributed import broadcast_json
     from jaxlearn.runner.execute import run_group
     from jaxlearn.runner.progress import Progress
     from jaxlearn.runner.sweep import enable_compilation_cache
@@ -299,16 +304,24 @@ def _cmd_resume(args, argv) -> int:
         experiment, (stored_run(args.out, experiment, record["run_id"]),))
     runs = group.runs
     claims = []
+    # Several processes (--distributed): every one has read the same group above (before the first
+    # collective, so before process 0 writes anything); process 0 alone claims and writes.
+    enable_compilation_cache(args.out)  # before anything compiles
     try:
-        for run in runs:
+        busy = None
+        for run in runs if is_writer() else ():
             claim = store.RunClaim.try_acquire(run.dir(args.out))
             if claim is None:
-                print(f"run {run.run_id} is being computed by another process", file=sys.stderr)
-                return 1
+                busy = run.run_id
+                break
             claims.append(claim)
-        enable_compilation_cache(args.out)
-        with store.Index(args.out) as index:
-            statuses = run_group(group, args.out, index, progress=Progress(1, len(runs), enabled=not args.quiet),
+        busy = broadcast_json(busy)
+        if busy is not None:
+            print(f"run {busy} is being computed by another process", file=sys.stderr)
+            return 1
+        with store.Index(args.out) if is_writer() else contextlib.nullcontext() as index:
+            statuses = run_group(group, args.out, index,
+                                 progress=Progress(1, len(runs), enabled=not args.quiet and is_writer()),
                                  argv=["jaxlearn", *argv], devices=args.devices)
     finally:
         for claim in claims:

@@ -18,10 +18,18 @@ so a ``jit`` over a mesh of all of them communicates across hosts. Settings come
 
 The ``*_from_env`` helpers only read a mapping and never start anything, so they can be tested
 (and called to log what *would* happen) anywhere.
+
+Conventions of a multi-process runner job (``jax.process_count() > 1``; see
+:mod:`jaxlearn.runner.sweep` and :mod:`jaxlearn.runner.execute`): every process runs the same
+command on a shared filesystem; process 0 alone plans, takes the run claims, reads the decisions
+other processes must share (which runs, which commit to resume from) and sends them to the
+others with :func:`broadcast_json`; process 0 alone writes run files (:func:`is_writer`); every
+process takes part in every computation and in every orbax checkpoint save.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -30,7 +38,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-__all__ = ["Settings", "first_host", "initialize", "is_writer", "settings_from_env"]
+__all__ = ["Settings", "broadcast_json", "first_host", "initialize", "is_multiprocess", "is_writer",
+           "settings_from_env"]
 
 OWN_VARIABLES = ("JAXLEARN_COORDINATOR", "JAXLEARN_NUM_PROCESSES", "JAXLEARN_PROCESS_ID")
 PORT_VARIABLE = "JAXLEARN_COORDINATOR_PORT"
@@ -190,5 +199,36 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 def is_writer() -> bool:
     """Whether this process writes shared outputs (files, logs, plots): process 0 only, so that
     ``N`` processes computing the same results do not write them ``N`` times. Collective writes
-    (orbax checkpoints of globally sharded arrays) must still be called from every process."""
-    return jax.process_index() == 0
+    (orbax checkpoints) must still be called from every process. Without ``jax.distributed``
+    (a job of one process) it is true and touches no device."""
+    return not is_multiprocess() or jax.process_index() == 0
+
+
+def is_multiprocess() -> bool:
+    """Whether this process is one of several of a job (``jax.process_count() > 1``). Without
+    ``jax.distributed`` it is false at once, without starting JAX's backend (so that a sweep with
+    nothing left to compute never touches a device)."""
+    return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def broadcast_json(value):
+    """Process 0's ``value`` (anything JSON can encode), returned on every process.
+
+    Every process must call it at the same point; the others' ``value`` is ignored (pass
+    ``None``). In a job of one process it returns ``value`` itself, untouched. The value travels
+    as UTF-8 JSON through two ``multihost_utils.broadcast_one_to_all`` collectives (its padded
+    length as an int32, then its bytes), so what arrives has JSON types (tuples become lists,
+    keys strings).
+    """
+    if not is_multiprocess():
+        return value
+    from jax.experimental import multihost_utils
+
+    data = json.dumps(value, allow_nan=False).encode("utf-8") if is_writer() else b""
+    # padded with spaces (valid trailing JSON whitespace) to a power of two >= 256 bytes, so that
+    # messages of similar sizes share one compiled broadcast
+    data = data.ljust(max(256, 1 << (len(data) - 1).bit_length()), b" ")
+    length = int(multihost_utils.broadcast_one_to_all(np.int32(len(data))))
+    payload = np.frombuffer(data, np.uint8) if is_writer() else np.zeros(length, np.uint8)
+    received = multihost_utils.broadcast_one_to_all(payload)
+    return json.loads(np.asarray(received, np.uint8).tobytes().decode("utf-8"))

@@ -23,6 +23,19 @@ copies of the last member, inactive (``active=False``, so never updated, never r
 padding is dropped before anything is written, so metrics, snapshots, final states and
 checkpoints have the unsharded layout and a group resumes under either placement. ``d = 1`` is
 the plain single-device program.
+
+Several processes (``jax.process_count() > 1``, after :func:`jaxlearn.runner.distributed.initialize`):
+every process calls :func:`run_group` with the same group (the caller, process 0, decided it), and
+the member axis is sharded over the devices of all processes
+(:func:`jaxlearn.runner.placement.group_devices`), padded to a multiple of their number. Process 0
+reads what decides the computation (which members are already final, the last commit) and
+broadcasts it, so every process resumes from the same point; every process computes, gathers
+metrics and states to host (collectives) and takes part in each orbax checkpoint save
+(:class:`jaxlearn.runner.arrays.CheckpointWriter`: orbax coordinates the processes, process 0
+writes the files); only process 0 (:func:`jaxlearn.runner.distributed.is_writer`) writes run files
+(run.json, provenance, status, metrics, snapshots, final states, events, the index, members.json,
+committed.json) and deletes checkpoints. A checkpoint resumes under any number of processes and
+devices. Other processes get ``index=None``.
 """
 
 from __future__ import annotations
@@ -36,7 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn.runner import arrays, store
-from jaxlearn.runner.placement import Placement, local_devices
+from jaxlearn.runner.distributed import broadcast_json, is_multiprocess, is_writer
+from jaxlearn.runner.placement import Placement, group_devices
 from jaxlearn.runner import config as cfg
 from jaxlearn.runner.plan import Group, group_dir, is_final, static_key
 
@@ -192,11 +206,12 @@ def _programs(group: Group) -> _Programs:
     return _PROGRAMS[key]
 
 
-def _scalars(metrics: dict, where: str) -> dict[str, np.ndarray]:
-    """Host copies of per-member scalar metrics; anything else is an error naming the metric."""
+def _scalars(metrics: dict, where: str, fetch=jax.device_get) -> dict[str, np.ndarray]:
+    """Host copies (made by ``fetch``) of per-member scalar metrics; anything else is an error
+    naming the metric."""
     if not isinstance(metrics, dict):
         raise TypeError(f"{where} must return a dict of scalar metrics, got {type(metrics).__name__}")
-    host = jax.device_get(metrics)
+    host = fetch(metrics)
     for name, value in host.items():
         if np.ndim(value) != 1:
             raise ValueError(f"{where}: metric {name!r} must be a scalar per member, got shape {np.shape(value)[1:]}")
@@ -227,6 +242,8 @@ def _prepare(group: Group, root, index, argv, writable) -> None:
     device = jax.devices()[0]
     prov = store.provenance(argv)  # once per group: it asks git
     prov.update(device_kind=device.device_kind, platform=device.platform, device_count=jax.device_count())
+    if is_multiprocess():
+        prov.update(process_count=jax.process_count())
     for run, write in zip(group.runs, writable):
         path = run.dir(root)
         if not write:
@@ -270,19 +287,29 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
     run's up to the last bits (XLA compiles a per-device program for fewer members, whose
     floating-point reductions may associate differently); checkpoints written under one
     placement resume under any other.
+
+    Several processes: every process calls it with the same ``group``; the member axis is
+    sharded over ``devices`` local devices of *every* process (``None``: all of them; see
+    :func:`jaxlearn.runner.placement.group_devices`); only process 0 writes (``index`` is not
+    used elsewhere and may be ``None``); every process returns the same statuses.
+    ``data_parallel > 1`` is refused there (``ValueError``).
     """
     if getattr(group.config, "data_parallel", 1) > 1:
+        if is_multiprocess():
+            raise ValueError(f"data_parallel={group.config.data_parallel}: expected 1 in a job of "
+                             f"{jax.process_count()} processes (a step's batch is split over local devices only)")
         devices = 1  # each member's batch is already split over the devices (data parallelism)
-    placement = Placement(local_devices(devices, len(group.runs)), len(group.runs))
+    placement = Placement(group_devices(devices, len(group.runs)), len(group.runs))
     experiment = group.experiment
-    # Members split before a crash (only possible after the last segment) are never rewritten.
-    writable = np.array([not is_final(run.dir(root)) for run in group.runs])
-    _prepare(group, root, index, argv, writable)
+    writer = is_writer()
+    gdir = group_dir(root, group.group_id)
+    writable, committed = _resume_point(group, root, gdir)
+    if writer:
+        _prepare(group, root, index, argv, writable)
     data = experiment.module.data(group.config) if experiment.has_data else None
     programs = _programs(group)
     dynamic = _dynamic_values([r.config for r in group.runs])
-    gdir = group_dir(root, group.group_id)
-    if not (gdir / "members.json").exists():
+    if writer and not (gdir / "members.json").exists():
         store.atomic_write_json(gdir / "members.json", {"experiment": experiment.name, "version": experiment.version,
                                                         "runs": [r.run_id for r in group.runs]})
     if not experiment.trains:
@@ -291,7 +318,6 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
     config = group.config
     ends = segment_schedule(config)
     keep = set(snapshot_steps(config))
-    committed = store.read_json(gdir / "committed.json") if (gdir / "committed.json").exists() else None
     template = {"states": programs.template(dynamic),
                 "active": jax.ShapeDtypeStruct((len(group.runs),), bool),
                 "diverged_step": jax.ShapeDtypeStruct((len(group.runs),), np.int32)}
@@ -309,11 +335,11 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
         saved = arrays.load_checkpoint(gdir / committed["checkpoint"], template)
         states, active, diverged_step = saved["states"], np.asarray(saved["active"]), np.asarray(saved["diverged_step"])
         states = placement.put(states)
-    for entry in (gdir / "ckpt").glob("*") if (gdir / "ckpt").exists() else ():
+    for entry in (gdir / "ckpt").glob("*") if writer and (gdir / "ckpt").exists() else ():
         if committed is None or entry.name != committed["checkpoint"].split("/")[-1]:
             arrays.remove_tree(entry)  # written after the last commit (or a stale temporary)
     for run, write in zip(group.runs, writable):
-        if write:
+        if write and writer:
             store.truncate_jsonl(run.dir(root) / "metrics.jsonl", lambda row: row.get("step", 0) <= step)
 
     if progress is not None:
@@ -321,15 +347,16 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
     # The checkpoint of segment i is written in the background while segment i + 1 computes, and
     # committed (pointer replaced atomically) once complete; metrics appended after the last
     # commit are truncated on resume, so the overlap never exposes an uncommitted state.
-    with arrays.CheckpointWriter() as writer:
+    with arrays.CheckpointWriter() as checkpoints:
         pending = None
 
         def commit(record):
             nonlocal committed
-            writer.wait()
-            store.atomic_write_json(gdir / "committed.json", record)
-            if committed is not None:
-                arrays.remove_tree(gdir / committed["checkpoint"])
+            checkpoints.wait()
+            if writer:
+                store.atomic_write_json(gdir / "committed.json", record)
+                if committed is not None:
+                    arrays.remove_tree(gdir / committed["checkpoint"])
             committed = record
             _maybe_kill("after_commit", record["segment"])
 
@@ -337,16 +364,16 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
             _maybe_kill("before_segment", i)
             end = ends[i]
             states, metrics, ok = programs.advance(end - step)(states, dynamic, placement.mask(active), data)
-            metrics = placement.take(_scalars(metrics, f"{experiment.name}.segment"))
-            ok = placement.take(np.asarray(ok))
+            metrics = _scalars(metrics, f"{experiment.name}.segment", placement.fetch)
+            ok = placement.fetch(ok)
             for m, run in enumerate(group.runs):
-                if active[m] and writable[m]:
+                if active[m] and writable[m] and writer:
                     store.append_jsonl(run.dir(root) / "metrics.jsonl", [_row(end, metrics, m)])
             diverged_step = np.where(active & ~ok, end, diverged_step).astype(np.int32)
             active = ok
             _maybe_kill("after_metrics", i)
             host = placement.host(states)
-            if end in keep:
+            if end in keep and writer:
                 for m, run in enumerate(group.runs):
                     if active[m] and writable[m]:
                         arrays.save_npz(run.dir(root) / "snapshots" / f"step_{end:08d}.npz",
@@ -354,7 +381,7 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
             if pending is not None:
                 commit(pending)
             name = f"{i:06d}"
-            writer.start(gdir / "ckpt" / name, {"states": host, "active": active, "diverged_step": diverged_step})
+            checkpoints.start(gdir / "ckpt" / name, {"states": host, "active": active, "diverged_step": diverged_step})
             pending = {"segment": i, "step": end, "checkpoint": f"ckpt/{name}"}
             _maybe_kill("mid_checkpoint", i)
             if progress is not None:
@@ -363,7 +390,7 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
         if pending is not None:
             commit(pending)
 
-    final = placement.take(_scalars(programs.evaluate(states, dynamic, data), f"{experiment.name}.evaluate"))
+    final = _scalars(programs.evaluate(states, dynamic, data), f"{experiment.name}.evaluate", placement.fetch)
     states = placement.host(states)
     statuses = {}
     for m, run in enumerate(group.runs):
@@ -373,6 +400,10 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
         if not writable[m]:
             statuses[run.run_id] = store.read_json(path / "status.json")["status"]
             continue
+        status = "diverged" if diverged_step[m] >= 0 else "finished"
+        statuses[run.run_id] = status
+        if not writer:
+            continue
         rows = store.read_jsonl(path / "metrics.jsonl")
         finite_rows = [r for r in rows if diverged_step[m] < 0 or r["step"] < diverged_step[m]]
         last = dict(finite_rows[-1]) if finite_rows else {}
@@ -380,15 +411,26 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
         last.update({k: v for k, v in _row(0, final, m).items() if k != "step"})
         arrays.save_npz(path / "state_final.npz", jax.tree.map(lambda x: x[m], states))
         _write_events(path, rows)
-        status = "diverged" if diverged_step[m] >= 0 else "finished"
         _write_status(path, status, step=int(step), group=None, final_metrics=last,
                       diverged_step=int(diverged_step[m]) if diverged_step[m] >= 0 else None, finished=store.now_iso())
         index.upsert(path)
-        statuses[run.run_id] = status
-    arrays.remove_tree(gdir)
+    if writer:
+        arrays.remove_tree(gdir)
     if progress is not None:
         progress.close()
     return statuses
+
+
+def _resume_point(group: Group, root, gdir) -> tuple[np.ndarray, dict | None]:
+    """Which members may be written (not final: members split before a crash, only possible
+    after the last segment, are never rewritten) and the group's last commit (or None), as read
+    by process 0 and broadcast, so that every process resumes from the same point."""
+    found = None
+    if is_writer():
+        committed = store.read_json(gdir / "committed.json") if (gdir / "committed.json").exists() else None
+        found = {"writable": [not is_final(run.dir(root)) for run in group.runs], "committed": committed}
+    found = broadcast_json(found)
+    return np.array(found["writable"], bool), found["committed"]
 
 
 def _run_study(group, root, index, programs, dynamic, data, gdir, progress, placement) -> dict[str, str]:
@@ -399,25 +441,27 @@ def _run_study(group, root, index, programs, dynamic, data, gdir, progress, plac
     out = programs.run(placement.put(dynamic), placement.replicate(data))
     if not isinstance(out, dict):
         raise TypeError(f"{group.experiment.name}.run must return a dict, got {type(out).__name__}")
-    host = placement.take(jax.device_get(out))
+    host = placement.fetch(out)
     scalars = {k: v for k, v in host.items() if np.ndim(v) == 1}
     statuses = {}
     for m, run in enumerate(group.runs):
         path = run.dir(root)
         row = _row(0, scalars, m)
+        finite = all(np.all(np.isfinite(v)) for v in jax.tree.leaves({k: v[m] for k, v in host.items()})
+                     if np.issubdtype(np.asarray(v).dtype, np.inexact))
+        statuses[run.run_id] = status = "finished" if finite else "diverged"
+        if not is_writer():
+            continue
         store.truncate_jsonl(path / "metrics.jsonl", lambda r: False)
         store.append_jsonl(path / "metrics.jsonl", [row])
         rest = {k: v[m] for k, v in host.items() if k not in scalars}
         if rest:
             arrays.save_npz(path / "outputs.npz", rest)
-        finite = all(np.all(np.isfinite(v)) for v in jax.tree.leaves({k: v[m] for k, v in host.items()})
-                     if np.issubdtype(np.asarray(v).dtype, np.inexact))
-        status = "finished" if finite else "diverged"
         row.pop("step")
         _write_status(path, status, group=None, final_metrics=row, finished=store.now_iso())
         index.upsert(path)
-        statuses[run.run_id] = status
-    arrays.remove_tree(gdir)
+    if is_writer():
+        arrays.remove_tree(gdir)
     if progress is not None:
         progress.update(1, {})
         progress.close()

@@ -18,7 +18,7 @@ from jaxlearn.runner import store
 from jaxlearn.runner.experiment import Experiment
 
 __all__ = ["Run", "Group", "Plan", "plan_runs", "group_dir", "GROUPS_DIR", "FINAL_STATUSES", "read_status", "is_final",
-           "stored_run", "stored_group"]
+           "stored_run", "stored_group", "plan_to_json", "plan_from_json"]
 
 GROUPS_DIR = "_groups"  # not a valid experiment module name, so it cannot clash with one
 FINAL_STATUSES = ("finished", "diverged")
@@ -139,3 +139,23 @@ def plan_runs(experiment: Experiment, runs, root, *, force: bool = False, max_gr
             groups.append(Group(experiment, tuple(members[start:start + limit])))
     return Plan(tuple(groups), tuple(done), ())
 
+
+def plan_to_json(plan: Plan) -> dict:
+    """A plan as run ids only: ``{"groups": [[member ids in order], ...], "done": [...], "busy":
+    [...]}`` (what process 0 of a multi-process job sends the others, see
+    :func:`jaxlearn.runner.distributed.broadcast_json`)."""
+    return {"groups": [[r.run_id for r in g.runs] for g in plan.groups],
+            "done": [r.run_id for r in plan.done], "busy": [r.run_id for r in plan.busy]}
+
+
+def plan_from_json(experiment: Experiment, value: dict, runs, root) -> Plan:
+    """Inverse of :func:`plan_to_json`: the same groups, members in the same order, rebuilt from
+    ``runs`` (the sweep's runs, see :func:`make_runs`) or, for members of an interrupted group
+    that are not in the sweep, from their ``run.json`` under ``root``."""
+    known = {r.run_id: r for r in runs}
+
+    def run(rid: str) -> Run:
+        return known[rid] if rid in known else stored_run(root, experiment, rid)
+
+    return Plan(tuple(Group(experiment, tuple(run(rid) for rid in ids)) for ids in value["groups"]),
+                tuple(run(rid) for rid in value["done"]), tuple(run(rid) for rid in value["busy"]))

@@ -14,6 +14,7 @@ sweeps never compute the same run twice.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pathlib
 import shutil
@@ -21,10 +22,12 @@ import shutil
 import jax
 
 from jaxlearn.runner import configfile as cfgfile
-from jaxlearn.runner import store
+from jaxlearn.runner import distributed, store
 from jaxlearn.runner.execute import run_group
 from jaxlearn.runner.experiment import Experiment, load_experiment
-from jaxlearn.runner.plan import Group, group_dir, is_final, make_runs, plan_runs, read_status
+from jaxlearn.runner.plan import (
+    Group, group_dir, is_final, make_runs, plan_from_json, plan_runs, plan_to_json, read_status,
+)
 from jaxlearn.runner.progress import Progress
 
 __all__ = ["resolve", "run_sweep", "compute_group", "SweepReport", "enable_compilation_cache"]
@@ -93,18 +96,32 @@ def _clear_run(path: pathlib.Path) -> None:
 def run_sweep(experiment: Experiment, configs, *, root="runs", force: bool = False, progress: bool = True,
               max_group_size: int | None = None, argv=None, stream=None, devices: int | None = None) -> SweepReport:
     """Computes the runs of ``configs`` that are not finished yet, group by group; each group's
-    runs are sharded over at most ``devices`` local devices (default: all; 1: unsharded)."""
+    runs are sharded over at most ``devices`` local devices (default: all; 1: unsharded).
+
+    In a job of several processes (``jax.distributed``) every process calls it with the same
+    arguments: process 0 plans, claims and writes; the others receive the plan and each group's
+    members from it and compute every group together with it, over ``devices`` local devices of
+    every process. All processes return the same report, once process 0 has written everything.
+    """
+    multi, writer = distributed.is_multiprocess(), distributed.is_writer()
     root = pathlib.Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    if writer:
+        root.mkdir(parents=True, exist_ok=True)
     runs = make_runs(experiment, configs)
-    plan = plan_runs(experiment, runs, root, force=force, max_group_size=max_group_size)
-    bar = Progress(len(plan.groups), sum(len(g.runs) for g in plan.groups), stream=stream, enabled=progress)
+    plan = plan_runs(experiment, runs, root, force=force, max_group_size=max_group_size) if writer else None
+    if multi:
+        sent = distributed.broadcast_json(None if plan is None else plan_to_json(plan))
+        plan = plan_from_json(experiment, sent, runs, root)
+    bar = Progress(len(plan.groups), sum(len(g.runs) for g in plan.groups), stream=stream, enabled=progress and writer)
     computed, busy = {}, []
-    with store.Index(root) as index:
+    with store.Index(root) if writer else contextlib.nullcontext() as index:
         for group in plan.groups:
             done, taken = compute_group(group, root, index, force=force, progress=bar, argv=argv, devices=devices)
             computed.update(done)
             busy.extend(taken)
+    if multi:  # sent once process 0 has written everything: every process returns after that
+        final = distributed.broadcast_json({"computed": computed, "busy": busy} if writer else None)
+        computed, busy = final["computed"], final["busy"]
     return SweepReport(experiment.name, tuple(r.run_id for r in runs), computed,
                        tuple(r.run_id for r in plan.done), tuple(busy))
 
@@ -117,14 +134,19 @@ def compute_group(group: Group, root, index, *, force: bool = False, progress=No
     The unit of work of :func:`run_sweep` and of the cluster launchers
     (:mod:`jaxlearn.runner.launch`): claims are taken and released here, in the process that
     computes, so a process that dies (even by SIGKILL) frees its runs for a retry.
+
+    Several processes: every process calls it with the same group; process 0 alone takes the
+    claims, decides the members and sends them to the others (``index`` is used by process 0
+    only and may be ``None`` elsewhere); all of them compute the group together.
     """
     experiment = group.experiment
+    writer = distributed.is_writer()
     claims, members, busy = [], [], []
     # An interrupted group resumes whole: its finished members are recomputed (not
     # rewritten) so the program, and hence every result, is the one it started with.
-    resuming = not force and (group_dir(root, group.group_id) / "members.json").exists()
+    resuming = writer and not force and (group_dir(root, group.group_id) / "members.json").exists()
     try:
-        for run in group.runs:
+        for run in group.runs if writer else ():
             claim = store.RunClaim.try_acquire(run.dir(root))
             if claim is None:
                 busy.append(run.run_id)
@@ -133,11 +155,18 @@ def compute_group(group: Group, root, index, *, force: bool = False, progress=No
             if not resuming and not force and is_final(run.dir(root)):
                 continue  # finished by another process since planning
             members.append(run)
-        if not members or (resuming and len(members) != len(group.runs)):
+        if resuming and len(members) != len(group.runs):
+            members = []
+        if distributed.is_multiprocess():  # process 0 claimed: every process computes its members
+            shared = distributed.broadcast_json({"members": [r.run_id for r in members], "busy": busy}
+                                                if writer else None)
+            by_id = {run.run_id: run for run in group.runs}
+            members, busy = [by_id[rid] for rid in shared["members"]], shared["busy"]
+        if not members:
             return {}, busy
         if len(members) != len(group.runs):
             group = Group(experiment, tuple(members))
-        if force:
+        if force and writer:
             for run in group.runs:
                 _clear_run(run.dir(root))
             if group_dir(root, group.group_id).exists():
@@ -145,7 +174,7 @@ def compute_group(group: Group, root, index, *, force: bool = False, progress=No
         try:
             return run_group(group, root, index, progress=progress, argv=argv, devices=devices), busy
         except BaseException as err:
-            for run in group.runs:
+            for run in group.runs if writer else ():
                 record = read_status(run.dir(root))
                 if record is not None and record.get("status") == "running":
                     path = run.dir(root) / "status.json"
