@@ -206,7 +206,11 @@ RUN_CHILD = textwrap.dedent("""
     experiment, configs = runner.resolve(sys.argv[3], variant="smoke", overrides=json.loads(sys.argv[4]),
                                          sweeps=json.loads(sys.argv[5]))
     report = runner.run_sweep(experiment, configs, root=root, progress=False)
-    pathlib.Path(log).write_text(json.dumps({"writes": writes, "computed": report.computed,
+    # the command line on the finished sweep: nothing to compute; process 0 alone records and plots
+    from jaxlearn.runner import cli
+    code = cli.main(["run", sys.argv[3], "--variant", "smoke", "--out", root, "--quiet",
+                     *[f"--set={o}" for o in json.loads(sys.argv[4])], *[f"--sweep={a}" for a in json.loads(sys.argv[5])]])
+    pathlib.Path(log).write_text(json.dumps({"writes": writes, "computed": report.computed, "cli": code,
                                              "skipped": list(report.skipped), "processes": jax.process_count()}))
     jax.distributed.shutdown()
 """)
@@ -314,9 +318,13 @@ def test_two_processes_compute_a_sweep_as_one_process_does(one_process, tmp_path
     log0, log1 = (json.loads((logs / f"process_{i}.json").read_text()) for i in range(2))
     assert log0["processes"] == log1["processes"] == 2
     assert log0["computed"] == log1["computed"] == dict.fromkeys(one_process[1], "finished")
-    assert log1["writes"] == []  # process 1 wrote nothing under the run root
+    assert log0["cli"] == log1["cli"] == 0
+    # process 1 wrote nothing under the run root but XLA's compilation cache (shared by design)
+    assert [w for w in log1["writes"] if "_jax_cache" not in pathlib.Path(w[1]).parts] == []
     written = {pathlib.Path(path).name for _, path in log0["writes"]}  # the hook does see writes
-    assert {"metrics.jsonl", "state_final.npz", "committed.json", "members.json", "index.sqlite"} <= written
+    assert {"metrics.jsonl", "state_final.npz", "committed.json", "members.json", "index.sqlite",
+            "curves.png"} <= written
+    assert len(list((root / "_sweeps").glob("*.json"))) == 1
     assert assert_same_results(root, one_process) <= TOL
     for rid in one_process[1]:
         assert store.read_json(store.run_dir(root, "population_digits", rid) / "provenance.json")["process_count"] == 2
