@@ -143,17 +143,9 @@ def test_two_local_processes_share_a_global_mesh(tmp_path):
     commands = [[sys.executable, "-c", CHILD, "0", str(tmp_path), address], [sys.executable, "-c", CHILD, "1", str(tmp_path)]]
     children = [subprocess.Popen(command, env={**env, **own} if i else env, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True) for i, command in enumerate(commands)]
-    outputs, deadline = [], time.monotonic() + 60
-    try:
-        for child in children:
-            outputs.append(child.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()  # SIGKILL: JAX's preemption notifier catches SIGTERM and the child lives on
-                child.communicate()
+    outputs = _finish(children, 60)
     for i, child in enumerate(children):
-        assert child.returncode == 0, f"process {i} exited {child.returncode}:\n{outputs[i] if i < len(outputs) else ''}"
+        assert child.returncode == 0, f"process {i} exited {child.returncode}:\n{outputs[i]}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["written_by_0.json"]
     result = json.loads((tmp_path / "written_by_0.json").read_text())
     pieces = [1.0, 2.0, 10.0, 20.0]  # process 0 holds [1, 2], process 1 holds [10, 20]
