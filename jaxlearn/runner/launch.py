@@ -128,7 +128,7 @@ def _clear_for_force(group: Group, root) -> list[str]:
             continue
         with claim:
             _clear_run(run.dir(root))
-    if group_dir(root, group.group_id).exists():
+    if not busy and group_dir(root, group.group_id).exists():  # a busy member's group is in use
         shutil.rmtree(group_dir(root, group.group_id))
     return busy
 
@@ -284,13 +284,13 @@ def _dispatch_submitit(submitit, tasks, *, root, options, retries, address, clus
             try:
                 result = job.result()
             except FailedJobError as err:  # the experiment raised: a retry would fail again
-                failures.append((task, _last_line(err)))
+                failures.append((task, _job_error(err)))
                 log(task, f"failed: {failures[-1][1]}")
             except UncompletedJobError as err:  # the job died without a result: resume elsewhere
                 if attempt < retries:
                     pending[executor.submit(task)] = (task, attempt + 1)
                 else:
-                    failures.append((task, f"no result after {attempt + 1} attempts: {_last_line(err)}"))
+                    failures.append((task, f"no result after {attempt + 1} attempts: {_job_error(err)}"))
                     log(task, f"failed: {failures[-1][1]}")
             else:
                 results.append(result)
@@ -304,6 +304,12 @@ def _dispatch_submitit(submitit, tasks, *, root, options, retries, address, clus
     return results, failures
 
 
-def _last_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[-1] if lines else type(err).__name__
+def _job_error(err: BaseException) -> str:
+    """One line of a submitit error: the exception line of a failed job's trace (submitit puts the
+    trace between two dashed rules, then log paths), else the first line."""
+    text = str(err)
+    parts = text.split("-" * 22 + "\n")
+    lines = [line.strip() for line in (parts[1] if len(parts) >= 3 else text).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return lines[-1] if len(parts) >= 3 else lines[0]

@@ -8,6 +8,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -215,3 +216,76 @@ def test_submitit_local_executor_with_a_job_that_dies(tmp_path, monkeypatch):
     assert not (tmp_path / "slurm" / "_launch").exists()  # no pickled submission or result left behind
     _local(tmp_path / "local", TINY)
     _assert_same(_finals(tmp_path / "slurm"), _finals(tmp_path / "local"))
+
+
+# An experiment whose groups with ``explode=True`` raise in the worker (in ``data``, before any
+# compile); every call appends a line to ``calls.txt`` beside it, so retries can be counted.
+EXPLODING = textwrap.dedent("""
+    \"\"\"Test experiment: a group with explode=True raises in its worker.\"\"\"
+    import dataclasses, pathlib
+    import jax.numpy as jnp
+    from jaxlearn import runner
+
+    VERSION = "1"
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        seed: int = runner.dynamic(0, min=0)
+        explode: bool = runner.static(False)
+        num_steps: int = runner.static(4, min=1)
+        segment_steps: int = runner.static(2, min=1)
+
+    def data(config):
+        with open(pathlib.Path(__file__).with_name("calls.txt"), "a") as calls:
+            calls.write(f"explode={config.explode}\\n")
+        if config.explode:
+            raise ValueError("boom: this group cannot run")
+        return jnp.ones(3)
+
+    def init(config, key):
+        return {"w": jnp.zeros(3)}
+
+    def segment(state, config, data):
+        w = state["w"] + config.segment_steps * data
+        return {"w": w}, {"norm": jnp.sqrt(jnp.sum(w ** 2))}
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["ray", "slurm"])
+def test_a_group_that_raises_is_not_retried_and_the_others_finish(launcher, tmp_path):
+    """Ray through the command line (exit 1, one line naming the error), submitit in process."""
+    pytest.importorskip("ray" if launcher == "ray" else "submitit",
+                        reason="the [cluster] extra is not installed (make test installs it)")
+    package = tmp_path / "jl_launch_exploding"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "boom.py").write_text(EXPLODING)
+    root = tmp_path / "runs"
+    if launcher == "ray":
+        (tmp_path / "configs").mkdir()
+        config = tmp_path / "configs" / "boom.yaml"
+        config.write_text("experiment: jl_launch_exploding.boom\nsweep:\n  explode: [false, true]\n")
+        command = [sys.executable, "-m", "jaxlearn", "run", str(config), "--out", str(root), "--launcher", "ray",
+                   "--quiet", "--no-plot"]
+        env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        child = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+        assert child.returncode == 1, child.stdout + child.stderr
+        message = child.stderr.strip().splitlines()[-1]
+        assert message.startswith("jaxlearn run: error: "), child.stderr
+        message = message.removeprefix("jaxlearn run: error: ")
+    else:
+        experiment = runner.load_experiment("jl_launch_exploding.boom", [tmp_path])
+        configs = [experiment.config_cls(seed=0, explode=False), experiment.config_cls(seed=0, explode=True)]
+        with pytest.raises(launch.LaunchError) as err:
+            launch.launch_sweep(experiment, configs, root=root, launcher="slurm", cluster="local", retries=2,
+                                options={"timeout_min": 5}, poll_s=0.2)
+        message = str(err.value)
+    assert "\n" not in message and message.startswith("1 of 2 groups failed"), message
+    assert message.endswith("ValueError: boom: this group cannot run"), message
+    statuses = {json.loads((d / "run.json").read_text())["config"]["explode"]: json.loads((d / "status.json").read_text())
+                for d in (root / "jl_launch_exploding.boom").iterdir()}
+    assert statuses[False]["status"] == "finished" and statuses[False]["final_metrics"]["norm"] == pytest.approx(4 * 3 ** 0.5)
+    assert statuses[True]["status"] == "failed" and "boom" in statuses[True]["error"]
+    calls = (package / "calls.txt").read_text().splitlines()
+    assert sorted(calls) == ["explode=False", "explode=True"]  # the failing group ran once: no retry
