@@ -10,6 +10,8 @@ on both sides) and calls :func:`jaxlearn.runner.sweep.compute_group`, which clai
 computes or resumes them and releases the claims. Hence dedup, the atomic run claim and resume
 behave exactly as for local runs: a run claimed elsewhere is reported busy, a finished run is
 never recomputed, and a group whose worker died resumes from its last committed checkpoint.
+An interrupted driver (Ctrl-C) cancels the tasks and jobs it started; their groups resume from
+their last commit when the same command runs again.
 
 Faults. A worker that dies mid-group (killed, out of memory, node lost) releases its claims (they
 are ``flock`` locks, freed by the kernel) and leaves the group's last commit on disk; the launcher
@@ -244,19 +246,25 @@ def _dispatch_ray(ray, tasks, *, root, options, retries, address, cluster, log, 
                                               **{"num_cpus": 1, **options})
         pending = {remote.remote(task): task for task in tasks}
         results, failures = [], []
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=None)
-            for ref in ready:
-                task = pending.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except Exception as err:  # RayTaskError (the experiment raised) or the retries ran out
-                    cause = getattr(err, "cause", None) or err
-                    failures.append((task, f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"))
-                    log(task, f"failed: {failures[-1][1]}")
-                    continue
-                results.append(result)
-                log(task, _describe(result))
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=None)
+                for ref in ready:
+                    task = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as err:  # RayTaskError (the experiment raised) or the retries ran out
+                        cause = getattr(err, "cause", None) or err
+                        text = str(cause).splitlines()[0] if str(cause) else ""
+                        failures.append((task, f"{type(cause).__name__}: {text}"))
+                        log(task, f"failed: {failures[-1][1]}")
+                        continue
+                    results.append(result)
+                    log(task, _describe(result))
+        except BaseException:  # Ctrl-C or a lost driver: stop the workers (their groups resume later)
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
         return results, failures
     finally:
         if started:
@@ -272,36 +280,55 @@ def _dispatch_submitit(submitit, tasks, *, root, options, retries, address, clus
         raise LaunchError(f"--launcher slurm: {str(err).splitlines()[0]}") from None
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
-    pending = {executor.submit(task): (task, 0) for task in tasks}
+    pending = {}
     results, failures = [], []
-    while pending:
-        done = [job for job in pending if job.done()]
-        if not done:
-            time.sleep(poll_s)
-            continue
-        for job in done:
-            task, attempt = pending.pop(job)
-            try:
-                result = job.result()
-            except FailedJobError as err:  # the experiment raised: a retry would fail again
-                failures.append((task, _job_error(err)))
-                log(task, f"failed: {failures[-1][1]}")
-            except UncompletedJobError as err:  # the job died without a result: resume elsewhere
-                if attempt < retries:
-                    pending[executor.submit(task)] = (task, attempt + 1)
-                else:
-                    failures.append((task, f"no result after {attempt + 1} attempts: {_job_error(err)}"))
+    try:
+        for task in tasks:
+            pending[executor.submit(task)] = (task, 0)
+        while pending:
+            done = [job for job in pending if job.done()]
+            if not done:
+                _wait(poll_s)
+                continue
+            for job in done:
+                task, attempt = pending.pop(job)
+                try:
+                    result = job.result()
+                except FailedJobError as err:  # the experiment raised: a retry would fail again
+                    failures.append((task, _job_error(err)))
                     log(task, f"failed: {failures[-1][1]}")
-            else:
-                results.append(result)
-                log(task, _describe(result))
-            shutil.rmtree(job.paths.folder, ignore_errors=True)  # the pickled submission and result
+                except UncompletedJobError as err:  # the job died without a result: resume elsewhere
+                    if attempt < retries:
+                        pending[executor.submit(task)] = (task, attempt + 1)
+                    else:
+                        failures.append((task, f"no result after {attempt + 1} attempts: {_job_error(err)}"))
+                        log(task, f"failed: {failures[-1][1]}")
+                else:
+                    results.append(result)
+                    log(task, _describe(result))
+                shutil.rmtree(job.paths.folder, ignore_errors=True)  # the pickled submission and result
+    except BaseException:  # Ctrl-C or a lost driver: cancel the jobs (their groups resume later)
+        for job in pending:
+            job.cancel(check=False)
+        # local jobs are this process's children: reap them (a few seconds at most), so that
+        # none is left behind
+        deadline = time.monotonic() + 10
+        while cluster == "local" and time.monotonic() < deadline and not all(job.done() for job in pending):
+            time.sleep(0.1)
+        for job in pending:
+            shutil.rmtree(job.paths.folder, ignore_errors=True)
+        raise
     for empty in (folder / "%j", folder, folder.parent):  # left if empty (another launch may share them)
         try:
             empty.rmdir()
         except OSError:
             pass
     return results, failures
+
+
+def _wait(seconds: float) -> None:
+    """The driver's pause between two looks at its SLURM jobs."""
+    time.sleep(seconds)
 
 
 def _job_error(err: BaseException) -> str:

@@ -289,3 +289,86 @@ def test_a_group_that_raises_is_not_retried_and_the_others_finish(launcher, tmp_
     assert statuses[True]["status"] == "failed" and "boom" in statuses[True]["error"]
     calls = (package / "calls.txt").read_text().splitlines()
     assert sorted(calls) == ["explode=False", "explode=True"]  # the failing group ran once: no retry
+
+
+@pytest.mark.slow
+def test_an_interrupted_driver_cancels_its_jobs_and_the_sweep_resumes(tmp_path, monkeypatch):
+    """Ctrl-C in the driver once a group has committed a segment: the job is cancelled (its runs'
+    claims come free), and launching again resumes the group from that commit."""
+    pytest.importorskip("submitit", reason="the [cluster] extra is not installed (make test installs it)")
+    experiment, configs = _configs(LONG)
+    configs = configs[:2]
+    root = tmp_path / "slurm"
+    seen = {}
+
+    def interrupt_after_a_commit(seconds):
+        for committed in root.glob("_groups/*/committed.json"):
+            seen["step"] = json.loads(committed.read_text())["step"]
+            raise KeyboardInterrupt
+        time.sleep(0.05)
+
+    monkeypatch.setattr(launch, "_wait", interrupt_after_a_commit)
+    with pytest.raises(KeyboardInterrupt):
+        launch.launch_sweep(experiment, configs, root=root, launcher="slurm", cluster="local", devices=1,
+                            options={"timeout_min": 5})
+    monkeypatch.undo()
+    run_dirs = [store.run_dir(root, experiment.name, runner.run_id(experiment.name, experiment.version, c))
+                for c in configs]
+    deadline = time.monotonic() + 30
+    while True:  # the cancelled job lets go of its runs
+        claims = [store.RunClaim.try_acquire(d) for d in run_dirs]
+        free = all(c is not None for c in claims)
+        for claim in claims:
+            if claim is not None:
+                claim.release()
+        if free or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert free, "the cancelled job still holds its runs"
+    assert not any((root / "_launch" / "submitit").glob("*/*.pkl"))
+    report = launch.launch_sweep(experiment, configs, root=root, launcher="slurm", cluster="local", devices=1,
+                                 options={"timeout_min": 5}, poll_s=0.2)
+    assert set(report.computed.values()) == {"finished"} and len(report.computed) == 2
+    assert list(report.resumed.values())[0] >= seen["step"] > 0
+
+
+def test_an_interrupted_ray_driver_cancels_its_tasks():
+    """The driver's side of Ctrl-C with Ray, against a stand-in for the ``ray`` module: every task
+    still pending is cancelled (force: the worker process is stopped) and a Ray instance the
+    driver started is shut down."""
+    calls = []
+
+    class Remote:
+        def options(self, **kw):
+            calls.append(("options", kw))
+            return self
+
+        def remote(self, task):
+            return f"ref-{task}"
+
+    class FakeRay:
+        def is_initialized(self):
+            return False
+
+        def init(self, **kw):
+            calls.append(("init", kw))
+
+        def remote(self, fn):
+            assert fn is launch.run_task
+            return Remote()
+
+        def wait(self, refs, num_returns, timeout):
+            raise KeyboardInterrupt
+
+        def cancel(self, ref, force):
+            calls.append(("cancel", ref, force))
+
+        def shutdown(self):
+            calls.append(("shutdown",))
+
+    with pytest.raises(KeyboardInterrupt):
+        launch._dispatch_ray(FakeRay(), ["a", "b"], root=None, options={"num_gpus": 1}, retries=3, address=None,
+                             cluster=None, log=None, poll_s=None)
+    assert calls == [("init", {"address": None, "log_to_driver": False}),
+                     ("options", {"max_retries": 3, "retry_exceptions": False, "num_cpus": 1, "num_gpus": 1}),
+                     ("cancel", "ref-a", True), ("cancel", "ref-b", True), ("shutdown",)]
