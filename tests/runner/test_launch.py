@@ -203,16 +203,17 @@ def test_ray_worker_killed_mid_group_is_resumed_from_its_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_submitit_local_executor_with_a_job_that_dies(tmp_path, monkeypatch):
-    """The first attempt of every group SIGKILLs itself after its second commit (the executor's
-    test hook); the driver resubmits the job, which resumes there and finishes."""
+    """The first attempt of the group SIGKILLs itself after its second commit (the executor's
+    test hook); the driver resubmits the job, which resumes there and finishes. (One group of
+    four runs: submitit waits 15 s for the result file of each job that died.)"""
     pytest.importorskip("submitit", reason="the [cluster] extra is not installed (make test installs it)")
     experiment, configs = _configs(TINY)
     monkeypatch.setenv("JAXLEARN_TEST_KILL_AT", "after_commit:1")
     report = launch.launch_sweep(experiment, configs, root=tmp_path / "slurm", launcher="slurm", cluster="local",
-                                 max_group_size=2, devices=1, options={"timeout_min": 5}, poll_s=0.2)
+                                 devices=1, options={"timeout_min": 5}, poll_s=0.2)
     monkeypatch.delenv("JAXLEARN_TEST_KILL_AT")
     assert sorted(report.computed) == sorted(report.run_ids) and set(report.computed.values()) == {"finished"}
-    assert sorted(report.resumed.values()) == [20, 20]  # both groups: the commit of segment 1 (step 20)
+    assert list(report.resumed.values()) == [20]  # the commit of segment 1 (step 20)
     assert not (tmp_path / "slurm" / "_launch").exists()  # no pickled submission or result left behind
     _local(tmp_path / "local", TINY)
     _assert_same(_finals(tmp_path / "slurm"), _finals(tmp_path / "local"))
