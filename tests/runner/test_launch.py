@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -166,11 +167,45 @@ def test_ray_launcher_equals_local_and_skips_finished(tmp_path):
 LONG = ["learning_rate=0.1", "width=64", "num_steps=6000", "segment_steps=200"]
 
 
-@pytest.mark.slow
-def test_ray_worker_killed_mid_group_is_resumed_from_its_checkpoint(tmp_path):
+@pytest.fixture
+def ray_cluster():
+    """A Ray head of 2 CPUs started the way a cluster is (``ray start --head --block``); yields its
+    address. Stopped by SIGTERM to that command (its process group is SIGKILLed if it hangs), so
+    other Ray instances on the machine are left alone."""
     pytest.importorskip("ray", reason="the [cluster] extra is not installed (make test installs it)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen([str(pathlib.Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+                             "--num-cpus=2", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+                             "--disable-usage-stats"], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        lines = []
+        for line in head.stdout:  # ready once it says so
+            lines.append(line)
+            if "Ray runtime started" in line:
+                break
+        else:
+            raise AssertionError("the Ray head did not start:\n" + "".join(lines))
+        yield f"127.0.0.1:{port}"
+    finally:
+        head.terminate()  # `ray start --block` stops its head's processes and exits
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        head.stdout.close()
+
+
+@pytest.mark.slow
+def test_ray_worker_killed_mid_group_is_resumed_from_its_checkpoint(tmp_path, ray_cluster):
+    """On a running 2-CPU Ray cluster (``--address``): a worker SIGKILLed after its group committed
+    a segment; Ray runs the task again, which resumes from that commit."""
     root = tmp_path / "ray"
-    child = _cli(root, LONG, "--launcher", "ray", "--retries", "2", wait=False)
+    child = _cli(root, LONG, "--launcher", "ray", "--address", ray_cluster, "--retries", "2", wait=False)
     victim = None
     deadline = time.monotonic() + 180
     while victim is None and time.monotonic() < deadline and child.poll() is None:
