@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="where groups run: this process (default), Ray tasks, or SLURM jobs via submitit "
                         "(pip install 'jaxlearn[cluster]')")
     p.add_argument("--address", default=None,
-                   help="Ray cluster to attach to (auto, HOST:6379 or ray://HOST:10001; default: start Ray locally)")
+                   help="Ray cluster to attach to (auto, HOST:6379 or ray://HOST:10001; default: $RAY_ADDRESS, "
+                        "else a new local Ray)")
     p.add_argument("--launcher-opt", dest="launcher_opts", action="append", default=[], metavar="KEY=VALUE",
                    help="a Ray task option (num_cpus, num_gpus, ...) or a submitit parameter "
                         "(timeout_min, slurm_partition, gpus_per_node, ...)")

@@ -162,9 +162,10 @@ def launch_sweep(experiment: Experiment, configs, *, root="runs", launcher: str 
                  cluster: str = "slurm", stream=None, poll_s: float = 2.0) -> SweepReport:
     """Computes the runs of ``configs`` that are not finished yet, one launcher task per group.
 
-    ``launcher``: ``"ray"`` (attaches to a running Ray if this process already called
-    ``ray.init``, else to the cluster at ``address`` — ``"auto"``, ``"host:6379"``,
-    ``"ray://host:10001"`` — else starts a local instance with ``ray.init()``) or ``"slurm"``
+    ``launcher``: ``"ray"`` (uses the Ray this process already joined with ``ray.init``, else
+    attaches to the cluster at ``address`` — ``"auto"`` (the one ``ray start`` last started on this
+    machine), ``"host:6379"``, ``"ray://host:10001"`` — or at ``$RAY_ADDRESS``, else starts a new
+    local instance) or ``"slurm"``
     (submitit; ``cluster="local"`` runs the jobs as local processes, for tests). ``options`` are
     Ray task options (``num_cpus``, ``num_gpus``, ...) or submitit executor parameters
     (``timeout_min``, ``slurm_partition``, ``gpus_per_node``, ...). A group whose worker dies is
@@ -240,7 +241,8 @@ def _describe(result: dict) -> str:
 def _dispatch_ray(ray, tasks, *, root, options, retries, address, cluster, log, poll_s):
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, log_to_driver=False)
+        # "local": a new instance, never a stale one recorded by an earlier `ray start` on this machine
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
     try:
         remote = ray.remote(run_task).options(max_retries=retries, retry_exceptions=False,
                                               **{"num_cpus": 1, **options})

@@ -368,7 +368,7 @@ def test_an_interrupted_driver_cancels_its_jobs_and_the_sweep_resumes(tmp_path, 
     assert list(report.resumed.values())[0] >= seen["step"] > 0
 
 
-def test_an_interrupted_ray_driver_cancels_its_tasks():
+def test_an_interrupted_ray_driver_cancels_its_tasks(monkeypatch):
     """The driver's side of Ctrl-C with Ray, against a stand-in for the ``ray`` module: every task
     still pending is cancelled (force: the worker process is stopped) and a Ray instance the
     driver started is shut down."""
@@ -402,9 +402,10 @@ def test_an_interrupted_ray_driver_cancels_its_tasks():
         def shutdown(self):
             calls.append(("shutdown",))
 
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     with pytest.raises(KeyboardInterrupt):
         launch._dispatch_ray(FakeRay(), ["a", "b"], root=None, options={"num_gpus": 1}, retries=3, address=None,
                              cluster=None, log=None, poll_s=None)
-    assert calls == [("init", {"address": None, "log_to_driver": False}),
+    assert calls == [("init", {"address": "local", "log_to_driver": False}),  # never a stale `ray start`
                      ("options", {"max_retries": 3, "retry_exceptions": False, "num_cpus": 1, "num_gpus": 1}),
                      ("cancel", "ref-a", True), ("cancel", "ref-b", True), ("shutdown",)]
