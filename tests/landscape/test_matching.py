@@ -17,48 +17,7 @@ from jaxlearn.landscape.connectivity import barrier, linear_path
 from jaxlearn.landscape.matching import activation_matching, hidden_activations, weight_matching
 from jaxlearn.landscape.permutation import apply_permutation, permutation_spec, spec_from_pairs
 
-
-def _models():
-    return {
-        "mlp": (nn.mlp([5, 6], 3, activation="tanh", b_std=0.5), (4,)),
-        "cnn_flatten": (nn.serial(nn.Conv(4, (3, 3), padding="SAME", b_std=0.5), nn.Relu(),
-                                  nn.Conv(5, (3, 3), b_std=0.5), nn.LayerNorm(affine=True), nn.Tanh(),
-                                  nn.AvgPool((2, 2)), nn.Flatten(), nn.Dense(7, b_std=0.5), nn.Gelu(), nn.Dense(3)),
-                        (6, 6, 2)),
-        "resnet": (nn.resnet(4, 2, 3, activation="tanh", b_std=0.5, layer_norm=True), (5, 5, 2)),
-    }
-
-
-def _numpy_init(model, x, seed):
-    """Random params (weights ~ N(0, 1/fan_in); biases, norm scales/offsets ~ N(0, 1/4)) and state
-    (statistics ~ U(0.5, 1.5)) drawn with numpy: no per-shape compilation of jax.random."""
-    rng = np.random.default_rng(seed)
-    params, state = jax.eval_shape(lambda k: model.init(k, x[:1]), jax.random.key(0))
-
-    def draw(s, scale):
-        return jnp.asarray(rng.normal(size=s.shape) * scale(s.shape), s.dtype)
-
-    params = jax.tree.map(lambda s: draw(s, lambda sh: 1 / np.sqrt(np.prod(sh[:-1])) if len(sh) > 1 else 0.5), params)
-    state = jax.tree.map(lambda s: jnp.asarray(rng.uniform(0.5, 1.5, s.shape), s.dtype), state)
-    return params, state
-
-
-def _setup(name, seed, n=9):
-    """A model with random params (norm scales/offsets too) and inputs."""
-    model, shape = _models()[name]
-    x = jnp.asarray(np.random.default_rng(1).normal(size=(n,) + shape), jnp.result_type(float))
-    return (model, *_numpy_init(model, x, seed), x)
-
-
-def _random_perms(spec, seed=0):
-    rng = np.random.default_rng(seed)
-    perms = {}
-    for group, n in spec.sizes.items():
-        p = np.arange(n)
-        while np.array_equal(p, np.arange(n)):
-            p = rng.permutation(n)
-        perms[group] = p
-    return perms
+from tests.landscape.permuted_models import numpy_init, random_perms, setup
 
 
 def _np_tree(tree):
@@ -69,7 +28,7 @@ def _np_tree(tree):
 def _mlp_pair(widths, seeds=(0, 1)):
     model = nn.mlp(widths, 2, b_std=0.5)
     x = jnp.zeros((1, 3), jnp.result_type(float))
-    return model, [_numpy_init(model, x, s)[0] for s in seeds]
+    return model, [numpy_init(model, x, s)[0] for s in seeds]
 
 
 def _permute_by_hand(params, perms):
@@ -136,9 +95,9 @@ def test_activation_matching_equals_brute_force(normalize):
 @pytest.mark.parametrize("method", ["weights", "activations"])
 @pytest.mark.parametrize("name", ["mlp", "cnn_flatten", "resnet"])
 def test_matching_recovers_a_planted_permutation(name, method):
-    model, params, _, x = _setup(name, 0, n=64)
+    model, params, _, x = setup(name, 0, n=64)
     spec = permutation_spec(model, x[:1])
-    perms = _random_perms(spec, 1)
+    perms = random_perms(spec, 1)
     params_b = apply_permutation(spec, perms, params)
     if method == "weights":
         result = weight_matching(spec, params, params_b, seed=3)
@@ -153,9 +112,9 @@ def test_matching_recovers_a_planted_permutation(name, method):
 
 def test_matching_bad_inputs_name_the_argument():
     model = nn.mlp([5], 3)
-    params, _ = _numpy_init(model, jnp.zeros((1, 4)), 0)
+    params, _ = numpy_init(model, jnp.zeros((1, 4)), 0)
     spec = permutation_spec(model, jax.ShapeDtypeStruct((1, 4), jnp.float32))
-    other = _numpy_init(nn.mlp([5, 5], 3), jnp.zeros((1, 4)), 0)[0]
+    other = numpy_init(nn.mlp([5, 5], 3), jnp.zeros((1, 4)), 0)[0]
     with pytest.raises(ValueError, match=r"params_b: structure differs from params_a"):
         weight_matching(spec, params, other)
     with pytest.raises(ValueError, match=r"activations_a: no activations for group '0'"):

@@ -11,67 +11,18 @@ import pytest
 from jaxlearn import nn
 from jaxlearn.landscape.permutation import PermutationSpec, apply_permutation, permutation_spec, spec_from_pairs
 
-
-def _models():
-    return {
-        "mlp": (nn.mlp([5, 6], 3, activation="tanh", b_std=0.5), (4,)),
-        "mlp_batchnorm": (nn.serial(nn.Dense(5, b_std=0.5), nn.BatchNorm(), nn.Tanh(), nn.Dense(6, b_std=0.5),
-                                    nn.BatchNorm(), nn.Relu(), nn.Dense(3)), (4,)),
-        "cnn_flatten": (nn.serial(nn.Conv(4, (3, 3), padding="SAME", b_std=0.5), nn.Relu(),
-                                  nn.Conv(5, (3, 3), b_std=0.5), nn.LayerNorm(affine=True), nn.Tanh(),
-                                  nn.AvgPool((2, 2)), nn.Flatten(), nn.Dense(7, b_std=0.5), nn.Gelu(), nn.Dense(3)),
-                        (6, 6, 2)),
-        "cnn_1d": (nn.cnn([4, 5], 3, filter_shape=(3,), activation="tanh", b_std=0.5), (8, 2)),
-        "resnet": (nn.resnet(4, 2, 3, activation="tanh", b_std=0.5, layer_norm=True), (5, 5, 2)),
-        "embedding_mlp": (nn.embedding_mlp(7, 3, [5], 2, activation="tanh", b_std=0.5), None),
-    }
+from tests.landscape.permuted_models import models, numpy_init, random_perms, setup
 
 
-MODELS = list(_models())
-
-
-def _numpy_init(model, x, seed):
-    """Random params (weights ~ N(0, 1/fan_in); biases, norm scales/offsets ~ N(0, 1/4)) and state
-    (statistics ~ U(0.5, 1.5)) drawn with numpy: no per-shape compilation of jax.random."""
-    rng = np.random.default_rng(seed)
-    params, state = jax.eval_shape(lambda k: model.init(k, x[:1]), jax.random.key(0))
-
-    def draw(s, scale):
-        return jnp.asarray(rng.normal(size=s.shape) * scale(s.shape), s.dtype)
-
-    params = jax.tree.map(lambda s: draw(s, lambda sh: 1 / np.sqrt(np.prod(sh[:-1])) if len(sh) > 1 else 0.5), params)
-    state = jax.tree.map(lambda s: jnp.asarray(rng.uniform(0.5, 1.5, s.shape), s.dtype), state)
-    return params, state
-
-
-def _setup(name, seed, n=9):
-    """A model with random params (norm scales/offsets and BatchNorm statistics too) and inputs."""
-    model, shape = _models()[name]
-    rng = np.random.default_rng(1)
-    if shape is None:  # token inputs
-        x = jnp.asarray(rng.integers(0, 7, (n, 4)), jnp.int32)
-    else:
-        x = jnp.asarray(rng.normal(size=(n,) + shape), jnp.result_type(float))
-    return (model, *_numpy_init(model, x, seed), x)
-
-
-def _random_perms(spec, seed=0):
-    rng = np.random.default_rng(seed)
-    perms = {}
-    for group, n in spec.sizes.items():
-        p = np.arange(n)
-        while np.array_equal(p, np.arange(n)):
-            p = rng.permutation(n)
-        perms[group] = p
-    return perms
+MODELS = list(models())
 
 
 @pytest.mark.float64
 @pytest.mark.parametrize("name", MODELS)
 def test_permuted_network_computes_the_same_function(name):
-    model, params, state, x = _setup(name, 0)
+    model, params, state, x = setup(name, 0)
     spec = permutation_spec(model, x[:1])
-    perms = _random_perms(spec)
+    perms = random_perms(spec)
     new_params, new_state = apply_permutation(spec, perms, params, state)
     apply = jax.jit(model.apply, static_argnames="train")
     # with BatchNorm, train mode normalises by batch statistics, eval mode by the (permuted) running ones
@@ -90,7 +41,7 @@ def test_spec_of_an_mlp_and_of_conv_flatten_dense_written_out():
     assert spec.sizes == {"0": 5, "2": 6}
     assert spec.params == {"[0]['W']": (None, ("0", 1)), "[0]['b']": (("0", 1),),
                            "[2]['W']": (("0", 1), ("2", 1)), "[2]['b']": (("2", 1),), "[4]['W']": (("2", 1), None)}
-    params, _ = _numpy_init(model, jnp.zeros((1, 4)), 0)
+    params, _ = numpy_init(model, jnp.zeros((1, 4)), 0)
     assert spec_from_pairs(params, {"0": [("0/W", 1), ("0/b", 0), ((2, "W"), 0)],
                                     "2": [("2/W", 1), ("2/b", 0), ("4/W", -2)]}) == spec
     model = nn.serial(nn.Conv(4, (3, 3)), nn.BatchNorm(), nn.Relu(), nn.Flatten(), nn.Dense(3))
@@ -116,7 +67,7 @@ class _FlaxMLP(linen.Module):
 def test_flax_mlp_with_a_hand_written_spec():
     model = nn.from_linen(_FlaxMLP())
     x = jnp.asarray(np.random.default_rng(1).normal(size=(9, 4)))
-    params, state = _numpy_init(model, x, 0)
+    params, state = numpy_init(model, x, 0)
     spec = spec_from_pairs(params, {
         "h0": [("Dense_0/kernel", 1), ("Dense_0/bias", 0), ("BatchNorm_0/scale", 0), ("BatchNorm_0/bias", 0),
                ("batch_stats/BatchNorm_0/mean", 0), ("batch_stats/BatchNorm_0/var", 0), ("Dense_1/kernel", 0)],
@@ -124,7 +75,7 @@ def test_flax_mlp_with_a_hand_written_spec():
     }, state)
     assert spec.sizes == {"h0": 6, "h1": 5}
     assert spec.state["['batch_stats']['BatchNorm_0']['mean']"] == (("h0", 1),)
-    new_params, new_state = apply_permutation(spec, _random_perms(spec), params, state)
+    new_params, new_state = apply_permutation(spec, random_perms(spec), params, state)
     for train in (False, True):
         np.testing.assert_allclose(model.apply(new_params, x, new_state, train=train),
                                    model.apply(params, x, state, train=train), rtol=0, atol=1e-12)
@@ -134,9 +85,9 @@ def test_flax_mlp_with_a_hand_written_spec():
 
 @pytest.mark.float64
 def test_apply_permutation_under_jit_vmap_and_grad():
-    model, params, _, x = _setup("mlp", 0)
+    model, params, _, x = setup("mlp", 0)
     spec = permutation_spec(model, x[:1])
-    many = [_random_perms(spec, s) for s in range(3)]
+    many = [random_perms(spec, s) for s in range(3)]
     stacked = {g: np.stack([p[g] for p in many]) for g in spec.sizes}
     batched = jax.jit(jax.vmap(lambda perms: apply_permutation(spec, perms, params)))(stacked)
     for i, perms in enumerate(many):
@@ -161,9 +112,9 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(TypeError, match="model: expected a jaxlearn.nn Layer"):
         permutation_spec(lambda x: x, spec_in)
     model = nn.mlp([5], 3)
-    params, _ = _numpy_init(model, jnp.zeros((1, 4)), 0)
+    params, _ = numpy_init(model, jnp.zeros((1, 4)), 0)
     spec = permutation_spec(model, spec_in)
-    wide = _numpy_init(nn.mlp([6], 3), jnp.zeros((1, 4)), 0)[0]
+    wide = numpy_init(nn.mlp([6], 3), jnp.zeros((1, 4)), 0)[0]
     with pytest.raises(ValueError, match=r"spec: leaf \[0\]\['W'\] of params has size 6 on axis 1, but group '0'"):
         apply_permutation(spec, {"0": np.arange(5)}, wide)
     with pytest.raises(ValueError, match=r"spec: names leaf \[0\]\['W'\] of params, which params does not have"):
