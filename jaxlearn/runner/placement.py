@@ -145,6 +145,4 @@ class Placement:
     def host(self, states):
         if self.count == 1:
             return states
-        if self.spans_processes:
-            return self.fetch(arrays.keys_to_data(states))
-        return jax.tree.map(lambda x: np.asarray(x)[:self.members], arrays.keys_to_data(states))
+        return self.fetch(arrays.keys_to_data(states))
