@@ -184,6 +184,7 @@ def launch_sweep(experiment: Experiment, configs, *, root="runs", launcher: str 
     plan = plan_runs(experiment, runs, root, force=force, max_group_size=max_group_size)
     busy: list[str] = []
     tasks = []
+    paths, argv = _search_paths(experiment), tuple(argv or ())
     for group in plan.groups:
         if force:
             taken = _clear_for_force(group, root)
@@ -192,9 +193,8 @@ def launch_sweep(experiment: Experiment, configs, *, root="runs", launcher: str 
             if not members:
                 continue
             group = Group(experiment, members) if len(members) != len(group.runs) else group
-        tasks.append(GroupTask(experiment.name, _search_paths(experiment),
-                               tuple(cfg.to_dict(r.config) for r in group.runs), tuple(r.run_id for r in group.runs),
-                               str(root), devices, tuple(argv or ())))
+        tasks.append(GroupTask(experiment.name, paths, tuple(cfg.to_dict(r.config) for r in group.runs),
+                               tuple(r.run_id for r in group.runs), str(root), devices, argv))
     log = _Log(len(tasks), stream)
     dispatch = _dispatch_ray if launcher == "ray" else _dispatch_submitit
     results, failures = dispatch(module, tasks, root=root, options=options, retries=retries, address=address,

@@ -23,6 +23,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 TS = str(REPO / "configs" / "teacher_student.yaml")
 TINY = ["learning_rate=0.1", "width=8", "d_in=4", "teacher_width=4", "n_train=64", "batch_size=16", "num_steps=20", "segment_steps=10"]
 SEEDS = "seed=0,1,2,3"  # with --max-group-size 2 (learning_rate pinned): two groups of two runs
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # no token file, no usage report
 
 
 def _configs(overrides):
@@ -63,7 +64,7 @@ def _cli(root, overrides, *extra, wait=True):
     command = [sys.executable, "-m", "jaxlearn", "run", TS, "--variant", "smoke", "--out", str(root), "--no-plot",
                "--quiet", "--max-group-size", "2", "--devices", "1", "--sweep", SEEDS,
                *[f"--set={o}" for o in overrides], *extra]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **RAY_ENV}
     child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if not wait:
         return child
@@ -176,7 +177,7 @@ def ray_cluster():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **RAY_ENV}
     head = subprocess.Popen([str(pathlib.Path(sys.executable).with_name("ray")), "start", "--head", "--block",
                              "--num-cpus=2", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
                              "--disable-usage-stats"], env=env, cwd=REPO, stdout=subprocess.PIPE,
@@ -304,7 +305,7 @@ def test_a_group_that_raises_is_not_retried_and_the_others_finish(launcher, tmp_
         config.write_text("experiment: jl_launch_exploding.boom\nsweep:\n  explode: [false, true]\n")
         command = [sys.executable, "-m", "jaxlearn", "run", str(config), "--out", str(root), "--launcher", "ray",
                    "--quiet", "--no-plot"]
-        env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        env = {**os.environ, **RAY_ENV}
         child = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
         assert child.returncode == 1, child.stdout + child.stderr
         message = child.stderr.strip().splitlines()[-1]
