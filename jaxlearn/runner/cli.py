@@ -59,6 +59,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_device_options(p) -> None:
+    """--devices and --distributed, shared by `run` and `resume`."""
+    p.add_argument("--devices", type=_positive_int, default=None, metavar="N",
+                   help="shard each group's runs over at most N local devices (default: all)")
+    p.add_argument("--distributed", action="store_true",
+                   help="join a multi-host job first (jax.distributed; settings from JAXLEARN_* or SLURM "
+                        "variables, else JAX's cluster detection); every host runs the same command")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxlearn", description="jaxlearn experiment runner",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -85,11 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true", help="skip the plots")
     p.add_argument("--check", action="store_true", help="assert the experiment's published claim afterwards")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--devices", type=_positive_int, default=None, metavar="N",
-                   help="shard each group's runs over at most N local devices (default: all)")
-    p.add_argument("--distributed", action="store_true",
-                   help="join a multi-host job first (jax.distributed; settings from JAXLEARN_* or SLURM "
-                        "variables, else JAX's cluster detection); every host runs the same command")
+    _add_device_options(p)
     p.add_argument("--launcher", choices=["local", "ray", "slurm"], default="local",
                    help="where groups run: this process (default), Ray tasks, or SLURM jobs via submitit "
                         "(pip install 'jaxlearn[cluster]')")
@@ -114,11 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("resume", "continue an interrupted run's group from its last checkpoint")
     p.add_argument("run", help="run id, unique prefix, or experiment/run_id")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--devices", type=_positive_int, default=None, metavar="N",
-                   help="shard each group's runs over at most N local devices (default: all)")
-    p.add_argument("--distributed", action="store_true",
-                   help="join a multi-host job first (jax.distributed; settings from JAXLEARN_* or SLURM "
-                        "variables, else JAX's cluster detection); every host runs the same command")
+    _add_device_options(p)
 
     p = command("plot", "write PNG plots of a run, a sweep or an experiment's runs")
     p.add_argument("target", help="run id/prefix, sweep:ID, or an experiment name")
