@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import time
 
 import jax
 import jax.numpy as jnp
@@ -54,16 +55,26 @@ from jaxlearn.runner.placement import Placement, group_devices
 from jaxlearn.runner import config as cfg
 from jaxlearn.runner.plan import Group, group_dir, is_final, static_key
 
-__all__ = ["run_group", "segment_schedule", "snapshot_steps", "member_template", "KILL_ENV"]
+__all__ = ["run_group", "segment_schedule", "snapshot_steps", "member_template", "KILL_ENV", "PAUSE_ENV", "RESUME_ENV"]
 
-# Test hook: "POINT:INDEX" makes the process SIGKILL itself at that point of segment INDEX
-# (points: before_segment, after_metrics, mid_checkpoint, after_commit, mid_split).
+# Test hooks, so that a test acts on a group mid-flight without racing it. "POINT:INDEX" in
+# KILL_ENV makes the process SIGKILL itself at that point of segment INDEX; in PAUSE_ENV it makes
+# the process wait there until the file named by RESUME_ENV exists (forever without it), still
+# holding its claims and interruptible (SIGINT raises KeyboardInterrupt as anywhere else).
+# Points: before_segment, after_metrics, mid_checkpoint, after_commit, mid_split.
 KILL_ENV = "JAXLEARN_TEST_KILL_AT"
+PAUSE_ENV = "JAXLEARN_TEST_PAUSE_AT"
+RESUME_ENV = "JAXLEARN_TEST_RESUME_FILE"
 
 
-def _maybe_kill(point: str, index: int) -> None:
-    if os.environ.get(KILL_ENV) == f"{point}:{index}":
+def _test_hook(point: str, index: int) -> None:
+    at = f"{point}:{index}"
+    if os.environ.get(KILL_ENV) == at:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(PAUSE_ENV) == at:
+        resume = os.environ.get(RESUME_ENV)
+        while not (resume and os.path.exists(resume)):
+            time.sleep(0.01)  # a wait on a condition (the file), not on a duration
 
 
 def snapshot_steps(config) -> tuple[int, ...]:
@@ -358,10 +369,10 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
                 if committed is not None:
                     arrays.remove_tree(gdir / committed["checkpoint"])
             committed = record
-            _maybe_kill("after_commit", record["segment"])
+            _test_hook("after_commit", record["segment"])
 
         for i in range(start, len(ends)):
-            _maybe_kill("before_segment", i)
+            _test_hook("before_segment", i)
             end = ends[i]
             states, metrics, ok = programs.advance(end - step)(states, dynamic, placement.mask(active), data)
             metrics = _scalars(metrics, f"{experiment.name}.segment", placement.fetch)
@@ -371,7 +382,7 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
                     store.append_jsonl(run.dir(root) / "metrics.jsonl", [_row(end, metrics, m)])
             diverged_step = np.where(active & ~ok, end, diverged_step).astype(np.int32)
             active = ok
-            _maybe_kill("after_metrics", i)
+            _test_hook("after_metrics", i)
             host = placement.host(states)
             if end in keep and writer:
                 for m, run in enumerate(group.runs):
@@ -383,7 +394,7 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
             name = f"{i:06d}"
             checkpoints.start(gdir / "ckpt" / name, {"states": host, "active": active, "diverged_step": diverged_step})
             pending = {"segment": i, "step": end, "checkpoint": f"ckpt/{name}"}
-            _maybe_kill("mid_checkpoint", i)
+            _test_hook("mid_checkpoint", i)
             if progress is not None:
                 progress.update(end - step, {k: v[active] for k, v in metrics.items()} if active.any() else {})
             step = end
@@ -395,7 +406,7 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
     statuses = {}
     for m, run in enumerate(group.runs):
         if m == len(group.runs) // 2:
-            _maybe_kill("mid_split", len(ends) - 1)
+            _test_hook("mid_split", len(ends) - 1)
         path = run.dir(root)
         if not writable[m]:
             statuses[run.run_id] = store.read_json(path / "status.json")["status"]

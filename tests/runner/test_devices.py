@@ -149,7 +149,7 @@ def test_resume_across_placements_with_padding(experiment, configs, reference, t
         def maybe(point, index):
             if f"{point}:{index}" == where:
                 raise Crash(where)
-        monkeypatch.setattr(execute, "_maybe_kill", maybe)
+        monkeypatch.setattr(execute, "_test_hook", maybe)
 
     shapes = []
     init = execute._Programs.init
@@ -163,7 +163,7 @@ def test_resume_across_placements_with_padding(experiment, configs, reference, t
         sweep(experiment, configs, tmp_path, devices=1)
     (group,) = (tmp_path / "_groups").iterdir()
     assert store.read_json(group / "committed.json")["segment"] == 1
-    monkeypatch.setattr(execute, "_maybe_kill", lambda point, index: None)
+    monkeypatch.setattr(execute, "_test_hook", lambda point, index: None)
     report = sweep(experiment, configs, tmp_path, devices=2)
     assert len(report.computed) == 5 and shapes == [(6,)]  # initialised once, padded; resumed twice
     assert_same_results(tmp_path, reference)

@@ -18,6 +18,8 @@ import pytest
 from jaxlearn import runner
 from jaxlearn.runner import cli, launch, store
 from jaxlearn.runner.config import ConfigError
+from jaxlearn.runner.execute import PAUSE_ENV, RESUME_ENV
+from tests.runner.child_process import finish
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TS = str(REPO / "configs" / "teacher_student.yaml")
@@ -72,13 +74,8 @@ def _cli(root, overrides, *extra, wait=True):
 
 
 def _finish(child, timeout):
-    try:
-        output = child.communicate(timeout=timeout)[0]
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
-    assert child.returncode == 0, output
+    code, output = finish(child, timeout)
+    assert code == 0, output
     return output
 
 
@@ -165,19 +162,21 @@ def test_ray_launcher_equals_local_and_skips_finished(tmp_path):
     assert "4 runs: 0 computed, 4 already finished" in again, again
 
 
-LONG = ["learning_rate=0.1", "width=64", "num_steps=6000", "segment_steps=200"]
+MID = [*TINY[:-2], "num_steps=40", "segment_steps=10"]  # four segments
 
 
 @pytest.fixture
-def ray_cluster():
+def ray_cluster(tmp_path):
     """A Ray head of 2 CPUs started the way a cluster is (``ray start --head --block``); yields its
-    address. Stopped by SIGTERM to that command (its process group is SIGKILLed if it hangs), so
-    other Ray instances on the machine are left alone."""
+    address and a resume file. Its workers pause after their group's commit of segment 1 (the
+    executor's test hook) until that file exists. Stopped by SIGTERM to that command (its process
+    group is SIGKILLed if it hangs), so other Ray instances on the machine are left alone."""
     pytest.importorskip("ray", reason="the [cluster] extra is not installed (make test installs it)")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, **RAY_ENV}
+    resume = tmp_path / "resume"
+    env = {**os.environ, **RAY_ENV, PAUSE_ENV: "after_commit:1", RESUME_ENV: str(resume)}
     head = subprocess.Popen([str(pathlib.Path(sys.executable).with_name("ray")), "start", "--head", "--block",
                              "--num-cpus=2", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
                              "--disable-usage-stats"], env=env, cwd=REPO, stdout=subprocess.PIPE,
@@ -190,8 +189,9 @@ def ray_cluster():
                 break
         else:
             raise AssertionError("the Ray head did not start:\n" + "".join(lines))
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", resume
     finally:
+        resume.touch()  # no worker is left waiting
         head.terminate()  # `ray start --block` stops its head's processes and exits
         try:
             head.wait(timeout=30)
@@ -203,10 +203,12 @@ def ray_cluster():
 
 @pytest.mark.slow
 def test_ray_worker_killed_mid_group_is_resumed_from_its_checkpoint(tmp_path, ray_cluster):
-    """On a running 2-CPU Ray cluster (``--address``): a worker SIGKILLed after its group committed
-    a segment; Ray runs the task again, which resumes from that commit."""
+    """On a running 2-CPU Ray cluster (``--address``): a worker SIGKILLed while its group waits
+    after committing segment 1; Ray runs the task again, which resumes from that commit. (Both
+    groups wait there until the kill is done, so neither can finish first.)"""
+    address, resume = ray_cluster
     root = tmp_path / "ray"
-    child = _cli(root, LONG, "--launcher", "ray", "--address", ray_cluster, "--retries", "2", wait=False)
+    child = _cli(root, MID, "--launcher", "ray", "--address", address, "--retries", "2", wait=False)
     victim = None
     deadline = time.monotonic() + 180
     while victim is None and time.monotonic() < deadline and child.poll() is None:
@@ -215,7 +217,7 @@ def test_ray_worker_killed_mid_group_is_resumed_from_its_checkpoint(tmp_path, ra
                 record = json.loads(committed.read_text())
             except (OSError, ValueError):
                 continue
-            if record["segment"] >= 1:
+            if record["segment"] == 1:  # its worker waits there
                 members = json.loads((committed.parent / "members.json").read_text())["runs"]
                 claim = json.loads((root / "teacher_student" / members[0] / ".claim").read_text())
                 assert claim["pid"] not in (child.pid, os.getpid())  # a Ray worker, not the driver
@@ -223,14 +225,15 @@ def test_ray_worker_killed_mid_group_is_resumed_from_its_checkpoint(tmp_path, ra
                 victim = members, record["step"]
                 break
         time.sleep(0.02)
+    resume.touch()
     output = _finish(child, 240)
     assert victim is not None, f"no group committed a segment before the sweep ended:\n{output}"
     members, killed_after = victim
     line = next(line for line in output.splitlines() if f"({members[0][:8]}...)" in line)
     resumed = int(line.split("resumed from step ")[1].split(")")[0])
-    assert resumed >= killed_after, line  # continued from a commit, not from step 0
+    assert resumed == killed_after == 20, line  # continued from the commit, not from step 0
     assert "4 runs: 4 computed, 0 already finished" in output, output
-    _local(tmp_path / "local", LONG)
+    _local(tmp_path / "local", MID)
     _assert_same(_finals(root), _finals(tmp_path / "local"))
     assert not any((root / "_groups").iterdir())  # every group checkpoint removed once finished
 
@@ -331,9 +334,11 @@ def test_a_group_that_raises_is_not_retried_and_the_others_finish(launcher, tmp_
 @pytest.mark.slow
 def test_an_interrupted_driver_cancels_its_jobs_and_the_sweep_resumes(tmp_path, monkeypatch):
     """Ctrl-C in the driver once a group has committed a segment: the job is cancelled (its runs'
-    claims come free), and launching again resumes the group from that commit."""
+    claims come free), and launching again resumes the group from that commit. The job waits
+    after its first commit until it is cancelled (the executor's pause hook), so it cannot
+    finish its runs before the Ctrl-C takes effect, however loaded the machine is."""
     pytest.importorskip("submitit", reason="the [cluster] extra is not installed (make test installs it)")
-    experiment, configs = _configs(LONG)
+    experiment, configs = _configs(TINY)
     configs = configs[:2]
     root = tmp_path / "slurm"
     seen = {}
@@ -344,6 +349,7 @@ def test_an_interrupted_driver_cancels_its_jobs_and_the_sweep_resumes(tmp_path, 
             raise KeyboardInterrupt
         time.sleep(0.05)
 
+    monkeypatch.setenv(PAUSE_ENV, "after_commit:0")  # no resume file: the job waits until cancelled
     monkeypatch.setattr(launch, "_wait", interrupt_after_a_commit)
     with pytest.raises(KeyboardInterrupt):
         launch.launch_sweep(experiment, configs, root=root, launcher="slurm", cluster="local", devices=1,
