@@ -85,6 +85,7 @@ from jax import lax
 
 from jaxlearn import data as data_module
 from jaxlearn import nn, rules, runner, train
+from jaxlearn.runner.plots import legend
 
 VERSION = "1"
 
@@ -237,7 +238,7 @@ _METRICS = ("task_a_accuracy", "task_b_accuracy", "mean_accuracy", "forgetting")
 def summarize(results) -> list[dict]:
     """Final accuracies per (rule, λ): mean and std over seeds of task A's and task B's test
     accuracy, their mean and the forgetting; SGD first, then EWC by increasing λ."""
-    runs = results.runs[results.runs.status == "finished"]
+    runs = results.finished("rule", "strength", *_METRICS).runs
     rows = []
     for (rule, strength), part in runs.groupby(["rule", "strength"]):
         row = {"rule": rule, "strength": float(strength), "seeds": len(part)}
@@ -249,7 +250,7 @@ def summarize(results) -> list[dict]:
 
 
 def _is_smoke(results) -> bool:
-    return bool((results.runs.steps_per_task < 200).all())
+    return bool((results.finished("steps_per_task").runs.steps_per_task < 200).all())
 
 
 def check(results) -> None:
@@ -266,7 +267,7 @@ def check(results) -> None:
     assert sgd and ewc, f"check needs finished sgd and ewc runs, got rules {sorted({r['rule'] for r in rows})}"
     margin, tolerance = (0.10, 0.08) if _is_smoke(results) else (0.15, 0.05)
     base = sgd[0]
-    before = results.runs[results.runs.status == "finished"]["task_a_accuracy_before_b"]
+    before = results.finished("task_a_accuracy_before_b").runs["task_a_accuracy_before_b"]
     assert before.min() > 0.8, f"task A was not learnt before task B (accuracy {before.min():.3f} <= 0.8)"
     assert base["forgetting"] > margin, f"sgd barely forgets task A (forgetting {base['forgetting']:.3f})"
     report = []
@@ -289,7 +290,7 @@ def plot(results):
 
     fig = Figure(figsize=(11, 4))
     axes = fig.subplots(1, 2, sharey=True)
-    curves = results.curves.merge(results.runs[["run_id", "rule", "strength", "steps_per_task"]], on="run_id")
+    curves = results.finished("rule", "strength", "steps_per_task", "task_a_accuracy", "task_b_accuracy").curves
     settings = [(r["rule"], r["strength"]) for r in summarize(results)]
     colors = colormaps["viridis"](np.linspace(0, 0.85, max(len(settings), 1)))
     for (rule, strength), color in zip(settings, colors):
@@ -307,7 +308,7 @@ def plot(results):
             ax.axvline(boundary, color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel="step", title=title, ylim=(0, 1))
     axes[0].set(ylabel="test accuracy")
-    axes[0].legend(fontsize=8)
+    legend(axes[0], fontsize=8)
     fig.suptitle("Catastrophic forgetting: SGD vs EWC (A→B boundary dotted)")
     fig.tight_layout()
     return fig

@@ -31,6 +31,7 @@ import numpy as np
 from jaxlearn import data as data_module
 from jaxlearn import nn, runner, train
 from jaxlearn.landscape import sharpness
+from jaxlearn.runner.plots import legend
 
 VERSION = "1"
 
@@ -109,8 +110,8 @@ def segment(state, config: Config, arrays):
 
 
 def _curves(results):
-    runs = results.runs[results.runs.status == "finished"][["run_id", "seed", "learning_rate"]]
-    return results.curves.merge(runs, on="run_id").sort_values(["run_id", "step"])
+    curves = results.finished("seed", "learning_rate", "lambda_max", "lambda_max_start", "train_loss").curves
+    return curves.sort_values(["run_id", "step"])
 
 
 def _per_run(results) -> list[dict]:
@@ -173,7 +174,7 @@ def plot(results):
     for lr in lrs:
         ax_sharp.axhline(2 / lr, color=colors[lr], ls="--", lw=1, label=f"η={lr:g}: 2/η")
     ax_sharp.set(xlabel="step", ylabel="λ_max (training-loss Hessian)", title="Sharpness under full-batch GD")
-    ax_sharp.legend(fontsize=8)
+    legend(ax_sharp, fontsize=8)
     ax_loss.set(xlabel="step", ylabel="training loss", yscale="log", title="Training loss")
     fig.tight_layout()
     return fig

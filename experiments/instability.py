@@ -43,6 +43,7 @@ import numpy as np
 
 from jaxlearn import data as data_module
 from jaxlearn import landscape, nn, runner, train
+from jaxlearn.runner.plots import legend
 
 VERSION = "1"
 
@@ -147,8 +148,7 @@ def evaluate(state: train.TrainState, config: Config, arrays) -> dict:
 
 
 def _final(results):
-    runs = results.runs
-    return runs[runs.status == "finished"]
+    return results.finished("same_data_order", "spawn_step", "instability", "loss_barrier_mean", "test_accuracy").runs
 
 
 def summarize(results) -> list[dict]:
@@ -199,6 +199,6 @@ def plot(results):
                title="Instability of children spawned at step k")
     ax_loss.set(xscale="log", xlabel="spawn step k (0 drawn at 1)", ylabel="test-loss barrier (mean convention)",
                 title="Loss barrier between children")
-    ax_err.legend(fontsize=8)
+    legend(ax_err, fontsize=8)
     fig.tight_layout()
     return fig

@@ -45,6 +45,7 @@ import numpy as np
 
 from jaxlearn import data as data_module
 from jaxlearn import kernels, nn, runner, train
+from jaxlearn.runner.plots import legend
 
 VERSION = "1"
 
@@ -129,9 +130,11 @@ def segment(member, config: Config, arrays):
     return member, {"train_loss": jnp.mean(metrics["train"]["loss"]), **_diagnostics(member, config, arrays)}
 
 
+_FINAL = ("relative_weight_change", "kernel_distance", "kernel_alignment", "test_accuracy")
+
+
 def _final(results):
-    runs = results.runs
-    return runs[runs.status == "finished"]
+    return results.finished("width", *_FINAL).runs
 
 
 def summarize(results) -> list[dict]:
@@ -140,8 +143,7 @@ def summarize(results) -> list[dict]:
     rows = []
     for width, part in _final(results).groupby("width"):
         rows.append({"width": int(width), "runs": len(part),
-                     **{k: float(part[k].mean()) for k in ("relative_weight_change", "kernel_distance",
-                                                           "kernel_alignment", "test_accuracy")}})
+                     **{k: float(part[k].mean()) for k in _FINAL}})
     return sorted(rows, key=lambda r: r["width"])
 
 
@@ -165,13 +167,13 @@ def plot(results):
 
     fig = Figure(figsize=(9, 3.5))
     axes = fig.subplots(1, 2)
-    curves = results.curves.merge(results.runs[["run_id", "width"]], on="run_id")
+    curves = results.finished("width", "relative_weight_change", "kernel_distance").curves
     for width, part in curves.groupby("width"):
         mean = part.groupby("step")[["relative_weight_change", "kernel_distance"]].mean()
         axes[0].plot(mean.index, mean["relative_weight_change"], label=f"width {int(width)}")
         axes[1].plot(mean.index, mean["kernel_distance"], label=f"width {int(width)}")
     axes[0].set(xlabel="step", ylabel="‖θ_t − θ_0‖ / ‖θ_0‖", yscale="log", title="Relative weight change")
     axes[1].set(xlabel="step", ylabel="1 − cos(K_0, K_t)", yscale="log", title="Kernel distance (NTK)")
-    axes[0].legend(fontsize=8)
+    legend(axes[0], fontsize=8)
     fig.tight_layout()
     return fig

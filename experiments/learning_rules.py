@@ -56,6 +56,7 @@ import numpy as np
 
 from jaxlearn import data as data_module
 from jaxlearn import nn, rules, runner, train
+from jaxlearn.runner.plots import legend
 
 VERSION = "1"
 
@@ -194,8 +195,8 @@ def segment(state: train.TrainState, config: Config, arrays):
 
 
 def _final(results):
-    runs = results.runs
-    return runs[runs.status == "finished"][["run_id", "rule", "seed", "learning_rate", "test_accuracy"]]
+    columns = ("rule", "seed", "learning_rate", "test_accuracy")
+    return results.finished(*columns).runs[["run_id", *columns]]
 
 
 def summarize(results) -> list[dict]:
@@ -249,7 +250,7 @@ def plot(results):
 
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    curves = results.curves.merge(results.runs[["run_id", "rule", "learning_rate"]], on="run_id")
+    curves = results.finished("rule", "learning_rate", "test_accuracy").curves
     for row in summarize(results):
         part = curves[(curves.rule == row["rule"]) & np.isclose(curves.learning_rate, row["learning_rate"])]
         stats = part.groupby("step")["test_accuracy"].agg(["mean", "std"]).fillna(0.0)
@@ -257,6 +258,6 @@ def plot(results):
         ax.plot(steps, stats["mean"], label=f"{row['rule']} (lr={row['learning_rate']:g})")
         ax.fill_between(steps, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2)
     ax.set(xlabel="step", ylabel="test accuracy", title="Learning rules on digits", ylim=(0, 1))
-    ax.legend(fontsize=8)
+    legend(ax, fontsize=8)
     fig.tight_layout()
     return fig

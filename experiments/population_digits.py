@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxlearn import data as data_module
 from jaxlearn import nn, runner, train
+from jaxlearn.runner.plots import legend
 
 VERSION = "2"
 
@@ -105,8 +106,8 @@ def segment(state: train.TrainState, config: Config, arrays):
 
 def _final(results):
     """Final test accuracy per run with its learning rate (finished runs only)."""
-    runs = results.runs
-    return runs[runs.status == "finished"][["run_id", "seed", "learning_rate", "test_accuracy"]]
+    return results.finished("seed", "learning_rate", "test_accuracy").runs[["run_id", "seed", "learning_rate",
+                                                                             "test_accuracy"]]
 
 
 def summarize(results) -> list[dict]:
@@ -138,7 +139,7 @@ def plot(results):
 
     fig = Figure(figsize=(10, 4))
     ax_curve, ax_final = fig.subplots(1, 2)
-    curves = results.curves.merge(results.runs[["run_id", "learning_rate"]], on="run_id")
+    curves = results.finished("learning_rate", "test_accuracy").curves
     lrs = sorted(curves["learning_rate"].unique())
     colors = colormaps["viridis"](np.linspace(0, 0.9, max(len(lrs), 1)))
     for lr, color in zip(lrs, colors):
@@ -147,7 +148,7 @@ def plot(results):
         ax_curve.plot(steps, stats["mean"], color=color, label=f"lr={lr:g}")
         ax_curve.fill_between(steps, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=color, alpha=0.2)
     ax_curve.set(xlabel="step", ylabel="test accuracy", title="Learning curves (mean ± std over seeds)", ylim=(0, 1))
-    ax_curve.legend(fontsize=8)
+    legend(ax_curve, fontsize=8)
     rows = summarize(results)
     ax_final.errorbar([r["learning_rate"] for r in rows], [r["test_accuracy"] for r in rows],
                       yerr=[r["std"] for r in rows], marker="o", capsize=3)

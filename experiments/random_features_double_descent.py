@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxlearn import data as data_module
 from jaxlearn import runner
+from jaxlearn.runner.plots import legend
 
 VERSION = "2"
 
@@ -74,10 +75,14 @@ def run(config: Config, arrays) -> dict:
     }
 
 
+def _final(results):
+    return results.finished("num_features", "ridge", "n_train", "test_mse", "train_mse").runs
+
+
 def summarize(results) -> list[dict]:
-    """Mean test MSE over seeds per (num_features, ridge)."""
+    """Mean test MSE over seeds per (num_features, ridge), finished runs only."""
     rows = []
-    for (p, ridge), part in results.runs.groupby(["num_features", "ridge"]):
+    for (p, ridge), part in _final(results).groupby(["num_features", "ridge"]):
         rows.append({"num_features": int(p), "ridge": float(ridge), "test_mse": float(part.test_mse.mean()),
                      "train_mse": float(part.train_mse.mean()), "seeds": len(part)})
     return rows
@@ -86,8 +91,10 @@ def summarize(results) -> list[dict]:
 def check(results) -> None:
     """The claim: with (almost) no ridge, the test error at the interpolation threshold
     (num_features = n_train) exceeds the error both well below and well above it."""
+    final = _final(results)
+    assert len(final), "no finished runs"
     rows = [r for r in summarize(results) if r["ridge"] <= 1e-5]
-    n = int(results.runs.n_train.iloc[0])
+    n = int(final.n_train.iloc[0])
     by_p = {r["num_features"]: r["test_mse"] for r in rows}
     assert n in by_p, f"the sweep must include num_features = n_train = {n}"
     below = [v for p, v in by_p.items() if p <= n // 2]
@@ -102,13 +109,14 @@ def plot(results):
 
     fig = Figure(figsize=(5.5, 4))
     ax = fig.subplots()
-    n = int(results.runs.n_train.iloc[0])
+    final = _final(results)
+    n = int(final.n_train.iloc[0]) if len(final) else 1
     rows = summarize(results)
     for ridge in sorted({r["ridge"] for r in rows}):
         pts = sorted((r["num_features"] / n, r["test_mse"]) for r in rows if r["ridge"] == ridge)
         ax.plot(*zip(*pts), marker="o", label=f"ridge={ridge:g}")
     ax.axvline(1.0, color="gray", linestyle=":")
     ax.set(xscale="log", yscale="log", xlabel="num_features / n_train", ylabel="test MSE", title="Double descent")
-    ax.legend()
+    legend(ax)
     fig.tight_layout()
     return fig

@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-group-size", type=int, default=None, help="at most this many runs per vmapped program")
     p.add_argument("--no-plot", action="store_true", help="skip the plots")
     p.add_argument("--check", action="store_true", help="assert the experiment's published claim afterwards")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for runs that other processes are computing (and compute those they leave "
+                        "unfinished), then summarize and check the whole sweep")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _add_device_options(p)
     p.add_argument("--launcher", choices=["local", "ray", "slurm"], default="local",
@@ -156,6 +159,8 @@ def _cmd_run(args, argv) -> int:
 
     if args.distributed and args.launcher != "local":
         raise cfg.ConfigError("--distributed: not with --launcher (a launcher's groups run as independent jobs)")
+    if args.distributed and args.wait:
+        raise cfg.ConfigError("--wait: not with --distributed (start the job once the other processes are done)")
     options = _launcher_options(args)  # checked before anything is planned
     mode = "zip" if args.zip else "random" if args.random is not None else None
     experiment, configs = resolve(args.config, variant=args.variant, overrides=args.overrides, sweeps=args.sweeps,
@@ -163,23 +168,48 @@ def _cmd_run(args, argv) -> int:
     if args.launcher == "local":
         enable_compilation_cache(args.out)
         report = run_sweep(experiment, configs, root=args.out, force=args.force, progress=not args.quiet,
-                           max_group_size=args.max_group_size, argv=["jaxlearn", *argv], devices=args.devices)
+                           max_group_size=args.max_group_size, argv=["jaxlearn", *argv], devices=args.devices,
+                           wait=args.wait)
     else:
         report = launch_sweep(experiment, configs, root=args.out, launcher=args.launcher, force=args.force,
                               max_group_size=args.max_group_size, argv=["jaxlearn", *argv], devices=args.devices,
-                              address=args.address, options=options, retries=args.retries)
+                              address=args.address, options=options, retries=args.retries, wait=args.wait)
     if not is_writer():
         return 0  # another process of a --distributed job: process 0 records, prints and plots
-    sweep_id = _record_sweep(args.out, report, args.config, args.variant, argv)
-    print(f"\n{experiment.name}: {len(report.run_ids)} runs: {len(report.computed)} computed, "
-          f"{len(report.skipped)} already finished, {len(report.busy)} running elsewhere  (sweep:{sweep_id})")
+    return _report_sweep(args, argv, experiment, report)
+
+
+def _report_sweep(args, argv, experiment, report) -> int:
+    """What ``jaxlearn run`` prints once its sweep is computed, for any state of the sweep: a
+    count line, the summary and plots of the finished runs, the check (``--check``) when every
+    run is done. Returns the exit code: 0, 1 when the check fails, 2 when it cannot run yet."""
+    busy = len(report.busy)
     results = load(args.out, experiment=experiment.name, run_ids=report.run_ids, curves=True)
-    _print_summary(experiment, results)
-    if not args.no_plot and results.curves is not None and not results.curves.empty:
-        for path in _write_plots(experiment, results, pathlib.Path(args.out) / SWEEPS_DIR / sweep_id):
-            print(f"plot saved to {path}")
+    any_finished = not results.finished().runs.empty
+    if args.check and busy and not any_finished:
+        print(f"nothing to check yet: {busy} runs running elsewhere (use --wait)", file=sys.stderr)
+        return 2
+    sweep_id = _record_sweep(args.out, report, args.config, args.variant, argv)
+    if not args.quiet:
+        print()  # below the progress output
+    print(f"{experiment.name}: {len(report.run_ids)} runs: {len(report.computed)} computed, "
+          f"{len(report.skipped)} already finished, {busy} running elsewhere  (sweep:{sweep_id})")
+    if any_finished:
+        _print_summary(experiment, results)
+        if not args.no_plot:
+            for path in _write_plots(experiment, results, pathlib.Path(args.out) / SWEEPS_DIR / sweep_id):
+                print(f"plot saved to {path}")
     if args.check and experiment.hook("check"):
-        experiment.hook("check")(results)
+        if busy:
+            print(f"not checked yet: {busy} of {len(report.run_ids)} runs running elsewhere (use --wait)",
+                  file=sys.stderr)
+            return 2
+        try:
+            experiment.hook("check")(results)
+        except AssertionError as err:
+            print(f"check failed: {str(err).splitlines()[0] if str(err) else 'the claim does not hold'}",
+                  file=sys.stderr)
+            return 1
         print("check passed: the experiment's claim holds")
     return 0
 
@@ -240,7 +270,7 @@ def _write_plots(experiment, results, directory) -> list[pathlib.Path]:
     from jaxlearn.runner.plots import curves_figure, save_figure
 
     written = []
-    if experiment.trains:  # a study logs a single row per run: no curves to draw
+    if experiment.trains and not results.curves.empty:  # a study logs a single row per run: no curves to draw
         written.append(pathlib.Path(directory) / "curves.png")
         save_figure(curves_figure(results, results.config_columns), written[0])
     if experiment.hook("plot"):

@@ -43,7 +43,7 @@ from jaxlearn.runner import config as cfg
 from jaxlearn.runner import store
 from jaxlearn.runner.experiment import Experiment, load_experiment
 from jaxlearn.runner.plan import Group, group_dir, make_runs, plan_runs
-from jaxlearn.runner.sweep import SweepReport, _clear_run, compute_group, enable_compilation_cache
+from jaxlearn.runner.sweep import SweepReport, _clear_run, compute_group, enable_compilation_cache, until_settled
 
 __all__ = ["LAUNCHERS", "GroupTask", "LaunchError", "check_options", "launch_sweep", "run_task"]
 
@@ -159,7 +159,7 @@ def _import(name: str):
 def launch_sweep(experiment: Experiment, configs, *, root="runs", launcher: str = "ray", force: bool = False,
                  max_group_size: int | None = None, argv=None, devices: int | None = None,
                  address: str | None = None, options: dict | None = None, retries: int = 2,
-                 cluster: str = "slurm", stream=None, poll_s: float = 2.0) -> SweepReport:
+                 cluster: str = "slurm", stream=None, poll_s: float = 2.0, wait: bool = False) -> SweepReport:
     """Computes the runs of ``configs`` that are not finished yet, one launcher task per group.
 
     ``launcher``: ``"ray"`` (uses the Ray this process already joined with ``ray.init``, else
@@ -170,7 +170,9 @@ def launch_sweep(experiment: Experiment, configs, *, root="runs", launcher: str 
     Ray task options (``num_cpus``, ``num_gpus``, ...) or submitit executor parameters
     (``timeout_min``, ``slurm_partition``, ``gpus_per_node``, ...). A group whose worker dies is
     run again at most ``retries`` times. ``devices`` caps the devices each worker shards a group
-    over. Prints one line per finished group to ``stream`` (default stderr).
+    over. Prints one line per finished group to ``stream`` (default stderr). ``wait``: runs
+    claimed by other processes are waited for and the sweep launched again until none is busy
+    (as :func:`jaxlearn.runner.run_sweep`).
     """
     if launcher not in LAUNCHERS:
         raise cfg.ConfigError(f"launcher: expected one of {', '.join(LAUNCHERS)}, got {launcher!r}")
@@ -180,6 +182,17 @@ def launch_sweep(experiment: Experiment, configs, *, root="runs", launcher: str 
     module = _import("ray" if launcher == "ray" else "submitit")
     root = pathlib.Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
+
+    def once(force: bool) -> SweepReport:
+        return _launch_once(module, experiment, configs, root=root, launcher=launcher, force=force,
+                            max_group_size=max_group_size, argv=argv, devices=devices, address=address,
+                            options=options, retries=retries, cluster=cluster, stream=stream, poll_s=poll_s)
+
+    return until_settled(once, experiment, configs, root, force=force, wait=wait, stream=stream, poll_s=poll_s)
+
+
+def _launch_once(module, experiment: Experiment, configs, *, root, launcher, force, max_group_size, argv, devices,
+                 address, options, retries, cluster, stream, poll_s) -> SweepReport:
     runs = make_runs(experiment, configs)
     plan = plan_runs(experiment, runs, root, force=force, max_group_size=max_group_size)
     busy: list[str] = []

@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxlearn.runner.store import atomic_write_bytes
 
-__all__ = ["curves_figure", "swept_columns", "save_figure"]
+__all__ = ["curves_figure", "legend", "swept_columns", "save_figure"]
 
 _NOT_SWEPT = {"run_id", "experiment", "version", "status", "step", "diverged_step", "seed"}
 
@@ -54,9 +54,16 @@ def curves_figure(results, config_columns, metrics=None):
         ax.set(xlabel="step", ylabel=metric, title=metric)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
-    axes[0].legend(fontsize=7)
+    legend(axes[0], fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def legend(ax, **kwargs) -> None:
+    """``ax.legend(**kwargs)`` when ``ax`` has labelled artists; none otherwise (a plot of a sweep
+    with nothing finished yet, where matplotlib would warn of an empty legend)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
 
 
 def save_figure(fig, path) -> None:

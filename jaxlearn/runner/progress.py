@@ -27,12 +27,15 @@ class Progress:
         self.groups_done = self.runs_done = 0
         self._bar = None
 
-    def start(self, group, total_steps: int, done_steps: int) -> None:
+    def start(self, group, total_steps: int, done_steps: int, *, label: str | None = None) -> None:
+        """``group``: the :class:`~jaxlearn.runner.plan.Group` about to be computed, or the runs
+        (a sequence) whose steps are shown; ``label`` replaces the default description."""
         self.group, self.total, self.done = group, total_steps, done_steps
         self._t0, self._done0, self._last = time.perf_counter(), done_steps, 0.0
         if not self.enabled:
             return
-        label = f"group {self.groups_done + 1}/{self.num_groups} ({len(group.runs)} runs, {group.experiment.name})"
+        runs = getattr(group, "runs", group)
+        label = label or f"group {self.groups_done + 1}/{self.num_groups} ({len(runs)} runs, {group.experiment.name})"
         if self.tty:
             from tqdm.auto import tqdm
 
@@ -41,8 +44,11 @@ class Progress:
         else:
             print(f"{label}: starting at step {done_steps}/{total_steps}", file=self.stream, flush=True)
 
-    def update(self, steps: int, metrics: dict) -> None:
+    def update(self, steps: int, metrics: dict, *, runs_done: int | None = None) -> None:
+        """``steps`` more steps done; ``runs_done`` (optional) sets how many runs are done."""
         self.done += steps
+        if runs_done is not None:
+            self.runs_done = runs_done
         if not self.enabled:
             return
         summary = {name: f"{float(np.mean(v)):.4g}" for name, v in list(metrics.items())[:3] if np.size(v)}
@@ -61,7 +67,7 @@ class Progress:
 
     def close(self) -> None:
         self.groups_done += 1
-        self.runs_done += len(self.group.runs)
+        self.runs_done += len(getattr(self.group, "runs", self.group))
         if self._bar is not None:
             self._bar.close()
             self._bar = None

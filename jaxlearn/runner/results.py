@@ -22,13 +22,46 @@ from jaxlearn.runner import arrays, store
 from jaxlearn.runner import config as cfg
 from jaxlearn.runner.experiment import load_experiment
 
-__all__ = ["Results", "Trajectory", "after_kernel", "load", "load_state", "load_trajectory", "flatten"]
+__all__ = ["RUN_COLUMNS", "Results", "Trajectory", "after_kernel", "load", "load_state", "load_trajectory", "flatten"]
+
+
+# Columns ``runs`` and ``curves`` always have, even with no rows (a sweep nothing of which is stored yet).
+RUN_COLUMNS = ("run_id", "experiment", "version", "status", "step", "diverged_step")
+CURVE_COLUMNS = ("run_id", "step")
 
 
 class Results(NamedTuple):
     runs: "object"              # pandas.DataFrame: one row per run
     curves: "object | None"     # pandas.DataFrame: one row per (run, logged step); None unless requested
     config_columns: tuple = ()  # the columns of ``runs`` that are config fields (dotted when nested)
+
+    def finished(self, *columns: str) -> "Results":
+        """The finished runs (status ``"finished"``: not running elsewhere, failed or diverged),
+        what a study's summary, check and plot are about; see :meth:`select`."""
+        return self.select(*columns, status=("finished",))
+
+    def select(self, *columns: str, status=("finished",)) -> "Results":
+        """The runs whose status is one of ``status``. ``curves`` (when loaded) holds their rows
+        only, with each run's config columns joined to its rows. Every name in ``columns`` (config
+        fields, final metrics) is a column of ``runs`` and of ``curves``, NaN-filled where absent,
+        so that a sweep with nothing finished yet (or nothing stored yet) gives empty tables
+        rather than ``KeyError``s."""
+        runs = self.runs[self.runs["status"].isin(status)] if "status" in self.runs else self.runs.iloc[:0]
+        runs = _with_columns(runs, (*RUN_COLUMNS, *columns))
+        curves = self.curves
+        if curves is not None:
+            curves = _with_columns(curves, CURVE_COLUMNS)
+            curves = curves[curves["run_id"].isin(runs["run_id"])]
+            joined = [c for c in (*self.config_columns, *columns) if c in runs and c not in curves]
+            curves = curves.merge(runs[["run_id", *dict.fromkeys(joined)]], on="run_id", how="left")
+            curves = _with_columns(curves, columns).reset_index(drop=True)
+        return Results(runs.reset_index(drop=True), curves, self.config_columns)
+
+
+def _with_columns(frame, columns):
+    """``frame`` with every name of ``columns`` as a column (NaN where it had none)."""
+    missing = [c for c in dict.fromkeys(columns) if c not in frame.columns]
+    return frame.assign(**{c: float("nan") for c in missing}) if missing else frame
 
 
 def flatten(mapping: dict, prefix: str = "") -> dict:
@@ -61,7 +94,7 @@ def load(root="runs", *, experiment: str | None = None, status: str | None = Non
         record.update(flatten(row["config"]))
         record.update(row["final_metrics"])
         records.append(record)
-    runs = pd.DataFrame.from_records(records)
+    runs = _with_columns(pd.DataFrame.from_records(records), RUN_COLUMNS)
     curve_frame = None
     if curves:
         parts = []
@@ -69,7 +102,7 @@ def load(root="runs", *, experiment: str | None = None, status: str | None = Non
             lines = store.read_jsonl(store.run_dir(root, row["experiment"], row["run_id"]) / "metrics.jsonl")
             for line in lines:
                 parts.append({"run_id": row["run_id"], **line})
-        curve_frame = pd.DataFrame.from_records(parts)
+        curve_frame = _with_columns(pd.DataFrame.from_records(parts), CURVE_COLUMNS)
     return Results(runs, curve_frame, tuple(config_columns))
 
 

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import pathlib
 import shutil
+import time
 
 import jax
 
@@ -26,11 +27,13 @@ from jaxlearn.runner import distributed, store
 from jaxlearn.runner.execute import run_group
 from jaxlearn.runner.experiment import Experiment, load_experiment
 from jaxlearn.runner.plan import (
-    Group, group_dir, is_final, make_runs, plan_from_json, plan_runs, plan_to_json, read_status,
+    FINAL_STATUSES, Group, Run, group_dir, is_final, make_runs, plan_from_json, plan_runs, plan_to_json, read_status,
+    stored_run,
 )
 from jaxlearn.runner.progress import Progress
 
-__all__ = ["resolve", "run_sweep", "compute_group", "SweepReport", "enable_compilation_cache"]
+__all__ = ["resolve", "run_sweep", "compute_group", "SweepReport", "enable_compilation_cache", "until_settled",
+           "wait_for_runs"]
 
 _RUN_FILES = ("status.json", "metrics.jsonl", "state_final.npz", "outputs.npz")
 _RUN_DIRS = ("snapshots", "events", "plots")
@@ -94,15 +97,106 @@ def _clear_run(path: pathlib.Path) -> None:
 
 
 def run_sweep(experiment: Experiment, configs, *, root="runs", force: bool = False, progress: bool = True,
-              max_group_size: int | None = None, argv=None, stream=None, devices: int | None = None) -> SweepReport:
+              max_group_size: int | None = None, argv=None, stream=None, devices: int | None = None,
+              wait: bool = False, poll_s: float = 0.5) -> SweepReport:
     """Computes the runs of ``configs`` that are not finished yet, group by group; each group's
     runs are sharded over at most ``devices`` local devices (default: all; 1: unsharded).
+
+    Runs claimed by other processes are reported ``busy``; with ``wait`` the sweep then waits
+    for them (:func:`wait_for_runs`) and runs again, until none is busy: runs the others finished
+    are reported as skipped, runs a process left unfinished (it died, or failed) are computed here.
 
     In a job of several processes (``jax.distributed``) every process calls it with the same
     arguments: process 0 plans, claims and writes; the others receive the plan and each group's
     members from it and compute every group together with it, over ``devices`` local devices of
     every process. All processes return the same report, once process 0 has written everything.
+    ``wait`` is refused there (process 0 would wait while the others sit in a collective).
     """
+    if wait and distributed.is_multiprocess():
+        raise ValueError("run_sweep(wait=True): not in a job of several processes")
+
+    def once(force: bool) -> SweepReport:
+        return _sweep_once(experiment, configs, root=root, force=force, progress=progress,
+                           max_group_size=max_group_size, argv=argv, stream=stream, devices=devices)
+
+    return until_settled(once, experiment, configs, root, force=force, wait=wait, progress=progress, stream=stream,
+                         poll_s=poll_s)
+
+
+def until_settled(sweep, experiment: Experiment, configs, root, *, force: bool = False, wait: bool,
+                  progress: bool = True, stream=None, poll_s: float = 0.5) -> SweepReport:
+    """``sweep(force)`` (one pass of a sweep, local or launched), then, with ``wait``, while it
+    reports runs busy elsewhere: :func:`wait_for_runs` on them and ``sweep(False)`` (what the
+    others finished meanwhile is fresh: ``force`` applies to the first pass only). Returns the
+    last pass's report with every pass's computed runs and resumed groups."""
+    report = sweep(force)
+    computed, resumed = dict(report.computed), dict(report.resumed)
+    runs = {run.run_id: run for run in make_runs(experiment, configs)}
+    while wait and report.busy:
+        waited = [runs.get(rid) or stored_run(root, experiment, rid) for rid in dict.fromkeys(report.busy)]
+        wait_for_runs(root, waited, progress=Progress(1, len(waited), stream=stream, enabled=progress),
+                      poll_s=poll_s)
+        report = sweep(False)
+        computed.update(report.computed)
+        resumed.update(report.resumed)
+    return dataclasses.replace(report, computed=computed, resumed=resumed,
+                               skipped=tuple(rid for rid in report.skipped if rid not in computed))
+
+
+def wait_for_runs(root, runs, *, progress=None, poll_s: float = 0.5) -> None:
+    """Blocks until no run of ``runs`` (:class:`~jaxlearn.runner.plan.Run`) is being computed by
+    another process: each is final, or its claim is free (the process that held it ended
+    without finishing it: the next sweep resumes it). Polls every ``poll_s`` seconds;
+    ``progress`` (a :class:`~jaxlearn.runner.progress.Progress`) shows their committed steps."""
+    root, runs = pathlib.Path(root), list(runs)
+    shown = _done_steps(root, runs)
+    if progress is not None:
+        progress.start(runs, sum(_total_steps(r) for r in runs), shown,
+                       label=f"waiting for {len(runs)} runs running elsewhere")
+    pending = runs
+    while True:
+        pending = [run for run in pending if not _settled(root, run)]
+        done = _done_steps(root, runs)
+        if progress is not None and done > shown:
+            progress.update(done - shown, {}, runs_done=len(runs) - len(pending))
+        shown = max(shown, done)
+        if not pending:
+            break
+        time.sleep(poll_s)
+    if progress is not None:
+        progress.close()
+
+
+def _settled(root, run: Run) -> bool:
+    if is_final(run.dir(root)):
+        return True
+    claim = store.RunClaim.try_acquire(run.dir(root))
+    if claim is None:
+        return False
+    claim.release()
+    return True
+
+
+def _total_steps(run: Run) -> int:
+    return int(getattr(run.config, "num_steps", 1))
+
+
+def _done_steps(root, runs) -> int:
+    """Steps the runs have committed: all of a final run's, else its group's last commit."""
+    done = 0
+    for run in runs:
+        status = read_status(run.dir(root)) or {}
+        if status.get("status") in FINAL_STATUSES:
+            done += _total_steps(run)
+        elif status.get("group"):
+            committed = group_dir(root, status["group"]) / "committed.json"
+            with contextlib.suppress(FileNotFoundError):  # the group finished and was removed meanwhile
+                done += int(store.read_json(committed)["step"])
+    return done
+
+
+def _sweep_once(experiment: Experiment, configs, *, root, force, progress, max_group_size, argv, stream,
+                devices) -> SweepReport:
     multi, writer = distributed.is_multiprocess(), distributed.is_writer()
     root = pathlib.Path(root)
     if writer:

@@ -4,9 +4,11 @@ users do, and each experiment's published claim (its ``check``) holds at smoke s
 import pathlib
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from jaxlearn import runner
+from jaxlearn.runner.results import RUN_COLUMNS
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -75,3 +77,65 @@ def test_after_kernel_of_a_saved_run(store_root):
     ran = runner.run_sweep(*teacher, root=store_root, progress=False)  # reused when finished
     with pytest.raises(ValueError, match="no model\\(config\\) hook"):
         runner.after_kernel(store_root, ran.run_ids[0], x)
+
+
+def _unfinished(results, state: str):
+    """``results`` (every run finished) as ``runner.load`` returns them for a sweep in ``state``:
+    ``"nothing stored"`` (other processes claimed the runs but wrote nothing yet), ``"running"``
+    (every run half-way, elsewhere: no final metrics, half its curve), ``"diverged and failed"``
+    (the first run diverged half-way, the second failed there, the others finished)."""
+    runs, curves = results.runs.copy(), results.curves.copy()
+    metrics = [c for c in runs.columns if c not in (*RUN_COLUMNS, *results.config_columns)]
+    half = curves.step <= curves.step.median()
+    if state == "nothing stored":
+        return runner.Results(runs.iloc[:0][list(RUN_COLUMNS)], curves.iloc[:0][["run_id", "step"]], ())
+    if state == "running":
+        runs = runs.drop(columns=metrics).assign(status="running", step=0)
+        return runner.Results(runs, curves[half], results.config_columns)
+    first, second = runs.run_id.iloc[0], runs.run_id.iloc[min(1, len(runs) - 1)]
+    runs.loc[runs.run_id == first, "status"] = "diverged"
+    runs.loc[runs.run_id == first, "diverged_step"] = int(curves.step.median())
+    runs.loc[runs.run_id == second, "status"] = "failed" if second != first else "diverged"
+    runs.loc[runs.run_id.isin([first, second]), metrics] = np.nan
+    curves.loc[(curves.run_id == first) & ~half, [c for c in curves if c not in ("run_id", "step")]] = np.inf
+    curves = curves[(curves.run_id != second) | half]
+    return runner.Results(runs, curves, results.config_columns)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("state", ["nothing stored", "running", "diverged and failed"])
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_summary_check_and_plot_of_an_unfinished_sweep(path, state, store_root):
+    """A sweep seen while other processes compute it, or with runs diverged or failed: the
+    summary covers the finished runs only (equal to the summary of those runs alone; nothing
+    finished: no rows), the check fails with an AssertionError (never another exception) unless
+    its finished runs make the claim, and the plot draws."""
+    import io
+
+    experiment, configs = runner.resolve(path, variant="smoke")
+    report = runner.run_sweep(experiment, configs, root=store_root, progress=False)  # reused when finished
+    results = runner.load(store_root, experiment=experiment.name, run_ids=report.run_ids, curves=True)
+    table = _unfinished(results, state)
+    finished = set(table.runs.run_id[table.runs.status == "finished"])
+    alone = runner.Results(results.runs[results.runs.run_id.isin(finished)],
+                           results.curves[results.curves.run_id.isin(finished)], results.config_columns)
+    summarize, check, plot = (experiment.hook(name) for name in ("summarize", "check", "plot"))
+    if summarize:
+        rows = summarize(table)
+        assert isinstance(rows, list)
+        assert bool(rows) == bool(finished) or experiment.name == "teacher_student"
+        # teacher_student also lists settings whose runs all diverged (seeds 0) and counts them
+        rows = [{k: v for k, v in r.items() if k != "diverged"} for r in rows if r.get("seeds", 1)]
+        expected = [{k: v for k, v in r.items() if k != "diverged"} for r in summarize(alone)]
+        assert pd.DataFrame(rows).equals(pd.DataFrame(expected)), (rows, expected)
+    if check:
+        try:
+            check(table)
+        except AssertionError as err:
+            assert str(err)
+        else:
+            assert finished, "the check passed on a sweep with no finished run"
+    if plot:
+        fig = plot(table)
+        fig.savefig(io.BytesIO(), format="png")  # drawn: scales, limits and legends of empty data too
+        assert fig.axes

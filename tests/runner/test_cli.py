@@ -1,10 +1,16 @@
 """The command line, in process: validation errors before any compile, and every command."""
 
+import os
 import pathlib
+import subprocess
+import sys
+import time
 
 import pytest
 
 from jaxlearn.runner import cli, store
+from jaxlearn.runner.execute import PAUSE_ENV, RESUME_ENV
+from tests.runner.child_process import finish
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TS = str(REPO / "configs" / "teacher_student.yaml")
@@ -105,3 +111,55 @@ def test_help_has_examples(command, capsys):
         cli.main([command, "--help"])
     assert exit_info.value.code == 0
     assert "examples:" in capsys.readouterr().out
+
+
+def _jaxlearn(*args, env=None, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "jaxlearn", *args], cwd=REPO, env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def _finish(child) -> tuple[int, str]:
+    return finish(child, 240)
+
+
+@pytest.mark.slow
+def test_the_same_sweep_from_two_terminals(tmp_path, capsys):
+    """A second ``jaxlearn run`` of a sweep that a first one is computing: one status line and
+    exit 0; with --check, one line and exit 2; with --wait, it waits for the first, then
+    summarizes (exit 0 for both). The first process stops after its group's first commit (the
+    executor's pause hook) until the test lets it go, so each state is fixed, not raced."""
+    root, resume = tmp_path / "runs", tmp_path / "resume"
+    args = ["run", TS, "--variant", "smoke", *TINY, "--sweep", "seed=0,1", "--out", str(root), "--no-plot"]
+    first = _jaxlearn(*args, "--quiet", env={PAUSE_ENV: "after_commit:0", RESUME_ENV: str(resume)})
+    try:
+        deadline = time.monotonic() + 120
+        while not any(root.glob("_groups/*/committed.json")):  # it holds every run's claim from here on
+            assert first.poll() is None and time.monotonic() < deadline, _finish(first)[1]
+            time.sleep(0.05)
+        code, output = _finish(_jaxlearn(*args, "--quiet"))
+        assert code == 0 and len(output.strip().splitlines()) == 1, output
+        assert output.startswith("teacher_student: 4 runs: 0 computed, 0 already finished, 4 running elsewhere"), output
+        code, output = _finish(_jaxlearn(*args, "--quiet", "--check"))
+        assert (code, output) == (2, "nothing to check yet: 4 runs running elsewhere (use --wait)\n")
+
+        waiting = _jaxlearn(*args, "--wait")
+        seen = []
+        for line in waiting.stdout:  # its progress line says it waits
+            seen.append(line)
+            if "waiting for 4 runs running elsewhere" in line:
+                break
+        else:
+            raise AssertionError("".join(seen))
+        resume.touch()
+        code, output = _finish(waiting)
+        assert code == 0, "".join(seen) + output
+        assert "teacher_student: 4 runs: 0 computed, 4 already finished, 0 running elsewhere" in output, output
+        assert "test_mse" in output and "Traceback" not in output  # the summary of the four runs
+    finally:
+        resume.touch()
+        code, output = _finish(first)
+    assert code == 0 and "4 runs: 4 computed, 0 already finished, 0 running elsewhere" in output, output
+    # all finished: --check runs, and a claim that does not hold at this size is one line, exit 1
+    assert cli.main(args + ["--quiet", "--check"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("check failed: best excess risk ") and len(err.splitlines()) == 1, err
