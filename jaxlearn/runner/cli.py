@@ -154,6 +154,7 @@ def main(argv=None) -> int:
 
 
 def _cmd_run(args, argv) -> int:
+    from jaxlearn.runner.execute import env_hook
     from jaxlearn.runner.launch import launch_sweep
     from jaxlearn.runner.sweep import enable_compilation_cache, resolve, run_sweep
 
@@ -169,7 +170,7 @@ def _cmd_run(args, argv) -> int:
         enable_compilation_cache(args.out)
         report = run_sweep(experiment, configs, root=args.out, force=args.force, progress=not args.quiet,
                            max_group_size=args.max_group_size, argv=["jaxlearn", *argv], devices=args.devices,
-                           wait=args.wait)
+                           wait=args.wait, hook=env_hook())
     else:
         report = launch_sweep(experiment, configs, root=args.out, launcher=args.launcher, force=args.force,
                               max_group_size=args.max_group_size, argv=["jaxlearn", *argv], devices=args.devices,
@@ -318,7 +319,7 @@ def _cmd_show(args, argv) -> int:
 
 def _cmd_resume(args, argv) -> int:
     from jaxlearn.runner.distributed import broadcast_json
-    from jaxlearn.runner.execute import run_group
+    from jaxlearn.runner.execute import env_hook, run_group
     from jaxlearn.runner.progress import Progress
     from jaxlearn.runner.sweep import enable_compilation_cache
 
@@ -354,7 +355,7 @@ def _cmd_resume(args, argv) -> int:
         with store.Index(args.out) if is_writer() else contextlib.nullcontext() as index:
             statuses = run_group(group, args.out, index,
                                  progress=Progress(1, len(runs), enabled=not args.quiet and is_writer()),
-                                 argv=["jaxlearn", *argv], devices=args.devices)
+                                 argv=["jaxlearn", *argv], devices=args.devices, hook=env_hook())
     finally:
         for claim in claims:
             claim.release()

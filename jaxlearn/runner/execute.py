@@ -44,37 +44,26 @@ import dataclasses
 import os
 import signal
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn.runner import arrays, store
-from jaxlearn.runner.distributed import broadcast_json, is_multiprocess, is_writer
-from jaxlearn.runner.placement import Placement, group_devices
 from jaxlearn.runner import config as cfg
+from jaxlearn.runner.distributed import broadcast_json, is_multiprocess, is_writer
+from jaxlearn.runner.group_files import GroupFiles
+from jaxlearn.runner.placement import Placement, group_devices
 from jaxlearn.runner.plan import Group, group_dir, is_final, static_key
 
-__all__ = ["run_group", "segment_schedule", "snapshot_steps", "member_template", "KILL_ENV", "PAUSE_ENV", "RESUME_ENV"]
+__all__ = ["run_group", "env_hook", "segment_schedule", "snapshot_steps", "member_template", "KILL_ENV", "PAUSE_ENV",
+           "RESUME_ENV"]
 
-# Test hooks, so that a test acts on a group mid-flight without racing it. "POINT:INDEX" in
-# KILL_ENV makes the process SIGKILL itself at that point of segment INDEX; in PAUSE_ENV it makes
-# the process wait there until the file named by RESUME_ENV exists (forever without it), still
-# holding its claims and interruptible (SIGINT raises KeyboardInterrupt as anywhere else).
-# Points: before_segment, after_metrics, mid_checkpoint, after_commit, mid_split.
+# Test hooks (see :func:`env_hook`): environment variables read by the entry points only.
 KILL_ENV = "JAXLEARN_TEST_KILL_AT"
 PAUSE_ENV = "JAXLEARN_TEST_PAUSE_AT"
 RESUME_ENV = "JAXLEARN_TEST_RESUME_FILE"
-
-
-def _test_hook(point: str, index: int) -> None:
-    at = f"{point}:{index}"
-    if os.environ.get(KILL_ENV) == at:
-        os.kill(os.getpid(), signal.SIGKILL)
-    if os.environ.get(PAUSE_ENV) == at:
-        resume = os.environ.get(RESUME_ENV)
-        while not (resume and os.path.exists(resume)):
-            time.sleep(0.01)  # a wait on a condition (the file), not on a duration
 
 
 def snapshot_steps(config) -> tuple[int, ...]:
@@ -229,62 +218,8 @@ def _scalars(metrics: dict, where: str, fetch=jax.device_get) -> dict[str, np.nd
     return host
 
 
-def _row(step: int, metrics: dict, i: int) -> dict:
-    row = {"step": int(step)}
-    for name, value in metrics.items():
-        v = value[i]
-        row[name] = bool(v) if v.dtype == bool else int(v) if np.issubdtype(v.dtype, np.integer) else float(v)
-    return row
-
-
-def _write_status(path, status: str, **fields) -> None:
-    record = store.read_json(path / "status.json") if (path / "status.json").exists() else {"started": store.now_iso()}
-    record.update({"status": status, "updated": store.now_iso(), **fields})
-    record.setdefault("step", 0)
-    record.setdefault("diverged_step", None)
-    record.setdefault("final_metrics", {})
-    record.setdefault("error", None)
-    store.atomic_write_json(path / "status.json", record)
-
-
-def _prepare(group: Group, root, index, argv, writable) -> None:
-    """Run directories with run.json, provenance and a 'running' status naming the group, for
-    the members that are ``writable`` (not finished)."""
-    device = jax.devices()[0]
-    prov = store.provenance(argv)  # once per group: it asks git
-    prov.update(device_kind=device.device_kind, platform=device.platform, device_count=jax.device_count())
-    if is_multiprocess():
-        prov.update(process_count=jax.process_count())
-    for run, write in zip(group.runs, writable):
-        path = run.dir(root)
-        if not write:
-            continue  # a finished member of a resumed group: recomputed, never rewritten
-        record = {"run_id": run.run_id, "experiment": run.experiment, "version": group.experiment.version,
-                  "config": cfg.to_dict(run.config)}
-        if not (path / "run.json").exists():
-            store.atomic_write_json(path / "run.json", record)
-        store.atomic_write_json(path / "provenance.json", prov)
-        _write_status(path, "running", group=group.group_id)
-        index.upsert(path)
-
-
-def _write_events(path, rows: list[dict]) -> None:
-    """TensorBoard event files (tensorboardX, no TensorFlow) rewritten from the metrics."""
-    import shutil
-
-    from tensorboardX import SummaryWriter
-
-    events = path / "events"
-    if events.exists():
-        shutil.rmtree(events)
-    with SummaryWriter(logdir=str(events)) as writer:
-        for row in rows:
-            for name, value in row.items():
-                if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    writer.add_scalar(name, value, row["step"])
-
-
-def run_group(group: Group, root, index, *, progress=None, argv=None, devices: int | None = None) -> dict[str, str]:
+def run_group(group: Group, root, index, *, progress=None, argv=None, devices: int | None = None,
+              hook=None) -> dict[str, str]:
     """Computes (or resumes) ``group``; returns ``{run_id: final status}``.
 
     The caller holds the claims of every member. ``progress`` (optional) gets
@@ -297,7 +232,8 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
     of sharding never compete for the same devices. Results equal the unsharded
     run's up to the last bits (XLA compiles a per-device program for fewer members, whose
     floating-point reductions may associate differently); checkpoints written under one
-    placement resume under any other.
+    placement resume under any other. ``hook(point, index)`` (tests; default: none) is called
+    at the points of segment ``index`` listed in :func:`env_hook`.
 
     Several processes: every process calls it with the same ``group``; the member axis is
     sharded over ``devices`` local devices of *every* process (``None``: all of them; see
@@ -305,146 +241,197 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
     used elsewhere and may be ``None``); every process returns the same statuses.
     ``data_parallel > 1`` is refused there (``ValueError``).
     """
+    hook = hook or _no_hook
+    placement = Placement(group_devices(_member_devices(group, devices), len(group.runs)), len(group.runs))
+    writable, committed = _resume_point(group, root)
+    files = GroupFiles(group, root, index, writable, enabled=is_writer())
+    files.start(argv)
+    experiment = group.experiment
+    data = experiment.module.data(group.config) if experiment.has_data else None
+    programs, dynamic = _programs(group), _dynamic_values([r.config for r in group.runs])
+    files.record_members()
+    if not experiment.trains:
+        return _run_study(group, programs, dynamic, data, files, progress, placement)
+    run = _restore(programs, placement, dynamic, committed, files.dir)
+    files.restart_at(committed)
+    dynamic, data = placement.put(dynamic), placement.replicate(data)
+    if progress is not None:
+        progress.start(group, group.config.num_steps, run.step)
+    run = _train_segments(run, programs, placement, dynamic, data, files, progress, hook)
+    return _finish_members(group, run, programs, placement, dynamic, data, files, progress, hook)
+
+
+def _no_hook(point: str, index: int) -> None:
+    return None
+
+
+def env_hook():
+    """The test hook named by the environment, for :func:`run_group` (``None`` when unset):
+    ``"POINT:INDEX"`` in ``JAXLEARN_TEST_KILL_AT`` makes the process SIGKILL itself at that point
+    of segment INDEX; in ``JAXLEARN_TEST_PAUSE_AT`` it makes the process wait there until the
+    file named by ``JAXLEARN_TEST_RESUME_FILE`` exists (forever without it), still holding its
+    claims and interruptible (SIGINT raises KeyboardInterrupt as anywhere else), so that a test
+    acts on a group mid-flight without racing it. Points: ``before_segment``, ``after_metrics``,
+    ``mid_checkpoint``, ``after_commit``, ``mid_split``. Read by the entry points that start a
+    group in a process a test cannot reach otherwise (``jaxlearn run``/``resume``, a launcher's
+    worker)."""
+    kill, pause, resume = (os.environ.get(name) for name in (KILL_ENV, PAUSE_ENV, RESUME_ENV))
+    if not (kill or pause):
+        return None
+
+    def hook(point: str, index: int) -> None:
+        at = f"{point}:{index}"
+        if at == kill:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if at == pause:
+            while not (resume and os.path.exists(resume)):
+                time.sleep(0.01)  # a wait on a condition (the file), not on a duration
+
+    return hook
+
+
+def _member_devices(group: Group, devices):
+    """The device cap of the member axis: ``devices``, or 1 where the experiment splits each
+    step's batch over the devices itself (``data_parallel > 1``, one process only)."""
     if getattr(group.config, "data_parallel", 1) > 1:
         if is_multiprocess():
             raise ValueError(f"data_parallel={group.config.data_parallel}: expected 1 in a job of "
                              f"{jax.process_count()} processes (a step's batch is split over local devices only)")
-        devices = 1  # each member's batch is already split over the devices (data parallelism)
-    placement = Placement(group_devices(devices, len(group.runs)), len(group.runs))
-    experiment = group.experiment
-    writer = is_writer()
-    gdir = group_dir(root, group.group_id)
-    writable, committed = _resume_point(group, root, gdir)
-    if writer:
-        _prepare(group, root, index, argv, writable)
-    data = experiment.module.data(group.config) if experiment.has_data else None
-    programs = _programs(group)
-    dynamic = _dynamic_values([r.config for r in group.runs])
-    if writer and not (gdir / "members.json").exists():
-        store.atomic_write_json(gdir / "members.json", {"experiment": experiment.name, "version": experiment.version,
-                                                        "runs": [r.run_id for r in group.runs]})
-    if not experiment.trains:
-        return _run_study(group, root, index, programs, dynamic, data, gdir, progress, placement)
+        return 1
+    return devices
 
-    config = group.config
-    ends = segment_schedule(config)
-    keep = set(snapshot_steps(config))
-    template = {"states": programs.template(dynamic),
-                "active": jax.ShapeDtypeStruct((len(group.runs),), bool),
-                "diverged_step": jax.ShapeDtypeStruct((len(group.runs),), np.int32)}
-    # Member-axis arrays below (dynamic, states, metrics, ok) carry the padding; active,
-    # diverged_step and everything written do not.
-    dynamic, data = placement.put(dynamic), placement.replicate(data)
+
+class _Training(NamedTuple):
+    """A trained group between segments: member states (device arrays with the padded member
+    axis), ``active`` and ``diverged_step`` (host, one per real member: -1 while finite), the
+    index of the next segment, its start ``step`` and the last commit (``None`` before one)."""
+
+    states: object
+    active: np.ndarray
+    diverged_step: np.ndarray
+    segment: int
+    step: int
+    committed: dict | None
+
+
+def _checkpoint_template(programs: _Programs, dynamic, members: int) -> dict:
+    return {"states": programs.template(dynamic), "active": jax.ShapeDtypeStruct((members,), bool),
+            "diverged_step": jax.ShapeDtypeStruct((members,), np.int32)}
+
+
+def _restore(programs: _Programs, placement: Placement, dynamic, committed, gdir) -> _Training:
+    """The group at its last commit (from its checkpoint in ``gdir``), or initialised when it
+    has none. ``dynamic``: host values (the checkpoint has no padding)."""
+    members = placement.members
     if committed is None:
-        start, step = 0, 0
-        states = programs.init(dynamic)
+        states = programs.init(placement.put(dynamic))
         states = states if placement.count == 1 else jax.device_put(states, placement.sharding)
-        active = np.ones(len(group.runs), bool)
-        diverged_step = np.full(len(group.runs), -1, np.int32)
-    else:
-        start, step = committed["segment"] + 1, committed["step"]
-        saved = arrays.load_checkpoint(gdir / committed["checkpoint"], template)
-        states, active, diverged_step = saved["states"], np.asarray(saved["active"]), np.asarray(saved["diverged_step"])
-        states = placement.put(states)
-    for entry in (gdir / "ckpt").glob("*") if writer and (gdir / "ckpt").exists() else ():
-        if committed is None or entry.name != committed["checkpoint"].split("/")[-1]:
-            arrays.remove_tree(entry)  # written after the last commit (or a stale temporary)
-    for run, write in zip(group.runs, writable):
-        if write and writer:
-            store.truncate_jsonl(run.dir(root) / "metrics.jsonl", lambda row: row.get("step", 0) <= step)
+        return _Training(states, np.ones(members, bool), np.full(members, -1, np.int32), 0, 0, None)
+    template = {"states": programs.template(dynamic), "active": jax.ShapeDtypeStruct((members,), bool),
+                "diverged_step": jax.ShapeDtypeStruct((members,), np.int32)}
+    saved = arrays.load_checkpoint(gdir / committed["checkpoint"], template)
+    return _Training(placement.put(saved["states"]), np.asarray(saved["active"]), np.asarray(saved["diverged_step"]),
+                     committed["segment"] + 1, committed["step"], committed)
 
-    if progress is not None:
-        progress.start(group, config.num_steps, step)
-    # The checkpoint of segment i is written in the background while segment i + 1 computes, and
-    # committed (pointer replaced atomically) once complete; metrics appended after the last
-    # commit are truncated on resume, so the overlap never exposes an uncommitted state.
+
+def _train_segments(run: _Training, programs: _Programs, placement: Placement, dynamic, data, files: GroupFiles,
+                    progress, hook) -> _Training:
+    """The remaining segments. The checkpoint of segment i is written in the background while
+    segment i + 1 computes, and committed (pointer replaced atomically) once complete; metrics
+    appended after the last commit are truncated on resume, so the overlap never exposes an
+    uncommitted state."""
+    ends = segment_schedule(programs.group.config)
+    keep = set(snapshot_steps(programs.group.config))
     with arrays.CheckpointWriter() as checkpoints:
         pending = None
-
-        def commit(record):
-            nonlocal committed
-            checkpoints.wait()
-            if writer:
-                store.atomic_write_json(gdir / "committed.json", record)
-                if committed is not None:
-                    arrays.remove_tree(gdir / committed["checkpoint"])
-            committed = record
-            _test_hook("after_commit", record["segment"])
-
-        for i in range(start, len(ends)):
-            _test_hook("before_segment", i)
-            end = ends[i]
-            states, metrics, ok = programs.advance(end - step)(states, dynamic, placement.mask(active), data)
-            metrics = _scalars(metrics, f"{experiment.name}.segment", placement.fetch)
-            ok = placement.fetch(ok)
-            for m, run in enumerate(group.runs):
-                if active[m] and writable[m] and writer:
-                    store.append_jsonl(run.dir(root) / "metrics.jsonl", [_row(end, metrics, m)])
-            diverged_step = np.where(active & ~ok, end, diverged_step).astype(np.int32)
-            active = ok
-            _test_hook("after_metrics", i)
-            host = placement.host(states)
-            if end in keep and writer:
-                for m, run in enumerate(group.runs):
-                    if active[m] and writable[m]:
-                        arrays.save_npz(run.dir(root) / "snapshots" / f"step_{end:08d}.npz",
-                                        jax.tree.map(lambda x: x[m], host))
+        for i in range(run.segment, len(ends)):
+            before = run.step
+            run, metrics = _segment(run, i, ends[i], programs, placement, dynamic, data, files, hook)
+            host = placement.host(run.states)
+            if run.step in keep:
+                files.snapshot(run.step, host, run.active)
             if pending is not None:
-                commit(pending)
-            name = f"{i:06d}"
-            checkpoints.start(gdir / "ckpt" / name, {"states": host, "active": active, "diverged_step": diverged_step})
-            pending = {"segment": i, "step": end, "checkpoint": f"ckpt/{name}"}
-            _test_hook("mid_checkpoint", i)
+                run = _commit(run, pending, checkpoints, files, hook)
+            pending = _start_checkpoint(run, i, host, checkpoints, files)
+            hook("mid_checkpoint", i)
             if progress is not None:
-                progress.update(end - step, {k: v[active] for k, v in metrics.items()} if active.any() else {})
-            step = end
+                progress.update(run.step - before,
+                                {k: v[run.active] for k, v in metrics.items()} if run.active.any() else {})
         if pending is not None:
-            commit(pending)
+            run = _commit(run, pending, checkpoints, files, hook)
+    return run
 
-    final = _scalars(programs.evaluate(states, dynamic, data), f"{experiment.name}.evaluate", placement.fetch)
-    states = placement.host(states)
+
+def _segment(run: _Training, index: int, end: int, programs: _Programs, placement: Placement, dynamic, data,
+             files: GroupFiles, hook) -> tuple[_Training, dict]:
+    """Segment ``index`` (to step ``end``) of every active member; their metrics appended. A
+    member whose state or metrics are not finite is frozen and its ``diverged_step`` set."""
+    hook("before_segment", index)
+    advance = programs.advance(end - run.step)
+    states, metrics, ok = advance(run.states, dynamic, placement.mask(run.active), data)
+    metrics = _scalars(metrics, f"{programs.experiment.name}.segment", placement.fetch)
+    ok = placement.fetch(ok)
+    files.append_metrics(end, metrics, run.active)
+    diverged_step = np.where(run.active & ~ok, end, run.diverged_step).astype(np.int32)
+    hook("after_metrics", index)
+    return run._replace(states=states, active=ok, diverged_step=diverged_step, segment=index + 1, step=end), metrics
+
+
+def _start_checkpoint(run: _Training, index: int, host, checkpoints, files: GroupFiles) -> dict:
+    """Starts writing segment ``index``'s checkpoint (every process takes part); returns the
+    commit record that points at it."""
+    name = f"{index:06d}"
+    checkpoints.start(files.dir / "ckpt" / name, {"states": host, "active": run.active,
+                                                  "diverged_step": run.diverged_step})
+    return {"segment": index, "step": run.step, "checkpoint": f"ckpt/{name}"}
+
+
+def _commit(run: _Training, record: dict, checkpoints, files: GroupFiles, hook) -> _Training:
+    """Once ``record``'s checkpoint is complete: the commit pointer replaced by it."""
+    checkpoints.wait()
+    files.commit(record, run.committed)
+    hook("after_commit", record["segment"])
+    return run._replace(committed=record)
+
+
+def _finish_members(group: Group, run: _Training, programs: _Programs, placement: Placement, dynamic, data,
+                    files: GroupFiles, progress, hook) -> dict[str, str]:
+    """Every member's final metrics (the experiment's ``evaluate``), state and status, then the
+    group's directory removed. Members that were final before the group started keep theirs."""
+    final = _scalars(programs.evaluate(run.states, dynamic, data), f"{group.experiment.name}.evaluate",
+                     placement.fetch)
+    states = placement.host(run.states)
     statuses = {}
-    for m, run in enumerate(group.runs):
+    for m, member in enumerate(group.runs):
         if m == len(group.runs) // 2:
-            _test_hook("mid_split", len(ends) - 1)
-        path = run.dir(root)
-        if not writable[m]:
-            statuses[run.run_id] = store.read_json(path / "status.json")["status"]
+            hook("mid_split", run.segment - 1)
+        if not files.writable[m]:
+            statuses[member.run_id] = store.read_json(member.dir(files.root) / "status.json")["status"]
             continue
-        status = "diverged" if diverged_step[m] >= 0 else "finished"
-        statuses[run.run_id] = status
-        if not writer:
-            continue
-        rows = store.read_jsonl(path / "metrics.jsonl")
-        finite_rows = [r for r in rows if diverged_step[m] < 0 or r["step"] < diverged_step[m]]
-        last = dict(finite_rows[-1]) if finite_rows else {}
-        last.pop("step", None)
-        last.update({k: v for k, v in _row(0, final, m).items() if k != "step"})
-        arrays.save_npz(path / "state_final.npz", jax.tree.map(lambda x: x[m], states))
-        _write_events(path, rows)
-        _write_status(path, status, step=int(step), group=None, final_metrics=last,
-                      diverged_step=int(diverged_step[m]) if diverged_step[m] >= 0 else None, finished=store.now_iso())
-        index.upsert(path)
-    if writer:
-        arrays.remove_tree(gdir)
+        diverged = int(run.diverged_step[m]) if run.diverged_step[m] >= 0 else None
+        statuses[member.run_id] = status = "finished" if diverged is None else "diverged"
+        files.finish_member(m, status, final, states=states, step=run.step, diverged_step=diverged)
+    files.close()
     if progress is not None:
         progress.close()
     return statuses
 
 
-def _resume_point(group: Group, root, gdir) -> tuple[np.ndarray, dict | None]:
+def _resume_point(group: Group, root) -> tuple[np.ndarray, dict | None]:
     """Which members may be written (not final: members split before a crash, only possible
     after the last segment, are never rewritten) and the group's last commit (or None), as read
     by process 0 and broadcast, so that every process resumes from the same point."""
     found = None
     if is_writer():
-        committed = store.read_json(gdir / "committed.json") if (gdir / "committed.json").exists() else None
+        committed_file = group_dir(root, group.group_id) / "committed.json"
+        committed = store.read_json(committed_file) if committed_file.exists() else None
         found = {"writable": [not is_final(run.dir(root)) for run in group.runs], "committed": committed}
     found = broadcast_json(found)
     return np.array(found["writable"], bool), found["committed"]
 
 
-def _run_study(group, root, index, programs, dynamic, data, gdir, progress, placement) -> dict[str, str]:
+def _run_study(group: Group, programs: _Programs, dynamic, data, files: GroupFiles, progress,
+               placement: Placement) -> dict[str, str]:
     """Experiments without training: one vmapped ``run`` call, scalar results as final metrics,
     array results in ``outputs.npz``."""
     if progress is not None:
@@ -456,23 +443,13 @@ def _run_study(group, root, index, programs, dynamic, data, gdir, progress, plac
     scalars = {k: v for k, v in host.items() if np.ndim(v) == 1}
     statuses = {}
     for m, run in enumerate(group.runs):
-        path = run.dir(root)
-        row = _row(0, scalars, m)
-        finite = all(np.all(np.isfinite(v)) for v in jax.tree.leaves({k: v[m] for k, v in host.items()})
+        member = {k: v[m] for k, v in host.items()}
+        finite = all(np.all(np.isfinite(v)) for v in jax.tree.leaves(member)
                      if np.issubdtype(np.asarray(v).dtype, np.inexact))
         statuses[run.run_id] = status = "finished" if finite else "diverged"
-        if not is_writer():
-            continue
-        store.truncate_jsonl(path / "metrics.jsonl", lambda r: False)
-        store.append_jsonl(path / "metrics.jsonl", [row])
-        rest = {k: v[m] for k, v in host.items() if k not in scalars}
-        if rest:
-            arrays.save_npz(path / "outputs.npz", rest)
-        row.pop("step")
-        _write_status(path, status, group=None, final_metrics=row, finished=store.now_iso())
-        index.upsert(path)
-    if is_writer():
-        arrays.remove_tree(gdir)
+        files.save_outputs(m, {k: v for k, v in member.items() if k not in scalars})
+        files.finish_member(m, status, scalars)
+    files.close()
     if progress is not None:
         progress.update(1, {})
         progress.close()

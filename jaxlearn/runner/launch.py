@@ -41,6 +41,7 @@ import time
 
 from jaxlearn.runner import config as cfg
 from jaxlearn.runner import store
+from jaxlearn.runner.execute import env_hook
 from jaxlearn.runner.experiment import Experiment, load_experiment
 from jaxlearn.runner.plan import Group, group_dir, make_runs, plan_runs
 from jaxlearn.runner.sweep import SweepReport, _clear_run, compute_group, enable_compilation_cache, until_settled
@@ -103,7 +104,7 @@ def run_task(task: GroupTask) -> dict:
     resumed = store.read_json(committed)["step"] if committed.exists() else None
     with store.Index(task.root) as index:
         computed, busy = compute_group(group, task.root, index, progress=None, argv=list(task.argv) or None,
-                                       devices=task.devices)
+                                       devices=task.devices, hook=env_hook())
     return {"group": group.group_id, "computed": computed, "busy": list(busy),
             "resumed_from": resumed if computed else None,
             "worker": f"{socket.gethostname()}:{os.getpid()}"}

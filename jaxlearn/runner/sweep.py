@@ -98,7 +98,7 @@ def _clear_run(path: pathlib.Path) -> None:
 
 def run_sweep(experiment: Experiment, configs, *, root="runs", force: bool = False, progress: bool = True,
               max_group_size: int | None = None, argv=None, stream=None, devices: int | None = None,
-              wait: bool = False, poll_s: float = 0.5) -> SweepReport:
+              wait: bool = False, poll_s: float = 0.5, hook=None) -> SweepReport:
     """Computes the runs of ``configs`` that are not finished yet, group by group; each group's
     runs are sharded over at most ``devices`` local devices (default: all; 1: unsharded).
 
@@ -111,13 +111,14 @@ def run_sweep(experiment: Experiment, configs, *, root="runs", force: bool = Fal
     members from it and compute every group together with it, over ``devices`` local devices of
     every process. All processes return the same report, once process 0 has written everything.
     ``wait`` is refused there (process 0 would wait while the others sit in a collective).
+    ``hook``: a test hook for :func:`jaxlearn.runner.execute.run_group`.
     """
     if wait and distributed.is_multiprocess():
         raise ValueError("run_sweep(wait=True): not in a job of several processes")
 
     def once(force: bool) -> SweepReport:
         return _sweep_once(experiment, configs, root=root, force=force, progress=progress,
-                           max_group_size=max_group_size, argv=argv, stream=stream, devices=devices)
+                           max_group_size=max_group_size, argv=argv, stream=stream, devices=devices, hook=hook)
 
     return until_settled(once, experiment, configs, root, force=force, wait=wait, progress=progress, stream=stream,
                          poll_s=poll_s)
@@ -196,7 +197,7 @@ def _done_steps(root, runs) -> int:
 
 
 def _sweep_once(experiment: Experiment, configs, *, root, force, progress, max_group_size, argv, stream,
-                devices) -> SweepReport:
+                devices, hook) -> SweepReport:
     multi, writer = distributed.is_multiprocess(), distributed.is_writer()
     root = pathlib.Path(root)
     if writer:
@@ -210,7 +211,8 @@ def _sweep_once(experiment: Experiment, configs, *, root, force, progress, max_g
     computed, busy = {}, []
     with store.Index(root) if writer else contextlib.nullcontext() as index:
         for group in plan.groups:
-            done, taken = compute_group(group, root, index, force=force, progress=bar, argv=argv, devices=devices)
+            done, taken = compute_group(group, root, index, force=force, progress=bar, argv=argv, devices=devices,
+                                        hook=hook)
             computed.update(done)
             busy.extend(taken)
     if multi:  # sent once process 0 has written everything: every process returns after that
@@ -221,7 +223,7 @@ def _sweep_once(experiment: Experiment, configs, *, root, force, progress, max_g
 
 
 def compute_group(group: Group, root, index, *, force: bool = False, progress=None, argv=None,
-                  devices: int | None = None) -> tuple[dict, list]:
+                  devices: int | None = None, hook=None) -> tuple[dict, list]:
     """Claims ``group``'s runs and computes (or resumes) the ones it could claim; returns
     ``({run_id: final status}, [run ids claimed by another process])``.
 
@@ -266,7 +268,7 @@ def compute_group(group: Group, root, index, *, force: bool = False, progress=No
             if group_dir(root, group.group_id).exists():
                 shutil.rmtree(group_dir(root, group.group_id))
         try:
-            return run_group(group, root, index, progress=progress, argv=argv, devices=devices), busy
+            return run_group(group, root, index, progress=progress, argv=argv, devices=devices, hook=hook), busy
         except BaseException as err:
             for run in group.runs if writer else ():
                 record = read_status(run.dir(root))

@@ -75,8 +75,8 @@ def configs(experiment):
     return [*cs[:4], dataclasses.replace(cs[4], learning_rate=1e4)]  # the last (padded) one diverges
 
 
-def sweep(experiment, configs, root, devices):
-    return runner.run_sweep(experiment, configs, root=root, progress=False, devices=devices)
+def sweep(experiment, configs, root, devices, hook=None):
+    return runner.run_sweep(experiment, configs, root=root, progress=False, devices=devices, hook=hook)
 
 
 @pytest.fixture(scope="module")
@@ -149,21 +149,18 @@ def test_resume_across_placements_with_padding(experiment, configs, reference, t
         def maybe(point, index):
             if f"{point}:{index}" == where:
                 raise Crash(where)
-        monkeypatch.setattr(execute, "_test_hook", maybe)
+        return maybe
 
     shapes = []
     init = execute._Programs.init
     monkeypatch.setattr(execute._Programs, "init",
                         lambda self, dyn: shapes.append(dyn["seed"].shape) or init(self, dyn))
-    crash_at("after_commit:0")
     with pytest.raises(Crash):
-        sweep(experiment, configs, tmp_path, devices=2)
-    crash_at("after_commit:1")
+        sweep(experiment, configs, tmp_path, devices=2, hook=crash_at("after_commit:0"))
     with pytest.raises(Crash):
-        sweep(experiment, configs, tmp_path, devices=1)
+        sweep(experiment, configs, tmp_path, devices=1, hook=crash_at("after_commit:1"))
     (group,) = (tmp_path / "_groups").iterdir()
     assert store.read_json(group / "committed.json")["segment"] == 1
-    monkeypatch.setattr(execute, "_test_hook", lambda point, index: None)
     report = sweep(experiment, configs, tmp_path, devices=2)
     assert len(report.computed) == 5 and shapes == [(6,)]  # initialised once, padded; resumed twice
     assert_same_results(tmp_path, reference)

@@ -197,7 +197,8 @@ RUN_CHILD = textwrap.dedent("""
     from jaxlearn import runner
     experiment, configs = runner.resolve(sys.argv[3], variant="smoke", overrides=json.loads(sys.argv[4]),
                                          sweeps=json.loads(sys.argv[5]))
-    report = runner.run_sweep(experiment, configs, root=root, progress=False)
+    from jaxlearn.runner.execute import env_hook
+    report = runner.run_sweep(experiment, configs, root=root, progress=False, hook=env_hook())
     # the command line on the finished sweep: nothing to compute; process 0 alone records and plots
     from jaxlearn.runner import cli
     code = cli.main(["run", sys.argv[3], "--variant", "smoke", "--out", root, "--quiet",

@@ -143,11 +143,9 @@ def test_population_digits_data_parallel_equals_one_device(experiment, reference
             raise Crash
 
     monkeypatch.setattr(execute._Programs, "advance", spying)
-    monkeypatch.setattr(execute, "_test_hook", crash)
     configs = _configs(experiment, 4)
     with pytest.raises(Crash):
-        runner.run_sweep(experiment, configs, root=tmp_path, progress=False, devices=None)
-    monkeypatch.setattr(execute, "_test_hook", lambda point, index: None)
+        runner.run_sweep(experiment, configs, root=tmp_path, progress=False, devices=None, hook=crash)
     report = runner.run_sweep(experiment, configs, root=tmp_path, progress=False, devices=None)
     assert len(report.run_ids) == 2
     for rid, ref_rid in zip(report.run_ids, reference):  # the same seeds, in order
