@@ -11,17 +11,19 @@
 
       G = (1/N) Σ_i J_iᵀ H_i J_i,     J_i = ∂f(θ, x_i)/∂θ,   H_i = ∂²ℓ/∂f² at f(θ, x_i),
 
-  by ``jvp`` (J v), the output Hessian in closed form (softmax cross-entropy: ``diag(p) − ppᵀ``;
-  MSE ``½·mean_k``: ``I/K``; any other per-example loss: its exact output-Hessian-vector
-  product), and ``vjp`` (Jᵀ u). For these two losses G equals the Fisher information of the
-  model's predictive distribution (the "true" Fisher).
+  by ``jvp`` (J v), the output-Hessian-vector product ``H_i u`` the per-example loss declares
+  (``loss.output_hvp``, :class:`jaxlearn.train.PerExampleLoss`; closed forms: softmax cross-entropy
+  ``diag(p) − ppᵀ``, MSE ``½·mean_k``: ``I/K``) or, for a loss that declares none, the exact
+  ``jvp`` of its ``grad`` (:func:`jaxlearn.train.losses.output_hessian_vp`), and ``vjp`` (Jᵀ u). For
+  these two losses G equals the Fisher information of the model's predictive distribution (the
+  "true" Fisher; Martens 2020, §9.2).
 * :func:`quadratic_form` — ``vᵀ M v`` alone, cheaper than ``⟨v, M v⟩``: for the Hessian the second
   directional derivative ``d²/dt² L(θ + t v)`` at ``t = 0`` by forward-over-forward (two ``jvp``
   passes, no backward pass), for the Gauss–Newton matrix ``(1/N) Σ_i (J_i v)ᵀ H_i (J_i v)`` from a
   single ``jvp``. What Hutchinson's trace estimator needs.
 * ``block`` — a pytree of bools like ``params`` (True: in the block). The operator becomes
-  ``P M P`` with ``P`` the coordinate projection, i.e. the Hessian/GGN of one layer or module
-  (its eigenvalues are the sub-matrix's, plus zeros).
+  ``P M P`` with ``P`` the coordinate projection :func:`restrict`, i.e. the Hessian/GGN of one
+  layer or module (its eigenvalues are the sub-matrix's, plus zeros).
 
 Everything is a pure function of ``(loss, params, v)``: ``jit``/``vmap`` apply (e.g. ``vmap`` over
 checkpoints or probe vectors). Model objectives are evaluated chunk by chunk, so memory stays
@@ -30,22 +32,35 @@ bounded by one chunk.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from jaxlearn.landscape.objective import ModelObjective, as_loss_fn, chunk_loss, chunked_sum, mse, softmax_cross_entropy
+from jaxlearn.landscape.objective import ModelObjective, as_loss_fn, chunk_loss, chunked_sum
+from jaxlearn.train.losses import output_hessian_vp
 from jaxlearn.train.pytrees import check_like
 
-__all__ = ["hvp", "ggn_vp", "quadratic_form", "operator", "project", "has_forward_mode"]
+__all__ = ["hvp", "ggn_vp", "quadratic_form", "operator", "restrict", "project", "has_forward_mode"]
 
 
-def project(v, block):
-    """``v`` with the leaves (or entries) outside ``block`` set to zero; ``block=None`` keeps all."""
+def restrict(v, block):
+    """``v`` restricted to a parameter block: the leaves (or entries) outside ``block`` set to zero
+    (the coordinate projection ``P v``); ``block=None`` keeps all. ``block``: a pytree of bools like
+    ``v`` (leaves or arrays broadcastable to the leaves)."""
     if block is None:
         return v
     return jax.tree.map(lambda x, keep: jnp.where(keep, x, jnp.zeros_like(x)), v, block)
+
+
+def project(v, block):
+    """Deprecated alias of :func:`restrict` (renamed so that ``project`` means only
+    :func:`jaxlearn.landscape.project`, coordinates in a plane); removed in the next release."""
+    warnings.warn("jaxlearn.landscape.curvature.project is deprecated: use jaxlearn.landscape.curvature.restrict "
+                  "(landscape.restrict)", DeprecationWarning, stacklevel=2)
+    return restrict(v, block)
 
 
 def has_forward_mode(fn: Callable, *args) -> bool:
@@ -90,29 +105,21 @@ def hvp(loss, params, v, *, block=None):
     """``H v`` (a pytree like ``params``) for ``loss`` = a scalar ``loss_fn(params)`` or a
     :class:`~jaxlearn.landscape.objective.ModelObjective` (accumulated over chunks)."""
     check_like("v", v, params)
-    v = project(v, block)
+    v = restrict(v, block)
     if isinstance(loss, ModelObjective):
         def chunk(x, y, w):
             return _hvp_scalar(lambda p: chunk_loss(loss, p, x, y, w), params, v)
 
-        return project(chunked_sum(loss, chunk), block)
+        return restrict(chunked_sum(loss, chunk), block)
     loss_fn = as_loss_fn(loss)
     _scalar_loss(loss_fn, params)
-    return project(_hvp_scalar(loss_fn, params, v), block)
+    return restrict(_hvp_scalar(loss_fn, params, v), block)
 
 
 def _output_hvp(per_example_loss: Callable, outputs, targets, u):
-    """``H_i u_i`` per example: the Hessian of the per-example loss w.r.t. the outputs."""
-    if per_example_loss is softmax_cross_entropy:
-        p = jax.nn.softmax(outputs, axis=-1)
-        return p * u - p * jnp.sum(p * u, axis=-1, keepdims=True)
-    if per_example_loss is mse:
-        return u / (outputs[0].size)
-
-    def one(o, y, t):
-        return jax.jvp(jax.grad(lambda out: per_example_loss(out, y)), (o,), (t,))[1]
-
-    return jax.vmap(one)(outputs, targets, u)
+    """``H_i u_i`` per example (leading axis): the Hessian of the per-example loss w.r.t. the outputs,
+    as the loss declares it (else the exact jvp of its grad)."""
+    return jax.vmap(functools.partial(output_hessian_vp, per_example_loss))(outputs, targets, u)
 
 
 def ggn_vp(objective: ModelObjective, params, v, *, block=None):
@@ -121,7 +128,7 @@ def ggn_vp(objective: ModelObjective, params, v, *, block=None):
     get ``J v`` as the transpose of their (rule-defined) ``vjp``."""
     _check_objective(objective)
     check_like("v", v, params)
-    v = project(v, block)
+    v = restrict(v, block)
 
     def chunk(x, y, w):
         def f(p):
@@ -133,7 +140,7 @@ def ggn_vp(objective: ModelObjective, params, v, *, block=None):
         weighted = hjv * w.reshape((-1,) + (1,) * (hjv.ndim - 1))
         return pullback(weighted.astype(outputs.dtype))[0]
 
-    return project(chunked_sum(objective, chunk), block)
+    return restrict(chunked_sum(objective, chunk), block)
 
 
 def _output_jvp(f, params, v, vjp=None):
@@ -172,7 +179,7 @@ def quadratic_form(loss, params, v, *, kind: str = "hessian", block=None):
     and, for the GGN, to ``J v`` as the transpose of the rule's ``vjp``."""
     _check_kind(kind)
     check_like("v", v, params)
-    v = project(v, block)
+    v = restrict(v, block)
     if kind == "ggn":
         _check_objective(loss)
 

@@ -19,33 +19,25 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxlearn.data.batching import row_blocks, split_rows
+from jaxlearn.train.losses import check_per_example_loss
+# the per-example losses (one definition, jaxlearn.train.losses), public here under their short names
+from jaxlearn.train.losses import per_example_mse as mse
+from jaxlearn.train.losses import per_example_softmax_cross_entropy as softmax_cross_entropy
 
 __all__ = ["ModelObjective", "softmax_cross_entropy", "mse", "chunked_sum", "dataset_loss", "dataset_metrics",
            "as_loss_fn"]
 
 
-def softmax_cross_entropy(logits, label):
-    """Per-example softmax cross-entropy; ``label`` an integer class or a probability vector.
-    Output Hessian: ``diag(p) − p pᵀ`` with ``p = softmax(logits)``."""
-    if jnp.issubdtype(jnp.asarray(label).dtype, jnp.integer):
-        return optax.softmax_cross_entropy_with_integer_labels(logits, label)
-    return optax.softmax_cross_entropy(logits, label)
-
-
-def mse(output, target):
-    """Per-example ``½ · mean_k (f_k − y_k)²`` (its dataset mean is :func:`jaxlearn.train.mse`).
-    Output Hessian: ``I / K`` for ``K`` outputs."""
-    return 0.5 * jnp.mean(jnp.square(output - jnp.reshape(target, jnp.shape(output))))
-
-
 class ModelObjective(NamedTuple):
     """``apply_fn(params, x) -> outputs`` (batched: leading axis = examples),
-    ``per_example_loss(output, target) -> scalar`` for ONE example (use :func:`softmax_cross_entropy`
-    or :func:`mse` to get closed-form output Hessians in Gauss–Newton products), ``data = (x, y)``
-    with a leading example axis, and ``batch_size`` (examples per chunk; None: all at once)."""
+    ``per_example_loss(output, target) -> scalar`` for ONE example — :data:`softmax_cross_entropy` and
+    :data:`mse` (= ``jaxlearn.train.per_example_*``) declare closed-form output Hessians that
+    Gauss–Newton products use (any loss that declares ``output_hvp``, :class:`jaxlearn.train.PerExampleLoss`;
+    others get the exact ``jvp`` of ``grad``); a batch-mean loss such as ``jaxlearn.train.mse`` is a
+    ``TypeError`` — ``data = (x, y)`` with a leading example axis, and ``batch_size`` (examples per chunk;
+    None: all at once)."""
 
     apply_fn: Callable
     per_example_loss: Callable
@@ -56,6 +48,7 @@ class ModelObjective(NamedTuple):
 def _check(objective: ModelObjective) -> tuple[int, int]:
     if not isinstance(objective, ModelObjective):
         raise TypeError(f"objective: expected a ModelObjective, got {type(objective).__name__}")
+    check_per_example_loss("objective.per_example_loss", objective.per_example_loss)
     x, y = objective.data
     n = jax.tree.leaves(x)[0].shape[0]
     if jax.tree.leaves(y)[0].shape[0] != n:

@@ -32,9 +32,10 @@ from jax.flatten_util import ravel_pytree
 
 from jaxlearn.landscape import curvature
 from jaxlearn.landscape.objective import ModelObjective, as_loss_fn
-from jaxlearn.train.pytrees import check_like
-from jaxlearn.landscape.sharpness_aware import sam_perturbation
+from jaxlearn.rules.sharpness_aware import sam_perturbation
 from jaxlearn.train.loop import train
+from jaxlearn.train.losses import BatchMeanLoss, check_per_example_loss
+from jaxlearn.train.pytrees import check_like
 
 __all__ = ["TopEigenpair", "random_unit_vector", "top_eigenpair", "track_sharpness", "sam_sharpness",
            "m_sharpness"]
@@ -148,7 +149,7 @@ def sam_sharpness(loss, params, rho, *, p=2, adaptive: bool = False, eta=0.01):
 
     Foret et al. 2021 (§2) define the sharpness ``max_{‖ε‖_p ≤ ρ} L(w + ε) − L(w)`` and
     approximate the maximizer by ``ε̂ = ρ g/‖g‖₂`` (``p=2``) / ``ρ sign(g)`` (``p=∞``), ``g = ∇L(w)``
-    (eq. 2; :func:`~jaxlearn.landscape.sharpness_aware.sam_perturbation`). ``ε̂`` is feasible, so this
+    (eq. 2; :func:`~jaxlearn.rules.sharpness_aware.sam_perturbation`). ``ε̂`` is feasible, so this
     under-estimates the true sharpness, by ``O(ρ³)`` for smooth ``L`` with ``g ≠ 0``. ``adaptive``:
     ASAM's ``ε̂`` over ``‖ε/(|w| + η)‖_p ≤ ρ`` (Kwon et al. 2021, §3), invariant for ``η = 0`` under
     rescalings that leave the network function unchanged. ``loss``: ``loss_fn(params)`` or a
@@ -163,9 +164,12 @@ def sam_sharpness(loss, params, rho, *, p=2, adaptive: bool = False, eta=0.01):
 
 def _batch_loss(loss) -> Callable:
     if isinstance(loss, ModelObjective):
+        check_per_example_loss("loss.per_example_loss", loss.per_example_loss)
+        batch_mean = BatchMeanLoss(loss.per_example_loss)
+
         def batch_loss(params, batch):
             x, y = batch
-            return jnp.mean(jax.vmap(loss.per_example_loss)(loss.apply_fn(params, x), y))
+            return batch_mean(loss.apply_fn(params, x), y)
 
         return batch_loss
     if callable(loss):

@@ -155,7 +155,7 @@ def _flat_operator(loss, params, kind, block):
 
 
 def _project_flat(v, unravel, block):
-    return v if block is None else ravel_pytree(curvature.project(unravel(v), block))[0]
+    return v if block is None else ravel_pytree(curvature.restrict(unravel(v), block))[0]
 
 
 def _key(key):

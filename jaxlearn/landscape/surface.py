@@ -12,6 +12,7 @@ directions.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import Callable
 
@@ -25,13 +26,13 @@ from jaxlearn.data.batching import merge_rows, split_rows
 from jaxlearn.landscape.affine import affine_vmap
 from jaxlearn.train.pytrees import check_like
 
-__all__ = ["grid", "surface_1d", "surface_2d"]
+__all__ = ["symmetric_grid", "grid", "surface_1d", "surface_2d"]
 
 
-def grid(num: int, extent=1.0):
-    """``num`` evenly spaced coordinates from ``-extent`` to ``extent`` (like ``linspace``), shape
-    ``(num,)``, computed as ``extent · (2k − (num − 1)) / (num − 1)`` so the grid is exactly
-    symmetric, the endpoints are exactly ``±extent`` and, for odd ``num``, the centre is exactly
+def symmetric_grid(num: int, extent=1.0):
+    """Surface coordinates: ``num`` evenly spaced values from ``-extent`` to ``extent`` (like
+    ``linspace``), shape ``(num,)``, computed as ``extent · (2k − (num − 1)) / (num − 1)`` so the grid
+    is exactly symmetric, the endpoints are exactly ``±extent`` and, for odd ``num``, the centre is exactly
     ``0.0`` (the unperturbed ``θ``). ``num = 1`` gives ``[0.0]``. Default float dtype; ``extent``
     may be traced."""
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
@@ -43,6 +44,14 @@ def grid(num: int, extent=1.0):
             raise ValueError(f"extent must be a positive finite number, got {extent!r}")
         return jnp.asarray(unit * extent, dtype)   # one rounding per entry: still symmetric
     return jnp.asarray(unit, dtype) * extent
+
+
+def grid(num: int, extent=1.0):
+    """Deprecated alias of :func:`symmetric_grid` (renamed so that ``grid`` means only
+    :func:`jaxlearn.train.grid`, hyperparameter grids); removed in the next release."""
+    warnings.warn("jaxlearn.landscape.grid is deprecated: use jaxlearn.landscape.symmetric_grid", DeprecationWarning,
+                  stacklevel=2)
+    return symmetric_grid(num, extent)
 
 
 def _axis(name: str, a):

@@ -14,6 +14,9 @@
   synthetic gradients (:func:`synthetic_gradients`, :func:`synthetic_serial`), equilibrium
   propagation (:func:`equilibrium_propagation` on an :func:`eqprop_network`,
   :mod:`~jaxlearn.rules.equilibrium`);
+* sharpness-aware minimization: SAM and ASAM as gradient estimators wrapping any base estimator
+  (:func:`sam`, :func:`sam_perturbation`, :mod:`~jaxlearn.rules.sharpness_aware`; also
+  ``jaxlearn.landscape.sam``);
 * continual learning: elastic weight consolidation (:mod:`~jaxlearn.rules.continual`: :func:`ewc`, :func:`fisher_diagonal`,
   :func:`ewc_penalty`);
 * gradient transforms (optax): :mod:`~jaxlearn.rules.noise`;
@@ -22,7 +25,8 @@
 """
 
 from jaxlearn.rules import (
-    blocks, continual, equilibrium, feedback, ff, fewbit, forward_mode, local, noise, perturbation, registry, ste, synthetic,
+    blocks, continual, equilibrium, feedback, ff, fewbit, forward_mode, local, noise, perturbation, registry,
+    sharpness_aware, ste, synthetic,
 )
 from jaxlearn.rules.blocks import BlockRequest, block_mlp, block_serial
 from jaxlearn.rules.equilibrium import (
@@ -40,6 +44,7 @@ from jaxlearn.rules.perturbation import (
 from jaxlearn.rules.forward_mode import ForwardModeReport, forward_mode_safe, require_forward_mode
 from jaxlearn.rules.noise import *  # noqa: F401,F403 (re-exports noise.__all__)
 from jaxlearn.rules.registry import ESTIMATORS, estimator
+from jaxlearn.rules.sharpness_aware import sam, sam_perturbation
 from jaxlearn.rules.ste import *  # noqa: F401,F403 (re-exports ste.__all__)
 
 __all__ = sorted({
@@ -51,6 +56,6 @@ __all__ = sorted({
     "activity_forward_gradient", "block_mlp", "block_serial", "blocks", "dfa", "estimator", "feedback", "fewbit",
     "forward_gradient", "forward_gradient_from_tangents", "forward_mode", "forward_mode_safe", "noise", "perturbation",
     "registry",
-    "require_forward_mode", "sample_tangents", "ste",
+    "require_forward_mode", "sam", "sam_perturbation", "sample_tangents", "sharpness_aware", "ste",
     *fewbit.__all__, *noise.__all__, *ste.__all__,
 })

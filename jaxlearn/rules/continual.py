@@ -18,8 +18,12 @@ never the square of the mean gradient (which vanishes at a minimum). :func:`fish
 * ``kind="true"``: one ``ŷ_n`` sampled from the model's predictive distribution per example (an
   unbiased Monte-Carlo estimate of the above);
 * ``kind="exact"``: the expectation in closed form — ``Σ_c p_c (∂ log p_c/∂θ_i)²`` over the classes for
-  classification, ``Σ_k (∂f_k/∂θ_i)²`` over the outputs for unit-variance Gaussian regression (``C`` or
-  ``K`` backward passes per example);
+  classification, ``Σ_k (∂f_k/∂θ_i)²`` over the outputs for unit-variance Gaussian regression — computed
+  as ``F_n = diag(J_nᵀ H_n J_n)`` with ``H_n`` the Fisher of the predictive distribution in the output,
+  which for these exponential families is the output Hessian of the negative log-likelihood (Martens
+  2020, §9.2) that the per-example loss declares (:class:`jaxlearn.train.PerExampleLoss`:
+  ``diag(p) − p pᵀ`` for softmax cross-entropy, ``I`` for ``N(f, I)``); ``C`` or ``K`` backward passes
+  per example;
 * ``kind="empirical"``: ``ŷ_n = y_n``, the data's labels — Kunstner et al.'s empirical Fisher, which is
   *not* the Fisher (it need not even share its eigenvectors) though it is often used in its place.
 
@@ -31,11 +35,14 @@ scales ``F`` by ``1/σ²``, which ``strength`` absorbs); or a callable log-likel
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
+from jaxlearn.train.losses import (
+    PerExampleLoss, check_per_example_loss, output_hessian_vp, per_example_mse, per_example_softmax_cross_entropy,
+)
 from jaxlearn.train.pytrees import check_like
 
 __all__ = ["FISHER_KINDS", "FISHER_LOSSES", "fisher_diagonal", "ewc_penalty", "ewc", "ewc_combine"]
@@ -44,23 +51,63 @@ FISHER_KINDS = ("true", "exact", "empirical")
 FISHER_LOSSES = ("softmax_cross_entropy", "mse")
 
 
-def _output_cotangents(kind, loss, out, y_n, key_n):
-    """The cotangents ``c`` on one example's output ``out`` whose vjps are the score vectors:
-    shape ``(S,) + out.shape`` with per-cotangent weights ``(S,)`` (``F_n = Σ_s w_s (Jᵀ c_s)²``)."""
+def _gaussian_nll(output, target):
+    """``−log N(target | output, I)`` up to a constant: ``½‖f − y‖² = K · mse(f, y)`` (the per-example
+    ``mse`` is ``½ · mean`` over the ``K`` entries). Output Hessian ``I``."""
+    return jnp.size(output) * per_example_mse(output, target)
+
+
+def _gaussian_nll_hvp(output, target, u):
+    return jnp.size(output) * per_example_mse.output_hvp(output, target, u)
+
+
+class _Likelihood(NamedTuple):
+    """A named predictive distribution ``p(ŷ | f)`` of one example's output ``f``: ``nll(f, ŷ) =
+    −log p(ŷ | f)`` (a per-example loss declaring its output Hessian, which for these exponential
+    families in their natural parameter is the Fisher of ``p`` in ``f`` and does not depend on ``ŷ``;
+    Martens 2020, §9.2), ``sample(key, f) -> ŷ``, and ``any_target(f)``, a target to evaluate it at."""
+
+    nll: Callable
+    sample: Callable
+    any_target: Callable
+
+
+_LIKELIHOODS = {
+    "softmax_cross_entropy": _Likelihood(per_example_softmax_cross_entropy, jax.random.categorical,
+                                         lambda out: jnp.zeros((), jnp.int32)),
+    "mse": _Likelihood(PerExampleLoss(_gaussian_nll, _gaussian_nll_hvp, "gaussian_nll"),
+                       lambda key, out: out + jax.random.normal(key, out.shape, out.dtype),
+                       lambda out: out),
+}
+
+
+def _sampled_score_cotangent(kind, loss, out, y_n, key_n):
+    """The cotangent on one example's output whose vjp is the score ``∂ log p(ŷ_n | x_n, θ)/∂θ`` up to
+    its sign (``ŷ_n`` sampled for ``kind="true"``, the label for ``"empirical"``): ``∇_f`` of the
+    negative log-likelihood (or of the given log-likelihood function) at ``ŷ_n``."""
     if callable(loss):
-        return jax.grad(loss)(out, y_n)[None], jnp.ones((1,), out.dtype)
-    if loss == "softmax_cross_entropy":
-        p = jax.nn.softmax(out)
-        eye = jnp.eye(out.shape[-1], dtype=out.dtype)
-        if kind == "exact":  # ∂ log p_c / ∂f = e_c − p, weighted by p_c
-            return eye - p, p
-        label = jax.random.categorical(key_n, out) if kind == "true" else y_n
-        return (eye[label] - p)[None], jnp.ones((1,), out.dtype)
-    # Gaussian N(f, I): ∂ log p(ŷ) / ∂f = ŷ − f
-    if kind == "exact":
-        return jnp.eye(out.size, dtype=out.dtype).reshape((out.size,) + out.shape), jnp.ones((out.size,), out.dtype)
-    sample = out + jax.random.normal(key_n, out.shape, out.dtype) if kind == "true" else y_n.astype(out.dtype)
-    return (sample - out)[None], jnp.ones((1,), out.dtype)
+        return jax.grad(loss)(out, y_n)
+    likelihood = _LIKELIHOODS[loss]
+    target = likelihood.sample(key_n, out) if kind == "true" else y_n
+    return jax.grad(likelihood.nll)(out, target)
+
+
+def _exact_fisher_example(vjp, out, loss):
+    """``diag(Jᵀ H J)`` of one example as a pytree like the params: ``Σ_kl J_ki H_kl J_li`` with the
+    ``K`` rows of ``J = ∂f/∂θ`` from ``K`` vjps and ``H`` (the Fisher of the predictive distribution in
+    the output ``f``) applied to each parameter's column ``J_{:,i}`` by the declared output-Hessian
+    product. Memory: two ``K × |θ|`` arrays per example."""
+    likelihood = _LIKELIHOODS[loss]
+    k = out.size
+    rows = jax.vmap(lambda c: vjp(c)[0])(jnp.eye(k, dtype=out.dtype).reshape((k,) + out.shape))
+    target = likelihood.any_target(out)
+
+    def diagonal(r):  # r: (K, *leaf) = J restricted to one leaf
+        columns = r.reshape(k, -1).T.reshape((-1,) + out.shape)
+        h_columns = jax.vmap(lambda u: output_hessian_vp(likelihood.nll, out, target, u))(columns)
+        return jnp.sum(r * h_columns.reshape(-1, k).T.reshape(r.shape), axis=0)
+
+    return jax.tree.map(diagonal, rows)
 
 
 def _check_fisher_args(apply_fn, params, x, kind, y, key, loss, batch_size):
@@ -69,7 +116,9 @@ def _check_fisher_args(apply_fn, params, x, kind, y, key, loss, batch_size):
                         f"{type(apply_fn).__name__}")
     if kind not in FISHER_KINDS:
         raise ValueError(f"fisher_diagonal: kind must be one of {list(FISHER_KINDS)}, got {kind!r}")
-    if not (callable(loss) or loss in FISHER_LOSSES):
+    if callable(loss):
+        check_per_example_loss("fisher_diagonal: loss", loss)
+    elif loss not in FISHER_LOSSES:
         raise ValueError(f"fisher_diagonal: loss must be one of {list(FISHER_LOSSES)} or a log-likelihood function "
                          f"(output, target) -> scalar, got {loss!r}")
     if callable(loss) and kind != "empirical":
@@ -129,9 +178,10 @@ def fisher_diagonal(apply_fn: Callable, params, x, *, kind: str = "true", y=None
     ``log_p(output_n, y_n) -> scalar`` on one example (no batch axis).
 
     Per-example score vectors come from one forward pass and one vjp per example (vmapped), squared and
-    summed — never the square of the mean gradient. ``batch_size`` bounds memory: examples are processed
-    in chunks of that many (``lax.scan``; the last chunk padded and masked), so at most
-    ``batch_size × |θ|`` (times ``C`` for ``exact``) per-example numbers exist at once.
+    summed — never the square of the mean gradient; ``exact`` takes the ``C`` (or ``K``) rows of the
+    per-example Jacobian by vjps and contracts them with the declared output Hessian. ``batch_size`` bounds
+    memory: examples are processed in chunks of that many (``lax.scan``; the last chunk padded and
+    masked), so at most ``batch_size × |θ|`` (times ``2C`` for ``exact``) per-example numbers exist at once.
     Works under ``jit`` / ``vmap`` (over keys, params or data).
     """
     _check_fisher_args(apply_fn, params, x, kind, y, key, loss, batch_size)
@@ -150,11 +200,14 @@ def fisher_diagonal(apply_fn: Callable, params, x, *, kind: str = "true", y=None
 
     def per_example(x_n, y_n, i):
         out, vjp = jax.vjp(lambda p: apply_fn(p, x_n[None])[0], params)
-        key_n = None if key is None else jax.random.fold_in(key, i)
-        cotangents, weights = _output_cotangents(kind, loss, out, y_n, key_n)
-        scores = jax.vmap(lambda c: vjp(c)[0])(cotangents)
-        weight = weights * (i < n).astype(weights.dtype)  # padding counts for nothing
-        return jax.tree.map(lambda s: jnp.tensordot(weight.astype(s.dtype), jnp.square(s), 1), scores)
+        if kind == "exact":
+            squares = _exact_fisher_example(vjp, out, loss)
+        else:
+            key_n = None if key is None else jax.random.fold_in(key, i)
+            score = vjp(_sampled_score_cotangent(kind, loss, out, y_n, key_n))[0]
+            squares = jax.tree.map(jnp.square, score)
+        real = i < n  # padding counts for nothing
+        return jax.tree.map(lambda s: jnp.where(real, s, jnp.zeros_like(s)), squares)
 
     def body(total, inputs):
         x_c, y_c, i_c = inputs

@@ -18,6 +18,8 @@ name                            estimator                                       
                                 (Scellier & Bengio 2017; Laborieux et al. 2021)
 ``ewc``                         backprop + elastic weight consolidation (Kirkpatrick et     any
                                 al. 2017); needs ``anchor``, ``fisher``, ``strength``
+``sam``                         sharpness-aware minimization (Foret et al. 2021), ASAM      any
+                                with ``adaptive=True`` (Kwon et al. 2021); needs ``rho``
 ==============================  ==========================================================  =============
 
 Feedback alignment and sign symmetry are layer rules (:func:`~jaxlearn.rules.FADense`) trained by
@@ -36,6 +38,7 @@ from jaxlearn.rules.feedback import dfa
 from jaxlearn.rules.ff import forward_forward
 from jaxlearn.rules.local import local_losses
 from jaxlearn.rules.perturbation import activity_forward_gradient, forward_gradient
+from jaxlearn.rules.sharpness_aware import sam
 from jaxlearn.rules.synthetic import synthetic_gradients
 
 __all__ = ["ESTIMATORS", "estimator"]
@@ -55,6 +58,7 @@ ESTIMATORS = {
     "synthetic_gradients": synthetic_gradients,
     "equilibrium_propagation": equilibrium_propagation,
     "ewc": ewc,
+    "sam": sam,
 }
 
 

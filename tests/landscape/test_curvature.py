@@ -7,7 +7,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from jaxlearn import landscape as ls
-from jaxlearn import nn
+from jaxlearn import nn, train
 from jaxlearn.landscape.objective import ModelObjective, dataset_loss, mse, softmax_cross_entropy
 
 
@@ -187,3 +187,82 @@ def test_bad_input_messages():
         ls.quadratic_form(lambda p: 0.0, params, params, kind="ggn")
     with pytest.raises(ValueError, match="objective.batch_size"):
         ls.hvp(objective._replace(batch_size=0), params, params)
+
+
+def _counting(fn, calls):
+    def counted(output, target):
+        calls.append(1)  # at trace time
+        return fn(output, target)
+
+    return counted
+
+
+def _cosh(output, target):
+    return jnp.sum(jnp.cosh(output - target))
+
+
+# (per-example loss, targets): each declared closed form, and a loss that declares none
+DECLARED = {
+    "ce-labels": (softmax_cross_entropy, lambda n: jnp.arange(n) % 3),
+    "ce-probabilities": (softmax_cross_entropy, lambda n: jax.nn.softmax(jax.random.normal(jax.random.key(2), (n, 3)))),
+    "mse": (mse, lambda n: jax.random.normal(jax.random.key(2), (n, 3))),
+    "hinge": (train.per_example_hinge, lambda n: jnp.arange(n) % 3),
+    "undeclared": (train.PerExampleLoss(_cosh), lambda n: jax.random.normal(jax.random.key(2), (n, 3))),
+}
+
+
+@pytest.mark.float64
+@pytest.mark.parametrize("case", sorted(DECLARED))
+def test_ggn_takes_the_output_hessian_the_loss_declares(case):
+    """G v and vᵀ G v against J^T H J from full Jacobians and jax.hessian of the per-example loss w.r.t.
+    the outputs; with a declared product the loss itself is never traced (the closed form is used),
+    without one it is (the exact jvp of grad)."""
+    loss, targets = DECLARED[case]
+    model, params, objective = _setup(batch_size=4)
+    calls = []
+    counted = train.PerExampleLoss(_counting(loss.fn, calls), loss.output_hvp)
+    objective = objective._replace(per_example_loss=counted, data=(objective.data[0], targets(10)))
+    flat, unravel = ravel_pytree(params)
+    v = jax.random.normal(jax.random.key(5), flat.shape)
+    got = ravel_pytree(_jggn(objective, params, unravel(v)))[0]
+    form = jax.jit(lambda p, t: ls.quadratic_form(objective, p, t, kind="ggn"))(params, unravel(v))
+    assert (len(calls) == 0) == (loss.output_hvp is not None), len(calls)
+    ggn = _dense_ggn(model, objective, params)
+    np.testing.assert_allclose(got, ggn @ v, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(form, v @ ggn @ v, rtol=1e-10, atol=1e-14)
+    if case == "hinge":  # piecewise linear: no output curvature
+        assert np.all(ggn == 0.0)
+
+
+def test_batch_mean_loss_in_a_model_objective_is_a_one_line_error_before_tracing():
+    model, params, objective = _setup()
+    traced = []
+
+    def apply(p, x):
+        traced.append(1)
+        return model.apply(p, x)
+
+    x, _ = objective.data
+    wrong = ModelObjective(apply, train.mse, (x, jnp.zeros((10, 3))))
+    calls = [lambda: ls.ggn_vp(wrong, params, params), lambda: ls.hvp(wrong, params, params),
+             lambda: ls.quadratic_form(wrong, params, params, kind="ggn"), lambda: ls.dataset_loss(wrong, params),
+             lambda: ls.m_sharpness(wrong, params, 0.05, 5)]
+    for call in calls:
+        with pytest.raises(TypeError, match=r"^(objective|loss)\.per_example_loss: expected a per-example loss "
+                                            r"\(output, target\) -> scalar for ONE example, got the batch-mean loss "
+                                            r"'mse'") as err:
+            call()
+        assert "\n" not in str(err.value)
+    assert not traced
+
+
+def test_project_is_a_deprecated_alias_of_restrict():
+    _, params, _ = _setup()
+    block = (jax.tree.map(lambda _: True, params[0]), (), jax.tree.map(lambda _: False, params[2]))
+    with pytest.warns(DeprecationWarning, match=r"curvature\.project is deprecated: use "
+                                                r"jaxlearn\.landscape\.curvature\.restrict"):
+        old = ls.curvature.project(params, block)
+    new = ls.restrict(params, block)
+    assert ls.restrict is ls.curvature.restrict
+    jax.tree.map(np.testing.assert_array_equal, old, new)
+    assert np.all(np.asarray(new[2]["W"]) == 0.0) and np.all(new[0]["W"] == params[0]["W"])

@@ -42,6 +42,13 @@ def test_mse_per_example_mean_is_train_mse():
     np.testing.assert_allclose(ls.dataset_loss(objective, 1.0), train.mse(out, target), rtol=1e-14)
 
 
+def test_per_example_losses_are_the_train_ones():
+    from jaxlearn import train
+
+    assert ls.softmax_cross_entropy is softmax_cross_entropy is train.per_example_softmax_cross_entropy
+    assert ls.mse is mse is train.per_example_mse is train.mse.per_example
+
+
 def test_bad_objectives():
     x, y = jnp.zeros((4, 2)), jnp.zeros(3, jnp.int32)
     with pytest.raises(ValueError, match="objective.data: x has 4 examples but y has 3"):

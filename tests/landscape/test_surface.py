@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlearn import nn
-from jaxlearn.landscape.surface import grid, surface_1d, surface_2d
+from jaxlearn import landscape, nn
+from jaxlearn.landscape.surface import surface_1d, surface_2d, symmetric_grid
 
 FLOAT = jnp.result_type(float)
 MODEL = nn.mlp([6], 2, activation="tanh")
@@ -98,7 +98,7 @@ def test_jit_and_grad_wrt_params():
 @pytest.mark.float64
 def test_centre_of_the_grid_is_theta():
     # θ + 0·d1 + 0·d2 is θ bit for bit, so a function of one parameter returns it exactly.
-    values = surface_2d(lambda p: p[0]["W"][1, 2], PARAMS, D1, D2, grid(5, 0.5), grid(3, 2.0))
+    values = surface_2d(lambda p: p[0]["W"][1, 2], PARAMS, D1, D2, symmetric_grid(5, 0.5), symmetric_grid(3, 2.0))
     assert values[2, 1] == PARAMS[0]["W"][1, 2]
 
 
@@ -117,8 +117,8 @@ def test_non_floating_leaves_are_not_moved():
 
 @pytest.mark.parametrize("num", [1, 2, 3, 41, 51])
 @pytest.mark.parametrize("extent", [1.0, 0.3])
-def test_grid(num, extent):
-    g = np.asarray(grid(num, extent))
+def test_symmetric_grid(num, extent):
+    g = np.asarray(symmetric_grid(num, extent))
     assert g.shape == (num,) and g.dtype == np.float32
     np.testing.assert_allclose(g, np.linspace(-extent, extent, num) if num > 1 else [0.0], rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(g, -g[::-1])
@@ -126,10 +126,16 @@ def test_grid(num, extent):
         assert g[num // 2] == 0.0
     if num > 1:
         assert g[0] == np.float32(-extent) and g[-1] == np.float32(extent)
-    traced = jax.jit(lambda e: grid(num, e))(extent)                  # a traced extent
+    traced = jax.jit(lambda e: symmetric_grid(num, e))(extent)        # a traced extent
     np.testing.assert_allclose(traced, g, rtol=1e-6)
     if num % 2:
         assert traced[num // 2] == 0.0
+
+
+def test_grid_is_a_deprecated_alias_of_symmetric_grid():
+    with pytest.warns(DeprecationWarning, match=r"landscape\.grid is deprecated: use jaxlearn\.landscape\.symmetric_grid"):
+        old = landscape.grid(5, 0.5)
+    np.testing.assert_array_equal(old, symmetric_grid(5, 0.5))
 
 
 def test_integer_axes_and_float32():
@@ -175,8 +181,8 @@ ERRORS = [
      r"^d: leaf \[0\]\['W'\] has shape \(3, 1\), expected \(3, 6\) as in params$"),
     ("chunk", lambda: surface_1d(loss, PARAMS, D1, XS, chunk_size=0), ValueError,
      r"^chunk_size must be a positive int, 'auto' or None, got 0$"),
-    ("grid-num", lambda: grid(0), ValueError, r"^num must be a positive int, got 0$"),
-    ("grid-extent", lambda: grid(3, -1.0), ValueError, r"^extent must be a positive finite number, got -1.0$"),
+    ("grid-num", lambda: symmetric_grid(0), ValueError, r"^num must be a positive int, got 0$"),
+    ("grid-extent", lambda: symmetric_grid(3, -1.0), ValueError, r"^extent must be a positive finite number, got -1.0$"),
     ("fn", lambda: surface_1d("loss", PARAMS, D1, XS), TypeError, r"^fn must be callable, got str$"),
 ]
 

@@ -249,6 +249,8 @@ def test_bad_input_is_one_line():
         (lambda: fisher_diagonal(_apply, params, x, kind="exact", loss="hinge"), ValueError, "loss must be one of"),
         (lambda: fisher_diagonal(_apply, params, x, kind="exact", loss=lambda f, y: f[y]), ValueError,
          "needs kind='empirical'"),
+        (lambda: fisher_diagonal(_apply, params, x, kind="empirical", y=labels, loss=train.softmax_cross_entropy),
+         TypeError, "fisher_diagonal: loss: expected a per-example loss .* got the batch-mean loss"),
         (lambda: fisher_diagonal(_apply, params, x, kind="exact", batch_size=0), ValueError, "batch_size must be"),
         (lambda: fisher_diagonal("mlp", params, x, kind="exact"), TypeError, "apply_fn must be a function"),
         (lambda: ewc_penalty(params, anchor[:1], fisher, 1.0), ValueError, "ewc_penalty: anchor: structure differs from params"),

@@ -4,8 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
-from jaxlearn import nn, rules, train
+from jaxlearn import landscape, nn, rules, train
 
 
 MODEL = rules.block_mlp([4], 2)
@@ -22,6 +23,8 @@ MODELS = {
 
 
 def _estimator(name, model):
+    if name == "sam":
+        return rules.estimator(name, rho=0.05)
     if name != "ewc":
         return rules.estimator(name)
     params, _ = model.init(jax.random.key(5), SPEC)  # a previous task's solution and its Fisher
@@ -59,8 +62,34 @@ def test_backprop_is_trains_default_and_arguments_pass_through():
     ("forward_gradient", {"num_tangents": 0}, "num_tangents must be a positive int"),
     ("equilibrium_propagation", {"beta": 0.0}, "beta must be a positive"),
     ("ewc", {"anchor": {}, "fisher": {}, "strength": -1.0}, "strength"),
+    ("sam", {"rho": 0.05, "adaptiv": True}, r"estimator 'sam': unknown argument 'adaptiv' \(did you mean 'adaptive'\?\)"),
+    ("sam", {"rho": -0.05}, "rho: expected a radius >= 0"),
 ])
 def test_bad_names_and_arguments_are_one_line_errors(name, kwargs, match):
     with pytest.raises(ValueError, match=match) as err:
         rules.estimator(name, **kwargs)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_sam_by_name_is_landscape_sam(adaptive):
+    """The registry's "sam" (Foret et al. 2021; ASAM, Kwon et al. 2021, with adaptive) is the estimator
+    ``landscape.sam`` builds: the same loss and the same gradients on a small model and batch."""
+    params, state = MODEL.init(jax.random.key(2), SPEC)
+    objective = train.make_objective(MODEL.apply_with_state, train.softmax_cross_entropy)
+    batch = (jax.random.normal(jax.random.key(3), (4, 3)), jnp.array([0, 1, 1, 0]))
+
+    def closed(p):
+        return objective(p, state, batch, jax.random.key(4))
+
+    def run(estimator):
+        (loss, (_, metrics)), grads = jax.jit(lambda p: estimator(closed, p, jax.random.key(5)))(params)
+        return loss, metrics["loss"], grads
+
+    assert landscape.sam is rules.sam and landscape.sam_perturbation is rules.sam_perturbation
+    by_name = run(rules.estimator("sam", rho=0.05, adaptive=adaptive))
+    direct = run(landscape.sam(0.05, adaptive=adaptive))
+    jax.tree.map(np.testing.assert_array_equal, by_name, direct)
+    backprop = run(train.backprop)
+    np.testing.assert_array_equal(by_name[0], backprop[0])  # the loss at w, unperturbed
+    assert not np.allclose(ravel_pytree(by_name[2])[0], ravel_pytree(backprop[2])[0])  # the gradient at w + ε̂

@@ -11,7 +11,7 @@ import optax.contrib
 import pytest
 
 from jaxlearn import train
-from jaxlearn.landscape.sharpness_aware import sam, sam_perturbation
+from jaxlearn.rules.sharpness_aware import sam, sam_perturbation
 
 
 def _pair(seed, d=5):
