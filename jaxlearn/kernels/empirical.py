@@ -25,14 +25,20 @@ width neural tangent kernel"):
   outputs: one ``vjp`` and one linearized ``jvp`` each, no Jacobian. Needs forward mode (not
   through ``custom_vjp`` rules).
 * ``"structured"`` — :mod:`jaxlearn.kernels.structured`: weights of ``dot_general`` (Dense) and
-  ``conv_general_dilated`` (Conv) are never differentiated directly; their Jacobian is the outer
-  product of the layer input and the output cotangent, contracted in that factorised form.
+  ``conv_general_dilated`` (Conv), and their biases, are never differentiated directly; a
+  weight's Jacobian is the outer product of the layer input and the output cotangent, contracted
+  in that factorised form; a bias's is that cotangent (summed over the axes the bias is broadcast
+  along). Other leaves: Jacobian contraction.
 
-``"auto"`` picks by a FLOP model (:func:`choose_method`). Every method differentiates one example
-at a time (``apply(params, x[n:n+1])``): the kernel is a function of pairs of examples, so a
-model whose outputs couple the examples of a batch (BatchNorm in training mode) is evaluated
-per example. Everything is pure JAX (``jit``, ``vmap``, ``grad`` compose); models with state
-(BatchNorm) pass ``lambda p, x: model.apply(p, x, state)``, which freezes the statistics.
+``"auto"`` (:func:`choose_method`) picks ``"structured"`` when the leaves it recognises hold at
+least half of the parameters, else ``"jacobian"`` where forward mode is unavailable, else the
+cheaper of ``"jacobian"`` and ``"ntvp"`` by a FLOP model. Jacobian contraction and structured
+derivatives differentiate one example at a time (``apply(params, x[n:n+1])``): the kernel is a
+function of pairs of examples, so a model whose outputs couple the examples of a batch (BatchNorm
+in training mode) is evaluated per example. NTK-vector products do so for ``x2`` only: their
+``jvp`` runs ``apply`` on all of ``x1`` (its block, with ``batch_size``) at once. Everything is
+pure JAX (``jit``, ``vmap``, ``grad`` compose); models with state (BatchNorm) pass
+``lambda p, x: model.apply(p, x, state)``, which freezes the statistics.
 """
 
 from __future__ import annotations

@@ -48,9 +48,9 @@ module's initialisers (``variance_scaling`` family — lecun/he/glorot normal/un
 ``W_std² = fan_in · Var[W]`` for the weight's own shape —, ``normal(σ)``, ``zeros``, ``ones``,
 ``constant``); nnx modules do not keep their initialisers, so flax's defaults are assumed for them
 (``lecun_normal`` weights, zero biases, unit LayerNorm scales). ``W_std=``/``b_std=`` override
-every Dense/Conv weight/bias (LayerNorm's scale and offset keep their initialisers) (needed for other initialisers). flax's defaults are the standard
-parameterization with ``W_std = 1``, ``b_std = 0``; its NTK uses each layer's finite fan-in, as
-:func:`jaxlearn.nn.Dense` does.
+every Dense/Conv weight/bias (needed for other initialisers; LayerNorm's scale and offset keep
+theirs). flax's defaults are the standard parameterization with ``W_std = 1``, ``b_std = 0``;
+its NTK uses each layer's finite fan-in, as :func:`jaxlearn.nn.Dense` does.
 """
 
 from __future__ import annotations

@@ -13,18 +13,23 @@ neural tangent kernel", §3–4): ``O(N1·N2·(d_in + O·d_out))`` instead of ``
 The cotangents ``g`` of every such layer come from ``O`` backward passes per example (one per
 output entry), the layer inputs ``h`` from the forward pass. A weight of a convolution (or of a
 product with extra free axes, e.g. a Dense applied at every position of a sequence) gets its
-per-example Jacobian from the layer's own transpose (``vjp`` of that one primitive at ``h``, not
-a backward pass through the network), which is then contracted.
+per-example Jacobian from that layer alone, not from a backward pass through the network: ``g``
+contracted with ``h`` over the positions (with the image patches of ``h`` for a convolution, one
+GEMM per example), which is then contracted like a Jacobian.
 
 How weights are recognised: ``apply`` is traced for one example (``jax.disable_jit`` inlines
 nested ``jit`` programs) and each parameter leaf is followed through ``reshape``/``transpose``/
 dtype conversion and multiplication or division by a parameter-free scalar (a parameterization
 constant such as ``W_std/√fan_in``, which may be traced) to a ``dot_general`` or
-``conv_general_dilated`` where it is one operand. A leaf that reaches exactly one such product
-and is used nowhere else is *structured*; every other leaf (biases, BatchNorm scales, embeddings,
-weights used twice, anything inside ``scan``/``custom_vjp`` calls) is differentiated by the
-Jacobian method in the same backward passes. So the result is exact for any model; the speed-up
-is in the structured leaves. Reverse mode only: works through ``custom_vjp`` learning rules.
+``conv_general_dilated`` (without batch dimensions or feature groups) where it is one operand.
+A bias is followed the same way to a broadcast into an ``add`` whose other operand does not depend
+on it: its Jacobian is the cotangent at that ``add`` summed over the broadcast axes, and a weight
+whose product reaches its bias's ``add`` through multiplications by such scalars shares that
+probe. A leaf that reaches exactly one such product or ``add`` and is used nowhere else is
+*structured*; every other leaf (BatchNorm scales, embeddings, weights used twice, anything inside
+``scan``/``custom_vjp`` calls) is differentiated by the Jacobian method in the same backward
+passes. So the result is exact for any model; the speed-up is in the structured leaves. Reverse
+mode only: works through ``custom_vjp`` learning rules.
 """
 
 from __future__ import annotations
@@ -79,6 +84,129 @@ def _per_example(f):
     return lambda params, x: f(params, x[None])[0]
 
 
+def _is_floating(v) -> bool:
+    return jnp.issubdtype(v.aval.dtype, jnp.floating)
+
+
+class _LeafFlow:
+    """Where each parameter leaf goes in the traced program, learned one equation at a time by
+    :meth:`follow`: the variables that are a leaf times parameter-free scalars (``lin``), such a
+    leaf broadcast (``spread``), the variables that depend on leaves in any other way (``deps``),
+    and, per leaf, the products and bias ``add`` s it is a candidate operand of."""
+
+    def __init__(self, leaf_vars):
+        self.lin = {v: i for i, v in enumerate(leaf_vars)}  # var -> leaf: scalar·(reshaped) leaf
+        self.spread = {}                                     # var -> (leaf, dims): a broadcast lin var
+        self.deps = {}                                       # var -> leaves it depends on otherwise
+        self.uniform = set()                                 # parameter-free single-value vars
+        self.candidates = {}                                 # leaf -> [_Target]
+
+    def leaves_of(self, v) -> frozenset:
+        if isinstance(v, Literal):
+            return frozenset()
+        if v in self.lin:
+            return frozenset({self.lin[v]})
+        if v in self.spread:
+            return frozenset({self.spread[v][0]})
+        return self.deps.get(v, frozenset())
+
+    def is_leaf(self, v) -> bool:
+        return not isinstance(v, Literal) and v in self.lin
+
+    def is_single_value(self, v) -> bool:
+        """Parameter-free and one value: a scalar, or a broadcast scalar."""
+        return (isinstance(v, Literal) or not self.leaves_of(v)) and (math.prod(v.aval.shape) == 1
+                                                                     or v in self.uniform)
+
+    def follow(self, k, eqn):
+        """Equation ``k``: its own rule (``_FOLLOW``) if it has one and that rule recognises it,
+        otherwise :meth:`depend`."""
+        out = eqn.outvars[0] if len(eqn.outvars) == 1 else None
+        rule = _FOLLOW.get(eqn.primitive.name) if out is not None and _is_floating(out) else None
+        if rule is None or not rule(self, k, eqn, out):
+            self.depend(eqn)
+
+    def depend(self, eqn):
+        """Any other equation: each output depends on every leaf an input depends on."""
+        all_deps = frozenset().union(*(self.leaves_of(v) for v in eqn.invars))
+        if all_deps:
+            for o in eqn.outvars:
+                self.deps[o] = all_deps
+
+    def follow_linear(self, k, eqn, out) -> bool:
+        """A reshaped, transposed or dtype-converted leaf is still that leaf."""
+        if not self.is_leaf(eqn.invars[0]):
+            return False
+        self.lin[out] = self.lin[eqn.invars[0]]
+        return True
+
+    def follow_scaling(self, k, eqn, out) -> bool:
+        """A leaf times (either side) or divided by a parameter-free single value (a
+        parameterization constant) is still that leaf."""
+        ins = eqn.invars
+        if len(ins) != 2:
+            return False
+        sides = (0, 1) if eqn.primitive.name == "mul" else (0,)
+        pos = next((i for i in sides if self.is_leaf(ins[i]) and self.is_single_value(ins[1 - i])), None)
+        if pos is None:
+            return False
+        self.lin[out] = self.lin[ins[pos]]
+        return True
+
+    def follow_broadcast(self, k, eqn, out) -> bool:
+        """A broadcast leaf is ``spread`` (a bias on its way to its ``add``); a broadcast
+        parameter-free single value stays one value (and is otherwise an ordinary equation)."""
+        if self.is_leaf(eqn.invars[0]):
+            self.spread[out] = (self.lin[eqn.invars[0]], tuple(eqn.params["broadcast_dimensions"]))
+            return True
+        if self.is_single_value(eqn.invars[0]):
+            self.uniform.add(out)
+        return False
+
+    def find_weight(self, k, eqn, out) -> bool:
+        """A leaf that is one operand of a plain product (``dot_general`` either side, a
+        convolution's filter) and not behind the other operand is a weight candidate; the
+        product depends on the other operand's leaves only."""
+        if not _plain(eqn):
+            return False
+        ins = eqn.invars
+        sides = (0, 1) if eqn.primitive.name == "dot_general" else (1,)
+        pos = next((i for i in sides if self.is_leaf(ins[i]) and self.lin[ins[i]] not in self.leaves_of(ins[1 - i])),
+                   None)
+        if pos is None:
+            return False
+        leaf = self.lin[ins[pos]]
+        self.candidates.setdefault(leaf, []).append(_Target("weight", k, leaf, pos, tap=k))
+        self.deps[out] = self.leaves_of(ins[1 - pos])
+        return True
+
+    def find_bias(self, k, eqn, out) -> bool:
+        """A broadcast leaf added to something not behind it, at the rank of the sum, is a bias
+        candidate; the sum depends on the other operand's leaves only."""
+        ins = eqn.invars
+        if len(ins) != 2:
+            return False
+        pos = next((i for i in (0, 1) if not isinstance(ins[i], Literal) and ins[i] in self.spread
+                    and self.spread[ins[i]][0] not in self.leaves_of(ins[1 - i])
+                    and len(ins[i].aval.shape) == len(out.aval.shape)), None)
+        if pos is None:
+            return False
+        leaf, dims = self.spread[ins[pos]]
+        shape = ins[pos].aval.shape  # add may broadcast size-1 axes itself
+        kept = tuple(d for d in dims if shape[d] == out.aval.shape[d])
+        self.candidates.setdefault(leaf, []).append(_Target("bias", k, leaf, pos, kept, tap=k))
+        self.deps[out] = self.leaves_of(ins[1 - pos])
+        return True
+
+
+# primitive -> the rule of _LeafFlow that recognises it (True) or leaves it to _LeafFlow.depend (False)
+_FOLLOW = {**{name: _LeafFlow.follow_linear for name in _LINEAR},
+           "mul": _LeafFlow.follow_scaling, "div": _LeafFlow.follow_scaling,
+           "broadcast_in_dim": _LeafFlow.follow_broadcast,
+           **{name: _LeafFlow.find_weight for name in _PRODUCTS},
+           "add": _LeafFlow.find_bias}
+
+
 def analyse(f: Callable, params, x_example) -> Analysis:
     """Traces ``f(params, x_example[None])[0]`` and classifies the parameter leaves (module
     docstring)."""
@@ -87,108 +215,70 @@ def analyse(f: Callable, params, x_example) -> Analysis:
         closed = jax.make_jaxpr(lambda ls, x: _per_example(f)(jax.tree.unflatten(treedef, ls), x))(leaves, x_example)
     jaxpr = closed.jaxpr
     n = len(leaves)
-    lin: dict = {v: i for i, v in enumerate(jaxpr.invars[:n])}   # var -> leaf: scalar·(reshaped) leaf
-    spread: dict = {}                                            # var -> (leaf, dims): a broadcast lin var
-    deps: dict = {}                                              # var -> leaves it depends on otherwise
-    uniform: set = set()                                         # parameter-free single-value vars
-    uses: dict = {}
-    consumer: dict = {}                                          # var -> the (last) equation reading it
-    candidates: dict = {}
-
-    def var_deps(v):
-        if isinstance(v, Literal):
-            return frozenset()
-        if v in lin:
-            return frozenset({lin[v]})
-        if v in spread:
-            return frozenset({spread[v][0]})
-        return deps.get(v, frozenset())
-
-    def param_free(v):
-        return isinstance(v, Literal) or not var_deps(v)
-
-    def single_value(v):
-        return param_free(v) and (math.prod(v.aval.shape) == 1 or v in uniform)
-
-    def floating(v):
-        return jnp.issubdtype(v.aval.dtype, jnp.floating)
-
+    flow = _LeafFlow(jaxpr.invars[:n])
     for k, eqn in enumerate(jaxpr.eqns):
-        for v in eqn.invars:
-            if not isinstance(v, Literal):
-                uses[v] = uses.get(v, 0) + 1
-                consumer[v] = k
-        name, ins = eqn.primitive.name, eqn.invars
-        out = eqn.outvars[0] if len(eqn.outvars) == 1 else None
-        lin_in = [not isinstance(v, Literal) and v in lin for v in ins]
-        if out is not None and floating(out):
-            if name in _LINEAR and lin_in[0]:
-                lin[out] = lin[ins[0]]
-                continue
-            if name in ("mul", "div") and len(ins) == 2:
-                pos = next((i for i in ((0, 1) if name == "mul" else (0,)) if lin_in[i] and single_value(ins[1 - i])),
-                           None)
-                if pos is not None:
-                    lin[out] = lin[ins[pos]]
-                    continue
-            if name == "broadcast_in_dim" and lin_in[0]:
-                spread[out] = (lin[ins[0]], tuple(eqn.params["broadcast_dimensions"]))
-                continue
-            if name == "broadcast_in_dim" and single_value(ins[0]):
-                uniform.add(out)
-            if name in _PRODUCTS and _plain(eqn):
-                pos = next((i for i in ((0, 1) if name == "dot_general" else (1,))
-                            if lin_in[i] and lin[ins[i]] not in var_deps(ins[1 - i])), None)
-                if pos is not None:
-                    candidates.setdefault(lin[ins[pos]], []).append(_Target("weight", k, lin[ins[pos]], pos, tap=k))
-                    deps[out] = var_deps(ins[1 - pos])
-                    continue
-            if name == "add" and len(ins) == 2:
-                pos = next((i for i in (0, 1) if not isinstance(ins[i], Literal) and ins[i] in spread
-                            and spread[ins[i]][0] not in var_deps(ins[1 - i])
-                            and len(ins[i].aval.shape) == len(out.aval.shape)), None)
-                if pos is not None:
-                    leaf, dims = spread[ins[pos]]
-                    shape = ins[pos].aval.shape  # add may broadcast size-1 axes itself
-                    kept = tuple(d for d in dims if shape[d] == out.aval.shape[d])
-                    candidates.setdefault(leaf, []).append(_Target("bias", k, leaf, pos, kept, tap=k))
-                    deps[out] = var_deps(ins[1 - pos])
-                    continue
-        all_deps = frozenset().union(*(var_deps(v) for v in ins))
-        if all_deps:
-            for o in eqn.outvars:
-                deps[o] = all_deps
-    for v in jaxpr.outvars:
-        if not isinstance(v, Literal):
-            uses[v] = uses.get(v, 0) + 2  # an output is not a single-use link of a chain
-
-    tainted = frozenset().union(*deps.values()) if deps else frozenset()
-    shared = {leaf for v, leaf in list(lin.items()) + [(v, s[0]) for v, s in spread.items()] if uses.get(v, 0) > 1}
-    chosen = {}
-    for i in range(n):
-        found = candidates.get(i, [])
-        if len(found) == 1 and i not in tainted and i not in shared:
-            chosen[i] = found[0]
-    biases = {t.eqn: t for t in chosen.values() if t.kind == "bias"}
-    for i, t in list(chosen.items()):  # a weight's product flowing into a bias add: share its probe
-        if t.kind != "weight":
-            continue
-        v, chain = jaxpr.eqns[t.eqn].outvars[0], []
-        while uses.get(v, 0) == 1:
-            nxt = jaxpr.eqns[consumer[v]]
-            if nxt.primitive.name == "mul" and any(w is not v and single_value(w) for w in nxt.invars):
-                chain.append(consumer[v])
-                v = nxt.outvars[0]
-                continue
-            bias = biases.get(consumer[v])
-            if bias is not None and nxt.invars[1 - bias.pos] is v:
-                chosen[i] = t._replace(tap=bias.eqn, chain=tuple(chain))
-            break
+        flow.follow(k, eqn)
+    uses, consumer = _count_uses(jaxpr)
+    chosen = _share_bias_probes(jaxpr.eqns, _choose_targets(flow, uses, n), uses, consumer, flow.is_single_value)
     targets = tuple(chosen[i] for i in sorted(chosen))
     fallback = tuple(i for i in range(n) if i not in chosen)
     taps = tuple(sorted({t.tap for t in targets}))
     sizes = [math.prod(leaf.shape) for leaf in leaves]
     return Analysis(closed, targets, fallback, taps, sum(sizes[t.leaf] for t in targets), sum(sizes))
+
+
+def _count_uses(jaxpr):
+    """How many times each variable is read, and the (last) equation reading it. A program output
+    counts twice: it is not a single-use link of a chain."""
+    uses, consumer = {}, {}
+    for k, eqn in enumerate(jaxpr.eqns):
+        for v in eqn.invars:
+            if not isinstance(v, Literal):
+                uses[v] = uses.get(v, 0) + 1
+                consumer[v] = k
+    for v in jaxpr.outvars:
+        if not isinstance(v, Literal):
+            uses[v] = uses.get(v, 0) + 2
+    return uses, consumer
+
+
+def _choose_targets(flow: _LeafFlow, uses, n) -> dict:
+    """Leaf -> target for the structured leaves: exactly one candidate, no other dependence on the
+    leaf anywhere, and no variable of it read twice."""
+    tainted = frozenset().union(*flow.deps.values()) if flow.deps else frozenset()
+    shared = {leaf for v, leaf in list(flow.lin.items()) + [(v, s[0]) for v, s in flow.spread.items()]
+              if uses.get(v, 0) > 1}
+    chosen = {}
+    for i in range(n):
+        found = flow.candidates.get(i, [])
+        if len(found) == 1 and i not in tainted and i not in shared:
+            chosen[i] = found[0]
+    return chosen
+
+
+def _share_bias_probes(eqns, chosen, uses, consumer, is_single_value) -> dict:
+    """``chosen`` with each weight whose product flows into a chosen bias ``add`` probed there."""
+    biases = {t.eqn: t for t in chosen.values() if t.kind == "bias"}
+    return {i: _probe_at_bias(t, eqns, uses, consumer, biases, is_single_value) if t.kind == "weight" else t
+            for i, t in chosen.items()}
+
+
+def _probe_at_bias(t, eqns, uses, consumer, biases, is_single_value):
+    """Follows weight ``t``'s product through single-use multiplications by single values (its
+    ``chain``); if the next equation is the ``add`` of a bias in ``biases`` with the product on the
+    other side, ``t`` takes that ``add`` as its tap, else stays as it is."""
+    v, chain = eqns[t.eqn].outvars[0], []
+    while uses.get(v, 0) == 1 and _scales_by_single_value(eqns[consumer[v]], v, is_single_value):
+        chain.append(consumer[v])
+        v = eqns[consumer[v]].outvars[0]
+    bias = biases.get(consumer[v]) if uses.get(v, 0) == 1 else None
+    if bias is not None and eqns[consumer[v]].invars[1 - bias.pos] is v:
+        return t._replace(tap=bias.eqn, chain=tuple(chain))
+    return t
+
+
+def _scales_by_single_value(eqn, v, is_single_value) -> bool:
+    return eqn.primitive.name == "mul" and any(w is not v and is_single_value(w) for w in eqn.invars)
 
 
 def _plain(eqn) -> bool:

@@ -2,8 +2,9 @@
 
 Each is a parameter-free :class:`~jaxlearn.nn.Layer`; :func:`activation` builds one by name
 (the names config files use). Conventions follow neural-tangents' stax where it has the layer
-(``Erf``: ``a·erf(b·x) + c``; ``ABRelu``: ``a·min(x, 0) + b·max(x, 0)``), so the analytic kernels
-of ``jaxlearn.kernels`` can be checked against published values.
+(``Erf``: ``a·erf(b·x) + c``; ``ABRelu``: ``a·min(x, 0) + b·max(x, 0)``), so their infinite-width
+maps (the duals of :mod:`jaxlearn.nn.dual`, evaluated by :func:`jaxlearn.kernels.analytic`) can be
+checked against published values.
 """
 
 from __future__ import annotations

@@ -11,8 +11,10 @@ A :class:`Layer` bundles
   PRNG key or ``None`` (only stochastic layers such as Dropout need one); ``train`` is a Python
   bool (static).
 * ``kernel_fn(k) -> k`` — the layer's map on infinite-width NNGP/NTK kernels, or ``None`` when the
-  layer has no closed form. The kernel type and the maps themselves are defined by
-  ``jaxlearn.kernels``; ``nn`` only carries the slot, so ``nn`` never imports ``kernels``.
+  layer has no closed form. The kernel type (:class:`~jaxlearn.nn.kernel.Kernel`) and the maps
+  live in ``nn`` beside each layer (shared arithmetic in :mod:`jaxlearn.nn.kernel` and
+  :mod:`jaxlearn.nn.spatial_kernel`); :mod:`jaxlearn.kernels` composes and evaluates them, so
+  ``nn`` never imports ``kernels``.
 
 Users call the methods :meth:`Layer.init`, :meth:`Layer.apply` and
 :meth:`Layer.apply_with_state`; combinators (:func:`serial`, :func:`parallel`, :func:`fanout`,

@@ -3,8 +3,10 @@
 :func:`from_linen` wraps a ``flax.linen.Module`` instance; :func:`from_nnx` wraps a *factory*
 ``rngs -> nnx.Module``, so that module construction (and hence parameter drawing) happens inside
 ``init`` and can be vmapped over seeds. The user's module code is not changed. The result is a
-pure ``(init_fn, apply_fn)`` layer (``kernel_fn`` is ``None``: flax modules have no closed-form
-infinite-width kernel), so training, empirical kernels and landscapes work on flax models.
+pure ``(init_fn, apply_fn)`` layer, so training, empirical kernels and landscapes work on flax
+models. Its ``kernel_fn`` is ``None``: the infinite-width kernel of a module built from layers with
+closed forms comes from passing the module itself to :func:`jaxlearn.kernels.analytic`, which
+reads it off the jaxpr (:func:`jaxlearn.kernels.flax_layer`).
 
 Both adapters share two conventions:
 

@@ -25,8 +25,8 @@ Conventions are neural-tangents' (Novak et al. 2020), so published numbers carry
 kernel is ``K0 = x·x'/d`` with ``d`` the feature/channel dimension (per pair of positions for
 images) and ``Θ0 = 0``. The per-layer maps live beside each layer in :mod:`jaxlearn.nn` (this
 module holds the shared arithmetic); :mod:`jaxlearn.kernels` composes and evaluates them.
-A Kernel is a pytree (arrays are leaves, ``channels``/``is_gaussian`` are static), so kernel maps
-run under ``jit``, ``vmap`` (e.g. over ``W_std``) and ``grad``.
+A Kernel is a pytree (arrays are leaves, ``channels``/``is_gaussian``/``mean_of`` are static), so
+kernel maps run under ``jit``, ``vmap`` (e.g. over ``W_std``) and ``grad``.
 """
 
 from __future__ import annotations

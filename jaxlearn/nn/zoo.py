@@ -1,10 +1,11 @@
 """A small model zoo built from the layer algebra.
 
 Every builder returns a :class:`~jaxlearn.nn.Layer`, so the models train, vmap, and (where every
-layer has a kernel map) have analytic infinite-width kernels. ``transformer`` is a flax linen module behind :func:`~jaxlearn.nn.from_linen`.
-``parameterization``, ``W_std`` and
-``b_std`` pass through to every weight layer; under ``"mup"`` the roles are assigned by position
-(first weight layer ``input``, last ``output``, the rest ``hidden``).
+layer has a kernel map) have analytic infinite-width kernels. ``mlp``, ``cnn``, ``resnet`` and
+``embedding_mlp`` pass ``parameterization``, ``W_std`` and ``b_std`` through to every weight layer
+(the Embedding has no bias); under ``"mup"`` the roles are assigned by position (first weight
+layer ``input``, last ``output``, the rest ``hidden``). ``transformer`` is a flax linen module
+behind :func:`~jaxlearn.nn.from_linen`, with flax's initialisers and no parameterization options.
 """
 
 from __future__ import annotations
