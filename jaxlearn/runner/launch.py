@@ -35,8 +35,10 @@ import dataclasses
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import sys
+import threading
 import time
 
 from jaxlearn.runner import config as cfg
@@ -298,9 +300,10 @@ def _dispatch_submitit(submitit, tasks, *, root, options, retries, address, clus
 
     pending = {}
     results, failures = [], []
+    submit = _local_submit(executor) if cluster == "local" else executor.submit
     try:
         for task in tasks:
-            pending[executor.submit(task)] = (task, 0)
+            pending[submit(task)] = (task, 0)
         while pending:
             done = [job for job in pending if job.done()]
             if not done:
@@ -315,7 +318,7 @@ def _dispatch_submitit(submitit, tasks, *, root, options, retries, address, clus
                     log(task, f"failed: {failures[-1][1]}")
                 except UncompletedJobError as err:  # the job died without a result: resume elsewhere
                     if attempt < retries:
-                        pending[executor.submit(task)] = (task, attempt + 1)
+                        pending[submit(task)] = (task, attempt + 1)
                     else:
                         failures.append((task, f"no result after {attempt + 1} attempts: {_job_error(err)}"))
                         log(task, f"failed: {failures[-1][1]}")
@@ -340,6 +343,27 @@ def _dispatch_submitit(submitit, tasks, *, root, options, retries, address, clus
         except OSError:
             pass
     return results, failures
+
+
+def _local_submit(executor):
+    """``executor.submit`` for submitit's local executor, whose jobs (a controller process and its
+    task) are this process's children and are cancelled by SIGINT. A process started in the
+    background of a non-interactive shell (a CI script, ``nohup``) has SIGINT ignored, which its
+    children inherit, and such a job would run on when cancelled. While it submits, this process
+    has Python's own SIGINT handler instead (reset to the default action in a new program), so its
+    jobs can always be cancelled; the disposition it had is restored at once."""
+
+    def submit(task):
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN or threading.current_thread() is not \
+                threading.main_thread():
+            return executor.submit(task)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return executor.submit(task)
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return submit
 
 
 def _wait(seconds: float) -> None:
