@@ -87,19 +87,20 @@ from jaxlearn import data as data_module
 from jaxlearn import nn, rules, runner, train
 from jaxlearn.runner.plots import legend
 
-VERSION = "1"
+VERSION = "2"  # 2: the shared training base (a data_seed field; the run ids changed, the results did not)
 
 RULES = ("sgd", "ewc")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(runner.TrainingConfig):
     """One member: an MLP trained on digits (task A), then on pixel-permuted digits (task B) by
     ``rule``. ``seed``, ``learning_rate`` and ``strength`` are dynamic (one vmapped program). The
     optimizer (plain SGD by default, as in the paper) and its schedule span both tasks: a stateful
     optimizer (momentum, Adam) carries its state across the boundary."""
 
-    seed: int = runner.dynamic(0, min=0, help="initialisation, data-order and Fisher-sampling seed")
+    seed: int = runner.dynamic(0, min=0, help="initialisation and Fisher-sampling seed (and the data order unless "
+                                              "data_seed is set)")
     learning_rate: float = runner.dynamic(0.05, min=0.0, help="peak learning rate (both tasks)")
     strength: float = runner.dynamic(100.0, min=0.0, help="EWC λ of eq. (3); normalised to 0 for rule='sgd'")
     rule: str = runner.static("ewc", choices=RULES, help="task B's estimator: sgd (backprop) or ewc")
@@ -107,12 +108,9 @@ class Config:
     fisher_batch_size: int = runner.static(128, min=1, help="examples per chunk of the Fisher (bounds memory)")
     permutation_seed: int = runner.static(0, min=0, help="seed of task B's pixel permutation (same for all members)")
     widths: tuple[int, ...] = runner.static((128, 128), min=1, help="hidden layer widths")
-    optimizer: train.OptimizerSpec = runner.static(train.OptimizerSpec(), help="optax optimizer and schedule")
-    batch_size: int = runner.static(64, min=1)
     steps_per_task: int = runner.static(500, min=1, help="steps on task A, then as many on task B")
     num_steps: int = runner.static(1000, min=2, help="total steps: must be 2 * steps_per_task")
     segment_steps: int = runner.static(50, min=1, help="steps per segment; steps_per_task must be a segment end")
-    snapshots: tuple[int, ...] = runner.static((), min=1, help="steps at which member states are kept")
 
     def __post_init__(self):
         if self.num_steps != 2 * self.steps_per_task:
@@ -147,10 +145,6 @@ def model(config: Config):
     return nn.mlp(config.widths, 10, activation="relu", W_std=np.sqrt(2.0))
 
 
-def _optimizer(config: Config):
-    return config.optimizer.build(config.learning_rate, config.num_steps)
-
-
 def _permutation(config: Config) -> np.ndarray:
     return np.random.default_rng(config.permutation_seed).permutation(64)
 
@@ -171,7 +165,7 @@ def init(config: Config, key) -> ContinualState:
         raise ValueError(f"steps_per_task: the A→B boundary must be a segment end (a multiple of segment_steps="
                          f"{config.segment_steps} or a snapshot step), got {config.steps_per_task}")
     k_train, k_fisher = jax.random.split(key)
-    state = train.init(model(config), _optimizer(config), k_train, data_module.digits(seed=0).input_spec)
+    state = runner.study.init(config, k_train, model(config), data_module.digits(seed=0).input_spec)
     zeros = jax.tree.map(jnp.zeros_like, state.params)
     return ContinualState(state, zeros, zeros, k_fisher)
 
@@ -208,12 +202,13 @@ def _accuracies(params, model_state, config: Config, arrays) -> dict:
 def segment(state: ContinualState, config: Config, arrays):
     """Advances one member by ``config.segment_steps`` steps (task A before ``steps_per_task``,
     task B from it on); a segment that ends at the boundary consolidates task A afterwards."""
-    step = train.make_step(model(config).apply_with_state, train.softmax_cross_entropy, _optimizer(config),
+    step = train.make_step(model(config).apply_with_state, train.softmax_cross_entropy, config.build_optimizer(),
                            grad_estimator=_estimator(state, config))
 
     def batch_fn(key, step_index):
-        (x_a, x_b), y = data_module.get_batch(key, step_index, (arrays["x_train_a"], arrays["x_train_b"]),
-                                              arrays["y_train"], config.batch_size)
+        (x_a, x_b), y = data_module.get_batch(train.order_key(key, config.data_seed), step_index,
+                                              (arrays["x_train_a"], arrays["x_train_b"]), arrays["y_train"],
+                                              config.batch_size)
         return jnp.where(step_index < config.steps_per_task, x_a, x_b), y
 
     ts, metrics = train.train(state.train_state, step, batch_fn, config.segment_steps)

@@ -23,6 +23,7 @@ Metrics per segment: ``lambda_max`` (at the segment's last measurement), ``lambd
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,11 +34,11 @@ from jaxlearn import nn, runner, train
 from jaxlearn.landscape import sharpness
 from jaxlearn.runner.plots import legend
 
-VERSION = "1"
+VERSION = "2"  # 2: the shared training base (a data_seed field; the run ids changed, the results did not)
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(runner.TrainingConfig):
     """One member: a tanh MLP trained by full-batch GD with step size ``learning_rate``."""
 
     seed: int = runner.dynamic(0, min=0, help="initialisation seed (and power-iteration start vector)")
@@ -45,64 +46,82 @@ class Config:
     n_train: int = runner.static(256, min=1, max=1438, help="digits training examples (the full batch)")
     widths: tuple[int, ...] = runner.static((64, 64), min=1, help="hidden layer widths")
     activation: str = runner.static("tanh", help="activation (jaxlearn.nn.ACTIVATIONS name)")
-    num_steps: int = runner.static(5000, min=1)
-    segment_steps: int = runner.static(100, min=1, help="steps per segment (metrics and checkpoint after each)")
+    batch_size: int | None = runner.static(None, min=1, help="null: full-batch GD, the setting of the claim")
+    num_steps: int = runner.static(5000, min=1, help="training steps")
     sharpness_every: int = runner.static(10, min=1, help="steps between λ_max measurements; divides segment_steps")
     power_iters: int = runner.static(20, min=1, help="warm-started power iterations per measurement")
-    snapshots: tuple[int, ...] = runner.static((), min=1, help="steps at which member states are kept")
 
     def __post_init__(self):
         if self.segment_steps % self.sharpness_every:
             raise ValueError(f"sharpness_every: must divide segment_steps={self.segment_steps}, "
                              f"got {self.sharpness_every}")
+        plain = train.OptimizerSpec()
+        if (self.optimizer.name, self.optimizer.args, self.optimizer.schedule, self.optimizer.warmup_steps) != \
+                (plain.name, plain.args, plain.schedule, plain.warmup_steps):
+            raise ValueError("optimizer: must be plain gradient descent (name sgd, no args, constant schedule, no "
+                             "warmup), whose stability threshold is 2/η")
+        if self.batch_size is not None and self.batch_size != self.n_train:
+            raise ValueError(f"batch_size: must be null (full batch, n_train={self.n_train}), got {self.batch_size}")
 
 
-def _model(config: Config):
+class SharpnessState(NamedTuple):
+    """A member: its ``train_state`` and ``vector``, the current estimate of the top Hessian
+    eigenvector (the warm start of the next measurement)."""
+
+    train_state: train.TrainState
+    vector: Any
+
+
+def model(config: Config):
+    """The network of a member (the ``model`` hook)."""
     return nn.mlp(config.widths, 10, activation=config.activation, W_std=1.0)
 
 
-def _optimizer(config: Config):
-    return train.optimizer("sgd", learning_rate=config.learning_rate)  # plain GD: threshold exactly 2/η
+def loss(config: Config):
+    """The training loss (the ``loss`` hook): ``½·mean((f − y)²)`` to one-hot labels."""
+    del config
+    return train.mse
 
 
-def data(config: Config):
-    """(x, y_onehot): the first ``n_train`` examples of the digits train split, shared by all members."""
-    ds = data_module.digits(seed=0)
-    x = jnp.asarray(ds.x_train[:config.n_train])
-    return x, jax.nn.one_hot(jnp.asarray(ds.y_train[:config.n_train]), 10, dtype=x.dtype)
+def data(config: Config) -> data_module.Arrays:
+    """The first ``n_train`` examples of the digits train split with one-hot labels (the full
+    batch), and the test split; shared by all members."""
+    arrays = data_module.digits(seed=0).arrays()
+    x = arrays.x_train[:config.n_train]
+    return arrays._replace(x_train=x, y_train=jax.nn.one_hot(arrays.y_train[:config.n_train], 10, dtype=x.dtype))
 
 
-def init(config: Config, key):
-    """``(TrainState, vector)``: the member's state and the top Hessian eigenvector at
-    initialization (100 power iterations from a random vector), so that the first measurement
-    is already converged — an unconverged Rayleigh quotient under-estimates λ_max."""
+def init(config: Config, key) -> SharpnessState:
+    """The member's train state and the top Hessian eigenvector at initialization (100 power
+    iterations from a random vector), so that the first measurement is already converged — an
+    unconverged Rayleigh quotient under-estimates λ_max."""
     k_train, k_vector = jax.random.split(key)
-    state = train.init(_model(config), _optimizer(config), k_train, jax.ShapeDtypeStruct((1, 64), jnp.float32))
+    state = runner.study.init(config, k_train, model(config), data_module.digits(seed=0).input_spec)
     start = sharpness.random_unit_vector(k_vector, state.params)
     pair = sharpness.top_eigenpair(_loss_fn(config, data(config)), state.params, start, num_iters=100)
-    return state, pair.vector
+    return SharpnessState(state, pair.vector)
 
 
 def _loss_fn(config: Config, arrays):
-    model, (x, y) = _model(config), arrays
+    net, train_loss = model(config), loss(config)
 
     def loss_fn(params):
-        return train.mse(model.apply(params, x), y)
+        return train_loss(net.apply(params, arrays.x_train), arrays.y_train)
 
     return loss_fn
 
 
-def segment(state, config: Config, arrays):
+def segment(state: SharpnessState, config: Config, arrays):
     """``segment_steps`` full-batch GD steps with λ_max measured every ``sharpness_every``."""
-    train_state, vector = state
-    step = train.make_step(_model(config).apply_with_state, train.mse, _optimizer(config))
+    step = train.make_step(model(config).apply_with_state, loss(config), config.build_optimizer())
     loss_fn = _loss_fn(config, arrays)
+    full_batch = (arrays.x_train, arrays.y_train)
     train_state, vector, metrics = sharpness.track_sharpness(
-        train_state, vector, step, lambda key, index: arrays, loss_fn, config.segment_steps,
+        state.train_state, state.vector, step, lambda key, index: full_batch, loss_fn, config.segment_steps,
         every=config.sharpness_every, num_iters=config.power_iters)
     lam = metrics["lambda_max"]
     threshold = 2.0 / config.learning_rate
-    return (train_state, vector), {
+    return SharpnessState(train_state, vector), {
         "train_loss": loss_fn(train_state.params), "lambda_max": lam[-1], "lambda_max_start": lam[0],
         "lambda_max_peak": jnp.max(lam),
         "residual": metrics["residual"][-1], "two_over_lr": threshold, "sharpness_ratio": lam[-1] / threshold,

@@ -45,15 +45,16 @@ from jaxlearn import data as data_module
 from jaxlearn import landscape, nn, runner, train
 from jaxlearn.runner.plots import legend
 
-VERSION = "1"
+VERSION = "2"  # 2: the shared training base (a data_seed field; the run ids changed, the results did not)
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(runner.TrainingConfig):
     """One member: a parent MLP on digits, trained ``spawn_step`` steps, then ``num_children``
     children trained to ``num_steps`` with their own data orders; their barrier at the end."""
 
-    seed: int = runner.dynamic(0, min=0, help="parent seed: initialisation and the parent's data order")
+    seed: int = runner.dynamic(0, min=0, help="parent seed: initialisation (and the parent's data order unless "
+                                              "data_seed is set)")
     spawn_step: int = runner.dynamic(0, min=0, help="step k at which the children are spawned (<= num_steps)")
     learning_rate: float = runner.dynamic(0.5, min=0.0, help="peak learning rate (cosine decay to 0 by default)")
     same_data_order: bool = runner.dynamic(False, help="control: children keep the parent's data order after the "
@@ -62,11 +63,10 @@ class Config:
     widths: tuple[int, ...] = runner.static((32, 32), min=1, help="hidden layer widths")
     optimizer: train.OptimizerSpec = runner.static(train.OptimizerSpec(schedule="warmup_cosine"),
                                                    help="optax optimizer and schedule")
-    batch_size: int = runner.static(16, min=1)
+    batch_size: int | None = runner.static(16, min=1, help="examples per step (null: the whole training set)")
     num_steps: int = runner.static(2000, min=1, help="T: total training steps of parent + child")
     segment_steps: int = runner.static(500, min=1, help="steps per segment (metrics and checkpoint after each)")
     path_points: int = runner.static(25, min=3, help="points on the segment between two children (endpoints included)")
-    snapshots: tuple[int, ...] = runner.static((), min=1, help="steps at which member states are kept")
 
     def __post_init__(self):
         # spawn_step is traced inside the runner's vmapped program: checked only when concrete
@@ -74,24 +74,17 @@ class Config:
             raise ValueError(f"spawn_step: must be <= num_steps={self.num_steps}, got {self.spawn_step}")
 
 
-def _model(config: Config):
+def model(config: Config):
+    """The network of one child (the ``model`` hook; a member's state stacks ``num_children`` of them)."""
     return nn.mlp(config.widths, 10, activation="relu", W_std=np.sqrt(2.0))
 
 
-def _optimizer(config: Config):
-    return config.optimizer.build(config.learning_rate, config.num_steps)
-
-
-def data(config: Config):
-    """The digits split shared by every member: (x_train, y_train, x_test, y_test)."""
-    del config
-    return data_module.digits(seed=0).arrays()
+data = runner.study.dataset("digits", seed=0)  # the digits split shared by every member
 
 
 def init(config: Config, key) -> train.TrainState:
     """The ``num_children`` children at step 0: copies of the parent's initial state (leading axis C)."""
-    spec = jax.ShapeDtypeStruct((1, 64), jnp.float32)  # digits: 8x8 pixels, float32
-    parent = train.init(_model(config), _optimizer(config), key, spec)
+    parent = runner.study.init(config, key, model(config), data(config).input_spec)
     return jax.vmap(lambda _: parent)(jnp.arange(config.num_children))
 
 
@@ -109,32 +102,33 @@ def _distance(params, config: Config):
 
 def segment(state: train.TrainState, config: Config, arrays):
     """Advances every child by ``config.segment_steps`` SGD steps: the parent's data order before
-    ``spawn_step``, child ``c``'s own (``fold_in(data_key, c + 1)``) from it on."""
-    model = _model(config)
-    x_train, y_train = arrays[0], arrays[1]
-    step = train.make_step(model.apply_with_state, train.softmax_cross_entropy, _optimizer(config))
+    ``spawn_step``, child ``c``'s own (``fold_in(data_key, c + 1)``) from it on; the parent's data
+    key is the member's own, or that of ``data_seed`` when set (:func:`jaxlearn.train.order_key`)."""
+    net = model(config)
+    step = train.make_step(net.apply_with_state, train.softmax_cross_entropy, config.build_optimizer())
 
     def child(child_state, index):
         def batch_fn(key, step_index):
             own = (step_index >= config.spawn_step) & jnp.logical_not(config.same_data_order)
             stream = jnp.where(own, index + 1, 0)
-            return data_module.get_batch(jax.random.fold_in(key, stream), step_index, x_train, y_train,
-                                         config.batch_size)
+            parent_key = train.order_key(key, config.data_seed)
+            return data_module.get_batch(jax.random.fold_in(parent_key, stream), step_index, arrays.x_train,
+                                         arrays.y_train, config.batch_size)
 
         child_state, metrics = train.train(child_state, step, batch_fn, config.segment_steps)
         return child_state, jnp.mean(metrics["train"]["loss"])
 
     state, losses = jax.vmap(child)(state, jnp.arange(config.num_children))
-    logits = jax.vmap(lambda p: model.apply(p, arrays[2]))(state.params)
-    accuracy = jnp.mean(jax.vmap(train.accuracy, in_axes=(0, None))(logits, arrays[3]))
+    logits = jax.vmap(lambda p: net.apply(p, arrays.x_test))(state.params)
+    accuracy = jnp.mean(jax.vmap(train.accuracy, in_axes=(0, None))(logits, arrays.y_test))
     return state, {"train_loss": jnp.mean(losses), "test_accuracy": accuracy,
                    "distance": _distance(state.params, config)}
 
 
 def evaluate(state: train.TrainState, config: Config, arrays) -> dict:
     """Barriers between the children on the test split, averaged over pairs (module docstring)."""
-    model = _model(config)
-    objective = landscape.ModelObjective(model.apply, landscape.softmax_cross_entropy, (arrays[2], arrays[3]), None)
+    objective = landscape.ModelObjective(model(config).apply, landscape.softmax_cross_entropy,
+                                         (arrays.x_test, arrays.y_test), None)
     first, second = _pairs(config)
     ends_a, ends_b = (jax.tree.map(lambda leaf, i=i: leaf[i], state.params) for i in (first, second))
     paths = jax.vmap(lambda a, b: landscape.linear_path(objective, a, b, config.path_points))(ends_a, ends_b)

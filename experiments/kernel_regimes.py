@@ -38,6 +38,7 @@ number of parameters, and the cosine distance is second order in the kernel's ch
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,23 +48,28 @@ from jaxlearn import data as data_module
 from jaxlearn import kernels, nn, runner, train
 from jaxlearn.runner.plots import legend
 
-VERSION = "1"
+VERSION = "2"  # 2: the shared training base (a data_seed field; the run ids changed, the results did not)
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(runner.TrainingConfig):
     """One member: an NTK-parameterized ReLU MLP of width ``width`` on digits (MSE, SGD)."""
 
-    seed: int = runner.dynamic(0, min=0, help="initialisation and data-order seed")
     learning_rate: float = runner.dynamic(5.0, min=0.0, help="SGD step size (width-independent under NTK "
                                                                  "parameterization)")
     width: int = runner.static(256, min=1, help="hidden layer width")
     depth: int = runner.static(2, min=1, help="number of hidden layers")
     probe: int = runner.static(64, min=2, max=1437, help="training images on which the kernels are measured")
-    batch_size: int = runner.static(64, min=1)
-    num_steps: int = runner.static(2000, min=1)
     segment_steps: int = runner.static(250, min=1, help="steps per segment (metrics and checkpoint after each)")
-    snapshots: tuple[int, ...] = runner.static((), min=1, help="steps at which member states are kept")
+
+
+class LazyState(NamedTuple):
+    """A member: its ``train_state``, its initial parameters ``params_0`` and its initial empirical
+    NTK ``ntk_0`` on the probe set."""
+
+    train_state: train.TrainState
+    params_0: Any
+    ntk_0: jax.Array
 
 
 def model(config: Config):
@@ -75,16 +81,17 @@ def model(config: Config):
     return nn.serial(*layers, nn.Dense(10, **ntk))
 
 
-def _optimizer(config: Config):
-    return train.optimizer("sgd", learning_rate=config.learning_rate)
-
-
-def data(config: Config):
-    """(x_train, one-hot y_train, x_test, y_test): the digits split shared by every member."""
+def loss(config: Config):
+    """The training loss (the ``loss`` hook): ``½·mean((f − y)²)`` to one-hot labels."""
     del config
-    ds = data_module.digits(seed=0)
-    y_train = jax.nn.one_hot(ds.y_train, 10)
-    return jnp.asarray(ds.x_train), y_train, jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
+    return train.mse
+
+
+def data(config: Config) -> data_module.Arrays:
+    """The digits split shared by every member, training labels one-hot (MSE targets)."""
+    del config
+    arrays = data_module.digits(seed=0).arrays()
+    return arrays._replace(y_train=jax.nn.one_hot(arrays.y_train, 10))
 
 
 def _probe(config: Config):
@@ -97,37 +104,29 @@ def _ntk(config: Config, params):
     return kernels.empirical(model(config).apply, params, _probe(config)[0])
 
 
-def init(config: Config, key):
+def init(config: Config, key) -> LazyState:
     """The member's train state, its initial parameters and its initial NTK on the probe set."""
-    state = train.init(model(config), _optimizer(config), key, jax.ShapeDtypeStruct((1, 64), jnp.float32))
-    return {"train": state, "params_0": state.params, "ntk_0": _ntk(config, state.params)}
+    state = runner.study.init(config, key, model(config), data_module.digits(seed=0).input_spec)
+    return LazyState(state, state.params, _ntk(config, state.params))
 
 
-def _diagnostics(member, config: Config, arrays) -> dict:
-    params = member["train"].params
+def _diagnostics(member: LazyState, config: Config, arrays) -> dict:
+    params = member.train_state.params
     ntk = _ntk(config, params)
-    targets = _probe(config)[1]
-    x_test, y_test = arrays[2], arrays[3]
-    outputs = model(config).apply(params, x_test)
+    outputs = model(config).apply(params, arrays.x_test)
     return {
-        "relative_weight_change": kernels.relative_weight_change(params, member["params_0"]),
-        "kernel_distance": kernels.kernel_distance(member["ntk_0"], ntk),
-        "kernel_alignment": kernels.kernel_target_alignment(ntk, targets),
-        "test_accuracy": train.accuracy(outputs, y_test),
+        "relative_weight_change": kernels.relative_weight_change(params, member.params_0),
+        "kernel_distance": kernels.kernel_distance(member.ntk_0, ntk),
+        "kernel_alignment": kernels.kernel_target_alignment(ntk, _probe(config)[1]),
+        "test_accuracy": train.accuracy(outputs, arrays.y_test),
     }
 
 
-def segment(member, config: Config, arrays):
+def segment(member: LazyState, config: Config, arrays):
     """``segment_steps`` SGD steps on ½·mean((f − y)²), then the diagnostics."""
-    net = model(config)
-    step = train.make_step(net.apply_with_state, train.mse, _optimizer(config))
-
-    def batch_fn(key, index):
-        return data_module.get_batch(key, index, arrays[0], arrays[1], config.batch_size)
-
-    state, metrics = train.train(member["train"], step, batch_fn, config.segment_steps)
-    member = {**member, "train": state}
-    return member, {"train_loss": jnp.mean(metrics["train"]["loss"]), **_diagnostics(member, config, arrays)}
+    state, metrics = runner.study.segment(member.train_state, config, arrays, model(config), loss=loss(config))
+    member = member._replace(train_state=state)
+    return member, {**metrics, **_diagnostics(member, config, arrays)}
 
 
 _FINAL = ("relative_weight_change", "kernel_distance", "kernel_alignment", "test_accuracy")

@@ -51,14 +51,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
 
-from jaxlearn import data as data_module
 from jaxlearn import nn, rules, runner, train
-from jaxlearn.runner.plots import legend
+from jaxlearn.runner.plots import legend, mean_band
 
-VERSION = "1"
+VERSION = "2"  # 2: the shared training base (a data_seed field; the run ids changed, the results did not)
 
 RULES = ("backprop", "feedback_alignment", "sign_symmetry", "dfa", "forward_gradient", "local_losses",
          "forward_forward", "synthetic_gradients", "equilibrium_propagation")
@@ -66,11 +64,12 @@ EQPROP_ACTIVATION, EQPROP_W_STD, EQPROP_STEP_SIZE = "sigmoid", 1.0, 0.5  # the H
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """One member: an MLP on digits trained by ``rule``. ``seed`` and ``learning_rate`` are dynamic
-    (one vmapped program); ``rule`` and the rest shape the program."""
+class Config(runner.TrainingConfig):
+    """One member: an MLP on digits trained by ``rule``. ``seed``, ``data_seed`` and ``learning_rate``
+    are dynamic (one vmapped program); ``rule`` and the rest shape the program."""
 
-    seed: int = runner.dynamic(0, min=0, help="initialisation, feedback-matrix and data-order seed")
+    seed: int = runner.dynamic(0, min=0, help="initialisation and feedback-matrix seed (and the data order unless "
+                                              "data_seed is set)")
     learning_rate: float = runner.dynamic(1e-3, min=0.0, help="peak learning rate")
     rule: str = runner.static("backprop", choices=RULES, help="learning rule")
     num_tangents: int = runner.static(1, min=1, help="forward_gradient: random directions per step")
@@ -86,10 +85,6 @@ class Config:
                                                           "(per-example residual ‖∂E/∂u‖)")
     widths: tuple[int, ...] = runner.static((128, 128), min=1, help="hidden layer widths")
     optimizer: train.OptimizerSpec = runner.static(train.OptimizerSpec(name="adam"), help="optax optimizer and schedule")
-    batch_size: int = runner.static(64, min=1)
-    num_steps: int = runner.static(2000, min=1)
-    segment_steps: int = runner.static(100, min=1, help="steps per segment (metrics and checkpoint after each)")
-    snapshots: tuple[int, ...] = runner.static((), min=1, help="steps at which member states are kept")
 
     def __post_init__(self):
         if isinstance(self.eqprop_beta, (int, float)) and not self.eqprop_beta > 0:
@@ -106,8 +101,8 @@ def _layers(config: Config, dense=None):
     return [nn.serial(dense(w, W_std), nn.Relu()) for w in config.widths] + [dense(10, W_std)]
 
 
-def _model(config: Config):
-    """The network ``rule`` trains. backprop, DFA, forward gradient, local losses and synthetic
+def model(config: Config):
+    """The network ``rule`` trains (the ``model`` hook). backprop, DFA, forward gradient, local losses and synthetic
     gradients: the same blocks drawn from the same keys (``block_serial``, ``local_serial``,
     ``synthetic_serial`` and ``nn.serial`` share them), the latter two with their heads/predictors on
     top; FA and sign symmetry swap Dense for FADense (same init). Forward-forward (input with the label
@@ -145,25 +140,18 @@ def _estimator(config: Config):
     return rules.estimator("backprop")  # FA and sign symmetry are layer rules under backprop
 
 
-def _loss(config: Config):
+def loss(config: Config):
     """The training loss: forward-forward's own (on the per-label log-likelihoods its estimator asks
     for), softmax cross-entropy for every other rule."""
     return rules.forward_forward_loss if config.rule == "forward_forward" else train.softmax_cross_entropy
 
 
-def _optimizer(config: Config):
-    return config.optimizer.build(config.learning_rate, config.num_steps)
-
-
-def data(config: Config):
-    """The digits split shared by every member: (x_train, y_train, x_test, y_test)."""
-    del config
-    return data_module.digits(seed=0).arrays()
+data = runner.study.dataset("digits", seed=0)  # the digits split shared by every member
 
 
 def init(config: Config, key) -> train.TrainState:
     """One member's initial state (feedback matrices in ``model_state``, from the member's key)."""
-    return train.init(_model(config), _optimizer(config), key, data_module.digits(seed=0).input_spec)
+    return runner.study.init(config, key, model(config), data(config).input_spec)
 
 
 def evaluate(state: train.TrainState, config: Config, arrays) -> dict:
@@ -173,25 +161,17 @@ def evaluate(state: train.TrainState, config: Config, arrays) -> dict:
     of each candidate label (the scores its arg-max prediction uses, Hinton 2022 §3.3), a proper
     score of ``softmax(G)`` but not the loss forward-forward minimises; for equilibrium propagation of
     the output units at the free fixed point."""
-    x_test, y_test = arrays[2], arrays[3]
-    logits = _model(config).apply(state.params, x_test, state.model_state)
-    return {"test_accuracy": train.accuracy(logits, y_test), "test_loss": train.softmax_cross_entropy(logits, y_test)}
+    logits = model(config).apply(state.params, arrays.x_test, state.model_state)
+    return {"test_accuracy": train.accuracy(logits, arrays.y_test),
+            "test_loss": train.softmax_cross_entropy(logits, arrays.y_test)}
 
 
 def segment(state: train.TrainState, config: Config, arrays):
     """Advances one member by ``config.segment_steps`` steps of its rule; returns it and its metrics.
     ``train_loss`` is the training loss the rule's estimator reports: softmax cross-entropy of the
     network output, except for forward-forward (its summed layer losses, ``rules.forward_forward_loss``)."""
-    model = _model(config)
-    x_train, y_train = arrays[0], arrays[1]
-    step = train.make_step(model.apply_with_state, _loss(config), _optimizer(config),
-                           grad_estimator=_estimator(config))
-
-    def batch_fn(key, step_index):
-        return data_module.get_batch(key, step_index, x_train, y_train, config.batch_size)
-
-    state, metrics = train.train(state, step, batch_fn, config.segment_steps)
-    return state, {"train_loss": jnp.mean(metrics["train"]["loss"]), **evaluate(state, config, arrays)}
+    return runner.study.segment(state, config, arrays, model(config), loss=loss(config),
+                                grad_estimator=_estimator(config), evaluate=evaluate)
 
 
 def _final(results):
@@ -253,10 +233,7 @@ def plot(results):
     curves = results.finished("rule", "learning_rate", "test_accuracy").curves
     for row in summarize(results):
         part = curves[(curves.rule == row["rule"]) & np.isclose(curves.learning_rate, row["learning_rate"])]
-        stats = part.groupby("step")["test_accuracy"].agg(["mean", "std"]).fillna(0.0)
-        steps = stats.index.to_numpy()
-        ax.plot(steps, stats["mean"], label=f"{row['rule']} (lr={row['learning_rate']:g})")
-        ax.fill_between(steps, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2)
+        mean_band(ax, part, "test_accuracy", label=f"{row['rule']} (lr={row['learning_rate']:g})")
     ax.set(xlabel="step", ylabel="test accuracy", title="Learning rules on digits", ylim=(0, 1))
     legend(ax, fontsize=8)
     fig.tight_layout()

@@ -16,30 +16,21 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxlearn import data as data_module
 from jaxlearn import nn, runner, train
-from jaxlearn.runner.plots import legend
+from jaxlearn.runner.plots import legend, mean_band
 
-VERSION = "2"
+VERSION = "3"  # 3: the shared training base (a data_seed field; the run ids changed, the results did not)
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """One member: an MLP on digits. ``seed`` and ``learning_rate`` are dynamic (a sweep over them
-    is one vmapped program); the rest shapes the program."""
+class Config(runner.TrainingConfig):
+    """One member: an MLP on digits. ``seed``, ``data_seed`` and ``learning_rate`` are dynamic (a
+    sweep over them is one vmapped program); the rest shapes the program."""
 
-    seed: int = runner.dynamic(0, min=0, help="initialisation and data-order seed")
-    learning_rate: float = runner.dynamic(0.1, min=0.0, help="peak learning rate")
     widths: tuple[int, ...] = runner.static((128, 128), min=1, help="hidden layer widths")
-    optimizer: train.OptimizerSpec = runner.static(train.OptimizerSpec(), help="optax optimizer and schedule")
-    batch_size: int = runner.static(64, min=1)
-    num_steps: int = runner.static(2000, min=1)
-    segment_steps: int = runner.static(100, min=1, help="steps per segment (metrics and checkpoint after each)")
-    snapshots: tuple[int, ...] = runner.static((), min=1, help="steps at which member states are kept")
     data_parallel: int = runner.static(1, min=1, help="local devices each step's batch is split over (synchronous data "
                                                       "parallelism, same results up to round-off; must divide batch_size; "
                                                       "> 1: the runner does not also shard a group's runs over devices)")
@@ -55,26 +46,19 @@ def model(config: Config):
     return nn.mlp(config.widths, 10, activation="relu", W_std=np.sqrt(2.0))
 
 
-def _optimizer(config: Config):
-    return config.optimizer.build(config.learning_rate, config.num_steps)
-
-
-def data(config: Config):
-    """The digits split shared by every member: (x_train, y_train, x_test, y_test)."""
-    del config
-    return data_module.digits(seed=0).arrays()
+data = runner.study.dataset("digits", seed=0)  # the digits split shared by every member
 
 
 def init(config: Config, key) -> train.TrainState:
     """One member's initial state."""
-    return train.init(model(config), _optimizer(config), key, data_module.digits(seed=0).input_spec)
+    return runner.study.init(config, key, model(config), data(config).input_spec)
 
 
 def evaluate(state: train.TrainState, config: Config, arrays) -> dict:
     """Test accuracy and loss of a member."""
-    x_test, y_test = arrays[2], arrays[3]
-    logits = model(config).apply(state.params, x_test)
-    return {"test_accuracy": train.accuracy(logits, y_test), "test_loss": train.softmax_cross_entropy(logits, y_test)}
+    logits = model(config).apply(state.params, arrays.x_test)
+    return {"test_accuracy": train.accuracy(logits, arrays.y_test),
+            "test_loss": train.softmax_cross_entropy(logits, arrays.y_test)}
 
 
 def batch_sharding(config: Config):
@@ -92,16 +76,8 @@ def batch_sharding(config: Config):
 def segment(state: train.TrainState, config: Config, arrays):
     """Advances one member by ``config.segment_steps`` SGD steps; returns it and its metrics.
     With ``data_parallel > 1`` each step's batch is split over that many devices."""
-    net = model(config)
-    x_train, y_train = arrays[0], arrays[1]
-    step = train.make_step(net.apply_with_state, train.softmax_cross_entropy, _optimizer(config),
-                           batch_sharding=batch_sharding(config))
-
-    def batch_fn(key, step_index):
-        return data_module.get_batch(key, step_index, x_train, y_train, config.batch_size)
-
-    state, metrics = train.train(state, step, batch_fn, config.segment_steps)
-    return state, {"train_loss": jnp.mean(metrics["train"]["loss"]), **evaluate(state, config, arrays)}
+    return runner.study.segment(state, config, arrays, model(config), evaluate=evaluate,
+                                batch_sharding=batch_sharding(config))
 
 
 def _final(results):
@@ -143,10 +119,7 @@ def plot(results):
     lrs = sorted(curves["learning_rate"].unique())
     colors = colormaps["viridis"](np.linspace(0, 0.9, max(len(lrs), 1)))
     for lr, color in zip(lrs, colors):
-        stats = curves[curves.learning_rate == lr].groupby("step")["test_accuracy"].agg(["mean", "std"]).fillna(0.0)
-        steps = stats.index.to_numpy()
-        ax_curve.plot(steps, stats["mean"], color=color, label=f"lr={lr:g}")
-        ax_curve.fill_between(steps, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=color, alpha=0.2)
+        mean_band(ax_curve, curves[curves.learning_rate == lr], "test_accuracy", color=color, label=f"lr={lr:g}")
     ax_curve.set(xlabel="step", ylabel="test accuracy", title="Learning curves (mean ± std over seeds)", ylim=(0, 1))
     legend(ax_curve, fontsize=8)
     rows = summarize(results)

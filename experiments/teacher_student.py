@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn import data as data_module
 from jaxlearn import nn, runner, train
 
-VERSION = "1"
+VERSION = "2"  # 2: the shared training base (a data_seed field; the run ids changed, the results did not)
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    seed: int = runner.dynamic(0, min=0, help="student initialisation and data-order seed")
+class Config(runner.TrainingConfig):
+    seed: int = runner.dynamic(0, min=0, help="student initialisation seed (and the data order unless data_seed is set)")
     learning_rate: float = runner.dynamic(0.05, min=0.0, help="peak learning rate")
     init_scale: float = runner.dynamic(1.0, min=0.0, help="multiplies the student's weight std")
     width: int = runner.static(32, min=1, help="student hidden width")
@@ -33,11 +32,8 @@ class Config:
     d_in: int = runner.static(8, min=1)
     n_train: int = runner.static(256, min=1)
     noise_std: float = runner.static(0.1, min=0.0)
-    optimizer: train.OptimizerSpec = runner.static(train.OptimizerSpec())
-    batch_size: int = runner.static(32, min=1)
-    num_steps: int = runner.static(300, min=1)
-    segment_steps: int = runner.static(100, min=1)
-    snapshots: tuple[int, ...] = runner.static((), min=1, help="steps at which member states are kept")
+    batch_size: int | None = runner.static(32, min=1, help="examples per step (null: the whole training set)")
+    num_steps: int = runner.static(300, min=1, help="training steps")
 
 
 def _dataset(config: Config) -> data_module.Dataset:
@@ -45,37 +41,37 @@ def _dataset(config: Config) -> data_module.Dataset:
                                        hidden=config.teacher_width, noise_std=config.noise_std)
 
 
-def _model(config: Config):
+def model(config: Config):
+    """The student network (the ``model`` hook): Dense(width) → ReLU → Dense(1), standard
+    parameterization, He-scaled by ``init_scale``."""
     std = config.init_scale * np.sqrt(2.0)
     return nn.serial(nn.Dense(config.width, W_std=std, b_std=0.0, parameterization="standard"), nn.Relu(),
                      nn.Dense(1, W_std=config.init_scale, b_std=0.0, parameterization="standard"))
 
 
-def data(config: Config):
-    """(x_train, y_train, x_test, y_test), shared by every member of a group."""
+def loss(config: Config):
+    """The training loss (the ``loss`` hook): ``½·mean((f − y)²)``."""
+    del config
+    return train.mse
+
+
+def data(config: Config) -> data_module.Arrays:
+    """The teacher's noisy training set and noise-free test set, shared by every member of a group."""
     return _dataset(config).arrays()
 
 
 def init(config: Config, key) -> train.TrainState:
-    optimizer = config.optimizer.build(config.learning_rate, config.num_steps)
-    return train.init(_model(config), optimizer, key, jax.ShapeDtypeStruct((1, config.d_in), jnp.float32))
+    return runner.study.init(config, key, model(config), _dataset(config).input_spec)
 
 
 def evaluate(state, config: Config, arrays) -> dict:
     """Excess risk: ``mean((f(x) - teacher(x))**2)`` on noise-free test points (2 × train.mse)."""
-    prediction = _model(config).apply(state.params, arrays[2])
-    return {"test_mse": jnp.mean((prediction - arrays[3]) ** 2)}
+    prediction = model(config).apply(state.params, arrays.x_test)
+    return {"test_mse": jnp.mean((prediction - arrays.y_test) ** 2)}
 
 
 def segment(state, config: Config, arrays):
-    model = _model(config)
-    step = train.make_step(model.apply_with_state, train.mse, config.optimizer.build(config.learning_rate, config.num_steps))
-
-    def batch_fn(key, index):
-        return data_module.get_batch(key, index, arrays[0], arrays[1], config.batch_size)
-
-    state, metrics = train.train(state, step, batch_fn, config.segment_steps)
-    return state, {"train_loss": jnp.mean(metrics["train"]["loss"]), **evaluate(state, config, arrays)}
+    return runner.study.segment(state, config, arrays, model(config), loss=loss(config), evaluate=evaluate)
 
 
 def summarize(results) -> list[dict]:

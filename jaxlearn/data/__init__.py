@@ -1,6 +1,6 @@
 """Datasets as host-side arrays, label corruption, and deterministic pure batching."""
 from jaxlearn.data.batching import batch_indices, get_batch, merge_rows, permute_index, row_blocks, split_rows
-from jaxlearn.data.dataset import Dataset
+from jaxlearn.data.dataset import Arrays, Dataset
 from jaxlearn.data.labels import corrupt_labels, label_noise, random_labels
 from jaxlearn.data.real import digits, from_npz, mnist1d
 from jaxlearn.data.registry import available_datasets, load
@@ -13,6 +13,7 @@ from jaxlearn.data.synthetic import (
 )
 
 __all__ = [
+    "Arrays",
     "Dataset",
     "available_datasets",
     "batch_indices",

@@ -15,6 +15,22 @@ import jax.numpy as jnp
 import numpy as np
 
 
+class Arrays(NamedTuple):
+    """The four splits of a :class:`Dataset` as jax arrays (:meth:`Dataset.arrays`): what an
+    experiment's ``data(config)`` hands the runner, read by name (``arrays.x_train``), not by
+    position. A pytree, so it crosses ``jit``/``vmap`` and the runner's device placement as it is."""
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_test: jax.Array
+    y_test: jax.Array
+
+    @property
+    def input_spec(self) -> jax.ShapeDtypeStruct:
+        """Shape and dtype of a batch of one input, ``(1, *x_train.shape[1:])`` (a model's ``init`` argument)."""
+        return jax.ShapeDtypeStruct((1,) + tuple(self.x_train.shape[1:]), self.x_train.dtype)
+
+
 class Dataset(NamedTuple):
     """A supervised dataset: train and test splits as host-side numpy arrays.
 
@@ -52,10 +68,11 @@ class Dataset(NamedTuple):
         """Number of test examples."""
         return int(self.x_test.shape[0])
 
-    def arrays(self) -> tuple:
-        """``(x_train, y_train, x_test, y_test)`` as jax arrays, dtypes kept: what an experiment's
-        ``data(config)`` hands the runner (moved to the device once, shared by a group)."""
-        return tuple(jnp.asarray(a) for a in (self.x_train, self.y_train, self.x_test, self.y_test))
+    def arrays(self) -> Arrays:
+        """The four splits as jax arrays, dtypes kept, named (:class:`Arrays`: ``x_train, y_train,
+        x_test, y_test``): what an experiment's ``data(config)`` hands the runner (moved to the
+        device once, shared by a group)."""
+        return Arrays(*(jnp.asarray(a) for a in (self.x_train, self.y_train, self.x_test, self.y_test)))
 
 
 # Argument checks. They run on the host before any array is built, and each message names

@@ -1,4 +1,5 @@
-"""``python -m jaxlearn`` (also installed as ``jaxlearn``): run, list, show, resume, plot, clean."""
+"""``python -m jaxlearn`` (also installed as ``jaxlearn``): run, list, show, resume, plot, clean,
+experiments, new-experiment."""
 
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ sweep values: v1,v2,...  |  lin:START:STOP:NUM  |  log:START:STOP:NUM  (--random
     "clean": "examples:\n  jaxlearn clean                 (failed and interrupted runs, stale checkpoints)\n"
              "  jaxlearn clean --experiment population_digits --all --yes",
     "experiments": "examples:\n  jaxlearn experiments",
+    "new-experiment": "examples:\n  jaxlearn new-experiment my_study      (experiments/my_study.py, configs/my_study.yaml,\n"
+                      "                                        tests/experiments/test_my_study.py)\n"
+                      "  jaxlearn run configs/my_study.yaml --variant smoke --check",
 }
 
 
@@ -133,6 +137,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     command("experiments", "list available experiments")
+
+    p = sub.add_parser("new-experiment", help="write a working study skeleton (study, config, test)",
+                       description="write a working study skeleton on the shared training base: "
+                                   "experiments/NAME.py, configs/NAME.yaml (with a smoke variant) and "
+                                   "tests/experiments/test_NAME.py; existing files are never overwritten",
+                       epilog=EPILOG["new-experiment"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", help="the study's module name (a Python identifier)")
+    p.add_argument("--root", default=".", help="repository root to write under (default: the working directory)")
     return parser
 
 
@@ -443,5 +455,14 @@ def _cmd_experiments(args, argv) -> int:
     return 0
 
 
+def _cmd_new_experiment(args, argv) -> int:
+    from jaxlearn.runner.template import new_experiment
+
+    for path in new_experiment(args.name, args.root):
+        print(f"wrote {path}")
+    print(f"next: jaxlearn run {pathlib.Path(args.root) / 'configs' / (args.name + '.yaml')} --variant smoke --check")
+    return 0
+
+
 COMMANDS = {"run": _cmd_run, "ls": _cmd_ls, "show": _cmd_show, "resume": _cmd_resume, "plot": _cmd_plot,
-            "clean": _cmd_clean, "experiments": _cmd_experiments}
+            "clean": _cmd_clean, "experiments": _cmd_experiments, "new-experiment": _cmd_new_experiment}

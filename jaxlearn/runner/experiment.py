@@ -5,7 +5,10 @@ An experiment is a Python module (by default ``experiments/<name>.py``) that def
 * ``Config`` — a frozen dataclass; fields marked :func:`~jaxlearn.runner.config.static` (they
   change the compiled program) or :func:`~jaxlearn.runner.config.dynamic` (seed, learning rate,
   ...: a vmapped axis inside one group). A field named ``seed`` (dynamic int) seeds the member's
-  key; keys never depend on a member's position in its group.
+  key; keys never depend on a member's position in its group. A training study extends
+  :class:`jaxlearn.runner.TrainingConfig` (seed, data-order seed, learning rate, optimizer, batch
+  size, steps, segment length, snapshots) and uses :mod:`jaxlearn.runner.study`'s ``init`` and
+  ``segment`` for the common supervised case.
 * ``VERSION`` — a string, bumped whenever the experiment's results would change (it is part of
   the run id, so old results are not mistaken for new ones).
 * Either the training protocol —
@@ -23,8 +26,11 @@ An experiment is a Python module (by default ``experiments/<name>.py``) that def
   ``evaluate(state, config, data)`` / ``run(config, data)`` instead of baking it into the program.
 * Optional ``snapshots`` config field (tuple of steps): member states kept at those steps
   (``jaxlearn.runner.load_state(run, step)``).
-* Optional ``model(config) -> jaxlearn.nn.Layer``: the member's network, for analyses of saved
-  runs (:func:`jaxlearn.runner.after_kernel`).
+* ``model(config) -> jaxlearn.nn.Layer`` (every training study has it): the member's network,
+  for analyses of saved runs (:func:`jaxlearn.runner.load_networks`,
+  :func:`jaxlearn.runner.after_kernel`); the state holds it as a :class:`jaxlearn.train.TrainState`
+  (the state itself or one field of it); and, where the study has one, ``loss(config)``: its
+  training loss.
 * Optional ``summarize(results) -> list[dict]`` (a printed table), ``check(results)`` (asserts
   the published claim) and ``plot(results) -> matplotlib Figure``; ``results`` is a
   :class:`jaxlearn.runner.Results` (runs and curves as pandas DataFrames).

@@ -44,19 +44,26 @@ def curves_figure(results, config_columns, metrics=None):
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax, metric in zip(axes, metrics):
         for (values, part), color in zip(groups, colors):
-            stats = part.groupby("step")[metric].agg(["mean", "std", "count"])
-            steps, mean, std = stats.index.to_numpy(), stats["mean"].to_numpy(), stats["std"].fillna(0.0).to_numpy()
             values = values if isinstance(values, tuple) else (values,)
             label = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(keys, values)) if swept else "runs"
-            ax.plot(steps, mean, color=color, label=f"{label} (n={int(stats['count'].max())})")
-            if (stats["count"] > 1).any():
-                ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2)
+            mean_band(ax, part, metric, color=color, label=f"{label} (n={part.groupby('step')[metric].count().max()})")
         ax.set(xlabel="step", ylabel=metric, title=metric)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     legend(axes[0], fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def mean_band(ax, curves, metric: str, *, x: str = "step", **line_kwargs) -> None:
+    """Draws on ``ax`` the mean of column ``metric`` of ``curves`` (rows of several runs) against
+    column ``x``, with a band of ± one standard deviation over the runs (ddof 1) where more than
+    one run has a value; ``line_kwargs`` go to the line (``label``, ``color``, ...)."""
+    stats = curves.groupby(x)[metric].agg(["mean", "std", "count"])
+    steps, mean, std = stats.index.to_numpy(), stats["mean"].to_numpy(), stats["std"].fillna(0.0).to_numpy()
+    (line,) = ax.plot(steps, mean, **line_kwargs)
+    if (stats["count"] > 1).any():
+        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
 
 
 def legend(ax, **kwargs) -> None:

@@ -138,31 +138,70 @@ def load_state(root, run: str, step: int | str = "final", *, search_paths=()):
     return arrays.load_npz(file, member_template(experiment, config))
 
 
-def after_kernel(root, run: str, x1, x2=None, *, step: int | str = "final", search_paths=(), **kwargs):
-    """The empirical NTK of a run's trained network (its *after-kernel*; NNGP with ``kind="nngp"``):
-    ``kernels.empirical(apply, state.params, x1, x2, **kwargs)`` with ``state = load_state(root,
-    run, step)`` and ``apply(params, x) = model.apply(params, x, state.model_state)`` — BatchNorm
-    statistics frozen at their saved values — where ``model = experiment.model(config)``, the
-    experiment's ``model`` hook (a :class:`jaxlearn.nn.Layer`; experiments without it raise).
-    ``kwargs`` are :func:`jaxlearn.kernels.empirical`'s (``kind``, ``trace_axes``, ``method``, ...).
-    Compare with the kernel at initialisation (``step=0`` when 0 is a snapshot step, or
-    ``model.init``) through :func:`jaxlearn.kernels.kernel_distance`.
-    """
-    from jaxlearn import kernels
+class Network(NamedTuple):
+    """One trained network of a saved run (:func:`load_networks`): ``apply(params, x)`` — the
+    experiment's ``model(config).apply`` with the saved model state (BatchNorm statistics, ``()``
+    if none) bound, evaluation mode — and its ``params``."""
 
+    apply: "object"
+    params: "object"
+    model: "object"
+
+
+def _train_state(state, run_id):
+    """The one :class:`jaxlearn.train.TrainState` in a run's state (the state itself, or a field of it)."""
+    from jaxlearn.train import TrainState
+
+    found = [leaf for leaf in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, TrainState))
+             if isinstance(leaf, TrainState)]
+    if len(found) != 1:
+        raise ValueError(f"run {run_id}: expected its state to hold one jaxlearn.train.TrainState, found {len(found)}")
+    return found[0]
+
+
+def load_networks(root, run: str, *, step: int | str = "final", search_paths=()) -> list[Network]:
+    """The trained networks of a saved run, for analyses (kernels, CKA, pruning, landscapes): the
+    :class:`Network` of the :class:`jaxlearn.train.TrainState` in the run's state at ``step``
+    (:func:`load_state`), rebuilt by the experiment's ``model(config)`` hook (experiments without
+    it raise ``ValueError``). One network for most studies; a state that stacks several networks
+    of one model — a TrainState whose ``step`` has a leading axis ``C``, e.g. the children of
+    ``experiments/instability.py`` — gives ``C`` of them, in order."""
+    return _networks(root, run, step, search_paths)[0]
+
+
+def _networks(root, run, step, search_paths) -> tuple[list[Network], bool]:
+    """:func:`load_networks`, and whether the state stacks its networks."""
     _, record, experiment, config = _saved_run(root, run, search_paths)
     model_fn = experiment.hook("model")
     if model_fn is None:
         raise ValueError(f"run {record['run_id']}: experiment {record['experiment']!r} has no model(config) hook, so "
-                         f"its network cannot be rebuilt for a kernel")
+                         f"its network cannot be rebuilt")
     model = model_fn(config)
-    state = load_state(root, run, step, search_paths=search_paths)
-    model_state = getattr(state, "model_state", ())
+    train_state = _train_state(load_state(root, run, step, search_paths=search_paths), record["run_id"])
+    copies = np.shape(train_state.step)
+    states = [train_state] if not copies else [jax.tree.map(lambda a, i=i: a[i], train_state) for i in range(copies[0])]
 
-    def apply(params, x):
-        return model.apply(params, x, model_state)
+    def network(ts):
+        return Network(lambda params, x, model_state=ts.model_state: model.apply(params, x, model_state), ts.params,
+                       model)
 
-    return kernels.empirical(apply, state.params, x1, x2, **kwargs)
+    return [network(ts) for ts in states], bool(copies)
+
+
+def after_kernel(root, run: str, x1, x2=None, *, step: int | str = "final", search_paths=(), **kwargs):
+    """The empirical NTK of a run's trained network (its *after-kernel*; NNGP with ``kind="nngp"``):
+    ``kernels.empirical(net.apply, net.params, x1, x2, **kwargs)`` for the network of
+    :func:`load_networks` (BatchNorm statistics frozen at their saved values; experiments without
+    a ``model(config)`` hook raise). A state holding ``C`` networks gives their kernels stacked on a
+    leading axis. ``kwargs`` are :func:`jaxlearn.kernels.empirical`'s (``kind``, ``trace_axes``,
+    ``method``, ...). Compare with the kernel at initialisation (``step=0`` when 0 is a snapshot
+    step, or ``model.init``) through :func:`jaxlearn.kernels.kernel_distance`.
+    """
+    from jaxlearn import kernels
+
+    networks, stacked = _networks(root, run, step, search_paths)
+    grams = [kernels.empirical(net.apply, net.params, x1, x2, **kwargs) for net in networks]
+    return jnp.stack(grams) if stacked else grams[0]
 
 
 class Trajectory(NamedTuple):

@@ -24,6 +24,7 @@ __all__ = [
     "make_objective",
     "make_step",
     "data_key",
+    "seed_data_key",
     "step_keys",
 ]
 
@@ -59,6 +60,14 @@ def init(model, optimizer: optax.GradientTransformation, key, input_spec) -> Tra
 def data_key(state: TrainState):
     """The key the batching function receives (the same at every step: batches depend on the step)."""
     return jax.random.fold_in(state.key, _DATA)
+
+
+def seed_data_key(seed):
+    """The data key (:func:`data_key`) of the state :func:`init` draws from ``jax.random.key(seed)``
+    — the key the runner gives a member with that ``seed`` — computed from the seed alone. ``seed``
+    may be traced, so a data-order seed can be a vmapped axis, independent of the initialisation:
+    ``data_key(init(model, opt, jax.random.key(s), spec)) == seed_data_key(s)``."""
+    return jax.random.fold_in(jax.random.split(jax.random.key(seed))[1], _DATA)
 
 
 def step_keys(state: TrainState):

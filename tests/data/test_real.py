@@ -25,11 +25,13 @@ def test_digits_shapes_and_range(test_fraction):
     assert set(np.unique(ds.y_train)) == set(range(10))
     assert set(np.unique(ds.y_test)) == set(range(10))
     assert ds.input_spec.shape == (1, 64) and ds.input_spec.dtype == np.float32
-    arrays = ds.arrays()  # the four splits as jax arrays, values and dtypes unchanged
-    assert len(arrays) == 4
-    for got, want in zip(arrays, ds[:4]):
+    arrays = ds.arrays()  # the four splits as jax arrays, named, values and dtypes unchanged
+    assert isinstance(arrays, data.Arrays) and arrays._fields == ("x_train", "y_train", "x_test", "y_test")
+    for name in arrays._fields:
+        got, want = getattr(arrays, name), getattr(ds, name)
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(np.asarray(got), want)
+    assert arrays.input_spec == ds.input_spec
 
 
 def test_digits_seed():

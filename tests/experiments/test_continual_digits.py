@@ -80,21 +80,19 @@ def _close(a, b, rtol, atol):
 
 
 @pytest.mark.slow
-def test_smoke_runs_match_a_plain_sgd_loop(experiment, tmp_path):
-    """The smoke sweep (the programs test_smoke compiles: shared when run together) through the
-    runner — vmapped, lax.cond at the boundary — equals the reference loop member by member; the
-    ewc member equals the sgd member of its seed up to the boundary; the final metrics are the
-    final state's."""
-    _, configs = runner.resolve(REPO / "configs" / "continual_digits.yaml", variant="smoke")
-    report = runner.run_sweep(experiment, configs, root=tmp_path, progress=False)
+def test_smoke_runs_match_a_plain_sgd_loop(experiment, smoke):
+    """The smoke sweep (computed once for the session's tests) through the runner — vmapped,
+    lax.cond at the boundary — equals the reference loop member by member; the ewc member equals
+    the sgd member of its seed up to the boundary; the final metrics are the final state's."""
+    _, configs, report, root = smoke("continual_digits")
     assert set(report.computed.values()) == {"finished"}
-    results = runner.load(tmp_path, experiment="continual_digits", run_ids=report.run_ids)
+    results = runner.load(root, experiment="continual_digits", run_ids=report.run_ids)
     module = experiment.module
     arrays = module.data(configs[0])
     anchors, reference = {}, _Reference(module, configs[0])
     for config, run in zip(configs, report.run_ids):
         anchor, fisher, final = reference(config.seed, config.strength, config.learning_rate)
-        state = runner.load_state(tmp_path, run)
+        state = runner.load_state(root, run)
         _close(state.anchor, anchor, 1e-4, 1e-6)
         _close(state.fisher, fisher, 1e-3, 1e-8)
         _close(state.params, final, 1e-3, 1e-5)

@@ -34,11 +34,11 @@ def _key_data(leaf):
 def _parent_loop(module, config, arrays, parent, spawn, stream):
     """Ground truth: ONE network trained by train.train from ``parent``, with the parent's data
     stream (key ``fold_in(data_key, 0)``) for ``spawn`` steps, then stream ``stream`` to the end."""
-    model, opt = module._model(config), module._optimizer(config)
+    model, opt = module.model(config), config.build_optimizer()
     step = train.make_step(model.apply_with_state, train.softmax_cross_entropy, opt)
 
     def batches(s):
-        return lambda k, i: data.get_batch(jax.random.fold_in(k, s), i, arrays[0], arrays[1], config.batch_size)
+        return lambda k, i: data.get_batch(jax.random.fold_in(k, s), i, arrays.x_train, arrays.y_train, config.batch_size)
 
     state, _ = train.train(parent, step, batches(0), spawn)
     return train.train(state, step, batches(stream), config.num_steps - spawn)[0]
@@ -91,7 +91,7 @@ def test_evaluate_equals_numpy_barriers_along_the_segments(tiny):
     _, config, arrays, _, children_at, evaluate = tiny
     children = children_at(0)[0]
     final = evaluate(children)
-    x, y = np.asarray(arrays[2], np.float64), np.asarray(arrays[3])
+    x, y = np.asarray(arrays.x_test, np.float64), np.asarray(arrays.y_test)
     alphas = np.linspace(0, 1, config.path_points)
     got = {"instability": [], "error_barrier_linear": [], "loss_barrier_mean": [], "loss_barrier_linear": [],
            "test_accuracy": []}
@@ -124,13 +124,12 @@ def test_bad_config_names_the_field(experiment):
 
 
 @pytest.mark.slow
-def test_children_spawned_at_init_are_less_stable_than_late_ones(experiment, tmp_path):
-    experiment, configs = runner.resolve(REPO / "configs" / "instability.yaml", variant="smoke")
-    report = runner.run_sweep(experiment, configs, root=tmp_path, progress=False)
+def test_children_spawned_at_init_are_less_stable_than_late_ones(smoke):
+    experiment, configs, report, root = smoke("instability")  # (computed once for the session's tests)
     assert set(report.computed.values()) == {"finished"} and len(report.computed) == 8  # one vmapped group
-    again = runner.run_sweep(experiment, configs, root=tmp_path, progress=False)
+    again = runner.run_sweep(experiment, configs, root=root, progress=False)
     assert not again.computed and set(again.skipped) == set(report.run_ids)  # finished runs are never recomputed
-    runs = runner.load(tmp_path, experiment="instability").runs
+    runs = runner.load(root, experiment="instability").runs
     print("\n" + runs[["seed", "spawn_step", "same_data_order", "instability", "loss_barrier_mean", "test_accuracy"]]
           .sort_values(["same_data_order", "spawn_step", "seed"]).to_string())
     assert (runs[runs.same_data_order].instability == 0).all()  # the control: identical children
@@ -140,6 +139,6 @@ def test_children_spawned_at_init_are_less_stable_than_late_ones(experiment, tmp
     for seed in early.index:  # Frankle et al. 2020, §3: unstable at initialisation, stable later
         assert early.instability[seed] > 0.03 and late.instability[seed] < 0.01
         assert early.loss_barrier_mean[seed] > 10 * late.loss_barrier_mean[seed]
-    experiment.hook("check")(runner.load(tmp_path, experiment="instability"))
-    state = runner.load_state(tmp_path, report.run_ids[0], search_paths=[REPO])
+    experiment.hook("check")(runner.load(root, experiment="instability"))
+    state = runner.load_state(root, report.run_ids[0], search_paths=[REPO])
     assert state.step.shape == (2,)  # a member's state holds its two children

@@ -21,16 +21,10 @@ def test_every_experiment_has_a_config_with_a_smoke_variant():
         runner.load_file(path).variant("smoke")
 
 
-@pytest.fixture(scope="module")
-def store_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("runs")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_smoke_variant_runs_and_checks(path, store_root):
-    experiment, configs = runner.resolve(path, variant="smoke")
-    report = runner.run_sweep(experiment, configs, root=store_root, progress=False)
+def test_smoke_variant_runs_and_checks(path, smoke):
+    experiment, configs, report, store_root = smoke(path.stem)
     assert set(report.computed.values()) == {"finished"} and len(report.computed) == len(configs)
     results = runner.load(store_root, experiment=experiment.name, run_ids=report.run_ids, curves=True)
     assert len(results.runs) == len(configs) and results.runs.status.eq("finished").all()
@@ -44,9 +38,8 @@ def test_smoke_variant_runs_and_checks(path, store_root):
 
 
 @pytest.mark.slow
-def test_population_digits_summary_is_mean_and_std_over_seeds(store_root):
-    experiment, configs = runner.resolve(REPO / "configs" / "population_digits.yaml", variant="smoke")
-    runner.run_sweep(experiment, configs, root=store_root, progress=False)  # finished above: reused
+def test_population_digits_summary_is_mean_and_std_over_seeds(smoke):
+    experiment, _, _, store_root = smoke("population_digits")
     results = runner.load(store_root, experiment="population_digits")
     for row in experiment.hook("summarize")(results):
         acc = results.runs[np.isclose(results.runs.learning_rate, row["learning_rate"])].test_accuracy.to_numpy()
@@ -54,15 +47,14 @@ def test_population_digits_summary_is_mean_and_std_over_seeds(store_root):
 
 
 @pytest.mark.slow
-def test_after_kernel_of_a_saved_run(store_root):
+def test_after_kernel_of_a_saved_run(smoke):
     """The after-kernel is the empirical NTK of the saved trained params (one call), and training
     moved it away from the kernel at initialisation."""
     import jax
 
     from jaxlearn import data, kernels
 
-    experiment, configs = runner.resolve(REPO / "configs" / "population_digits.yaml", variant="smoke")
-    report = runner.run_sweep(experiment, configs, root=store_root, progress=False)  # reused when finished
+    experiment, configs, report, store_root = smoke("population_digits")
     run = report.run_ids[0]
     x = data.digits(seed=0).x_test[:12]
     after = runner.after_kernel(store_root, run, x, method="jacobian")
@@ -73,10 +65,85 @@ def test_after_kernel_of_a_saved_run(store_root):
     initial = model.init(jax.random.split(jax.random.key(config.seed))[0], x)[0]  # train.init's draw
     before = kernels.empirical(model.apply, initial, x)
     assert after.shape == (12, 12) and float(kernels.kernel_distance(before, after)) > 1e-3
-    teacher = runner.resolve(REPO / "configs" / "teacher_student.yaml", variant="smoke")
-    ran = runner.run_sweep(*teacher, root=store_root, progress=False)  # reused when finished
     with pytest.raises(ValueError, match="no model\\(config\\) hook"):
-        runner.after_kernel(store_root, ran.run_ids[0], x)
+        runner.after_kernel(store_root, smoke("random_features_double_descent").report.run_ids[0], x)
+
+
+def _test_split(experiment, config):
+    """A study's test inputs and labels (a jaxlearn.data.Arrays, or continual's dict: task A)."""
+    arrays = experiment.module.data(config)
+    if hasattr(arrays, "x_test"):
+        return np.asarray(arrays.x_test), np.asarray(arrays.y_test)
+    return np.asarray(arrays["x_test_a"]), np.asarray(arrays["y_test"])
+
+
+def _stored_metric_from_outputs(experiment, config, networks):
+    """``(stored final metric, the same metric recomputed in NumPy from the rebuilt networks)``."""
+    x, y = _test_split(experiment, config)
+    outputs = [np.asarray(net.apply(net.params, x), np.float64) for net in networks]
+    if experiment.name == "teacher_student":
+        return "test_mse", np.mean((outputs[0] - y) ** 2)
+    if experiment.name == "continual_digits":
+        return "task_a_accuracy", np.mean(outputs[0].argmax(-1) == y)
+    if experiment.name == "edge_of_stability":
+        arrays = experiment.module.data(config)
+        f = np.asarray(networks[0].apply(networks[0].params, arrays.x_train), np.float64)
+        return "train_loss", 0.5 * np.mean((f - np.asarray(arrays.y_train)) ** 2)
+    return "test_accuracy", np.mean([np.mean(out.argmax(-1) == y) for out in outputs])  # instability: over children
+
+
+TRAINING = [p for p in CONFIGS if runner.load_experiment(runner.load_file(p).experiment, [REPO]).trains]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", TRAINING, ids=[p.stem for p in TRAINING])
+def test_every_training_study_exposes_its_trained_network(path, smoke):
+    """Every training study has the model hook: its saved runs give their networks back
+    (runner.load_networks: the study's model with the saved params reproduces a final metric the
+    run stored, recomputed here in NumPy), their after-kernels (one per network of the state) are
+    PSD Gram matrices of the right size, and CKA and magnitude pruning apply to them."""
+    from jaxlearn import kernels
+
+    experiment, configs, report, store_root = smoke(path.stem)
+    runs = runner.load(store_root, experiment=experiment.name, run_ids=report.run_ids).runs
+    run = runs.run_id[runs.status == "finished"].iloc[0]  # (a smoke sweep may diverge on purpose)
+    config = configs[list(report.run_ids).index(run)]
+    networks = runner.load_networks(store_root, run)
+    expected = config.num_children if experiment.name == "instability" else 1
+    assert len(networks) == expected
+    name, recomputed = _stored_metric_from_outputs(experiment, config, networks)
+    stored = runs[runs.run_id == run][name].iloc[0]
+    assert recomputed == pytest.approx(stored, rel=1e-4, abs=1e-6), name
+    x = _test_split(experiment, config)[0][:6]
+    for net in networks:
+        out = np.asarray(net.apply(net.params, x))
+        assert out.shape[0] == len(x) and np.all(np.isfinite(out))
+        gram = np.asarray(kernels.empirical(net.apply, net.params, x, method="jacobian"))
+        assert gram.shape == (len(x), len(x)) and np.linalg.eigvalsh((gram + gram.T) / 2).min() > -1e-4 * gram.trace()
+    after = np.asarray(runner.after_kernel(store_root, run, x, method="jacobian"))
+    assert after.shape == ((expected,) if experiment.name == "instability" else ()) + (len(x), len(x))
+    np.testing.assert_allclose(after.reshape(-1, len(x), len(x))[-1], gram, rtol=1e-5, atol=1e-6)
+    _analyses_apply(networks[0], _test_split(experiment, config)[0][:32])
+
+
+def _analyses_apply(net, x):
+    """CKA and pruning on a saved network: its outputs are CKA-identical to themselves and less
+    similar to those of a fresh draw of the same model; half its prunable weights pruned by
+    magnitude give a network with exactly that density whose outputs moved."""
+    import jax
+
+    from jaxlearn import analysis
+
+    out = net.apply(net.params, x)
+    fresh = net.model.init(jax.random.key(123), jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))[0]
+    assert float(analysis.linear_cka(out, out)) == pytest.approx(1.0, abs=1e-5)
+    similarity = float(analysis.linear_cka(out, net.apply(fresh, x)))
+    assert 0.0 <= similarity < 0.999
+    mask = analysis.magnitude_mask(net.params, 0.5)
+    overall, _ = analysis.density(mask)
+    assert float(overall) == pytest.approx(0.5, abs=0.01)
+    pruned = net.apply(analysis.apply_mask(net.params, mask), x)
+    assert np.all(np.isfinite(pruned)) and not np.allclose(pruned, out)
 
 
 def _unfinished(results, state: str):
@@ -105,15 +172,14 @@ def _unfinished(results, state: str):
 @pytest.mark.slow
 @pytest.mark.parametrize("state", ["nothing stored", "running", "diverged and failed"])
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_summary_check_and_plot_of_an_unfinished_sweep(path, state, store_root):
+def test_summary_check_and_plot_of_an_unfinished_sweep(path, state, smoke):
     """A sweep seen while other processes compute it, or with runs diverged or failed: the
     summary covers the finished runs only (equal to the summary of those runs alone; nothing
     finished: no rows), the check fails with an AssertionError (never another exception) unless
     its finished runs make the claim, and the plot draws."""
     import io
 
-    experiment, configs = runner.resolve(path, variant="smoke")
-    report = runner.run_sweep(experiment, configs, root=store_root, progress=False)  # reused when finished
+    experiment, _, report, store_root = smoke(path.stem)
     results = runner.load(store_root, experiment=experiment.name, run_ids=report.run_ids, curves=True)
     table = _unfinished(results, state)
     finished = set(table.runs.run_id[table.runs.status == "finished"])

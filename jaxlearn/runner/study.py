@@ -1,0 +1,100 @@
+"""The shared training protocol of a study: the common config fields, and ``init``/``segment`` for
+the common case (one model trained on one dataset with a supervised loss).
+
+A study's ``Config`` extends :class:`TrainingConfig` and declares only what is its own; a base
+default changes in one line (a field redeclared with a new default keeps its place)::
+
+    @dataclasses.dataclass(frozen=True)
+    class Config(runner.TrainingConfig):
+        learning_rate: float = runner.dynamic(1e-3, min=0.0, help="peak learning rate")
+        widths: tuple[int, ...] = runner.static((128, 128), min=1, help="hidden layer widths")
+
+    def model(config):                       # the public hook: after-kernels, CKA, pruning, landscapes
+        return nn.mlp(config.widths, 10, activation="relu", W_std=np.sqrt(2.0))
+
+    data = study.dataset("digits", seed=0)   # data(config): a jaxlearn.data.Arrays, shared by a group
+
+    def init(config, key):
+        return study.init(config, key, model(config), data(config).input_spec)
+
+    def segment(state, config, arrays):
+        return study.segment(state, config, arrays, model(config), evaluate=evaluate)
+
+A study that needs something else (a second task, stacked children, sharpness tracking) keeps the
+config base and writes its own ``segment`` from :func:`jaxlearn.train.supervised_segment` or the
+parts below it; the template ``jaxlearn new-experiment NAME`` writes a working skeleton.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from jaxlearn import data as data_module
+from jaxlearn import train
+from jaxlearn.runner.config import dynamic, static
+
+__all__ = ["TrainingConfig", "dataset", "init", "segment"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """The fields every training study shares (extend it; redeclare a field to change its default).
+
+    ``seed`` draws the member's initialisation (and every other random stream of the member);
+    ``data_seed`` fixes the data order separately: ``-1`` (the default) means the member's own
+    order, derived from ``seed``; ``s >= 0`` the order of :func:`jaxlearn.train.seed_data_key`
+    ``(s)`` — which is the default order of a member seeded ``s`` in a study whose ``init`` hands
+    the member's key to :func:`jaxlearn.train.init` as it is (:func:`init` here does). Both are
+    dynamic, so a sweep over initialisations at a fixed data order (or the reverse) is one
+    vmapped program. A study's own segment applies it with :func:`jaxlearn.train.order_key`. ``learning_rate`` is the peak
+    of ``optimizer``'s schedule over ``num_steps`` (:meth:`build_optimizer`)."""
+
+    seed: int = dynamic(0, min=0, help="initialisation seed (and the data order unless data_seed is set)")
+    data_seed: int = dynamic(-1, min=-1, help="data-order seed: -1 derives the order from seed; s >= 0 is the "
+                                              "order a member seeded s has")
+    learning_rate: float = dynamic(0.1, min=0.0, help="peak learning rate")
+    optimizer: train.OptimizerSpec = static(train.OptimizerSpec(), help="optax optimizer and schedule")
+    batch_size: int | None = static(64, min=1, help="examples per step (null: the whole training set)")
+    num_steps: int = static(2000, min=1, help="training steps")
+    segment_steps: int = static(100, min=1, help="steps per segment (metrics and checkpoint after each)")
+    snapshots: tuple[int, ...] = static((), min=1, help="steps at which member states are kept")
+
+    def build_optimizer(self, **hyperparams):
+        """``optimizer.build(learning_rate, num_steps, **hyperparams)``: the member's optax optimizer
+        (``learning_rate`` traced inside the runner's vmapped program)."""
+        return self.optimizer.build(self.learning_rate, self.num_steps, **hyperparams)
+
+
+def dataset(name: str, **kwargs) -> Callable:
+    """The ``data`` hook of a study on one fixed dataset, ``data = study.dataset("digits", seed=0)``:
+    ``data(config)`` is :func:`jaxlearn.data.load` ``(name, **kwargs).arrays()`` for every config
+    (a :class:`jaxlearn.data.Arrays`, shared by all members; its ``input_spec`` is what
+    :func:`init` takes). Arguments are checked when the hook is made."""
+    data_module.load(name, **kwargs)  # a bad name or argument fails at import, in one line
+
+    def data(config) -> data_module.Arrays:
+        del config
+        return data_module.load(name, **kwargs).arrays()
+
+    data.__doc__ = f"The {name} dataset ({kwargs or 'default arguments'}) shared by every member, as named arrays."
+    return data
+
+
+def init(config: TrainingConfig, key, model, input_spec) -> train.TrainState:
+    """A member's initial :class:`~jaxlearn.train.TrainState`: ``model`` drawn from ``key`` and the
+    config's optimizer (:func:`jaxlearn.train.init`)."""
+    return train.init(model, config.build_optimizer(), key, input_spec)
+
+
+def segment(state: train.TrainState, config: TrainingConfig, arrays, model, *,
+            loss: Callable = train.softmax_cross_entropy, grad_estimator: Callable = train.backprop,
+            evaluate: Callable | None = None, batch_sharding=None):
+    """``config.segment_steps`` steps of :func:`jaxlearn.train.supervised_segment` on
+    ``(arrays.x_train, arrays.y_train)`` (a :class:`jaxlearn.data.Arrays`) with the config's
+    optimizer, batch size and data order; metrics ``train_loss`` and, with ``evaluate``,
+    ``evaluate(state, config, arrays)`` on the segment's final state."""
+    return train.supervised_segment(
+        state, model, loss, config.build_optimizer(), arrays.x_train, arrays.y_train, batch_size=config.batch_size,
+        num_steps=config.segment_steps, grad_estimator=grad_estimator, data_seed=config.data_seed,
+        evaluate=None if evaluate is None else (lambda s: evaluate(s, config, arrays)), batch_sharding=batch_sharding)

@@ -1,0 +1,80 @@
+"""The shared training base: a study's Config extends TrainingConfig (a base default changed in one
+line), the base fields are validated like any field, and the template writes a study that runs."""
+import dataclasses
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import pytest
+
+from jaxlearn import runner, train
+from jaxlearn.runner import cli
+from jaxlearn.runner.template import new_experiment
+
+
+@dataclasses.dataclass(frozen=True)
+class Study(runner.TrainingConfig):
+    learning_rate: float = runner.dynamic(1e-3, min=0.0, help="a study's own default")
+    width: int = runner.static(8, min=1)
+
+
+def test_a_study_declares_only_its_own_fields():
+    config = runner.parse_config(Study, {"width": 4, "seed": 2, "data_seed": 5})
+    assert (config.learning_rate, config.width, config.seed, config.data_seed) == (1e-3, 4, 2, 5)
+    assert config.num_steps == runner.TrainingConfig().num_steps and config.optimizer == train.OptimizerSpec()
+    assert runner.dynamic_fields(Study) == ("seed", "data_seed", "learning_rate")
+    assert {"optimizer", "batch_size", "num_steps", "segment_steps", "snapshots", "width"} == set(
+        runner.static_fields(Study))
+    assert runner.parse_config(Study, {"batch_size": None}).batch_size is None  # full batch
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"data_seed": -2}, "field 'data_seed': must be >= -1"),
+    ({"batch_size": 0}, "field 'batch_size': must be >= 1"),
+    ({"learning_rate": "fast"}, "field 'learning_rate': expected a float"),
+    ({"optimizer": {"name": "sgdd"}}, "optimizer"),
+])
+def test_base_fields_are_validated(values, message):
+    with pytest.raises(runner.ConfigError, match=message):
+        runner.parse_config(Study, values)
+
+
+def test_build_optimizer_is_the_spec_built_at_the_peak_learning_rate():
+    config = runner.parse_config(Study, {"optimizer": {"name": "adam"}, "learning_rate": 0.01, "num_steps": 10})
+    grads = {"w": jnp.ones(3)}
+    got = config.build_optimizer()
+    want = train.OptimizerSpec(name="adam").build(0.01, 10)
+    updates = [opt.update(grads, opt.init(grads), grads)[0]["w"] for opt in (got, want)]
+    assert jnp.array_equal(updates[0], updates[1])
+
+
+def test_new_experiment_refuses_bad_names_and_existing_files(tmp_path):
+    for bad in ("my-study", "class", "_private", ""):
+        with pytest.raises(runner.ConfigError, match="new-experiment: expected a module name"):
+            new_experiment(bad, tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "mine.yaml").write_text("keep me\n")
+    with pytest.raises(runner.ConfigError, match="mine.yaml exists already"):
+        new_experiment("mine", tmp_path)
+    assert (tmp_path / "configs" / "mine.yaml").read_text() == "keep me\n"
+    assert not (tmp_path / "experiments").exists()
+    assert cli.main(["new-experiment", "mine", "--root", str(tmp_path)]) == 2
+
+
+@pytest.mark.slow
+def test_the_template_writes_a_study_whose_smoke_test_passes(tmp_path, capsys):
+    assert cli.main(["new-experiment", "toy_study", "--root", str(tmp_path)]) == 0
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == ["configs/toy_study.yaml", "experiments/__init__.py", "experiments/toy_study.py",
+                       "tests/experiments/test_toy_study.py"]
+    assert "next: jaxlearn run" in capsys.readouterr().out
+    source = (tmp_path / "experiments" / "toy_study.py").read_text()
+    assert len([line for line in source.splitlines() if line.strip()]) <= 90
+    # its own test, in a fresh interpreter whose working directory is the new repository root
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error",
+                           "tests/experiments/test_toy_study.py"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "1 passed" in done.stdout
