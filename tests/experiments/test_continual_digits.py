@@ -48,7 +48,7 @@ class _Reference:
     def __init__(self, module, config):
         ds = data.digits(seed=0)
         perm = np.random.default_rng(config.permutation_seed).permutation(64)
-        self.x_a, self.x_b, self.y = ds.x_train, ds.x_train[:, perm], ds.y_train
+        self.x_a, self.x_b, self.y = (jnp.asarray(a) for a in (ds.x_train, ds.x_train[:, perm], ds.y_train))
         self.config, net = config, module.model(config)
         self.init = jax.jit(lambda seed: module.init(dataclasses.replace(config, seed=seed), jax.random.key(seed)))
         self.fisher = jax.jit(lambda p, key: _true_fisher(net, p, jnp.asarray(self.x_a), key))
@@ -60,6 +60,8 @@ class _Reference:
             return jax.tree.map(lambda p, g_: p - lr * g_, params, g)
 
         self.sgd_step = sgd_step
+        # the minibatch of step s, compiled once (eager get_batch dispatches its index arithmetic op by op)
+        self.batch = jax.jit(data.get_batch, static_argnums=4)
 
     def __call__(self, seed, strength, lr):
         """(θ*_A, F, final θ) of one member."""
@@ -70,7 +72,7 @@ class _Reference:
             if s == config.steps_per_task:
                 anchor, fisher = params, self.fisher(params, initial.fisher_key)
             x_all = self.x_a if s < config.steps_per_task else self.x_b
-            x, t = data.get_batch(key, s, x_all, self.y, config.batch_size)
+            x, t = self.batch(key, s, x_all, self.y, config.batch_size)
             params = self.sgd_step(params, anchor, fisher, x, t, strength, lr)
         return anchor, fisher, params
 

@@ -21,6 +21,7 @@ import pytest
 from jaxlearn import runner
 from jaxlearn.runner import distributed, placement, plan, store
 from jaxlearn.runner.distributed import Settings, first_host, settings_from_env
+from tests.runner.child_process import xla_flags
 
 SLURM = {"SLURM_NTASKS": "4", "SLURM_PROCID": "2", "SLURM_JOB_ID": "123456",
          "SLURM_JOB_NODELIST": "gpu[07-09,12]", "SLURM_STEP_NODELIST": "gpu[08-09,12],cpu3"}
@@ -137,7 +138,7 @@ def _free_port() -> int:
 def test_two_local_processes_share_a_global_mesh(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAXLEARN_", "SLURM_", "JAX_", "XLA_"))}
     env.update(JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")  # each child its own 2 devices, not 8
+               XLA_FLAGS=xla_flags(2))  # each child its own 2 devices, not 8
     address = f"localhost:{_free_port()}"
     own = {"JAXLEARN_COORDINATOR": address, "JAXLEARN_NUM_PROCESSES": "2", "JAXLEARN_PROCESS_ID": "1"}
     commands = [[sys.executable, "-c", CHILD, "0", str(tmp_path), address], [sys.executable, "-c", CHILD, "1", str(tmp_path)]]
@@ -211,10 +212,11 @@ RUN_CHILD = textwrap.dedent("""
 
 def _job_env(address: str, process_id: int, **extra) -> dict:
     """A child's environment: none of the session's JAX/XLA/JAXLEARN/SLURM settings (not its 8
-    emulated devices), 2 CPU devices of its own, gloo collectives, its place in the job."""
+    emulated devices; its XLA flags otherwise), 2 CPU devices of its own, gloo collectives, its place in
+    the job."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAXLEARN_", "SLURM_", "JAX_", "XLA_"))}
     env.update(JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2", JAXLEARN_COORDINATOR=address,
+               XLA_FLAGS=xla_flags(2), JAXLEARN_COORDINATOR=address,
                JAXLEARN_NUM_PROCESSES="2", JAXLEARN_PROCESS_ID=str(process_id), **extra)
     return env
 

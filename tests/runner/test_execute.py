@@ -17,6 +17,7 @@ import pytest
 from jaxlearn import landscape, runner
 from jaxlearn.runner import store
 from jaxlearn.runner.execute import KILL_ENV, segment_schedule
+from tests.runner.child_process import xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY = {"width": 8, "d_in": 4, "teacher_width": 4, "n_train": 64, "batch_size": 16, "num_steps": 40, "segment_steps": 10}
@@ -153,7 +154,7 @@ def test_snapshots_are_loadable_and_match_a_shorter_run(experiment, tmp_path):
 def test_concurrent_overlapping_sweeps_compute_each_run_once(tmp_path):
     """Two runner processes started together on overlapping sweeps: every run is computed by
     exactly one of them (the other skips it as finished or running elsewhere)."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags(1)}
     config = str(REPO / "configs" / "teacher_student.yaml")
     base = [sys.executable, "-m", "jaxlearn", "run", config, "--out", str(tmp_path), "--variant", "smoke",
             *[f"--set={k}={v}" for k, v in TINY.items()], "--quiet", "--no-plot", "--sweep", "learning_rate=0.05"]
@@ -176,7 +177,7 @@ CLI_ARGS = ["--variant", "smoke", *[f"--set={k}={v}" for k, v in TINY.items()], 
 
 
 def _cli(root, cache, kill=None, command=None):
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "XLA_FLAGS": xla_flags(1)}
     env.pop(KILL_ENV, None)
     if kill:
         env[KILL_ENV] = kill
