@@ -15,6 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def batch_of_one(x) -> jax.ShapeDtypeStruct:
+    """The ``jax.ShapeDtypeStruct`` of one example of ``x`` (leading axis: examples) as a batch of one."""
+    return jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype)
+
+
 class Arrays(NamedTuple):
     """The four splits of a :class:`Dataset` as jax arrays (:meth:`Dataset.arrays`): what an
     experiment's ``data(config)`` hands the runner, read by name (``arrays.x_train``), not by
@@ -28,7 +33,7 @@ class Arrays(NamedTuple):
     @property
     def input_spec(self) -> jax.ShapeDtypeStruct:
         """Shape and dtype of a batch of one input, ``(1, *x_train.shape[1:])`` (a model's ``init`` argument)."""
-        return jax.ShapeDtypeStruct((1,) + tuple(self.x_train.shape[1:]), self.x_train.dtype)
+        return batch_of_one(self.x_train)
 
 
 class Dataset(NamedTuple):
@@ -56,7 +61,7 @@ class Dataset(NamedTuple):
     @property
     def input_spec(self) -> jax.ShapeDtypeStruct:
         """Shape and dtype of a batch of one input: ``(1, *x_train.shape[1:])``."""
-        return jax.ShapeDtypeStruct((1,) + tuple(self.x_train.shape[1:]), self.x_train.dtype)
+        return batch_of_one(self.x_train)
 
     @property
     def num_train(self) -> int:
