@@ -44,6 +44,7 @@ from jaxlearn.train.losses import (
     PerExampleLoss, check_per_example_loss, output_hessian_vp, per_example_mse, per_example_softmax_cross_entropy,
 )
 from jaxlearn.train.pytrees import check_like
+from jaxlearn.train.step import backprop
 
 __all__ = ["FISHER_KINDS", "FISHER_LOSSES", "fisher_diagonal", "ewc_penalty", "ewc", "ewc_combine"]
 
@@ -267,8 +268,9 @@ def ewc(anchor, fisher, strength, base=None):
     the ``base`` estimator's gradients plus the penalty's, ``grads + λ F ⊙ (θ − θ*)``.
 
     ``anchor`` (``θ*``) and ``fisher`` (``F``, :func:`fisher_diagonal`) are pytrees like the params;
-    ``strength`` is ``λ >= 0``; ``base``: ``None`` (exact backprop, :func:`jaxlearn.train.backprop`), a
-    gradient estimator, or the name of one in :mod:`jaxlearn.rules.registry` (built with its defaults).
+    ``strength`` is ``λ >= 0``; ``base``: ``None`` (exact backprop, :func:`jaxlearn.train.backprop`) or a
+    gradient estimator; by name, ``jaxlearn.rules.estimator("ewc", ..., base="dfa")`` (the registry
+    builds the named base with its defaults and wraps this function).
     Several previous tasks: sum their penalties with :func:`ewc_combine`.
 
     Returns ``((loss + penalty, aux), grads)``: the reported loss includes the penalty; ``aux`` is the
@@ -277,14 +279,14 @@ def ewc(anchor, fisher, strength, base=None):
     _check_strength("ewc", strength)
     check_like("ewc: fisher", fisher, anchor, "anchor")
     if base is None:
-        from jaxlearn.train import backprop as base_estimator
+        base_estimator = backprop
     elif isinstance(base, str):
-        from jaxlearn.rules.registry import estimator as by_name  # the registry lists ewc: import on use
-        base_estimator = by_name(base)
+        raise TypeError(f"ewc: base must be None or a gradient estimator, got the name {base!r}; by name: "
+                        f"jaxlearn.rules.estimator('ewc', ..., base={base!r})")
     elif callable(base):
         base_estimator = base
     else:
-        raise TypeError(f"ewc: base must be None, a gradient estimator or its name, got {type(base).__name__}")
+        raise TypeError(f"ewc: base must be None or a gradient estimator, got {type(base).__name__}")
 
     def estimator(objective, params, key):
         check_like("ewc: anchor", anchor, params)

@@ -17,7 +17,8 @@ name                            estimator                                       
 ``equilibrium_propagation``     equilibrium propagation, one-sided or symmetric ±β nudging  eqprop_network
                                 (Scellier & Bengio 2017; Laborieux et al. 2021)
 ``ewc``                         backprop + elastic weight consolidation (Kirkpatrick et     any
-                                al. 2017); needs ``anchor``, ``fisher``, ``strength``
+                                al. 2017); needs ``anchor``, ``fisher``, ``strength``;
+                                ``base``: another estimator, or its name in this table
 ``sam``                         sharpness-aware minimization (Foret et al. 2021), ASAM      any
                                 with ``adaptive=True`` (Kwon et al. 2021); needs ``rho``
 ==============================  ==========================================================  =============
@@ -48,6 +49,12 @@ def _backprop():
     return train.backprop
 
 
+def _ewc(anchor, fisher, strength, base=None):
+    """:func:`~jaxlearn.rules.ewc` whose ``base`` may also be the name of an estimator of this table
+    (built with its defaults)."""
+    return ewc(anchor, fisher, strength, estimator(base) if isinstance(base, str) else base)
+
+
 ESTIMATORS = {
     "backprop": _backprop,
     "dfa": dfa,
@@ -57,7 +64,7 @@ ESTIMATORS = {
     "forward_forward": forward_forward,
     "synthetic_gradients": synthetic_gradients,
     "equilibrium_propagation": equilibrium_propagation,
-    "ewc": ewc,
+    "ewc": _ewc,
     "sam": sam,
 }
 
