@@ -37,7 +37,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxlearn.data.batching import merge_rows, split_rows
+from jaxlearn._rows import merge_rows, split_rows
 from jaxlearn.nn.core import LayerError
 
 __all__ = ["Kernel", "input_kernel", "affine_kernel", "elementwise_kernel"]
@@ -79,7 +79,7 @@ def _diagonal(cov):
     return cov
 
 
-def _pair_shape(n1_axis_first: bool, q, spatial_ndim):
+def pair_shape(n1_axis_first: bool, q, spatial_ndim):
     """``q (N, P1, P2, …)`` reshaped to broadcast against ``(N1, N2, P1, P1', P2, P2', …)``: as the
     first batch (positions on the unprimed axes) or as the second (primed axes)."""
     n, positions = q.shape[0], q.shape[1:]
@@ -89,12 +89,16 @@ def _pair_shape(n1_axis_first: bool, q, spatial_ndim):
     return q.reshape(shape)
 
 
-def _self_pair_shape(first: bool, q):
+def self_pair_shape(first: bool, q):
     """``q (N, P1, …)`` broadcast against ``cov (N, P1, P1', …)``: unprimed or primed positions."""
     shape = [q.shape[0]]
     for p in q.shape[1:]:
         shape += [p, 1] if first else [1, p]
     return q.reshape(shape)
+
+
+# TODO(i20-merge): drop once kernels/flax_kernel.py imports the public names
+_pair_shape, _self_pair_shape = pair_shape, self_pair_shape
 
 
 def input_kernel(x1, x2=None) -> Kernel:
@@ -172,7 +176,7 @@ def elementwise_kernel(k: Kernel, dual: Callable, name: str = "activation") -> K
 
     def rows(args):  # one block of x1's examples
         q1_rows, nngp_rows, ntk_rows = args
-        out = dual(_pair_shape(True, q1_rows, p), nngp_rows, _pair_shape(False, q2, p))
+        out = dual(pair_shape(True, q1_rows, p), nngp_rows, pair_shape(False, q2, p))
         return out.k, ntk_rows * out.kdot
 
     # Rows in blocks of a while loop: XLA cannot fuse across the loop boundary, so each layer's
@@ -185,6 +189,6 @@ def elementwise_kernel(k: Kernel, dual: Callable, name: str = "activation") -> K
         new_k, new_ntk = merge_rows(new_k, n1), merge_rows(new_ntk, n1)
     else:
         new_k, new_ntk = rows((q1, k.nngp, k.ntk))
-    cov1 = dual(_self_pair_shape(True, q1), k.cov1, _self_pair_shape(False, q1)).k
-    cov2 = None if k.cov2 is None else dual(_self_pair_shape(True, q2), k.cov2, _self_pair_shape(False, q2)).k
+    cov1 = dual(self_pair_shape(True, q1), k.cov1, self_pair_shape(False, q1)).k
+    cov2 = None if k.cov2 is None else dual(self_pair_shape(True, q2), k.cov2, self_pair_shape(False, q2)).k
     return Kernel(new_k, new_ntk, cov1, cov2, k.channels, False)

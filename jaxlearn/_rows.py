@@ -1,0 +1,51 @@
+"""Blocks of rows: a leading axis cut into equal blocks (padded by repeating its last row) for a
+``lax.map``/``scan`` with bounded memory, and put back together.
+
+Private to the library: :mod:`jaxlearn.nn`, :mod:`jaxlearn.kernels`, :mod:`jaxlearn.landscape` and
+:mod:`jaxlearn.analysis` evaluate in blocks with these; users reach them as ``jaxlearn.data.split_rows``
+etc. (re-exported by :mod:`jaxlearn.data.batching`). Here, below every package, so that ``nn`` need
+not import ``data``.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+
+def row_blocks(num_rows: int, max_rows: int) -> tuple[int, int]:
+    """``(num, rows)``: the fewest blocks of at most ``max_rows`` rows covering ``num_rows``, all of
+    the same size ``rows`` (so only ``num·rows − num_rows < num`` rows are padding)."""
+    num = -(-num_rows // max(1, min(max_rows, num_rows)))
+    return num, -(-num_rows // num)
+
+
+def pad_rows(a, num_rows: int):
+    """``(N, …) -> (num_rows, …)`` with ``num_rows ≥ N``: the extra rows repeat the last one (valid
+    values: no NaN, the same program), to be cut off afterwards. Copies only when padding."""
+    a = jnp.asarray(a)
+    extra = num_rows - a.shape[0]
+    if extra == 0:
+        return a
+    return jnp.concatenate([a, jnp.broadcast_to(a[-1:], (extra,) + a.shape[1:])])
+
+
+def split_rows(a, max_rows: int):
+    """``(N, …) -> (num, rows, …)`` by :func:`row_blocks`, for a ``lax.map``/``scan`` over blocks of
+    a leading axis with bounded memory. Padding (:func:`pad_rows`) repeats the last row;
+    :func:`merge_rows` cuts it off. Copies only when padding is needed."""
+    a = jnp.asarray(a)
+    num, rows = row_blocks(a.shape[0], max_rows)
+    return pad_rows(a, num * rows).reshape((num, rows) + a.shape[1:])
+
+
+def merge_rows(a, num_rows: int):
+    """``(num, rows, …) -> (num_rows, …)``: the inverse of :func:`split_rows` (a reshape, then a cut)."""
+    return a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:])[:num_rows]
+
+
+def merge_grid(a, num_rows: int, num_cols: int):
+    """``(num1, num2, rows, cols, …) -> (num_rows, num_cols, …)``: a ``lax.map`` over row blocks of
+    a ``lax.map`` over column blocks (both by :func:`split_rows`) reassembled, padding cut off."""
+    a = jnp.moveaxis(a, 2, 1)
+    a = a.reshape((a.shape[0] * a.shape[1], a.shape[2] * a.shape[3]) + a.shape[4:])
+    return a[:num_rows, :num_cols]
+
