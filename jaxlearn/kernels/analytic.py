@@ -15,13 +15,12 @@ program), so it composes with ``jit``, ``vmap`` and ``grad``.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn.nn.core import Layer
-from jaxlearn.data.batching import merge_grid, merge_rows, split_rows
-from jaxlearn.kernels.devices import map_blocks, resolve_devices
+from jaxlearn.data.batching import merge_grid, merge_rows
+from jaxlearn.kernels.devices import map_kernel_blocks, resolve_devices
 from jaxlearn.nn.kernel import input_kernel
 
 __all__ = ["analytic", "KINDS"]
@@ -29,9 +28,10 @@ __all__ = ["analytic", "KINDS"]
 KINDS = ("nngp", "ntk")
 
 
-def _check_inputs(x1, x2, min_ndim=2, expected="a batch (N1, features) or (N1, *positions, channels)"):
+def check_inputs(x1, x2, min_ndim=2, expected="a batch (N1, features) or (N1, *positions, channels)"):
     """``x1``, ``x2`` as arrays: ``x1`` of rank ``≥ min_ndim``, ``x2`` (or ``None``) with x1's
-    per-example shape; one-line errors naming the argument."""
+    per-example shape; one-line errors naming the argument (``expected`` describes ``x1``). The
+    input check of :func:`analytic` and :func:`jaxlearn.kernels.empirical`."""
     x1 = jnp.asarray(x1)
     if x1.ndim < min_ndim:
         raise ValueError(f"x1: expected {expected}, got shape {x1.shape}")
@@ -51,21 +51,18 @@ def _check_get(get):
 
 
 def _blocked(model, x1, x2, size1, size2, devices=None):
-    """The kernel in blocks of at most ``size1`` examples of x1 × ``size2`` of x2 (``lax.map``):
+    """The kernel in blocks of at most ``size1`` examples of x1 × ``size2`` of x2
+    (:func:`~jaxlearn.kernels.devices.map_kernel_blocks`, the row blocks spread over ``devices``):
     memory and cache hold one block pair's intermediates. With ``size2 ≥ N2`` the blocks are rows
-    of x1 against all of x2, and reassembling them is a reshape, not a copy. ``devices`` (from
-    :func:`~jaxlearn.kernels.devices.resolve_devices`): the row blocks spread over them."""
+    of x1 against all of x2, and reassembling them is a reshape, not a copy."""
     same = x2 is None
     x2 = x1 if same else x2
     n1, n2 = x1.shape[0], x2.shape[0]
-    b1 = split_rows(x1, size1)
+    k = map_kernel_blocks(lambda xa, xb: model.kernel(input_kernel(xa, xb)), x1, x2, size1, size2, devices)
     if size2 >= n2:
-        k = map_blocks(lambda xa: model.kernel(input_kernel(xa, x2)), b1, devices)
         return k.replace(nngp=merge_rows(k.nngp, n1), ntk=merge_rows(k.ntk, n1), cov1=merge_rows(k.cov1, n1),
                          cov2=None if same else k.cov2[0])
-    b2 = split_rows(x2, size2)
     # leaves (blocks1, blocks2, size1, size2, *S); covs (blocks1, blocks2, size, *S)
-    k = map_blocks(lambda xa: jax.lax.map(lambda xb: model.kernel(input_kernel(xa, xb)), b2), b1, devices)
     return k.replace(nngp=merge_grid(k.nngp, n1, n2), ntk=merge_grid(k.ntk, n1, n2),
                      cov1=merge_rows(k.cov1[:, 0], n1), cov2=None if same else merge_rows(k.cov2[0], n2))
 
@@ -120,13 +117,13 @@ def analytic(model, x1, x2=None, *, get=None, batch_size: int | str | None = "au
 
     devs = resolve_devices(devices)
     if is_flax_module(model):
-        model = flax_layer(model, _check_inputs(x1, x2)[0], W_std=W_std, b_std=b_std)
+        model = flax_layer(model, check_inputs(x1, x2)[0], W_std=W_std, b_std=b_std)
     elif W_std is not None or b_std is not None:
         raise ValueError("W_std/b_std: only for flax modules (a jaxlearn.nn model carries its own)")
     if not isinstance(model, Layer):
         raise TypeError(f"model: expected a jaxlearn.nn.Layer or a flax module, got {type(model).__name__}")
     kinds = None if get is None else _check_get(get)
-    x1, x2 = _check_inputs(x1, x2)
+    x1, x2 = check_inputs(x1, x2)
     if batch_size != "auto" and batch_size is not None and (
             isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
         raise ValueError(f"batch_size: expected a positive int, 'auto' or None, got {batch_size!r}")

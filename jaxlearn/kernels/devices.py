@@ -1,8 +1,9 @@
 """Kernel blocks spread over local devices.
 
 :func:`jaxlearn.kernels.analytic` and :func:`jaxlearn.kernels.empirical` evaluate a kernel as a
-``lax.map`` over row blocks of ``x1`` (memory: one block's intermediates). :func:`map_blocks` is
-that loop with the blocks distributed over a 1-D device mesh (axis ``"blocks"``): the number of
+``lax.map`` over row blocks of ``x1`` (memory: one block's intermediates), each against all of
+``x2`` or against its column blocks in turn: :func:`map_kernel_blocks`, for both. :func:`map_blocks` is
+the outer loop with the blocks distributed over a 1-D device mesh (axis ``"blocks"``): the number of
 blocks is padded to a multiple of the device count by repeating the last block (valid values, cut
 off again), ``shard_map`` hands each device its contiguous share, each device ``lax.map`` s over its
 own blocks, and the results come back as one ``(num_blocks, ...)`` array, laid out over the
@@ -19,9 +20,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from jaxlearn.data.batching import pad_rows
+from jaxlearn._rows import pad_rows, split_rows
 
-__all__ = ["resolve_devices", "map_blocks"]
+__all__ = ["resolve_devices", "map_blocks", "map_kernel_blocks"]
 
 _AXIS = "blocks"
 
@@ -89,3 +90,25 @@ def map_blocks(fn: Callable, blocks, devices: tuple | None):
     local = jax.shard_map(lambda b: jax.lax.map(fn, b), mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
     out = local(padded)
     return jax.tree.map(lambda a: a[:num], out)
+
+
+def map_kernel_blocks(kernel_fn: Callable, x1, x2, size1: int, size2: int, devices: tuple | None):
+    """``kernel_fn(a, b)`` on blocks ``a`` of at most ``size1`` examples of ``x1`` (a ``lax.map``
+    spread over ``devices`` by :func:`map_blocks`), each against
+
+    * ``b = None`` when ``x2`` is ``None``: the block against itself (only the diagonal blocks);
+    * ``b = x2`` when ``size2 >= N2``: all of ``x2``;
+    * otherwise every block ``b`` of at most ``size2`` examples of ``x2`` in turn (an inner ``lax.map``).
+
+    Returns ``kernel_fn``'s outputs with the block axes in front, not reassembled (the caller knows
+    which of its outputs are per pair of examples, per row or per column): leaves ``(blocks1, ...)``
+    in the first two cases, ``(blocks1, blocks2, ...)`` in the third. Blocks are padded by
+    repeating the last example (:func:`jaxlearn.data.split_rows`); ``jaxlearn.data.merge_rows`` /
+    ``merge_grid`` cut the padding off again."""
+    b1 = split_rows(x1, size1)
+    if x2 is None:
+        return map_blocks(lambda a: kernel_fn(a, None), b1, devices)
+    if size2 >= x2.shape[0]:  # rows of x1 against all of x2: reassembling is a reshape
+        return map_blocks(lambda a: kernel_fn(a, x2), b1, devices)
+    b2 = split_rows(x2, size2)
+    return map_blocks(lambda a: jax.lax.map(lambda b: kernel_fn(a, b), b2), b1, devices)

@@ -44,7 +44,6 @@ pure JAX (``jit``, ``vmap``, ``grad`` compose); models with state (BatchNorm) pa
 from __future__ import annotations
 
 import math
-import string
 from typing import Callable
 
 import jax
@@ -52,84 +51,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn.data.batching import merge_grid, merge_rows, split_rows
-from jaxlearn.kernels.analytic import _check_inputs
-from jaxlearn.kernels.devices import map_blocks, resolve_devices
+from jaxlearn.kernels.analytic import check_inputs
+from jaxlearn.kernels.contract import Axes, contract, full_to_kernel
+from jaxlearn.kernels.devices import map_kernel_blocks, resolve_devices
+from jaxlearn.kernels.structured import is_supported, structured_kernel
 
 __all__ = ["empirical", "METHODS", "choose_method"]
 
 METHODS = ("auto", "jacobian", "ntvp", "structured")
 _KINDS = ("ntk", "nngp")
-
-
-# -- axes -------------------------------------------------------------------------------------
-
-
-class _Axes:
-    """Normalised ``trace_axes``/``diagonal_axes`` for outputs of rank ``ndim`` (batch included)."""
-
-    def __init__(self, ndim: int, trace_axes, diagonal_axes, same_inputs: bool):
-        def norm(name, axes):
-            try:
-                axes = tuple(int(a) for a in axes)
-            except TypeError:
-                raise TypeError(f"{name}: expected a tuple of ints, got {axes!r}") from None
-            for a in axes:
-                if not -ndim <= a < ndim:
-                    raise ValueError(f"{name}: axis {a} is out of range for outputs of rank {ndim} (batch axis "
-                                     f"included)")
-            return {a % ndim for a in axes}
-
-        self.trace, self.diagonal = norm("trace_axes", trace_axes), norm("diagonal_axes", diagonal_axes)
-        if 0 in self.trace:
-            raise ValueError("trace_axes: the batch axis 0 cannot be traced (the kernel is indexed by its examples)")
-        if self.trace & self.diagonal:
-            raise ValueError(f"trace_axes and diagonal_axes share axes {sorted(self.trace & self.diagonal)}")
-        if 0 in self.diagonal and not same_inputs:
-            raise ValueError("diagonal_axes: the batch axis 0 needs x2=None (the diagonal Θ(x_n, x_n))")
-        self.ndim = ndim
-
-    def letters(self):
-        """Einsum letters ``(first, second, kernel)`` for the axes of the two outputs
-        ``(N, *out)`` and of the kernel: traced and diagonal axes share a letter; traced ones are
-        summed, the others kept, each non-diagonal axis as an (x1, x2) pair in output order."""
-        names = iter(string.ascii_letters)
-        first, second, out = [], [], []
-        for axis in range(self.ndim):
-            a = next(names)
-            first.append(a)
-            if axis in self.trace or axis in self.diagonal:
-                second.append(a)
-                if axis in self.diagonal:
-                    out.append(a)
-            else:
-                b = next(names)
-                second.append(b)
-                out += [a, b]
-        return "".join(first), "".join(second), "".join(out)
-
-    def trace_size(self, out_shape) -> int:
-        return math.prod(out_shape[a] for a in self.trace)
-
-
-def _contract(axes: _Axes, a, b, param_ndim: int = 0):
-    """The kernel from per-example factors ``a (N1, *out, *p)`` and ``b (N2, *out, *p)``: the
-    parameter axes contracted, output axes traced/diagonal per ``axes``, divided by the trace size."""
-    scale = 1.0 / axes.trace_size(a.shape[:axes.ndim])
-    if axes.trace == set(range(1, axes.ndim)):  # everything but the batch summed: one GEMM (or a row sum)
-        a2, b2 = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
-        if 0 in axes.diagonal:
-            return jnp.sum(a2 * b2, axis=1) * scale
-        return jnp.matmul(a2, b2.T, precision=jax.lax.Precision.HIGHEST) * scale
-    first, second, out = axes.letters()
-    extra = string.ascii_letters[len(string.ascii_letters) - param_ndim:]
-    spec = f"{first}{extra},{second}{extra}->{out}"
-    return jnp.einsum(spec, a, b, precision=jax.lax.Precision.HIGHEST) * scale
-
-
-def _full_to_kernel(axes: _Axes, full):
-    """``full (N1, *out, N2, *out)`` (every pair of output entries) reduced per ``axes``."""
-    first, second, out = axes.letters()
-    return jnp.einsum(f"{first}{second}->{out}", full) / axes.trace_size(full.shape[:axes.ndim])
 
 
 # -- methods ----------------------------------------------------------------------------------
@@ -142,7 +72,7 @@ def _jacobian_kernel(f, params, x1, x2, axes):
     j1 = jac(x1)
     j2 = j1 if x2 is None else jac(x2)
     out_ndim = axes.ndim
-    terms = [_contract(axes, a, b, a.ndim - out_ndim) for a, b in zip(jax.tree.leaves(j1), jax.tree.leaves(j2))]
+    terms = [contract(axes, a, b, a.ndim - out_ndim) for a, b in zip(jax.tree.leaves(j1), jax.tree.leaves(j2))]
     return sum(terms[1:], terms[0])
 
 
@@ -168,13 +98,13 @@ def _ntvp_kernel(f, params, x1, x2, axes):
     full = rows.reshape(out2.shape + rows.shape[1:])                                    # (N2, *out, N1, *out)
     nd = out2.ndim
     full = jnp.moveaxis(full, tuple(range(nd)), tuple(range(nd, 2 * nd)))               # (N1, *out, N2, *out)
-    return _full_to_kernel(axes, full)
+    return full_to_kernel(axes, full)
 
 
 def _nngp_kernel(f, params, x1, x2, axes):
     y1 = f(params, x1)
     y2 = y1 if x2 is None else f(params, x2)
-    return _contract(axes, y1, y2)
+    return contract(axes, y1, y2)
 
 
 # -- choosing a method ------------------------------------------------------------------------
@@ -190,10 +120,9 @@ def choose_method(f, params, x1, x2=None) -> str:
     ``N1·N2·O·P`` (``·O`` more without a trace); NTK-vector products ``≈ N2·O`` one-example
     ``vjp`` s and as many ``jvp`` s over the ``N1`` examples. Structured derivatives replace the
     contraction over weight entries by Gram products, and need no forward mode."""
-    from jaxlearn.kernels import structured
     from jaxlearn.rules.forward_mode import forward_mode_safe
 
-    if structured.is_supported(f, params, x1):
+    if is_supported(f, params, x1):
         return "structured"
     if not forward_mode_safe(lambda p: f(p, x1[:1]), params):
         return "jacobian"
@@ -239,7 +168,7 @@ def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", tra
                                    or batch_size < 1):
         raise ValueError(f"batch_size: expected a positive int or None, got {batch_size!r}")
     devs = resolve_devices(devices)
-    x1, x2 = _check_inputs(x1, x2, min_ndim=1, expected="a batch of inputs (N1, ...)")
+    x1, x2 = check_inputs(x1, x2, min_ndim=1, expected="a batch of inputs (N1, ...)")
     try:
         out = jax.eval_shape(apply_fn, params, x1)
     except Exception as e:  # noqa: BLE001 — report the model's own message with the argument named
@@ -247,14 +176,14 @@ def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", tra
     if not hasattr(out, "shape") or out.ndim < 1 or out.shape[0] != x1.shape[0]:
         raise ValueError(f"apply_fn: expected outputs (N1, ...) with N1 = {x1.shape[0]}, got "
                          f"{getattr(out, 'shape', type(out).__name__)}")
-    axes = _Axes(out.ndim, trace_axes, diagonal_axes, x2 is None)
+    axes = Axes(out.ndim, trace_axes, diagonal_axes, x2 is None)
     if kind == "nngp":
         compute = _nngp_kernel
     else:
         if method == "auto":
             method = choose_method(apply_fn, params, x1, x2)
         if method == "structured":
-            from jaxlearn.kernels.structured import structured_kernel as compute
+            compute = structured_kernel
         elif method == "ntvp":
             from jaxlearn.rules.forward_mode import require_forward_mode
 
@@ -274,16 +203,13 @@ def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", tra
 
 
 def _blocked(kernel_fn, x1, x2, size1, size2, batch_diagonal, devices=None):
-    """``kernel_fn`` on blocks of at most ``size1`` examples of x1 × ``size2`` of x2 (``lax.map``,
-    the row blocks spread over ``devices``): the diagonal blocks only for a diagonal batch axis,
-    else every block pair; reassembled to ``(N1, N2, ...)``."""
-    n1 = x1.shape[0]
-    b1 = split_rows(x1, size1)
-    if batch_diagonal:
-        return merge_rows(map_blocks(lambda a: kernel_fn(a, None), b1, devices), n1)
+    """``kernel_fn`` on blocks of at most ``size1`` examples of x1 × ``size2`` of x2
+    (:func:`~jaxlearn.kernels.devices.map_kernel_blocks`, the row blocks spread over ``devices``):
+    the diagonal blocks only for a diagonal batch axis, else every block pair; reassembled to
+    ``(N1, N2, ...)``."""
     x2_ = x1 if x2 is None else x2
-    n2 = x2_.shape[0]
-    if size2 >= n2:  # rows of x1 against all of x2: reassembling is a reshape
-        return merge_rows(map_blocks(lambda a: kernel_fn(a, x2_), b1, devices), n1)
-    b2 = split_rows(x2_, size2)
-    return merge_grid(map_blocks(lambda a: jax.lax.map(lambda b: kernel_fn(a, b), b2), b1, devices), n1, n2)
+    n1, n2 = x1.shape[0], x2_.shape[0]
+    out = map_kernel_blocks(kernel_fn, x1, None if batch_diagonal else x2_, size1, size2, devices)
+    if batch_diagonal or size2 >= n2:
+        return merge_rows(out, n1)
+    return merge_grid(out, n1, n2)

@@ -409,7 +409,7 @@ def _bias_jacobian(t, eqn, g, out_ndim):
 def structured_kernel(f, params, x1, x2, axes):
     """The NTK by structured derivatives (module docstring); ``axes`` from
     :func:`jaxlearn.kernels.empirical` (trace/diagonal conventions there)."""
-    from jaxlearn.kernels.empirical import _contract  # one contraction convention for all methods
+    from jaxlearn.kernels.contract import contract as _contract  # one contraction convention for all methods
 
     leaves, _ = jax.tree.flatten(params)
     analysis = analyse(f, params, x1[0])
