@@ -73,7 +73,8 @@ def has_forward_mode(fn: Callable, *args) -> bool:
     return forward_mode_safe(fn, *args).safe
 
 
-def _check_kind(kind) -> None:
+def check_kind(kind) -> None:
+    """``kind`` is ``"hessian"`` or ``"ggn"`` (a ValueError naming ``kind`` otherwise)."""
     if kind not in ("hessian", "ggn"):
         raise ValueError(f"kind: expected 'hessian' or 'ggn', got {kind!r}")
 
@@ -84,7 +85,8 @@ def _check_objective(objective) -> None:
                         f"got {type(objective).__name__}")
 
 
-def _scalar_loss(loss_fn, params):
+def check_scalar_loss(loss_fn, params):
+    """``loss_fn(params)`` returns a scalar (checked by shape evaluation, nothing computed)."""
     out = jax.eval_shape(loss_fn, params)
     if out.shape != ():
         raise ValueError(f"loss_fn: must return a scalar, got shape {out.shape}")
@@ -112,7 +114,7 @@ def hvp(loss, params, v, *, block=None):
 
         return restrict(chunked_sum(loss, chunk), block)
     loss_fn = as_loss_fn(loss)
-    _scalar_loss(loss_fn, params)
+    check_scalar_loss(loss_fn, params)
     return restrict(_hvp_scalar(loss_fn, params, v), block)
 
 
@@ -177,7 +179,7 @@ def quadratic_form(loss, params, v, *, kind: str = "hessian", block=None):
     ``Σ_i w_i (J_i v)ᵀ H_i (J_i v)`` from one ``jvp`` and the closed-form output Hessian. Models
     without forward mode (``custom_vjp`` rules) fall back to ``⟨v, H v⟩`` (reverse-over-reverse)
     and, for the GGN, to ``J v`` as the transpose of the rule's ``vjp``."""
-    _check_kind(kind)
+    check_kind(kind)
     check_like("v", v, params)
     v = restrict(v, block)
     if kind == "ggn":
@@ -201,7 +203,7 @@ def quadratic_form(loss, params, v, *, kind: str = "hessian", block=None):
 
         return chunked_sum(loss, chunk)
     loss_fn = as_loss_fn(loss)
-    _scalar_loss(loss_fn, params)
+    check_scalar_loss(loss_fn, params)
     if has_forward_mode(loss_fn, params):
         return _second_directional(loss_fn, params, v)
     return _vdot(v, _hvp_scalar(loss_fn, params, v))
@@ -210,9 +212,9 @@ def quadratic_form(loss, params, v, *, kind: str = "hessian", block=None):
 def operator(loss, params, *, kind: str = "hessian", block=None) -> Callable:
     """The matrix-free operator ``v ↦ M v`` with ``M`` the Hessian (``kind="hessian"``) or the
     Gauss–Newton matrix (``kind="ggn"``, model objectives only), restricted to ``block``."""
-    _check_kind(kind)
+    check_kind(kind)
     if kind == "ggn":
         return lambda v: ggn_vp(loss, params, v, block=block)
     if not isinstance(loss, ModelObjective):
-        _scalar_loss(as_loss_fn(loss), params)
+        check_scalar_loss(as_loss_fn(loss), params)
     return lambda v: hvp(loss, params, v, block=block)

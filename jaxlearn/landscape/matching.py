@@ -13,8 +13,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+# hidden_activations lives with the model walk it reads; re-exported here beside activation_matching
 from jaxlearn.landscape.permutation import (
-    _FIXED, PermutationSpec, _check_spec, _flat, _permute_leaf, _walk, apply_permutation,
+    PermutationSpec, apply_permutation, check_spec, hidden_activations, leaves_by_path, permute_leaf,
 )
 from jaxlearn.train.pytrees import check_like
 
@@ -28,20 +29,6 @@ class Matching(NamedTuple):
     perms: dict
     params: object
     state: object = None
-
-
-
-def hidden_activations(model, params, x, state=()) -> dict:
-    """The activations that :func:`activation_matching` matches, for a ``jaxlearn.nn`` model:
-    group → list of the arrays (``(N, ..., repeats·n)``, units fastest) entering the weight layers
-    that consume the group (post-activation, post-norm; eval mode). Group names are those of
-    :func:`permutation_spec`. Pure (jit/vmap)."""
-    walk, spec = _walk(model, x, params, state, x)
-    out = {g: [] for g in spec.sizes}
-    for gid, a in walk.sites:
-        if walk.find(gid) != _FIXED:
-            out[walk.find(gid)].append(a)
-    return out
 
 
 # -- matching (host-side) ------------------------------------------------------------------------
@@ -83,9 +70,9 @@ def weight_matching(spec: PermutationSpec, params_a, params_b, state_b=None, *, 
     :class:`Matching`.
     """
     check_like("params_b", params_b, params_a, "params_a")
-    _check_spec(spec, params_a, "params")
-    a = {k: np.asarray(v, np.float64) for k, v in _flat(params_a).items() if k in spec.params}
-    b = {k: np.asarray(v, np.float64) for k, v in _flat(params_b).items() if k in spec.params}
+    check_spec(spec, params_a, "params")
+    a = {k: np.asarray(v, np.float64) for k, v in leaves_by_path(params_a).items() if k in spec.params}
+    b = {k: np.asarray(v, np.float64) for k, v in leaves_by_path(params_b).items() if k in spec.params}
     touching = {g: [(k, axis, e[1]) for k, es in spec.params.items() for axis, e in enumerate(es)
                     if e is not None and e[0] == g] for g in spec.sizes}
     perms = {g: np.arange(n) for g, n in spec.sizes.items()}
@@ -96,7 +83,7 @@ def weight_matching(spec: PermutationSpec, params_a, params_b, state_b=None, *, 
             n = spec.sizes[g]
             cost = np.zeros((n, n))
             for key, axis, repeats in touching[g]:
-                other = _permute_leaf(np, b[key], spec.params[key], perms, skip=axis)
+                other = permute_leaf(np, b[key], spec.params[key], perms, skip=axis)
                 cost += _units(a[key], axis, repeats, n) @ _units(other, axis, repeats, n).T
             new = _assign(cost)
             old_value, new_value = cost[np.arange(n), perms[g]].sum(), cost[np.arange(n), new].sum()
@@ -119,7 +106,7 @@ def activation_matching(spec: PermutationSpec, activations_a: dict, activations_
     samples, of shape ``(..., repeats·n)`` (units fastest), e.g. from :func:`hidden_activations`.
     Host-side (``scipy``), not jittable. Returns a :class:`Matching` (``state_b`` permuted along).
     """
-    _check_spec(spec, params_b, "params")
+    check_spec(spec, params_b, "params")
     perms = {}
     for g, n in spec.sizes.items():
         z = []

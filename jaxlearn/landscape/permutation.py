@@ -35,7 +35,7 @@ from jax.tree_util import keystr, tree_flatten_with_path
 
 from jaxlearn.nn.core import Layer, as_spec
 
-__all__ = ["PermutationSpec", "permutation_spec", "spec_from_pairs", "apply_permutation"]
+__all__ = ["PermutationSpec", "permutation_spec", "spec_from_pairs", "apply_permutation", "hidden_activations"]
 
 _FIXED = "<fixed>"  # the network's input and output axes: never permuted
 _SAME = {"Relu", "Tanh", "Sigmoid", "Gelu", "Softplus", "Erf", "Sin", "Elementwise", "Identity", "GlobalAvgPool"}
@@ -54,14 +54,18 @@ class PermutationSpec:
 
 
 # -- checks and application ----------------------------------------------------------------------
-def _flat(tree) -> dict:
+def leaves_by_path(tree) -> dict:
+    """``{keystr(path): leaf}`` of ``tree``: the leaf names a :class:`PermutationSpec` uses."""
     return {keystr(path): leaf for path, leaf in tree_flatten_with_path(tree)[0]}
 
 
-def _check_spec(spec, tree, name):
+def check_spec(spec, tree, name):
+    """Checks that ``spec`` fits ``tree`` (``name``: ``"params"`` or ``"state"``, the entries checked):
+    every named leaf exists, has one entry per axis, and each permuted axis is ``repeats·n`` long.
+    One-line ``TypeError``/``ValueError`` naming the leaf, axis and sizes."""
     if not isinstance(spec, PermutationSpec):
         raise TypeError(f"spec: expected a PermutationSpec, got {type(spec).__name__}")
-    leaves = _flat(tree)
+    leaves = leaves_by_path(tree)
     for key, entries in (spec.params if name == "params" else spec.state).items():
         if key not in leaves:
             raise ValueError(f"spec: names leaf {key} of {name}, which {name} does not have")
@@ -104,7 +108,9 @@ def _take(xp, x, perm, axis, repeats):
     return xp.take(y, perm, axis=axis + 1).reshape(shape)
 
 
-def _permute_leaf(xp, x, entries, perms, skip=None):
+def permute_leaf(xp, x, entries, perms, skip=None):
+    """``x`` with every axis that ``entries`` (its spec entries) assigns a group reordered by that
+    group's permutation in ``perms``, except axis ``skip``; ``xp``: ``numpy`` or ``jax.numpy``."""
     for axis, entry in enumerate(entries):
         if entry is not None and axis != skip:
             x = _take(xp, x, perms[entry[0]], axis, entry[1])
@@ -117,7 +123,7 @@ def _permute_leaf(xp, x, entries, perms, skip=None):
 def _permute_tree(tree, axes, perms):
     axes = dict(axes)
     flat, treedef = tree_flatten_with_path(tree)
-    return jax.tree.unflatten(treedef, [_permute_leaf(jnp, leaf, axes[keystr(p)], perms) if keystr(p) in axes else leaf
+    return jax.tree.unflatten(treedef, [permute_leaf(jnp, leaf, axes[keystr(p)], perms) if keystr(p) in axes else leaf
                                         for p, leaf in flat])
 
 
@@ -132,12 +138,12 @@ def apply_permutation(spec: PermutationSpec, perms: dict, params, state=None):
     ``params``. ValueErrors name the leaf, axis and sizes where ``spec``, ``perms`` and the trees
     disagree.
     """
-    _check_spec(spec, params, "params")
+    check_spec(spec, params, "params")
     _check_perms(spec, perms)
     new = _permute_tree(params, tuple(sorted(spec.params.items())), perms)
     if state is None:
         return new
-    _check_spec(spec, state, "state")
+    check_spec(spec, state, "state")
     return new, _permute_tree(state, tuple(sorted(spec.state.items())), perms)
 
 
@@ -330,3 +336,16 @@ def permutation_spec(model, input_spec) -> PermutationSpec:
     :func:`spec_from_pairs`).
     """
     return _walk(model, input_spec)[1]
+
+
+def hidden_activations(model, params, x, state=()) -> dict:
+    """The activations that :func:`~jaxlearn.landscape.matching.activation_matching` matches, for a
+    ``jaxlearn.nn`` model: group → list of the arrays (``(N, ..., repeats·n)``, units fastest)
+    entering the weight layers that consume the group (post-activation, post-norm; eval mode).
+    Group names are those of :func:`permutation_spec`. Pure (jit/vmap)."""
+    walk, spec = _walk(model, x, params, state, x)
+    out = {g: [] for g in spec.sizes}
+    for gid, a in walk.sites:
+        if walk.find(gid) != _FIXED:
+            out[walk.find(gid)].append(a)
+    return out

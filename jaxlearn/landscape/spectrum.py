@@ -259,10 +259,10 @@ def hessian_trace(loss, params, *, num_probes: int = 100, key=None, probes=None,
     sample ``zᵀ M z`` comes from :func:`~jaxlearn.landscape.curvature.quadratic_form` (two forward
     passes instead of a full HVP; about 20% faster than ``⟨z, H z⟩``, see ``benchmarks/landscape.py``).
     """
-    curvature._check_kind(kind)
+    curvature.check_kind(kind)
     flat, unravel = ravel_pytree(params)
     if kind == "hessian" and not isinstance(loss, ModelObjective):
-        curvature._scalar_loss(as_loss_fn(loss), params)
+        curvature.check_scalar_loss(as_loss_fn(loss), params)
 
     def sample(z):
         return curvature.quadratic_form(loss, params, unravel(z), kind=kind, block=block).astype(flat.dtype)

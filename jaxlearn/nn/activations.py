@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax.scipy.special import erf
 
 from jaxlearn.nn import dual
-from jaxlearn.nn.core import Identity, Layer, LayerError, _describe, _stateless
+from jaxlearn.nn.core import Identity, Layer, LayerError, describe_spec, stateless_layer
 from jaxlearn.nn.kernel import elementwise_kernel
 
 __all__ = [
@@ -44,11 +44,11 @@ def Elementwise(fn: Callable, name: str = "Elementwise", dual: Callable | None =
 
     def out_spec(spec):
         if isinstance(spec, tuple):
-            raise LayerError(f"{name} expects one input, got a tuple {_describe(spec)}")
+            raise LayerError(f"{name} expects one input, got a tuple {describe_spec(spec)}")
         return spec
 
     kernel_fn = None if dual is None else (lambda k: elementwise_kernel(k, dual, name))
-    return _stateless(name, out_spec, fn, kernel_fn)
+    return stateless_layer(name, out_spec, fn, kernel_fn)
 
 
 def ABRelu(a=0.0, b=1.0) -> Layer:  # noqa: N802

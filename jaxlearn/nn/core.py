@@ -223,7 +223,7 @@ def parallel(*layers: Layer) -> Layer:
         if not isinstance(spec, tuple) or len(spec) != len(layers):
             raise LayerError(
                 f"parallel of {len(layers)} layers expects a tuple of {len(layers)} inputs "
-                f"(use fanout({len(layers)}) before it), got {_describe(spec)}"
+                f"(use fanout({len(layers)}) before it), got {describe_spec(spec)}"
             )
         outs = [layer.init_fn(jax.random.fold_in(key, i), s) for i, (layer, s) in enumerate(zip(layers, spec))]
         return tuple(o[0] for o in outs), tuple(o[1] for o in outs), tuple(o[2] for o in outs)
@@ -248,14 +248,18 @@ def parallel(*layers: Layer) -> Layer:
     return Layer(init_fn, apply_fn, kernel_fn, name, lr_fn, tuple(layers))
 
 
-def _describe(spec) -> str:
+def describe_spec(spec) -> str:
+    """A spec (or nested tuple of specs) as text for error messages: ``float32[8, 3]``,
+    ``(float32[8, 3], int32[8])``."""
     if isinstance(spec, tuple):
-        return "(" + ", ".join(_describe(s) for s in spec) + ")"
+        return "(" + ", ".join(describe_spec(s) for s in spec) + ")"
     return f"{jnp.dtype(spec.dtype).name}{list(spec.shape)}"
 
 
-def _stateless(name, out_spec_fn, fn, kernel_fn=None) -> Layer:
-    """A layer without params or state: ``y = fn(x)``; ``out_spec_fn`` validates and maps specs."""
+def stateless_layer(name, out_spec_fn, fn, kernel_fn=None) -> Layer:
+    """A layer without params or state: ``y = fn(x)``; ``out_spec_fn`` validates and maps specs,
+    ``kernel_fn`` (optional) is its kernel map. The building block of activations, pooling and the
+    combinators."""
 
     def init_fn(key, spec):
         return out_spec_fn(spec), (), ()
@@ -271,12 +275,12 @@ def fanout(num: int) -> Layer:
     kernel (the copies are the same variables: see :func:`fanin_sum` for what that implies)."""
     if not isinstance(num, int) or num < 1:
         raise LayerError(f"fanout: num must be a positive int, got {num!r}")
-    return _stateless(f"fanout({num})", lambda s: (s,) * num, lambda x: (x,) * num, lambda k: (k,) * num)
+    return stateless_layer(f"fanout({num})", lambda s: (s,) * num, lambda x: (x,) * num, lambda k: (k,) * num)
 
 
 def _check_fanin(name, spec, same_shape_axis=None):
     if not isinstance(spec, tuple) or len(spec) < 1:
-        raise LayerError(f"{name} expects a tuple of inputs (from parallel/fanout), got {_describe(spec)}")
+        raise LayerError(f"{name} expects a tuple of inputs (from parallel/fanout), got {describe_spec(spec)}")
     first = spec[0]
     for i, s in enumerate(spec[1:], 1):
         a, b = list(first.shape), list(s.shape)
@@ -317,7 +321,10 @@ def _check_kernels(name, ks, same_channels):
                              f"needs equal widths")
 
 
-def _fanin_sum_kernel(ks):
+def fanin_sum_kernel(ks):
+    """The kernel map of :func:`fanin_sum`: branch kernels (a tuple of :class:`~jaxlearn.nn.Kernel`
+    with equal shapes and widths) summed, as the covariances of independent branches add. Raises a
+    LayerError when one kernel reaches the sum twice (its branches are not independent)."""
     _check_kernels("fanin_sum", ks, same_channels=True)
     for i in range(len(ks)):
         for j in range(i):
@@ -334,6 +341,9 @@ def _fanin_sum_kernel(ks):
                          mean_of=next((k.mean_of for k in ks if k.mean_of is not None), None))
 
 
+_fanin_sum_kernel = fanin_sum_kernel  # TODO(i20-merge): drop once kernels/flax_kernel.py imports fanin_sum_kernel
+
+
 def _fanin_sum(_mismatch_hint) -> Layer:
     """:func:`fanin_sum` whose shape-mismatch error is ``_mismatch_hint(specs)`` when given."""
 
@@ -346,7 +356,7 @@ def _fanin_sum(_mismatch_hint) -> Layer:
             raise LayerError(_mismatch_hint(spec)) from None
         return jax.ShapeDtypeStruct(spec[0].shape, jnp.result_type(*[s.dtype for s in spec]))
 
-    return _stateless("fanin_sum", out_spec, lambda xs: sum(xs[1:], xs[0]), _fanin_sum_kernel)
+    return stateless_layer("fanin_sum", out_spec, lambda xs: sum(xs[1:], xs[0]), fanin_sum_kernel)
 
 
 def fanin_concat(axis: int = -1) -> Layer:
@@ -388,7 +398,7 @@ def fanin_concat(axis: int = -1) -> Layer:
                              cov1=mean([k.cov1 for k in ks]), cov2=cov2, channels=total,
                              is_gaussian=all(k.is_gaussian for k in ks), mean_of=name if len(ks) > 1 else None)
 
-    return _stateless(name, out_spec, lambda xs: jnp.concatenate(xs, axis=axis), kernel_fn)
+    return stateless_layer(name, out_spec, lambda xs: jnp.concatenate(xs, axis=axis), kernel_fn)
 
 
 def residual(*layers: Layer, shortcut: Layer | None = None) -> Layer:
@@ -408,4 +418,4 @@ def residual(*layers: Layer, shortcut: Layer | None = None) -> Layer:
 
 def Identity() -> Layer:  # noqa: N802 (layer constructors are capitalised, like classes)
     """``y = x``; its kernel map is the identity."""
-    return _stateless("Identity", lambda s: s, lambda x: x, lambda k: k)
+    return stateless_layer("Identity", lambda s: s, lambda x: x, lambda k: k)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxlearn.nn import parameterization as P
-from jaxlearn.nn.core import Layer, LayerError, _describe
+from jaxlearn.nn.core import Layer, LayerError, describe_spec
 from jaxlearn.nn.kernel import affine_kernel
 from jaxlearn.nn.spatial_kernel import conv_kernel
 
@@ -34,7 +34,7 @@ def _weight_layer(
 
     def init_fn(key, spec):
         if isinstance(spec, tuple):
-            raise LayerError(f"{name} expects one input, got a tuple {_describe(spec)}")
+            raise LayerError(f"{name} expects one input, got a tuple {describe_spec(spec)}")
         out_spec = out_spec_fn(spec)
         dtype = P.param_dtype(spec)
         k_w, k_b = jax.random.split(key)
@@ -87,7 +87,7 @@ def Dense(  # noqa: N802
 
     def out_spec(spec):
         if spec.ndim < 1 or spec.shape[-1] < 1:
-            raise LayerError(f"{name} expects inputs with a non-empty last axis, got {_describe(spec)}")
+            raise LayerError(f"{name} expects inputs with a non-empty last axis, got {describe_spec(spec)}")
         return jax.ShapeDtypeStruct(spec.shape[:-1] + (out_dim,), P.param_dtype(spec))
 
     def kernel_fn(k):  # the same map for every entry, also on spatial inputs (acts on channels)
@@ -108,7 +108,7 @@ def Dense(  # noqa: N802
     )
 
 
-def _as_tuple(value):
+def tuple_or_none(value):
     """``tuple(value)``, or ``None`` when ``value`` is not iterable (so callers raise a LayerError)."""
     try:
         return tuple(value)
@@ -116,10 +116,12 @@ def _as_tuple(value):
         return None
 
 
-def _tuple(name, arg, value, n):
+def positive_ints(name, arg, value, n):
+    """``value`` (an int, repeated, or a sequence) as ``n`` positive ints, e.g. a window's shape or
+    strides; a LayerError naming layer ``name`` and argument ``arg`` otherwise."""
     if isinstance(value, int):
         value = (value,) * n
-    as_tuple = _as_tuple(value)
+    as_tuple = tuple_or_none(value)
     value = as_tuple if as_tuple is not None else (value,)
     if len(value) != n or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
         raise LayerError(f"{name}: {arg} must be {n} positive int(s), got {value!r}")
@@ -130,17 +132,19 @@ def _dimension_numbers(n):
     return {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}[n]
 
 
-def _check_padding(name, padding):
+def check_padding(name, padding):
+    """``padding`` is ``"SAME"`` or ``"VALID"`` (a LayerError naming layer ``name`` otherwise)."""
     if padding not in ("SAME", "VALID"):
         raise LayerError(f"{name}: padding must be 'SAME' or 'VALID', got {padding!r}")
 
 
-def _spatial_out(name, spec, window, strides, padding, what="filter"):
-    """Output spatial sizes of a sliding window (the same rule for conv and pooling)."""
+def spatial_out_sizes(name, spec, window, strides, padding, what="filter"):
+    """Output spatial sizes of a sliding ``window`` over ``spec`` (NWC or NHWC) with ``strides`` and
+    ``padding`` (the same rule for conv and pooling); LayerErrors name layer ``name``."""
     n = len(window)
     if spec.ndim != n + 2:
         layout = "NWC" if n == 1 else "NHWC"
-        raise LayerError(f"{name} expects {n + 2}-D inputs ({layout}), got {_describe(spec)}")
+        raise LayerError(f"{name} expects {n + 2}-D inputs ({layout}), got {describe_spec(spec)}")
     sizes = spec.shape[1:-1]
     if padding == "VALID":
         if any(s < w for s, w in zip(sizes, window)):
@@ -178,18 +182,18 @@ def Conv(  # noqa: N802
     axes of each pair); strides subsample both. The same tap ``i`` on both sides: the weights are
     shared across positions and independent across taps. ``mup`` has no NTK limit and raises.
     """
-    shape = _as_tuple(filter_shape)
+    shape = tuple_or_none(filter_shape)
     name = f"Conv({out_chan}, {shape if shape is not None else filter_shape!r})"
     P.check_positive_int(name, "out_chan", out_chan)
     if shape is None or len(shape) not in (1, 2):
         raise LayerError(f"{name}: filter_shape must be a tuple of 1 or 2 ints, got {filter_shape!r}")
-    window = _tuple(name, "filter_shape", shape, len(shape))
+    window = positive_ints(name, "filter_shape", shape, len(shape))
     n = len(window)
-    strides = _tuple(name, "strides", strides if strides is not None else 1, n)
-    _check_padding(name, padding)
+    strides = positive_ints(name, "strides", strides if strides is not None else 1, n)
+    check_padding(name, padding)
 
     def out_spec(spec):
-        spatial = _spatial_out(name, spec, window, strides, padding)
+        spatial = spatial_out_sizes(name, spec, window, strides, padding)
         return jax.ShapeDtypeStruct((spec.shape[0],) + spatial + (out_chan,), P.param_dtype(spec))
 
     def conv(x, W):
@@ -230,7 +234,7 @@ def Embedding(  # noqa: N802
 
     def init_fn(key, spec):
         if isinstance(spec, tuple) or not jnp.issubdtype(spec.dtype, jnp.integer):
-            raise LayerError(f"{name} expects integer token inputs, got {_describe(spec)}")
+            raise LayerError(f"{name} expects integer token inputs, got {describe_spec(spec)}")
         dtype = jnp.result_type(float)
         W = P.init_weight(key, (vocab_size, features), 1, W_std, parameterization, "input", dtype)
         return jax.ShapeDtypeStruct(spec.shape + (features,), dtype), {"W": W}, ()

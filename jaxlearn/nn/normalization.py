@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxlearn.nn.core import Layer, LayerError, _describe
+from jaxlearn.nn.core import Layer, LayerError, describe_spec
 from jaxlearn.nn.parameterization import is_concrete
 from jaxlearn.nn.spatial_kernel import layer_norm_kernel
 
@@ -14,9 +14,9 @@ __all__ = ["LayerNorm", "BatchNorm", "Dropout"]
 
 def _single(name, spec):
     if isinstance(spec, tuple):
-        raise LayerError(f"{name} expects one input, got a tuple {_describe(spec)}")
+        raise LayerError(f"{name} expects one input, got a tuple {describe_spec(spec)}")
     if not jnp.issubdtype(spec.dtype, jnp.floating):
-        raise LayerError(f"{name} expects floating-point inputs, got {_describe(spec)}")
+        raise LayerError(f"{name} expects floating-point inputs, got {describe_spec(spec)}")
 
 
 def _normalize(x, axes, eps):
@@ -61,7 +61,8 @@ def LayerNorm(axis=-1, eps: float = 1e-6, affine: bool = False) -> Layer:  # noq
     def init_fn(key, spec):
         _single("LayerNorm", spec)
         if any(not -spec.ndim < a < spec.ndim or a % spec.ndim == 0 for a in axes):
-            raise LayerError(f"LayerNorm: axis {axis} is out of range or the batch axis for inputs {_describe(spec)}")
+            raise LayerError(f"LayerNorm: axis {axis} is out of range or the batch axis for inputs "
+                             f"{describe_spec(spec)}")
         params = {}
         if affine:
             c = spec.shape[-1]
@@ -136,7 +137,7 @@ def Dropout(rate) -> Layer:  # noqa: N802
 
     def init_fn(key, spec):
         if isinstance(spec, tuple):
-            raise LayerError(f"Dropout expects one input, got a tuple {_describe(spec)}")
+            raise LayerError(f"Dropout expects one input, got a tuple {describe_spec(spec)}")
         return spec, (), ()
 
     def apply_fn(params, state, x, key, train):

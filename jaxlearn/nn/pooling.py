@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxlearn.nn.core import Layer, LayerError, _describe, _stateless
-from jaxlearn.nn.linear import _as_tuple, _check_padding, _spatial_out, _tuple
+from jaxlearn.nn.core import Layer, LayerError, describe_spec, stateless_layer
+from jaxlearn.nn.linear import check_padding, positive_ints, spatial_out_sizes, tuple_or_none
 from jaxlearn.nn.spatial_kernel import avg_pool_kernel, flatten_kernel, global_avg_pool_kernel
 
 __all__ = ["AvgPool", "GlobalAvgPool", "Flatten"]
@@ -23,7 +23,7 @@ __all__ = ["AvgPool", "GlobalAvgPool", "Flatten"]
 
 def _single(name, spec):
     if isinstance(spec, tuple):
-        raise LayerError(f"{name} expects one input, got a tuple {_describe(spec)}")
+        raise LayerError(f"{name} expects one input, got a tuple {describe_spec(spec)}")
 
 
 def AvgPool(  # noqa: N802
@@ -49,19 +49,19 @@ def AvgPool(  # noqa: N802
     of the forward map. ``Θ``, ``cov1``, ``cov2`` map the same way (no parameters); ``channels`` and
     ``is_gaussian`` are unchanged.
     """
-    shape = _as_tuple(window_shape)
+    shape = tuple_or_none(window_shape)
     if shape is None or len(shape) not in (1, 2):
         raise LayerError(f"AvgPool: window_shape must be a tuple of 1 or 2 ints, got {window_shape!r}")
     name = f"AvgPool({shape})"
-    window = _tuple(name, "window_shape", shape, len(shape))
+    window = positive_ints(name, "window_shape", shape, len(shape))
     n = len(window)
-    strides = _tuple(name, "strides", strides if strides is not None else window, n)
-    _check_padding(name, padding)
+    strides = positive_ints(name, "strides", strides if strides is not None else window, n)
+    check_padding(name, padding)
     dims, steps = (1,) + window + (1,), (1,) + strides + (1,)
 
     def out_spec(spec):
         _single(name, spec)
-        spatial = _spatial_out(name, spec, window, strides, padding, what="window")
+        spatial = spatial_out_sizes(name, spec, window, strides, padding, what="window")
         return jax.ShapeDtypeStruct((spec.shape[0],) + spatial + (spec.shape[-1],), spec.dtype)
 
     def pool(x):
@@ -75,7 +75,7 @@ def AvgPool(  # noqa: N802
     def kernel_fn(k):
         return avg_pool_kernel(k, name, window, strides, padding, count_include_pad)
 
-    return _stateless(name, out_spec, pool, kernel_fn)
+    return stateless_layer(name, out_spec, pool, kernel_fn)
 
 
 def GlobalAvgPool() -> Layer:  # noqa: N802
@@ -90,10 +90,10 @@ def GlobalAvgPool() -> Layer:  # noqa: N802
     def out_spec(spec):
         _single("GlobalAvgPool", spec)
         if spec.ndim < 3:
-            raise LayerError(f"GlobalAvgPool expects (N, spatial..., C) inputs, got {_describe(spec)}")
+            raise LayerError(f"GlobalAvgPool expects (N, spatial..., C) inputs, got {describe_spec(spec)}")
         return jax.ShapeDtypeStruct((spec.shape[0], spec.shape[-1]), spec.dtype)
 
-    return _stateless("GlobalAvgPool", out_spec, lambda x: jnp.mean(x, axis=tuple(range(1, x.ndim - 1))),
+    return stateless_layer("GlobalAvgPool", out_spec, lambda x: jnp.mean(x, axis=tuple(range(1, x.ndim - 1))),
                       global_avg_pool_kernel)
 
 
@@ -114,7 +114,7 @@ def Flatten() -> Layer:  # noqa: N802
     def out_spec(spec):
         _single("Flatten", spec)
         if spec.ndim < 1:
-            raise LayerError(f"Flatten expects inputs with a batch axis, got {_describe(spec)}")
+            raise LayerError(f"Flatten expects inputs with a batch axis, got {describe_spec(spec)}")
         return jax.ShapeDtypeStruct((spec.shape[0], math.prod(spec.shape[1:])), spec.dtype)
 
-    return _stateless("Flatten", out_spec, lambda x: x.reshape(x.shape[0], -1), flatten_kernel)
+    return stateless_layer("Flatten", out_spec, lambda x: x.reshape(x.shape[0], -1), flatten_kernel)

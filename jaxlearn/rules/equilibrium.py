@@ -89,7 +89,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxlearn.nn.core import Layer, LayerError, _describe
+from jaxlearn.nn.core import Layer, LayerError, describe_spec
 from jaxlearn.rules.blocks import Request
 
 __all__ = ["EQPROP_ACTIVATIONS", "EquilibriumRequest", "eqprop_network", "equilibrium_propagation", "hopfield_energy"]
@@ -339,9 +339,9 @@ def eqprop_network(widths, out_dim: int, activation: str = "hard_sigmoid", *, W_
 
     def init_fn(key, spec):
         if isinstance(spec, tuple):
-            raise LayerError(f"{name} expects one input, got a tuple {_describe(spec)}")
+            raise LayerError(f"{name} expects one input, got a tuple {describe_spec(spec)}")
         if spec.ndim < 1 or spec.shape[-1] < 1 or not jnp.issubdtype(spec.dtype, jnp.floating):
-            raise LayerError(f"{name} expects floating inputs with a non-empty last axis, got {_describe(spec)}")
+            raise LayerError(f"{name} expects floating inputs with a non-empty last axis, got {describe_spec(spec)}")
         dtype = spec.dtype
         params, fan_in = [], spec.shape[-1]
         for l, n in enumerate(sizes):

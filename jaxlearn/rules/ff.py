@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlearn.nn import activation as activation_layer
-from jaxlearn.nn.core import Layer, LayerError, _describe, serial
+from jaxlearn.nn.core import Layer, LayerError, describe_spec, serial
 from jaxlearn.nn.linear import Dense
 from jaxlearn.rules.blocks import Request
 
@@ -128,7 +128,7 @@ def ff_mlp(widths, num_classes: int, activation: str = "relu", W_std=1.0, b_std=
 
     def init_fn(key, spec):
         if isinstance(spec, tuple) or len(spec.shape) < 2 or not jnp.issubdtype(spec.dtype, jnp.floating):
-            raise LayerError(f"{name}: expects one floating-point input with a batch axis, got {_describe(spec)}")
+            raise LayerError(f"{name}: expects one floating-point input with a batch axis, got {describe_spec(spec)}")
         s = jax.ShapeDtypeStruct((spec.shape[0], num, math.prod(spec.shape[1:]) + num), spec.dtype)
         params = []
         for i, block in enumerate(blocks):

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn.nn.activations import Elementwise
-from jaxlearn.nn.core import Layer, LayerError, _describe
+from jaxlearn.nn.core import Layer, LayerError, describe_spec
 from jaxlearn.nn.parameterization import is_concrete
 
 __all__ = [
@@ -251,7 +251,7 @@ def StochasticRoundSTE(bits: int | None = None, lo=None, hi=None, backward: str 
 
     def init_fn(key, spec):
         if isinstance(spec, tuple):
-            raise LayerError(f"{name} expects one input, got a tuple {_describe(spec)}")
+            raise LayerError(f"{name} expects one input, got a tuple {describe_spec(spec)}")
         return spec, (), ()
 
     def apply_fn(params, state, x, key, train):

@@ -26,27 +26,31 @@ import numpy as np
 
 MISSING = dataclasses.MISSING
 MODES = ("grid", "zip", "random")
-_UNIONS = (typing.Union, types.UnionType)
+UNIONS = (typing.Union, types.UnionType)  # the origins of ``X | Y`` and ``Optional[X]`` annotations
 
 
 class ConfigError(ValueError):
     """A bad config value, key, sweep or file; the message is one line naming the culprit."""
 
 
-def _suggest(name, known, prefix: str = "") -> str:
+def did_you_mean(name, known, prefix: str = "") -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``known`` to ``name`` (difflib), or ``""``."""
     close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
     return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
 
-def _got(v) -> str:
+def describe_value(v) -> str:
+    """A value for an error message: numbers as themselves, anything else with its type."""
     return repr(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{v!r} ({type(v).__name__})"
 
 
-def _is_dc_type(tp) -> bool:
+def is_dataclass_type(tp) -> bool:
+    """Whether ``tp`` is a dataclass (the class, not an instance)."""
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-def _is_dc(obj) -> bool:
+def is_dataclass_instance(obj) -> bool:
+    """Whether ``obj`` is an instance of a dataclass (not the class)."""
     return dataclasses.is_dataclass(obj) and not isinstance(obj, type)
 
 
@@ -73,7 +77,8 @@ def _meta(f: dataclasses.Field) -> dict:
     return f.metadata.get("jaxlearn", {})
 
 
-def _fields(cls) -> tuple[dataclasses.Field, ...]:
+def init_fields(cls) -> tuple[dataclasses.Field, ...]:
+    """The fields of config class ``cls`` that its constructor takes (``init=True``)."""
     return tuple(f for f in dataclasses.fields(cls) if f.init)
 
 
@@ -82,7 +87,8 @@ def _default(f: dataclasses.Field):
 
 
 @functools.lru_cache(maxsize=None)
-def _hints(cls) -> dict:
+def field_types(cls) -> dict:
+    """``{field: type}`` of config class ``cls``, annotations resolved (a ConfigError if they cannot be)."""
     try:
         return typing.get_type_hints(cls)
     except Exception as e:  # noqa: BLE001 - an unresolvable annotation, reported as a config error
@@ -91,23 +97,24 @@ def _hints(cls) -> dict:
 
 def is_dynamic(cls, name: str) -> bool:
     """Whether field ``name`` of ``cls`` (a class or an instance) is marked dynamic."""
-    fields = {f.name: f for f in _fields(cls)}
+    fields = {f.name: f for f in init_fields(cls)}
     if name not in fields:
-        raise ConfigError(f"unknown field '{name}'{_suggest(name, fields)}; known fields: {', '.join(fields)}")
+        raise ConfigError(f"unknown field '{name}'{did_you_mean(name, fields)}; known fields: {', '.join(fields)}")
     return _meta(fields[name]).get("kind") == "dynamic"
 
 
 def dynamic_fields(cls) -> tuple[str, ...]:
     """Names of the dynamic fields, in declaration order."""
-    return tuple(f.name for f in _fields(cls) if _meta(f).get("kind") == "dynamic")
+    return tuple(f.name for f in init_fields(cls) if _meta(f).get("kind") == "dynamic")
 
 
 def static_fields(cls) -> tuple[str, ...]:
     """Names of the static (including unmarked) fields, in declaration order."""
-    return tuple(f.name for f in _fields(cls) if _meta(f).get("kind") != "dynamic")
+    return tuple(f.name for f in init_fields(cls) if _meta(f).get("kind") != "dynamic")
 
 
-def _type_name(tp) -> str:
+def type_name(tp) -> str:
+    """A type annotation as text for messages (``int``, ``float | None``)."""
     if tp is type(None):
         return "None"
     return tp.__name__ if isinstance(tp, type) and not typing.get_args(tp) else repr(tp).replace("typing.", "")
@@ -115,9 +122,9 @@ def _type_name(tp) -> str:
 
 def field_help(cls) -> list[tuple[str, str, str, object, str]]:
     """``(name, kind, type string, default, help)`` per field; the default is ``MISSING`` if required."""
-    hints = _hints(cls if isinstance(cls, type) else type(cls))
-    return [(f.name, _meta(f).get("kind", "static"), _type_name(hints[f.name]), _default(f), _meta(f).get("help", ""))
-            for f in _fields(cls)]
+    hints = field_types(cls if isinstance(cls, type) else type(cls))
+    return [(f.name, _meta(f).get("kind", "static"), type_name(hints[f.name]), _default(f), _meta(f).get("help", ""))
+            for f in init_fields(cls)]
 
 
 # ----------------------------------------------------------------------------- coercion
@@ -141,7 +148,7 @@ def _coerce(tp, v, path: str, where: str, default=MISSING):
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any or tp is object or (tp is type(None) and v is None):
         return v
-    if origin in _UNIONS:
+    if origin in UNIONS:
         arms = [a for a in args if a is not type(None)]
         if v is None and len(arms) < len(args):
             return None
@@ -152,7 +159,7 @@ def _coerce(tp, v, path: str, where: str, default=MISSING):
                 return _coerce(arm, v, path, where, default)
             except ConfigError:
                 pass
-        raise err(f"expected {_type_name(tp)}, got {_got(v)}")
+        raise err(f"expected {type_name(tp)}, got {describe_value(v)}")
     if origin is typing.Literal:
         for a in args:
             try:
@@ -168,29 +175,29 @@ def _coerce(tp, v, path: str, where: str, default=MISSING):
             grid = range_values(range_kind(v), v.strip(), f"{where} field '{path}'")[0]
             v = list(dict.fromkeys(round(x) for x in grid)) if args[0] is int else list(grid)
         if not isinstance(v, (list, tuple)):
-            raise err(f"expected a list ({_type_name(tp)}), got {_got(v)}")
+            raise err(f"expected a list ({type_name(tp)}), got {describe_value(v)}")
         fixed = origin is tuple and args and args[-1] is not Ellipsis
         if fixed and len(v) != len(args):
-            raise err(f"expected {len(args)} items ({_type_name(tp)}), got {len(v)}")
+            raise err(f"expected {len(args)} items ({type_name(tp)}), got {len(v)}")
         item_types = args if fixed else [args[0] if args else Any] * len(v)
         items = [_coerce(t, x, f"{path}[{i}]", where) for i, (t, x) in enumerate(zip(item_types, v))]
         return items if list in (tp, origin) else tuple(items)
     if tp is dict or origin is dict:
         if not isinstance(v, Mapping):
-            raise err(f"expected a mapping, got {_got(v)}")
+            raise err(f"expected a mapping, got {describe_value(v)}")
         out = {}
         for k, x in v.items():
             if not isinstance(k, str):
-                raise err(f"expected str keys, got {_got(k)}")
+                raise err(f"expected str keys, got {describe_value(k)}")
             out[k] = _coerce(args[1] if args else Any, x, f"{path}.{k}", where)
             _jsonable(out[k], f"{where} field '{path}.{k}'")
         return out
-    if _is_dc_type(tp):
+    if is_dataclass_type(tp):
         if isinstance(v, tp):
             return v
         if isinstance(v, Mapping):
             return _parse(tp, v, where, path + ".", default if isinstance(default, tp) else None)
-        raise err(f"expected a mapping of {tp.__name__} fields, got {_got(v)}")
+        raise err(f"expected a mapping of {tp.__name__} fields, got {describe_value(v)}")
     if tp is bool:
         if isinstance(v, (bool, np.bool_)):
             return bool(v)
@@ -207,11 +214,11 @@ def _coerce(tp, v, path: str, where: str, default=MISSING):
         if x is not None:
             return float(x)
     elif not isinstance(tp, type):
-        raise err(f"unsupported field type {_type_name(tp)}")
+        raise err(f"unsupported field type {type_name(tp)}")
     elif isinstance(v, tp):
         return v
-    name = _type_name(tp)
-    raise err(f"expected {'an' if name[0] in 'aeiou' else 'a'} {name}, got {_got(v)}")
+    name = type_name(tp)
+    raise err(f"expected {'an' if name[0] in 'aeiou' else 'a'} {name}, got {describe_value(v)}")
 
 
 def _check_range(meta: dict, v, path: str, where: str):
@@ -219,7 +226,7 @@ def _check_range(meta: dict, v, path: str, where: str):
         for i, x in enumerate(v):
             _check_range(meta, x, f"{path}[{i}]", where)
         return
-    if v is None or isinstance(v, (dict, bool)) or _is_dc(v):
+    if v is None or isinstance(v, (dict, bool)) or is_dataclass_instance(v):
         return
     lo, hi, choices, number = meta.get("min"), meta.get("max"), meta.get("choices"), isinstance(v, (int, float))
     if lo is not None and number and v < lo:
@@ -230,29 +237,30 @@ def _check_range(meta: dict, v, path: str, where: str):
         raise ConfigError(f"{where} field '{path}': expected one of {list(choices)!r}, got {v!r}")
 
 
-def _unknown(where: str, key, names, prefix: str) -> ConfigError:
-    return ConfigError(f"{where}: unknown field '{prefix}{key}'{_suggest(key, names, prefix)}; "
+def unknown_field(where: str, key, names, prefix: str) -> ConfigError:
+    """The ConfigError for an unknown field ``key`` at ``where``, with a suggestion among ``names``."""
+    return ConfigError(f"{where}: unknown field '{prefix}{key}'{did_you_mean(key, names, prefix)}; "
                        f"known fields: {', '.join(prefix + n for n in names)}")
 
 
 def _parse(cls, values, where: str, prefix: str, defaults=None):
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} fields, got {_got(values)}")
-    hints, fields = _hints(cls), _fields(cls)
+        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} fields, got {describe_value(values)}")
+    hints, fields = field_types(cls), init_fields(cls)
     names = [f.name for f in fields]
     for key in values:
         if key not in names:
-            raise _unknown(where, key, names, prefix)
+            raise unknown_field(where, key, names, prefix)
     kwargs = {}
     for f in fields:
         meta, path, tp = _meta(f), prefix + f.name, hints[f.name]
         if meta.get("kind") == "dynamic" and tp not in (int, float, bool):
-            raise ConfigError(f"{where} field '{path}': a dynamic field must be int, float or bool, got {_type_name(tp)}")
+            raise ConfigError(f"{where} field '{path}': a dynamic field must be int, float or bool, got {type_name(tp)}")
         default = getattr(defaults, f.name) if defaults is not None else _default(f)
         if f.name in values:
             kwargs[f.name] = _coerce(tp, values[f.name], path, where, default)
         elif default is MISSING:
-            raise ConfigError(f"{where} field '{path}': missing required value ({_type_name(tp)}, no default)")
+            raise ConfigError(f"{where} field '{path}': missing required value ({type_name(tp)}, no default)")
         else:
             kwargs[f.name] = default
         _check_range(meta, kwargs[f.name], path, where)
@@ -305,24 +313,24 @@ def _jsonable(obj, where: str):
         if not math.isfinite(obj):
             raise ConfigError(f"{where}: cannot serialise non-finite float {float(obj)!r}")
         return float(obj)
-    if _is_dc(obj):
+    if is_dataclass_instance(obj):
         obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):
         bad = [k for k in obj if not isinstance(k, str)]
         if bad:
-            raise ConfigError(f"{where}: keys must be str, got {_got(bad[0])}")
+            raise ConfigError(f"{where}: keys must be str, got {describe_value(bad[0])}")
         return {k: _jsonable(v, f"{where}.{k}") for k, v in obj.items()}
     obj = obj.tolist() if isinstance(obj, np.ndarray) else obj
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    raise ConfigError(f"{where}: cannot serialise {_got(obj)} to JSON")
+    raise ConfigError(f"{where}: cannot serialise {describe_value(obj)} to JSON")
 
 
 def to_dict(config) -> dict:
     """JSON-ready dict of a config instance (or mapping): tuples become lists, nested dataclasses
     dicts, numpy scalars Python numbers; floats stay floats."""
-    if not (_is_dc(config) or isinstance(config, Mapping)):
-        raise ConfigError(f"to_dict: expected a dataclass instance or a mapping, got {_got(config)}")
+    if not (is_dataclass_instance(config) or isinstance(config, Mapping)):
+        raise ConfigError(f"to_dict: expected a dataclass instance or a mapping, got {describe_value(config)}")
     return _jsonable(config, "config")
 
 

@@ -21,8 +21,8 @@ import numpy as np
 import yaml
 
 from jaxlearn.runner.config import (
-    MODES, ConfigError, _fields, _got, _hints, _is_dc, _is_dc_type, _suggest, _type_name, _UNIONS, _unknown,
-    canonical_json, parse_config, range_kind, range_values,
+    MODES, UNIONS, ConfigError, canonical_json, describe_value, did_you_mean, field_types, init_fields,
+    is_dataclass_instance, is_dataclass_type, parse_config, range_kind, range_values, type_name, unknown_field,
 )
 
 _SWEEP_FORMS = "key=v1,v2,... or key=lin:start:stop:num or key=log:start:stop:num"
@@ -38,9 +38,11 @@ def set_path(values: dict, dotted: str, value) -> dict:
     out = node = dict(values)
     for i, part in enumerate(parts[:-1]):
         child = node.get(part, {})
-        child = {f.name: getattr(child, f.name) for f in dataclasses.fields(child)} if _is_dc(child) else child
+        if is_dataclass_instance(child):
+            child = {f.name: getattr(child, f.name) for f in dataclasses.fields(child)}
         if not isinstance(child, Mapping):
-            raise ConfigError(f"cannot set '{dotted}': '{'.'.join(parts[:i + 1])}' is {_got(child)}, not a mapping")
+            raise ConfigError(f"cannot set '{dotted}': '{'.'.join(parts[:i + 1])}' is {describe_value(child)}, "
+                              f"not a mapping")
         node[part] = dict(child)
         node = node[part]
     node[parts[-1]] = value
@@ -125,19 +127,19 @@ def _leaf_type(cls, dotted: str):
     """The annotated type at a dotted key, validating every part; ``Any`` below a dict field."""
     parts, prefix = dotted.split("."), ""
     for i, part in enumerate(parts):
-        names = [f.name for f in _fields(cls)]
+        names = [f.name for f in init_fields(cls)]
         if part not in names:
-            raise _unknown("config", part, names, prefix)
-        tp = _hints(cls)[part]
+            raise unknown_field("config", part, names, prefix)
+        tp = field_types(cls)[part]
         args = typing.get_args(tp)
-        if typing.get_origin(tp) in _UNIONS and len(args) == 2 and type(None) in args:
+        if typing.get_origin(tp) in UNIONS and len(args) == 2 and type(None) in args:
             tp = args[0] if args[1] is type(None) else args[1]
         if i == len(parts) - 1:
             return tp
         if tp is dict or typing.get_origin(tp) is dict:
             return Any
-        if not _is_dc_type(tp):
-            raise ConfigError(f"config field '{prefix}{part}' ({_type_name(tp)}) has no sub-field '{parts[i + 1]}'")
+        if not is_dataclass_type(tp):
+            raise ConfigError(f"config field '{prefix}{part}' ({type_name(tp)}) has no sub-field '{parts[i + 1]}'")
         cls, prefix = tp, f"{prefix}{part}."
 
 
@@ -160,7 +162,7 @@ def expand(cls, base: Mapping[str, Any], axes: Mapping[str, Axis], *, mode: str 
     """
     cls = cls if isinstance(cls, type) else type(cls)
     if mode not in MODES:
-        raise ConfigError(f"sweep mode: expected one of {list(MODES)!r}, got {mode!r}{_suggest(mode, MODES)}")
+        raise ConfigError(f"sweep mode: expected one of {list(MODES)!r}, got {mode!r}{did_you_mean(mode, MODES)}")
     if not axes:
         return [parse_config(cls, base)]
     keys = list(axes)
@@ -206,12 +208,13 @@ def _merge(a: Mapping, b: Mapping) -> dict:
 def _check_keys(data: Mapping, allowed, where: str):
     for key in data:
         if key not in allowed:
-            raise ConfigError(f"{where}: unknown key {key!r}{_suggest(key, allowed)}; expected one of: {', '.join(allowed)}")
+            raise ConfigError(f"{where}: unknown key {key!r}{did_you_mean(key, allowed)}; expected one of: "
+                              f"{', '.join(allowed)}")
 
 
 def _file_config(value, where: str) -> dict:
     if not isinstance(value, (Mapping, type(None))) or any(not isinstance(k, str) for k in value or {}):
-        raise ConfigError(f"{where}: 'config' must be a mapping of field names to values, got {_got(value)}")
+        raise ConfigError(f"{where}: 'config' must be a mapping of field names to values, got {describe_value(value)}")
     out = {}
     for key, v in (value or {}).items():  # dotted keys ("optim.name: adam") are expanded
         try:
@@ -223,13 +226,13 @@ def _file_config(value, where: str) -> dict:
 
 def _file_sweep(value, where: str) -> dict:
     if not isinstance(value, (Mapping, type(None))) or any(not isinstance(k, str) for k in value or {}):
-        raise ConfigError(f"{where}: 'sweep' must be a mapping of field names to values, got {_got(value)}")
+        raise ConfigError(f"{where}: 'sweep' must be a mapping of field names to values, got {describe_value(value)}")
     return {k: axis_values(v, where=f"{where}: sweep '{k}'") for k, v in (value or {}).items()}
 
 
 def _file_mode(mode, num, where: str):
     if mode not in MODES:
-        raise ConfigError(f"{where}: 'mode' must be one of {list(MODES)!r}, got {mode!r}{_suggest(mode, MODES)}")
+        raise ConfigError(f"{where}: 'mode' must be one of {list(MODES)!r}, got {mode!r}{did_you_mean(mode, MODES)}")
     if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
         raise ConfigError(f"{where}: 'num' must be an int >= 1, got {num!r}")
     if mode == "random" and num is None:
@@ -249,7 +252,7 @@ class ConfigFile:
     def variant(self, name: str = "default") -> dict:
         """A copy of variant ``name``; an unknown name raises :class:`ConfigError` listing the known ones."""
         if name not in self.variants:
-            raise ConfigError(f"{self.path}: unknown variant {name!r}{_suggest(name, self.variants)}; "
+            raise ConfigError(f"{self.path}: unknown variant {name!r}{did_you_mean(name, self.variants)}; "
                               f"known variants: {', '.join(self.variants)}")
         return copy.deepcopy(self.variants[name])
 
@@ -269,25 +272,27 @@ def load_file(path) -> ConfigFile:
         problem = " ".join(str(getattr(e, "problem", None) or e).split())
         raise ConfigError(f"{p}{f':{mark.line + 1}' if mark is not None else ''}: invalid YAML: {problem}") from None
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{p}: expected a mapping with an 'experiment' key at the top level, got {_got(data)}")
+        raise ConfigError(f"{p}: expected a mapping with an 'experiment' key at the top level, got "
+                          f"{describe_value(data)}")
     _check_keys(data, _TOP_KEYS, p)
     experiment, description = data.get("experiment"), data.get("description") or ""
     if not isinstance(experiment, str) or not experiment.strip():
         raise ConfigError(f"{p}: 'experiment' is required and must be a non-empty str, got {experiment!r}")
     if not isinstance(description, str):
-        raise ConfigError(f"{p}: 'description' must be a str, got {_got(description)}")
+        raise ConfigError(f"{p}: 'description' must be a str, got {describe_value(description)}")
     mode, num = _file_mode(data.get("mode", "grid"), data.get("num"), p)
     base = {"config": _file_config(data.get("config"), p), "sweep": _file_sweep(data.get("sweep"), p),
             "mode": mode, "num": num}
     variants, raw = {"default": base}, data.get("variants") or {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{p}: 'variants' must be a mapping of names to variants, got {_got(raw)}")
+        raise ConfigError(f"{p}: 'variants' must be a mapping of names to variants, got {describe_value(raw)}")
     for name, body in raw.items():
         where, body = f"{p}: variant {name!r}", {} if body is None else body
         if not isinstance(name, str) or name == "default":
             raise ConfigError(f"{where}: a variant name must be a str other than 'default'")
         if not isinstance(body, Mapping):
-            raise ConfigError(f"{where}: expected a mapping with keys {', '.join(_VARIANT_KEYS)}, got {_got(body)}")
+            raise ConfigError(f"{where}: expected a mapping with keys {', '.join(_VARIANT_KEYS)}, got "
+                              f"{describe_value(body)}")
         _check_keys(body, _VARIANT_KEYS, where)
         v_mode, v_num = _file_mode(body.get("mode", mode), body.get("num", num), where)
         variants[name] = {"config": _merge(base["config"], _file_config(body.get("config"), where)),

@@ -46,7 +46,7 @@ from jaxlearn.runner import store
 from jaxlearn.runner.execute import env_hook
 from jaxlearn.runner.experiment import Experiment, load_experiment
 from jaxlearn.runner.plan import Group, group_dir, make_runs, plan_runs
-from jaxlearn.runner.sweep import SweepReport, _clear_run, compute_group, enable_compilation_cache, until_settled
+from jaxlearn.runner.sweep import SweepReport, clear_run, compute_group, enable_compilation_cache, until_settled
 
 __all__ = ["LAUNCHERS", "GroupTask", "LaunchError", "check_options", "launch_sweep", "run_task"]
 
@@ -132,7 +132,7 @@ def _clear_for_force(group: Group, root) -> list[str]:
             busy.append(run.run_id)
             continue
         with claim:
-            _clear_run(run.dir(root))
+            clear_run(run.dir(root))
     if not busy and group_dir(root, group.group_id).exists():  # a busy member's group is in use
         shutil.rmtree(group_dir(root, group.group_id))
     return busy

@@ -88,7 +88,9 @@ def enable_compilation_cache(root) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def _clear_run(path: pathlib.Path) -> None:
+def clear_run(path: pathlib.Path) -> None:
+    """Deletes what a run wrote in its directory ``path`` (metrics, checkpoints, status), so that it
+    runs again from the start; the directory itself stays."""
     for name in _RUN_FILES:
         (path / name).unlink(missing_ok=True)
     for name in _RUN_DIRS:
@@ -264,7 +266,7 @@ def compute_group(group: Group, root, index, *, force: bool = False, progress=No
             group = Group(experiment, tuple(members))
         if force and writer:
             for run in group.runs:
-                _clear_run(run.dir(root))
+                clear_run(run.dir(root))
             if group_dir(root, group.group_id).exists():
                 shutil.rmtree(group_dir(root, group.group_id))
         try:
