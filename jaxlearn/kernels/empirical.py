@@ -191,7 +191,7 @@ def choose_method(f, params, x1, x2=None) -> str:
     ``vjp`` s and as many ``jvp`` s over the ``N1`` examples. Structured derivatives replace the
     contraction over weight entries by Gram products, and need no forward mode."""
     from jaxlearn.kernels import structured
-    from jaxlearn.rules.forward_mode import forward_mode_safe
+    from jaxlearn._jaxpr.forward_mode import forward_mode_safe
 
     if structured.is_supported(f, params, x1):
         return "structured"
@@ -256,7 +256,7 @@ def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", tra
         if method == "structured":
             from jaxlearn.kernels.structured import structured_kernel as compute
         elif method == "ntvp":
-            from jaxlearn.rules.forward_mode import require_forward_mode
+            from jaxlearn._jaxpr.forward_mode import require_forward_mode
 
             require_forward_mode("empirical(method='ntvp')", lambda p: apply_fn(p, x1[:1]), params)
             compute = _ntvp_kernel

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlearn.rules.blocks import BlockRequest, block_request_errors, routed_value_and_grad
-from jaxlearn.rules.forward_mode import require_forward_mode
+from jaxlearn._jaxpr.forward_mode import require_forward_mode
 
 __all__ = [
     "DISTRIBUTIONS", "forward_gradient", "forward_gradient_from_tangents", "sample_tangents",
