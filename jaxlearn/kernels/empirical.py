@@ -190,8 +190,8 @@ def choose_method(f, params, x1, x2=None) -> str:
     ``N1·N2·O·P`` (``·O`` more without a trace); NTK-vector products ``≈ N2·O`` one-example
     ``vjp`` s and as many ``jvp`` s over the ``N1`` examples. Structured derivatives replace the
     contraction over weight entries by Gram products, and need no forward mode."""
-    from jaxlearn.kernels import structured
     from jaxlearn._jaxpr.forward_mode import forward_mode_safe
+    from jaxlearn.kernels import structured
 
     if structured.is_supported(f, params, x1):
         return "structured"

@@ -156,9 +156,8 @@ def from_linen(module, *, train_arg: str | None = _AUTO, rng_collections=("dropo
         params = variables.pop("params", {})
         variables.pop("intermediates", None)
         state = variables or ()
-        out_spec = jax.eval_shape(
-            lambda v, x: forward(v, x, jax.random.key(0), False, False), _abstract({"params": params, **variables}), spec
-        )
+        out_spec = jax.eval_shape(lambda v, x: forward(v, x, jax.random.key(0), False, False),
+                                  _abstract({"params": params, **variables}), spec)
         return out_spec, params, state
 
     def apply_fn(params, state, x, key, train):
@@ -249,7 +248,8 @@ def from_nnx(factory: Callable, *, train_arg: str | None = _AUTO, rngs_arg: str 
         raise TypeError(f"from_nnx: factory must be a function rngs -> nnx.Module, got a built "
                         f"{type(factory).__name__} (pass lambda rngs: {type(factory).__name__}(..., rngs=rngs))")
     if isinstance(factory, linen.Module):
-        raise TypeError(f"from_nnx: factory is a flax.linen.Module ({type(factory).__name__}); use nn.from_linen(module)")
+        raise TypeError(f"from_nnx: factory is a flax.linen.Module ({type(factory).__name__}); "
+                        f"use nn.from_linen(module)")
     if not callable(factory):
         raise TypeError(f"from_nnx: factory must be a callable rngs -> nnx.Module, got {type(factory).__name__}")
     abstract = nnx.eval_shape(lambda: factory(nnx.Rngs(0)))
