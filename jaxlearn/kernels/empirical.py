@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._jaxpr.forward_mode import forward_mode_safe, require_forward_mode
 from jaxlearn.data.batching import merge_grid, merge_rows, split_rows
 from jaxlearn.kernels.analytic import check_inputs
 from jaxlearn.kernels.contract import Axes, contract, full_to_kernel
@@ -120,7 +121,6 @@ def choose_method(f, params, x1, x2=None) -> str:
     ``N1·N2·O·P`` (``·O`` more without a trace); NTK-vector products ``≈ N2·O`` one-example
     ``vjp`` s and as many ``jvp`` s over the ``N1`` examples. Structured derivatives replace the
     contraction over weight entries by Gram products, and need no forward mode."""
-    from jaxlearn.rules.forward_mode import forward_mode_safe
 
     if is_supported(f, params, x1):
         return "structured"
@@ -185,8 +185,6 @@ def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", tra
         if method == "structured":
             compute = structured_kernel
         elif method == "ntvp":
-            from jaxlearn.rules.forward_mode import require_forward_mode
-
             require_forward_mode("empirical(method='ntvp')", lambda p: apply_fn(p, x1[:1]), params)
             compute = _ntvp_kernel
         else:

@@ -43,6 +43,12 @@ Recognised patterns (primitive → layer algebra of :mod:`jaxlearn.nn`):
 Anything else — another primitive, a weight used in another way, BatchNorm's collections —
 raises one ``ValueError`` naming the first unsupported primitive and the module it came from.
 
+The interpreter (a :class:`jaxlearn._jaxpr.Interpreter` over these values) needs no flax: it
+maps any JAX function ``forward(params, x)`` whose parameter leaves come with a role and an
+initial distribution (:class:`jaxlearn.nn.flax_adapters.ParamInit`) onto the layer algebra; a flax
+module is one such function (:func:`jaxlearn.nn.flax_adapters.flax_forward`). Activations are
+recognised numerically by :func:`jaxlearn.nn.dual.identify_activation`.
+
 Widths and initialisers. The jaxpr has no ``W_std``/``b_std``: they are read from the linen
 module's initialisers (``variance_scaling`` family — lecun/he/glorot normal/uniform/truncated:
 ``W_std² = fan_in · Var[W]`` for the weight's own shape —, ``normal(σ)``, ``zeros``, ``ones``,
@@ -59,29 +65,24 @@ import dataclasses
 import math
 from typing import Any, Callable
 
-import flax.linen as linen
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from jaxlearn.nn import dual as dual_module
-from jaxlearn.nn.core import Layer, LayerError, _fanin_sum_kernel
-from jaxlearn.nn.flax_adapters import from_linen
-from jaxlearn.nn.kernel import Kernel, _pair_shape, _self_pair_shape, affine_kernel, elementwise_kernel
+from jaxlearn._jaxpr.equations import bind
+from jaxlearn._jaxpr.interpreter import Interpreter
+from jaxlearn._jaxpr.primitives import BROADCASTS, CALLS, CONVERSIONS, ELEMENTWISE, RESHAPES
+from jaxlearn._jaxpr.tracing import trace
+from jaxlearn.nn.core import Layer, LayerError, fanin_sum_kernel
+from jaxlearn.nn.dual import identify_activation, identify_power
+from jaxlearn.nn.flax_adapters import ParamInit, flax_forward, is_flax_module
+from jaxlearn.nn.kernel import Kernel, pair_shape, self_pair_shape, affine_kernel, elementwise_kernel, input_kernel
 from jaxlearn.nn.spatial_kernel import avg_pool_kernel, conv_kernel, flatten_kernel, global_avg_pool_kernel
 
 __all__ = ["flax_layer", "is_flax_module"]
 
-_ELEMENTWISE = {
-    "neg", "sign", "floor", "ceil", "round", "is_finite", "exp", "exp2", "log", "log1p", "expm1", "tanh", "logistic",
-    "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "erf", "erfc", "erf_inv",
-    "abs", "sqrt", "rsqrt", "cbrt", "square", "integer_pow", "pow", "add", "sub", "mul", "div", "rem", "max", "min",
-    "atan2", "nextafter", "select_n", "clamp", "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "xor",
-    "convert_element_type", "copy", "copy_p", "stop_gradient", "reduce_precision",
-}
-_CALLS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
-_SHAPE_ONLY = {"reshape", "broadcast_in_dim", "squeeze", "expand_dims", "convert_element_type", "copy", "copy_p"}
+# Change the shape of a feature map without mixing its entries (or convert its dtype).
+_SHAPE_ONLY = RESHAPES | BROADCASTS | CONVERSIONS
 
 
 # -- abstract values --------------------------------------------------------------------------------
@@ -103,15 +104,6 @@ class _Stat:
     q1: Any
     q2: Any
     scales: tuple = ()
-
-
-@dataclasses.dataclass
-class _Param:
-    path: str
-    role: str  # "weight", "bias", "scale"
-    init: Any  # ("variance", v) | ("constant", c)
-    shape: tuple
-    of_weight_layer: bool = True  # a bias beside a weight ("kernel"): W_std/b_std overrides apply
 
 
 @dataclasses.dataclass
@@ -137,115 +129,12 @@ def _fail(eqn, why: str):
     raise _Unsupported(f"flax module: primitive {eqn.primitive.name!r}{_where(eqn)} {why}")
 
 
-# -- initialisers -----------------------------------------------------------------------------------
-
-
-def _fans(shape, in_axis=-2, out_axis=-1):
-    receptive = math.prod(shape) / (shape[in_axis] * shape[out_axis]) if len(shape) > 1 else 1
-    fan_in = shape[in_axis] * receptive if len(shape) > 1 else shape[0]
-    fan_out = shape[out_axis] * receptive if len(shape) > 1 else shape[0]
-    return fan_in, fan_out
-
-
-def _read_init(init, shape, path):
-    """``("variance", Var[entry])`` or ``("constant", c)`` from a flax/JAX initialiser, else None."""
-    if init is None:
-        return None
-    name = getattr(init, "__qualname__", "")
-    closure = dict(zip(getattr(getattr(init, "__code__", None), "co_freevars", ()),
-                       [c.cell_contents for c in (getattr(init, "__closure__", None) or ())]))
-    if name.startswith("zeros"):
-        return ("constant", 0.0)
-    if name.startswith("ones"):
-        return ("constant", 1.0)
-    if name == "constant.<locals>.init":
-        value = np.asarray(closure["value"])
-        return ("constant", float(value)) if value.ndim == 0 else None
-    if name == "normal.<locals>.init":
-        return ("variance", float(closure["stddev"]) ** 2)
-    if name == "variance_scaling.<locals>.init" and not closure.get("batch_axis"):
-        fan_in, fan_out = _fans(shape, closure["in_axis"], closure["out_axis"])
-        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}.get(closure["mode"])
-        if fan is None:
-            return None
-        return ("variance", float(closure["scale"]) / fan)
-    return None
-
-
-_NNX_DEFAULTS = {"kernel": ("variance", None), "bias": ("constant", 0.0), "scale": ("constant", 1.0)}
-
-
-def _roles(name: str) -> str:
-    return {"kernel": "weight", "bias": "bias", "scale": "scale"}.get(name, "unknown")
-
-
-# -- the module's params and forward function --------------------------------------------------------
-
-
-def is_flax_module(obj) -> bool:
-    """Whether ``obj`` is a ``flax.linen.Module`` or ``flax.nnx.Module`` instance."""
-    return isinstance(obj, (linen.Module, nnx.Module))
-
-
-def _linen_parts(module, example, variables):
-    if variables is None:
-        variables = module.init(jax.random.key(0), example)
-    extra = sorted(set(variables) - {"params"})
-    if extra:
-        raise ValueError(f"module: flax collections {extra} (e.g. BatchNorm statistics) have no infinite-width map; "
-                         f"only modules whose variables are all 'params' are supported")
-    inits = {}
-
-    def record(next_fn, args, kwargs, context):
-        m = context.module
-        for attr in ("kernel_init", "bias_init", "scale_init"):
-            if hasattr(m, attr):
-                inits[(m.path, attr[:-5])] = getattr(m, attr)
-        return next_fn(*args, **kwargs)
-
-    with linen.intercept_methods(record):
-        jax.eval_shape(module.apply, variables, example)
-
-    def forward(params, x):
-        return module.apply({"params": params}, x)
-
-    def init_of(path_keys, shape):
-        *mpath, name = path_keys
-        return _read_init(inits.get((tuple(mpath), name)), shape, path_keys)
-
-    return variables["params"], forward, init_of
-
-
-def _nnx_parts(module):
-    graphdef, params_state, rest = nnx.split(module, nnx.Param, ...)
-
-    def forward(params, x):
-        return nnx.merge(graphdef, params, rest)(x)
-
-    def init_of(path_keys, shape):
-        name = path_keys[-2] if path_keys and path_keys[-1] == "value" else path_keys[-1]
-        kind, value = _NNX_DEFAULTS.get(name, (None, None))
-        if kind == "variance":
-            return ("variance", 1.0 / _fans(shape)[0])
-        return None if kind is None else (kind, value)
-
-    return params_state, forward, init_of
-
-
-def _key_name(k) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
 # -- the interpreter -------------------------------------------------------------------------------
 
 
 def _concrete(eqn, vals):
     with jax.ensure_compile_time_eval():
-        out = eqn.primitive.bind(*vals, **eqn.params)
-    return list(out) if eqn.primitive.multiple_results else [out]
+        return bind(eqn, vals)
 
 
 def _compose(eqn, ins):
@@ -253,8 +142,7 @@ def _compose(eqn, ins):
     fns = [(v.fn or (lambda z: z)) if isinstance(v, _Features) else (lambda z, c=v.value: c) for v in ins]
 
     def fn(z):
-        out = eqn.primitive.bind(*[f(z) for f in fns], **eqn.params)
-        return out[0] if eqn.primitive.multiple_results else out
+        return bind(eqn, [f(z) for f in fns])[0]
 
     return fn
 
@@ -266,51 +154,12 @@ def _scale(k: Kernel, a) -> Kernel:
                      cov2=None if k.cov2 is None else a2 * k.cov2)
 
 
-_GRID = np.linspace(-4.0, 4.0, 161)
-
-
-def _identify(fn, eqn_hint: str):
-    """``(dual, gaussian_scale)`` for the elementwise ``fn``: ``gaussian_scale`` is ``a`` when
-    ``fn(z) = a·z`` (a linear map keeps the features Gaussian), else None."""
+def _identify(fn, hint: str):
+    """``(dual, gaussian_scale)`` for the elementwise ``fn`` (:func:`jaxlearn.nn.dual.identify_activation`)."""
     try:
-        with jax.ensure_compile_time_eval():
-            z = jnp.asarray(_GRID)
-            y = np.asarray(fn(z), dtype=np.float64)
-            one = np.asarray(fn(jnp.asarray([-1.0, 1.0], z.dtype)), dtype=np.float64)
-    except Exception as e:  # noqa: BLE001 (a chain that does not evaluate entrywise, e.g. array constants)
-        raise _Unsupported(f"flax module: the elementwise function{eqn_hint} cannot be evaluated entrywise "
-                           f"({type(e).__name__})") from None
-    tol = dict(rtol=1e-5, atol=1e-5 * max(1.0, np.abs(y).max()))
-    a, b = -one[0], one[1]
-    if np.allclose(y, a * np.minimum(_GRID, 0) + b * np.maximum(_GRID, 0), **tol):
-        if np.isclose(a, b, rtol=1e-7, atol=0):
-            return None, b
-        return (lambda q11, q12, q22: dual_module.ab_relu_dual(q11, q12, q22, a=a, b=b)), None
-    from scipy.special import erf as np_erf, erfinv  # scipy: a main dependency
-
-    with jax.ensure_compile_time_eval():  # a·erf(b·z) + c: c = φ(0), a = φ(∞) - c, erf(b) = (φ(1) - c)/a
-        c, top, at_one = (float(v) for v in np.asarray(fn(jnp.asarray([0.0, 60.0, 1.0], z.dtype)), np.float64))
-    a_erf = top - c
-    if a_erf != 0 and abs((at_one - c) / a_erf) < 1:
-        b_erf = float(erfinv((at_one - c) / a_erf))
-        if b_erf > 0 and np.allclose(y, a_erf * np_erf(b_erf * _GRID) + c, **tol):
-            return (lambda q11, q12, q22: dual_module.erf_dual(q11, q12, q22, a=a_erf, b=b_erf, c=c)), None
-
-    exact_gelu = 0.5 * _GRID * (1 + np_erf(_GRID / np.sqrt(2)))
-    tanh_gelu = 0.5 * _GRID * (1 + np.tanh(np.sqrt(2 / np.pi) * (_GRID + 0.044715 * _GRID ** 3)))
-    known = {"sin": np.sin(_GRID), "gelu": exact_gelu, "gelu (tanh approximation)": tanh_gelu}
-    duals = {"sin": dual_module.sin_dual, "gelu": dual_module.gelu_dual,
-             "gelu (tanh approximation)": dual_module.gelu_dual}
-    for name, ref in known.items():
-        if np.allclose(y, ref, **tol):
-            return duals[name], None
-    no_closed_form = {"tanh": np.tanh(_GRID), "sigmoid": 1 / (1 + np.exp(-_GRID)), "softplus": np.logaddexp(0, _GRID)}
-    for name, ref in no_closed_form.items():
-        if np.allclose(y, ref, **tol):
-            raise _Unsupported(f"flax module: activation {name}{eqn_hint} has no closed-form infinite-width kernel; "
-                               f"estimate it with jaxlearn.kernels.monte_carlo")
-    raise _Unsupported(f"flax module: the elementwise function{eqn_hint} is not a recognised activation "
-                       f"(a·min(z,0)+b·max(z,0), erf, sin, gelu); estimate it with jaxlearn.kernels.monte_carlo")
+        return identify_activation(fn, hint)
+    except ValueError as e:
+        raise _Unsupported(f"flax module: {e}") from None
 
 
 def _kernel_of(v: _Features, hint: str = "") -> Kernel:
@@ -329,19 +178,27 @@ def _kernel_of(v: _Features, hint: str = "") -> Kernel:
 def _scale_by_stat(k: Kernel, s: _Stat) -> Kernel:
     """The kernel of ``z·s(x)`` with ``s`` a per-example (per-position) statistic."""
     p = k.spatial_ndim
-    nngp = _pair_shape(True, s.q1, p) * k.nngp * _pair_shape(False, s.q2, p)
-    ntk = _pair_shape(True, s.q1, p) * k.ntk * _pair_shape(False, s.q2, p)
-    cov1 = _self_pair_shape(True, s.q1) * k.cov1 * _self_pair_shape(False, s.q1)
-    cov2 = None if k.cov2 is None else _self_pair_shape(True, s.q2) * k.cov2 * _self_pair_shape(False, s.q2)
+    nngp = pair_shape(True, s.q1, p) * k.nngp * pair_shape(False, s.q2, p)
+    ntk = pair_shape(True, s.q1, p) * k.ntk * pair_shape(False, s.q2, p)
+    cov1 = self_pair_shape(True, s.q1) * k.cov1 * self_pair_shape(False, s.q1)
+    cov2 = None if k.cov2 is None else self_pair_shape(True, s.q2) * k.cov2 * self_pair_shape(False, s.q2)
     return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2)
 
 
-class _Interpreter:
-    def __init__(self, init_of: Callable, W_std, b_std):
-        self.init_of, self.W_std, self.b_std = init_of, W_std, b_std
+class _KernelInterpreter(Interpreter):
+    """Values: :class:`_Features`, :class:`_Stat`, :class:`ParamInit` (a parameter) or
+    :class:`_Const`. Equations of constants are evaluated; calls of every kind are entered (an
+    activation such as ``jax.nn.relu`` is a ``custom_jvp`` call: its primal program is the
+    function to recognise); the rules below map the rest onto the layer algebra, and anything
+    else is unsupported."""
+
+    enters = frozenset(CALLS)
+
+    def __init__(self, W_std, b_std):
+        self.W_std, self.b_std = W_std, b_std
 
     # parameters
-    def weight_std(self, p: _Param, fan_in: int):
+    def weight_std(self, p: ParamInit, fan_in: int):
         if self.W_std is not None:
             return self.W_std
         if p.init is None or p.init[0] != "variance":
@@ -349,7 +206,7 @@ class _Interpreter:
                                f"or normal initialiser; pass W_std= explicitly")
         return math.sqrt(p.init[1] * fan_in)
 
-    def bias_std(self, p: _Param):
+    def bias_std(self, p: ParamInit):
         if self.b_std is not None and p.of_weight_layer:
             return self.b_std
         if p.init is not None and p.init[0] == "variance":
@@ -360,54 +217,39 @@ class _Interpreter:
                            f"pass b_std= explicitly")
 
     # the interpretation proper
-    def run(self, jaxpr, consts, args):
-        env = {}
+    def constant(self, value):
+        return _Const(value)
 
-        def read(v):
-            if isinstance(v, jax.extend.core.Literal):
-                return _Const(v.val)
-            return env[v]
-
-        for var, val in zip(jaxpr.constvars, consts):
-            env[var] = _Const(val)
-        for var, val in zip(jaxpr.invars, args):
-            env[var] = val
-        for eqn in jaxpr.eqns:
-            ins = [read(v) for v in eqn.invars]
-            outs = self.eqn(eqn, ins)
-            for var, val in zip(eqn.outvars, outs):
-                env[var] = val
-        return [read(v) for v in jaxpr.outvars]
-
-    def eqn(self, eqn, ins):
-        name = eqn.primitive.name
+    def equation(self, eqn, ins):
         if all(isinstance(v, _Const) for v in ins):
             return [_Const(o) for o in _concrete(eqn, [v.value for v in ins])]
-        inner = next((eqn.params[k] for k in _CALLS if k in eqn.params), None)
-        if inner is not None:
-            closed = inner if hasattr(inner, "jaxpr") else None
-            jaxpr, consts = (closed.jaxpr, closed.consts) if closed is not None else (inner, ())
-            return self.run(jaxpr, consts, ins)
-        feats = [v for v in ins if isinstance(v, _Features)]
-        params = [v for v in ins if isinstance(v, _Param)]
-        stats = [v for v in ins if isinstance(v, _Stat)]
-        if name in _SHAPE_ONLY and len(ins) == 1:
-            return [self.reshape(eqn, ins[0])]
-        if name == "dot_general" and len(feats) == 1 and len(params) == 1:
-            return [self.dense(eqn, ins)]
-        if name == "conv_general_dilated" and len(feats) == 1 and len(params) == 1:
-            return [self.conv(eqn, ins)]
-        if name == "reduce_sum" and feats:
-            return [self.reduce_sum(eqn, feats[0])]
-        if name == "reduce_window_sum" and feats:
-            return [self.window_sum(eqn, feats[0])]
-        if name in _ELEMENTWISE:
-            return [self.elementwise(eqn, ins, feats, params, stats)]
-        _fail(eqn, "has no infinite-width map" + (" (supported: Dense, Conv, pooling, LayerNorm, activations, "
-                                                   "residual sums)"))
+        return super().equation(eqn, ins)
+
+    def default_rule(self, eqn, ins):
+        _fail(eqn, "has no infinite-width map (supported: Dense, Conv, pooling, LayerNorm, activations, residual sums)")
+
+    # rules: each maps one primitive onto the layer algebra, or finds it unsupported
+    def shape_rule(self, eqn, ins):
+        return [self.reshape(eqn, ins[0])] if len(ins) == 1 else self.default_rule(eqn, ins)
+
+    def product_rule(self, eqn, ins):
+        feats, params, _ = _sort(ins)
+        if len(feats) != 1 or len(params) != 1:
+            return self.default_rule(eqn, ins)
+        return [self.dense(eqn, ins) if eqn.primitive.name == "dot_general" else self.conv(eqn, ins)]
+
+    def sum_rule(self, eqn, ins):
+        feats, _, _ = _sort(ins)
+        if not feats:
+            return self.default_rule(eqn, ins)
+        summed = self.reduce_sum if eqn.primitive.name == "reduce_sum" else self.window_sum
+        return [summed(eqn, feats[0])]
+
+    def elementwise_rule(self, eqn, ins):
+        return [self.elementwise(eqn, ins, *_sort(ins))]
 
     def reshape(self, eqn, v):
-        if isinstance(v, (_Param, _Stat)):
+        if isinstance(v, (ParamInit, _Stat)):
             return v
         out = eqn.outvars[0].aval.shape
         inp = eqn.invars[0].aval.shape
@@ -458,8 +300,11 @@ class _Interpreter:
         ndim = eqn.invars[0].aval.ndim
         shape = eqn.invars[0].aval.shape
         if axes == (ndim - 1,):  # over the channels: a statistic (law of large numbers)
-            _, a = (None, 1.0) if f.fn is None else _identify_moment(f.fn)
-            if a == "square":
+            power = 1 if f.fn is None else identify_power(f.fn)
+            if power is None:
+                raise _Unsupported("flax module: a channel mean of a nonlinear function of the features (other than "
+                                   "z²) has no map here")
+            if power == 2:
                 q1, q2 = f.k.variances()
                 return _Stat(shape[-1] * q1, shape[-1] * q2)
             if not f.k.is_gaussian:
@@ -497,17 +342,17 @@ class _Interpreter:
         if name in ("add", "sub") and len(feats) == 2 and len(sources) == 2:
             ks = tuple(_kernel_of(f, _feeding(eqn)) for f in feats)
             try:
-                return _Features(_fanin_sum_kernel(ks))
+                return _Features(fanin_sum_kernel(ks))
             except LayerError as e:
                 _fail(eqn, f"sums two feature maps: {e}")
         if len(feats) == 1 and feats[0].fn is None and len(ins) == 2:
             other = ins[1] if ins[0] is feats[0] else ins[0]
             k = feats[0].k
-            if name == "add" and isinstance(other, _Param) and other.role == "bias":
+            if name == "add" and isinstance(other, ParamInit) and other.role == "bias":
                 b2 = jnp.square(self.bias_std(other))
                 cov2 = None if k.cov2 is None else k.cov2 + b2
                 return _Features(k.replace(nngp=k.nngp + b2, ntk=k.ntk + 1.0, cov1=k.cov1 + b2, cov2=cov2))
-            if name == "mul" and isinstance(other, _Param) and other.role == "scale":
+            if name == "mul" and isinstance(other, ParamInit) and other.role == "scale":
                 return _Features(self.param_scale(eqn, k, other))
             if name == "mul" and isinstance(other, _Stat) and other.q1 is not None:
                 k = _scale_by_stat(k, other)
@@ -521,7 +366,7 @@ class _Interpreter:
         _fail(eqn, "combines features, parameters and statistics in a way that is not a Dense/Conv bias, a "
                    "LayerNorm, an activation or a residual sum")
 
-    def param_scale(self, eqn, k, p: _Param):
+    def param_scale(self, eqn, k, p: ParamInit):
         if p.init is None or p.init[0] != "constant":
             _fail(eqn, f"scales by parameter {p.path}, whose initialiser is not a constant")
         c = p.init[1]
@@ -559,23 +404,19 @@ class _Interpreter:
 
         def side(which):
             vals = [getattr(v, which) if isinstance(v, _Stat) else jnp.reshape(jnp.asarray(v.value), ()) for v in ins]
-            out = eqn.primitive.bind(*vals, **{k: v for k, v in eqn.params.items()
-                                              if not (name == "convert_element_type" and k == "sharding")})
-            return out
+            return bind(eqn, vals)[0]
 
         return _Stat(side("q1"), side("q2"))
 
+    rules = {**dict.fromkeys(ELEMENTWISE, elementwise_rule), **dict.fromkeys(_SHAPE_ONLY, shape_rule),
+             "dot_general": product_rule, "conv_general_dilated": product_rule,
+             "reduce_sum": sum_rule, "reduce_window_sum": sum_rule}
 
-def _identify_moment(fn):
-    """``(None, "square")`` if ``fn(z) = z²``, ``(None, "identity")`` if ``fn(z) = z``, else raises."""
-    with jax.ensure_compile_time_eval():
-        y = np.asarray(fn(jnp.asarray(_GRID)), dtype=np.float64)
-    if np.allclose(y, _GRID ** 2, rtol=1e-5, atol=1e-5):
-        return None, "square"
-    if np.allclose(y, _GRID, rtol=1e-5, atol=1e-5):
-        return None, 1.0
-    raise _Unsupported("flax module: a channel mean of a nonlinear function of the features (other than z²) has no "
-                       "map here")
+
+def _sort(ins):
+    """The inputs that are features, parameters and statistics."""
+    return ([v for v in ins if isinstance(v, _Features)], [v for v in ins if isinstance(v, ParamInit)],
+            [v for v in ins if isinstance(v, _Stat)])
 
 
 def flax_layer(module, example, *, variables=None, W_std=None, b_std=None) -> Layer:
@@ -590,55 +431,40 @@ def flax_layer(module, example, *, variables=None, W_std=None, b_std=None) -> La
     modules (for nnx modules, use :func:`jaxlearn.nn.from_nnx` to train; this layer is for kernels).
     """
     example = jnp.asarray(example)[:1]
-    if isinstance(module, linen.Module):
-        params, forward, init_of = _linen_parts(module, example, variables)
-    elif isinstance(module, nnx.Module):
-        if variables is not None:
-            raise ValueError("variables: only for linen modules (an nnx module holds its own)")
-        params, forward, init_of = _nnx_parts(module)
-    else:
-        raise TypeError(f"module: expected a flax.linen.Module or flax.nnx.Module, got {type(module).__name__}")
+    flax_fn = flax_forward(module, example, variables=variables)
     for name, value in (("W_std", W_std), ("b_std", b_std)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
             raise ValueError(f"{name}: expected a non-negative number or None, got {value!r}")
-    closed = jax.make_jaxpr(forward)(params, example)
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    paths = []
-    for path, _ in leaves:
-        keys = tuple(_key_name(k) for k in path)
-        paths.append(keys[:-1] if keys and keys[-1] == "value" else keys)
-    with_weight = {keys[:-1] for keys in paths if keys and keys[-1] == "kernel"}
-    param_values = [_Param("/".join(keys), _roles(keys[-1] if keys else ""), init_of(keys, tuple(np.shape(leaf))),
-                           tuple(np.shape(leaf)), keys[:-1] in with_weight)
-                    for keys, (_, leaf) in zip(paths, leaves)]
-    interpreter = _Interpreter(init_of, W_std, b_std)
-    n_params = len(param_values)
-    if len(closed.jaxpr.invars) != n_params + 1:
+    kernel_fn = _kernel_map(flax_fn.forward, flax_fn.params, flax_fn.inits, example, W_std, b_std)
+    name = f"flax({type(module).__name__})"
+    if flax_fn.layer is not None:
+        return Layer(flax_fn.layer.init_fn, flax_fn.layer.apply_fn, kernel_fn, name, None)
+
+    def _no_init(key, spec):
+        raise LayerError(f"{name}: built for kernels; train nnx modules through jaxlearn.nn.from_nnx")
+
+    return Layer(_no_init, _no_init, kernel_fn, name, None)
+
+
+def _kernel_map(forward: Callable, params, inits, example, W_std, b_std) -> Callable[[Kernel], Kernel]:
+    """The infinite-width kernel map of ``forward(params, x)`` (module docstring), for parameter
+    leaves described by ``inits`` (one :class:`ParamInit` per leaf) and inputs like ``example``.
+    Traced now, on the input kernel of the example, so that unsupported functions fail here."""
+    program = trace(forward, params, example).program
+    if len(program.in_avals) != len(inits) + 1:
         raise ValueError("module: expected the forward pass to take one input array")
-    out_shape = closed.out_avals[0].shape if len(closed.out_avals) == 1 else None
-    if out_shape is None:
+    if len(program.out_avals) != 1:
         raise ValueError("module: expected the forward pass to return one array")
+    interpreter = _KernelInterpreter(W_std, b_std)
 
     def kernel_fn(k):
         try:
-            outs = interpreter.run(closed.jaxpr, closed.consts, param_values + [_Features(k)])
-            out = outs[0]
+            out = interpreter.run(program, list(inits) + [_Features(k)])[0]
             if not isinstance(out, _Features):
                 raise _Unsupported("flax module: the output is not a feature map of the input")
             return _kernel_of(out, " (at the output)")
         except _Unsupported as e:
             raise ValueError(str(e)) from None
 
-    # trace once now, on the input kernel of the example, so unsupported modules fail here
-    from jaxlearn.nn.kernel import input_kernel
-
     jax.eval_shape(lambda x: kernel_fn(input_kernel(x)), example)
-    name = f"flax({type(module).__name__})"
-    if isinstance(module, linen.Module):
-        base = from_linen(module)
-        return Layer(base.init_fn, base.apply_fn, kernel_fn, name, None)
-
-    def _no_init(key, spec):
-        raise LayerError(f"{name}: built for kernels; train nnx modules through jaxlearn.nn.from_nnx")
-
-    return Layer(_no_init, _no_init, kernel_fn, name, None)
+    return kernel_fn

@@ -30,7 +30,7 @@ def linearize(apply_fn: Callable, params_0) -> Callable:
     naming them — their backward pass is a rule's surrogate, not a derivative to expand in.
     """
 
-    from jaxlearn.rules.forward_mode import require_forward_mode
+    from jaxlearn._jaxpr.forward_mode import require_forward_mode
 
     def f_lin(params, x, *args, **kwargs):
         def f(p):

@@ -17,9 +17,9 @@ per-example Jacobian from that layer alone, not from a backward pass through the
 contracted with ``h`` over the positions (with the image patches of ``h`` for a convolution, one
 GEMM per example), which is then contracted like a Jacobian.
 
-How weights are recognised: ``apply`` is traced for one example (``jax.disable_jit`` inlines
-nested ``jit`` programs) and each parameter leaf is followed through ``reshape``/``transpose``/
-dtype conversion and multiplication or division by a parameter-free scalar (a parameterization
+How weights are recognised: ``apply`` is traced for one example, nested ``jit`` programs inlined
+(:func:`jaxlearn._jaxpr.trace_per_example`), and each parameter leaf is followed through
+``reshape``/``transpose``/dtype conversion and multiplication or division by a parameter-free scalar (a parameterization
 constant such as ``W_std/√fan_in``, which may be traced) to a ``dot_general`` or
 ``conv_general_dilated`` (without batch dimensions or feature groups) where it is one operand.
 A bias is followed the same way to a broadcast into an ``add`` whose other operand does not depend
@@ -40,14 +40,18 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.extend.core import Literal
+import numpy as np
 
-from jaxlearn.landscape.affine import _bind
+from jaxlearn._jaxpr.equations import bind, is_literal, readers
+from jaxlearn._jaxpr.interpreter import Interpreter
+from jaxlearn._jaxpr.primitives import BROADCASTS, CONVERSIONS, PRODUCTS, REARRANGEMENTS
+from jaxlearn._jaxpr.tracing import trace_per_example
+from jaxlearn.kernels.contract import contract
 
 __all__ = ["structured_kernel", "is_supported", "analyse"]
 
-_LINEAR = {"convert_element_type", "reshape", "transpose", "squeeze", "expand_dims", "copy", "copy_p"}
-_PRODUCTS = {"dot_general", "conv_general_dilated"}
+# A leaf whose entries are only moved around or converted is still that leaf.
+_SAME_LEAF = REARRANGEMENTS | CONVERSIONS
 
 
 class _Target(NamedTuple):
@@ -56,21 +60,22 @@ class _Target(NamedTuple):
     others, summed in its Jacobian, are the axes it was broadcast along).
     ``tap``: the equation whose output receives the cotangent probe — the product itself, or, for
     a weight whose product reaches a bias ``add`` through multiplications by scalars (``chain``,
-    e.g. the NTK parameterization's ``W_std/√fan_in``), that ``add``: one probe serves both."""
+    e.g. the NTK parameterization's ``W_std/√fan_in``), that ``add``: one probe serves both.
+    Equations are the traced program's own (``Analysis.jaxpr``)."""
 
     kind: str
-    eqn: int
+    eqn: object
     leaf: int
     pos: int
     dims: tuple = ()
-    tap: int = -1
+    tap: object = None
     chain: tuple = ()
 
 
 class Analysis(NamedTuple):
     """Which leaves are structured: ``targets`` (one per structured leaf) and ``fallback`` (the
     indices of the other leaves, differentiated by the Jacobian method); ``taps``: the equations
-    whose outputs are probed, in order."""
+    whose outputs are probed, in program order."""
 
     jaxpr: object
     targets: tuple
@@ -80,174 +85,181 @@ class Analysis(NamedTuple):
     total_size: int
 
 
-def _per_example(f):
-    return lambda params, x: f(params, x[None])[0]
+# -- the analysis: what is known about each variable -----------------------------------------------
+
+
+class _Leaf(NamedTuple):
+    """Parameter leaf ``index``, reshaped, transposed or converted, times parameter-free single values."""
+
+    index: int
+
+
+class _Spread(NamedTuple):
+    """Such a leaf broadcast (a bias on its way to its ``add``), keeping axes ``dims``."""
+
+    index: int
+    dims: tuple
+
+
+class _Mixed(NamedTuple):
+    """Depends on the parameter leaves ``leaves`` in any other way."""
+
+    leaves: frozenset
+
+
+class _Free(NamedTuple):
+    """Parameter-free; ``single``: one value (a scalar, or a broadcast scalar)."""
+
+    single: bool
+
+
+def _leaves_of(fact) -> frozenset:
+    if isinstance(fact, (_Leaf, _Spread)):
+        return frozenset({fact.index})
+    return fact.leaves if isinstance(fact, _Mixed) else frozenset()
+
+
+def _is_single(fact) -> bool:
+    return isinstance(fact, _Free) and fact.single
+
+
+def _has_one_entry(aval) -> bool:
+    shape = getattr(aval, "shape", None)
+    return shape is not None and math.prod(shape) == 1
+
+
+def _depending_on(leaves, var):
+    return _Mixed(leaves) if leaves else _Free(_has_one_entry(var.aval))
 
 
 def _is_floating(v) -> bool:
     return jnp.issubdtype(v.aval.dtype, jnp.floating)
 
 
-class _LeafFlow:
-    """Where each parameter leaf goes in the traced program, learned one equation at a time by
-    :meth:`follow`: the variables that are a leaf times parameter-free scalars (``lin``), such a
-    leaf broadcast (``spread``), the variables that depend on leaves in any other way (``deps``),
-    and, per leaf, the products and bias ``add`` s it is a candidate operand of."""
+class _LeafFlow(Interpreter):
+    """Follows the parameter leaves through the traced program: the value of each variable is what
+    is known about it (a ``_Leaf``, ``_Spread``, ``_Mixed`` or ``_Free`` fact). A rule either
+    recognises its equation or leaves it to :meth:`default_rule` (the outputs depend on every leaf
+    an input depends on); rules only see equations with one floating output. Along the way each
+    leaf collects the products and bias ``add`` s it is a candidate operand of (``candidates``)."""
 
-    def __init__(self, leaf_vars):
-        self.lin = {v: i for i, v in enumerate(leaf_vars)}  # var -> leaf: scalar·(reshaped) leaf
-        self.spread = {}                                     # var -> (leaf, dims): a broadcast lin var
-        self.deps = {}                                       # var -> leaves it depends on otherwise
-        self.uniform = set()                                 # parameter-free single-value vars
-        self.candidates = {}                                 # leaf -> [_Target]
+    enters = frozenset()  # the program is inlined: calls left are custom rules, treated as a whole
 
-    def leaves_of(self, v) -> frozenset:
-        if isinstance(v, Literal):
-            return frozenset()
-        if v in self.lin:
-            return frozenset({self.lin[v]})
-        if v in self.spread:
-            return frozenset({self.spread[v][0]})
-        return self.deps.get(v, frozenset())
+    def __init__(self):
+        self.facts = {}       # variable -> fact, for every variable written
+        self.candidates = {}  # leaf -> [_Target]
+        self.position = {}    # equation -> its index in the program
 
-    def is_leaf(self, v) -> bool:
-        return not isinstance(v, Literal) and v in self.lin
+    def fact_of(self, v):
+        """The fact of an operand (a literal, a constant or the input are parameter-free)."""
+        if is_literal(v) or v not in self.facts:
+            return _Free(_has_one_entry(v.aval))
+        return self.facts[v]
 
-    def is_single_value(self, v) -> bool:
-        """Parameter-free and one value: a scalar, or a broadcast scalar."""
-        return (isinstance(v, Literal) or not self.leaves_of(v)) and (math.prod(v.aval.shape) == 1
-                                                                     or v in self.uniform)
+    def constant(self, value):
+        return _Free(np.size(value) == 1)
 
-    def follow(self, k, eqn):
-        """Equation ``k``: its own rule (``_FOLLOW``) if it has one and that rule recognises it,
-        otherwise :meth:`depend`."""
-        out = eqn.outvars[0] if len(eqn.outvars) == 1 else None
-        rule = _FOLLOW.get(eqn.primitive.name) if out is not None and _is_floating(out) else None
-        if rule is None or not rule(self, k, eqn, out):
-            self.depend(eqn)
+    def equation(self, eqn, ins):
+        self.position[eqn] = len(self.position)
+        if len(eqn.outvars) == 1 and _is_floating(eqn.outvars[0]):
+            outs = super().equation(eqn, ins)
+        else:
+            outs = self.default_rule(eqn, ins)
+        self.facts.update(zip(eqn.outvars, outs))
+        return outs
 
-    def depend(self, eqn):
+    def default_rule(self, eqn, ins):
         """Any other equation: each output depends on every leaf an input depends on."""
-        all_deps = frozenset().union(*(self.leaves_of(v) for v in eqn.invars))
-        if all_deps:
-            for o in eqn.outvars:
-                self.deps[o] = all_deps
+        leaves = frozenset().union(*(_leaves_of(f) for f in ins))
+        return [_depending_on(leaves, o) for o in eqn.outvars]
 
-    def follow_linear(self, k, eqn, out) -> bool:
+    def same_leaf(self, eqn, ins):
         """A reshaped, transposed or dtype-converted leaf is still that leaf."""
-        if not self.is_leaf(eqn.invars[0]):
-            return False
-        self.lin[out] = self.lin[eqn.invars[0]]
-        return True
+        return [ins[0]] if isinstance(ins[0], _Leaf) else self.default_rule(eqn, ins)
 
-    def follow_scaling(self, k, eqn, out) -> bool:
+    def scaling(self, eqn, ins):
         """A leaf times (either side) or divided by a parameter-free single value (a
         parameterization constant) is still that leaf."""
-        ins = eqn.invars
-        if len(ins) != 2:
-            return False
         sides = (0, 1) if eqn.primitive.name == "mul" else (0,)
-        pos = next((i for i in sides if self.is_leaf(ins[i]) and self.is_single_value(ins[1 - i])), None)
-        if pos is None:
-            return False
-        self.lin[out] = self.lin[ins[pos]]
-        return True
+        pos = next((i for i in sides if isinstance(ins[i], _Leaf) and _is_single(ins[1 - i])), None) \
+            if len(ins) == 2 else None
+        return self.default_rule(eqn, ins) if pos is None else [ins[pos]]
 
-    def follow_broadcast(self, k, eqn, out) -> bool:
-        """A broadcast leaf is ``spread`` (a bias on its way to its ``add``); a broadcast
-        parameter-free single value stays one value (and is otherwise an ordinary equation)."""
-        if self.is_leaf(eqn.invars[0]):
-            self.spread[out] = (self.lin[eqn.invars[0]], tuple(eqn.params["broadcast_dimensions"]))
-            return True
-        if self.is_single_value(eqn.invars[0]):
-            self.uniform.add(out)
-        return False
+    def broadcast(self, eqn, ins):
+        """A broadcast leaf is ``_Spread`` (a bias on its way to its ``add``); a broadcast
+        parameter-free single value stays one value."""
+        if isinstance(ins[0], _Leaf):
+            return [_Spread(ins[0].index, tuple(eqn.params["broadcast_dimensions"]))]
+        if _is_single(ins[0]):
+            return [_Free(True)]
+        return self.default_rule(eqn, ins)
 
-    def find_weight(self, k, eqn, out) -> bool:
+    def weight(self, eqn, ins):
         """A leaf that is one operand of a plain product (``dot_general`` either side, a
         convolution's filter) and not behind the other operand is a weight candidate; the
         product depends on the other operand's leaves only."""
-        if not _plain(eqn):
-            return False
-        ins = eqn.invars
         sides = (0, 1) if eqn.primitive.name == "dot_general" else (1,)
-        pos = next((i for i in sides if self.is_leaf(ins[i]) and self.lin[ins[i]] not in self.leaves_of(ins[1 - i])),
-                   None)
+        pos = next((i for i in sides if isinstance(ins[i], _Leaf) and ins[i].index not in _leaves_of(ins[1 - i])),
+                   None) if _plain(eqn) else None
         if pos is None:
-            return False
-        leaf = self.lin[ins[pos]]
-        self.candidates.setdefault(leaf, []).append(_Target("weight", k, leaf, pos, tap=k))
-        self.deps[out] = self.leaves_of(ins[1 - pos])
-        return True
+            return self.default_rule(eqn, ins)
+        leaf = ins[pos].index
+        self.candidates.setdefault(leaf, []).append(_Target("weight", eqn, leaf, pos, tap=eqn))
+        return [_depending_on(_leaves_of(ins[1 - pos]), eqn.outvars[0])]
 
-    def find_bias(self, k, eqn, out) -> bool:
+    def bias(self, eqn, ins):
         """A broadcast leaf added to something not behind it, at the rank of the sum, is a bias
         candidate; the sum depends on the other operand's leaves only."""
-        ins = eqn.invars
-        if len(ins) != 2:
-            return False
-        pos = next((i for i in (0, 1) if not isinstance(ins[i], Literal) and ins[i] in self.spread
-                    and self.spread[ins[i]][0] not in self.leaves_of(ins[1 - i])
-                    and len(ins[i].aval.shape) == len(out.aval.shape)), None)
+        out = eqn.outvars[0]
+        pos = next((i for i in (0, 1) if isinstance(ins[i], _Spread) and ins[i].index not in _leaves_of(ins[1 - i])
+                    and len(eqn.invars[i].aval.shape) == len(out.aval.shape)), None) if len(ins) == 2 else None
         if pos is None:
-            return False
-        leaf, dims = self.spread[ins[pos]]
-        shape = ins[pos].aval.shape  # add may broadcast size-1 axes itself
+            return self.default_rule(eqn, ins)
+        leaf, dims = ins[pos]
+        shape = eqn.invars[pos].aval.shape  # add may broadcast size-1 axes itself
         kept = tuple(d for d in dims if shape[d] == out.aval.shape[d])
-        self.candidates.setdefault(leaf, []).append(_Target("bias", k, leaf, pos, kept, tap=k))
-        self.deps[out] = self.leaves_of(ins[1 - pos])
-        return True
+        self.candidates.setdefault(leaf, []).append(_Target("bias", eqn, leaf, pos, kept, tap=eqn))
+        return [_depending_on(_leaves_of(ins[1 - pos]), out)]
 
-
-# primitive -> the rule of _LeafFlow that recognises it (True) or leaves it to _LeafFlow.depend (False)
-_FOLLOW = {**{name: _LeafFlow.follow_linear for name in _LINEAR},
-           "mul": _LeafFlow.follow_scaling, "div": _LeafFlow.follow_scaling,
-           "broadcast_in_dim": _LeafFlow.follow_broadcast,
-           **{name: _LeafFlow.find_weight for name in _PRODUCTS},
-           "add": _LeafFlow.find_bias}
+    rules = {**dict.fromkeys(_SAME_LEAF, same_leaf), "mul": scaling, "div": scaling,
+             **dict.fromkeys(BROADCASTS, broadcast), **dict.fromkeys(PRODUCTS, weight), "add": bias}
 
 
 def analyse(f: Callable, params, x_example) -> Analysis:
     """Traces ``f(params, x_example[None])[0]`` and classifies the parameter leaves (module
     docstring)."""
-    leaves, treedef = jax.tree.flatten(params)
-    with jax.disable_jit():
-        closed = jax.make_jaxpr(lambda ls, x: _per_example(f)(jax.tree.unflatten(treedef, ls), x))(leaves, x_example)
-    jaxpr = closed.jaxpr
+    leaves = jax.tree.leaves(params)
+    program = trace_per_example(f, params, x_example).program
     n = len(leaves)
-    flow = _LeafFlow(jaxpr.invars[:n])
-    for k, eqn in enumerate(jaxpr.eqns):
-        flow.follow(k, eqn)
-    uses, consumer = _count_uses(jaxpr)
-    chosen = _share_bias_probes(jaxpr.eqns, _choose_targets(flow, uses, n), uses, consumer, flow.is_single_value)
+    flow = _LeafFlow()
+    flow.facts.update((v, _Leaf(i)) for i, v in enumerate(program.jaxpr.invars[:n]))
+    flow.run(program, [_Leaf(i) for i in range(n)] + [_Free(math.prod(jnp.shape(x_example)) == 1)])
+    reads = readers(program)
+    chosen = _share_bias_probes(_choose_targets(flow, reads, n), reads, flow)
     targets = tuple(chosen[i] for i in sorted(chosen))
     fallback = tuple(i for i in range(n) if i not in chosen)
-    taps = tuple(sorted({t.tap for t in targets}))
+    taps = tuple(sorted({t.tap for t in targets}, key=flow.position.__getitem__))
     sizes = [math.prod(leaf.shape) for leaf in leaves]
-    return Analysis(closed, targets, fallback, taps, sum(sizes[t.leaf] for t in targets), sum(sizes))
+    return Analysis(program, targets, fallback, taps, sum(sizes[t.leaf] for t in targets), sum(sizes))
 
 
-def _count_uses(jaxpr):
-    """How many times each variable is read, and the (last) equation reading it. A program output
-    counts twice: it is not a single-use link of a chain."""
-    uses, consumer = {}, {}
-    for k, eqn in enumerate(jaxpr.eqns):
-        for v in eqn.invars:
-            if not isinstance(v, Literal):
-                uses[v] = uses.get(v, 0) + 1
-                consumer[v] = k
-    for v in jaxpr.outvars:
-        if not isinstance(v, Literal):
-            uses[v] = uses.get(v, 0) + 2
-    return uses, consumer
+def _read_once_by(reads, v):
+    """The one equation that reads ``v``, if exactly one does and ``v`` is no program output."""
+    found = reads.get(v, ())
+    return found[0] if len(found) == 1 else None
 
 
-def _choose_targets(flow: _LeafFlow, uses, n) -> dict:
+def _read_again(reads, v) -> bool:
+    """``v`` is read more than once, or is a program output (not a single-use link of a chain)."""
+    found = reads.get(v, ())
+    return len(found) > 1 or None in found
+
+
+def _choose_targets(flow: _LeafFlow, reads, n) -> dict:
     """Leaf -> target for the structured leaves: exactly one candidate, no other dependence on the
-    leaf anywhere, and no variable of it read twice."""
-    tainted = frozenset().union(*flow.deps.values()) if flow.deps else frozenset()
-    shared = {leaf for v, leaf in list(flow.lin.items()) + [(v, s[0]) for v, s in flow.spread.items()]
-              if uses.get(v, 0) > 1}
+    leaf anywhere, and no variable of it read twice (or an output of the program)."""
+    tainted = frozenset().union(*(f.leaves for f in flow.facts.values() if isinstance(f, _Mixed)))
+    shared = {f.index for v, f in flow.facts.items() if isinstance(f, (_Leaf, _Spread)) and _read_again(reads, v)}
     chosen = {}
     for i in range(n):
         found = flow.candidates.get(i, [])
@@ -256,29 +268,29 @@ def _choose_targets(flow: _LeafFlow, uses, n) -> dict:
     return chosen
 
 
-def _share_bias_probes(eqns, chosen, uses, consumer, is_single_value) -> dict:
+def _share_bias_probes(chosen, reads, flow) -> dict:
     """``chosen`` with each weight whose product flows into a chosen bias ``add`` probed there."""
     biases = {t.eqn: t for t in chosen.values() if t.kind == "bias"}
-    return {i: _probe_at_bias(t, eqns, uses, consumer, biases, is_single_value) if t.kind == "weight" else t
-            for i, t in chosen.items()}
+    return {i: _probe_at_bias(t, reads, biases, flow) if t.kind == "weight" else t for i, t in chosen.items()}
 
 
-def _probe_at_bias(t, eqns, uses, consumer, biases, is_single_value):
+def _probe_at_bias(t, reads, biases, flow):
     """Follows weight ``t``'s product through single-use multiplications by single values (its
     ``chain``); if the next equation is the ``add`` of a bias in ``biases`` with the product on the
     other side, ``t`` takes that ``add`` as its tap, else stays as it is."""
-    v, chain = eqns[t.eqn].outvars[0], []
-    while uses.get(v, 0) == 1 and _scales_by_single_value(eqns[consumer[v]], v, is_single_value):
-        chain.append(consumer[v])
-        v = eqns[consumer[v]].outvars[0]
-    bias = biases.get(consumer[v]) if uses.get(v, 0) == 1 else None
-    if bias is not None and eqns[consumer[v]].invars[1 - bias.pos] is v:
+    v, chain = t.eqn.outvars[0], []
+    while (reader := _read_once_by(reads, v)) is not None and _scales_by_single_value(reader, v, flow):
+        chain.append(reader)
+        v = reader.outvars[0]
+    reader = _read_once_by(reads, v)
+    bias = biases.get(reader)
+    if bias is not None and reader.invars[1 - bias.pos] is v:
         return t._replace(tap=bias.eqn, chain=tuple(chain))
     return t
 
 
-def _scales_by_single_value(eqn, v, is_single_value) -> bool:
-    return eqn.primitive.name == "mul" and any(w is not v and is_single_value(w) for w in eqn.invars)
+def _scales_by_single_value(eqn, v, flow) -> bool:
+    return eqn.primitive.name == "mul" and any(w is not v and _is_single(flow.fact_of(w)) for w in eqn.invars)
 
 
 def _plain(eqn) -> bool:
@@ -299,55 +311,69 @@ def is_supported(f: Callable, params, x) -> bool:
     return a.total_size > 0 and 2 * a.structured_size >= a.total_size
 
 
+# -- the evaluation: cotangent probes and layer inputs ----------------------------------------------
+
+
+class _Probed(Interpreter):
+    """Evaluates the analysed program for one example with ``eps[j]`` added to the output of tap
+    ``j``, recording for each target ``[layer input h`` (weights; ``None`` for biases), ``leaf
+    chain scale, output chain scale]`` (``records``)."""
+
+    enters = frozenset()  # the program is inlined
+
+    def __init__(self, analysis: Analysis, eps):
+        self.targets = analysis.targets
+        self.eps = dict(zip(analysis.taps, eps))
+        self.at, self.chain_end = {}, {}
+        for i, t in enumerate(self.targets):
+            self.at.setdefault(t.eqn, []).append(i)
+            if t.chain:
+                self.chain_end.setdefault(t.chain[-1], []).append(i)
+        self.chained = {e for t in self.targets for e in t.chain}
+        self.scale = {}   # variable of a leaf -> the product of the scalars it was multiplied by
+        self.factor = {}  # variable on a weight's output chain -> the chain's multiplier so far
+        self.records = [None] * len(self.targets)
+
+    def default_rule(self, eqn, ins):
+        outs = bind(eqn, ins)
+        for i in self.at.get(eqn, ()):
+            t = self.targets[i]
+            self.records[i] = [ins[1 - t.pos] if t.kind == "weight" else None, self.scale[eqn.invars[t.pos]], 1.0]
+        if eqn in self.chained:  # the multiplier of a weight's output chain
+            pos = next(j for j, v in enumerate(eqn.invars) if not is_literal(v) and v in self.factor)
+            self.factor[eqn.outvars[0]] = self.factor[eqn.invars[pos]] * jnp.ravel(ins[1 - pos])[0]
+        if eqn in self.eps:
+            outs = [outs[0] + self.eps[eqn]]
+        self.track_scale(eqn, ins)
+        for i in self.at.get(eqn, ()):
+            if self.targets[i].chain:
+                self.factor[eqn.outvars[0]] = 1.0
+        for i in self.chain_end.get(eqn, ()):
+            self.records[i][2] = self.factor[eqn.outvars[0]]
+        return outs
+
+    def track_scale(self, eqn, ins):
+        """The scalars a leaf is multiplied by on its way to its product (reshapes keep them)."""
+        tracked = [j for j, v in enumerate(eqn.invars) if not is_literal(v) and v in self.scale]
+        if len(eqn.outvars) != 1 or not tracked:
+            return
+        a, out, name = tracked[0], eqn.outvars[0], eqn.primitive.name
+        if name in _SAME_LEAF or name in BROADCASTS:
+            self.scale[out] = self.scale[eqn.invars[a]]
+        elif name == "mul":
+            self.scale[out] = self.scale[eqn.invars[a]] * jnp.ravel(ins[1 - a])[0]
+        elif name == "div" and a == 0:
+            self.scale[out] = self.scale[eqn.invars[0]] / jnp.ravel(ins[1])[0]
+
+
 def _evaluate(analysis: Analysis, leaves, x, eps):
     """Runs the traced program for one example with ``eps[j]`` added to the output of tap ``j``;
     returns ``(outputs, records)``, one record per target in order: ``(layer input h`` (weights;
     ``None`` for biases), ``leaf chain scale, output chain scale)``."""
-    jaxpr = analysis.jaxpr.jaxpr
-    env = dict(zip(jaxpr.constvars, analysis.jaxpr.consts))
-    env.update(zip(jaxpr.invars, list(leaves) + [x]))
-    scale = {v: 1.0 for v in jaxpr.invars[:len(leaves)]}
-    taps = {k: j for j, k in enumerate(analysis.taps)}
-    at = {}
-    for i, t in enumerate(analysis.targets):
-        at.setdefault(t.eqn, []).append(i)
-    chained = {k for t in analysis.targets for k in t.chain}
-    factor = {}
-    records = [None] * len(analysis.targets)
-
-    def read(v):
-        return v.val if isinstance(v, Literal) else env[v]
-
-    for k, eqn in enumerate(jaxpr.eqns):
-        ins = [read(v) for v in eqn.invars]
-        outs = _bind(eqn, ins)
-        name = eqn.primitive.name
-        for i in at.get(k, ()):
-            t = analysis.targets[i]
-            records[i] = [ins[1 - t.pos] if t.kind == "weight" else None, scale[eqn.invars[t.pos]], 1.0]
-        if k in chained:  # the multiplier of a weight's output chain
-            pos = next(j for j, v in enumerate(eqn.invars) if not (isinstance(v, Literal) or v not in factor))
-            factor[eqn.outvars[0]] = factor[eqn.invars[pos]] * jnp.ravel(ins[1 - pos])[0]
-        if k in taps:
-            outs = [outs[0] + eps[taps[k]]]
-        tracked = [j for j, v in enumerate(eqn.invars) if not isinstance(v, Literal) and v in scale]
-        if len(eqn.outvars) == 1 and tracked:
-            a = tracked[0]
-            if name in _LINEAR or name == "broadcast_in_dim":
-                scale[eqn.outvars[0]] = scale[eqn.invars[a]]
-            elif name == "mul":
-                scale[eqn.outvars[0]] = scale[eqn.invars[a]] * jnp.ravel(ins[1 - a])[0]
-            elif name == "div" and a == 0:
-                scale[eqn.outvars[0]] = scale[eqn.invars[0]] / jnp.ravel(ins[1])[0]
-        for i in at.get(k, ()):
-            if analysis.targets[i].chain:
-                factor[eqn.outvars[0]] = 1.0
-        for v, val in zip(eqn.outvars, outs):
-            env[v] = val
-        for i, t in enumerate(analysis.targets):
-            if t.chain and k == t.chain[-1]:
-                records[i][2] = factor[eqn.outvars[0]]
-    return read(jaxpr.outvars[0]), [tuple(r) for r in records]
+    probed = _Probed(analysis, eps)
+    probed.scale.update((v, 1.0) for v in analysis.jaxpr.jaxpr.invars[:len(leaves)])
+    outs = probed.run(analysis.jaxpr, list(leaves) + [x])
+    return outs[0], [tuple(r) for r in probed.records]
 
 
 def _factors(analysis: Analysis, leaves, x):
@@ -355,8 +381,7 @@ def _factors(analysis: Analysis, leaves, x):
     records of :func:`_evaluate` (layer inputs per example, scales) and the Jacobians of the
     fallback leaves ``(N, *out, *leaf)`` — from one forward pass and ``|out|`` backward passes per
     example."""
-    eqns = analysis.jaxpr.jaxpr.eqns
-    eps0 = [jnp.zeros(eqns[k].outvars[0].aval.shape, eqns[k].outvars[0].aval.dtype) for k in analysis.taps]
+    eps0 = [jnp.zeros(tap.outvars[0].aval.shape, tap.outvars[0].aval.dtype) for tap in analysis.taps]
     fb0 = [leaves[i] for i in analysis.fallback]
 
     def one(xn):
@@ -409,19 +434,17 @@ def _bias_jacobian(t, eqn, g, out_ndim):
 def structured_kernel(f, params, x1, x2, axes):
     """The NTK by structured derivatives (module docstring); ``axes`` from
     :func:`jaxlearn.kernels.empirical` (trace/diagonal conventions there)."""
-    from jaxlearn.kernels.contract import contract as _contract  # one contraction convention for all methods
 
-    leaves, _ = jax.tree.flatten(params)
+    leaves = jax.tree.leaves(params)
     analysis = analyse(f, params, x1[0])
-    eqns = analysis.jaxpr.jaxpr.eqns
     one = _factors(analysis, leaves, x1)
     two = one if x2 is None else _factors(analysis, leaves, x2)
     out_ndim = axes.ndim
     batch_diagonal = 0 in axes.diagonal
-    tap_index = {k: j for j, k in enumerate(analysis.taps)}
+    tap_index = {tap: j for j, tap in enumerate(analysis.taps)}
     total = 0.0
     for a, b in zip(one[1], two[1]):  # fallback leaves: Jacobian contraction
-        total = total + _contract(axes, a, b, a.ndim - out_ndim)
+        total = total + contract(axes, a, b, a.ndim - out_ndim)
 
     def pair(fn):
         a = fn(one)
@@ -431,7 +454,7 @@ def structured_kernel(f, params, x1, x2, axes):
     # before it is formed: a Dense's weight (H·(c_W c_y)²) and its bias (c_b²).
     gram_weights: dict = {}
     for i, t in enumerate(analysis.targets):
-        eqn, j = eqns[t.eqn], tap_index[t.tap]
+        eqn, j = t.eqn, tap_index[t.tap]
         (_, s1, c1) = one[2][i]
         c2 = jnp.square(s1 * c1)
         if t.kind == "bias":
@@ -439,7 +462,7 @@ def structured_kernel(f, params, x1, x2, axes):
                 gram_weights[j] = gram_weights.get(j, 0.0) + c2
             else:
                 j1, j2 = pair(lambda side: _bias_jacobian(t, eqn, side[0][j], out_ndim))
-                total = total + c2 * _contract(axes, j1, j2, 1)
+                total = total + c2 * contract(axes, j1, j2, 1)
             continue
         if eqn.primitive.name == "dot_general":
             (h1, g1), (h2, g2) = pair(lambda side: _flat_dense(eqn, t.pos, side[2][i][0], side[0][j], out_ndim))
@@ -450,12 +473,12 @@ def structured_kernel(f, params, x1, x2, axes):
                 continue
             j1 = jnp.einsum("nsc,n...sf->n...cf", h1, g1)
             j2 = j1 if x2 is None else jnp.einsum("nsc,n...sf->n...cf", h2, g2)
-            total = total + c2 * _contract(axes, j1, j2, 2)
+            total = total + c2 * contract(axes, j1, j2, 2)
         else:
             j1, j2 = pair(lambda side: _conv_jacobian(eqn, side[2][i][0], side[0][j], out_ndim))
-            total = total + c2 * _contract(axes, j1, j2, j1.ndim - out_ndim)
+            total = total + c2 * contract(axes, j1, j2, j1.ndim - out_ndim)
     for j, weight in gram_weights.items():
-        gk = _contract(axes, one[0][j], two[0][j], one[0][j].ndim - out_ndim)
+        gk = contract(axes, one[0][j], two[0][j], one[0][j].ndim - out_ndim)
         if jnp.ndim(weight):
             weight = weight.reshape(weight.shape + (1,) * (gk.ndim - weight.ndim))
         total = total + weight * gk
@@ -488,7 +511,8 @@ def _conv_jacobian(eqn, h, g, out_ndim):
     if all(d == 1 for d in p["lhs_dilation"]):
         # channels-last patches (N, positions, K): slices of the padded input that copy whole
         # channel vectors; the GEMM contracts over their leading axis (no transpose of them)
-        hl = jnp.transpose(h, [0] + [1 + d - (d > b) for d in dn.lhs_spec[2:]] + [1 + dn.lhs_spec[1] - (dn.lhs_spec[1] > b)])
+        channel = dn.lhs_spec[1]
+        hl = jnp.transpose(h, [0] + [1 + d - (d > b) for d in dn.lhs_spec[2:]] + [1 + channel - (channel > b)])
         patches = _patches_last(hl, window, p["window_strides"], p["padding"], p["rhs_dilation"])
         j = jnp.einsum("npk,nqp->nqk", patches, flat, precision=jax.lax.Precision.HIGHEST)
     else:

@@ -20,6 +20,7 @@ instead of 1,681 (``benchmarks/landscape.py``). Results equal ``vmap`` up to flo
 (the affine products are summed in a different order). Sub-programs (``jit``) are entered
 recursively; other higher-order primitives (``custom_jvp``/``custom_vjp`` calls, loops) are
 batched as a whole. The function is pure JAX, so it composes with ``jit``, ``vmap`` and ``grad``.
+It is one client of :class:`jaxlearn._jaxpr.Interpreter`: a rule per primitive that is affine.
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.extend.core import Literal
+
+from jaxlearn._jaxpr.equations import bind
+from jaxlearn._jaxpr.interpreter import Interpreter
+from jaxlearn._jaxpr.primitives import BILINEAR, LINEAR_UNARY
+from jaxlearn._jaxpr.tracing import trace
 
 __all__ = ["affine_vmap"]
 
@@ -42,13 +47,6 @@ class _Batched(NamedTuple):
     value: jax.Array  # (B,) + shape
 
 
-# Linear in their single (array) operand: apply to the base and to each coefficient.
-_STRUCTURAL = {"reshape", "transpose", "broadcast_in_dim", "squeeze", "expand_dims", "reduce_sum", "slice",
-               "rev", "copy", "copy_p", "neg", "real", "reduce_precision"}
-# Bilinear: linear in one operand when the other is constant.
-_BILINEAR = {"mul", "dot_general", "conv_general_dilated"}
-
-
 def affine_vmap(fn: Callable, params, directions, coords):
     """``jax.vmap(lambda c: fn(params + Σ_k c[k]·directions[k]))(coords)`` with the work that is
     affine in ``c`` done once (module docstring).
@@ -57,10 +55,9 @@ def affine_vmap(fn: Callable, params, directions, coords):
     ``(B, K)``. Floating leaves move (``c`` cast to the leaf's dtype), other leaves stay. Returns
     ``fn``'s output pytree with a leading ``B`` axis on every leaf.
     """
-    leaves, treedef = jax.tree.flatten(params)
+    leaves = jax.tree.leaves(params)
     dir_leaves = [jax.tree.leaves(d) for d in directions]
-    closed = jax.make_jaxpr(lambda *a: fn(jax.tree.unflatten(treedef, a)))(*leaves)
-    out_tree = jax.tree.structure(jax.eval_shape(lambda *a: fn(jax.tree.unflatten(treedef, a)), *leaves))
+    traced = trace(fn, params)
     inputs = []
     for i, leaf in enumerate(leaves):
         leaf = jnp.asarray(leaf)
@@ -68,9 +65,8 @@ def affine_vmap(fn: Callable, params, directions, coords):
             inputs.append(_Affine(leaf, jnp.stack([jnp.asarray(d[i], leaf.dtype) for d in dir_leaves])))
         else:
             inputs.append(leaf)
-    outs = _eval(closed.jaxpr, closed.consts, inputs, coords)
-    outs = [_batched(v, coords) for v in outs]
-    return jax.tree.unflatten(out_tree, outs)
+    outs = _AffineEvaluator(coords).run(traced.program, inputs)
+    return jax.tree.unflatten(traced.out_tree, [_batched(v, coords) for v in outs])
 
 
 def _batched(v, coords):
@@ -84,83 +80,85 @@ def _batched(v, coords):
     return jnp.broadcast_to(v, (coords.shape[0],) + v.shape)
 
 
-def _bind(eqn, args):
-    params = eqn.primitive.get_bind_params(eqn.params)
-    subfuns, params = params if isinstance(params, tuple) else ((), params)  # older JAX: (subfuns, params)
-    with eqn.ctx.manager:
-        out = eqn.primitive.bind(*subfuns, *args, **params)
-    return out if eqn.primitive.multiple_results else [out]
+def _each(fn, a: _Affine) -> _Affine:
+    """A linear ``fn`` applied to the base and to every coefficient."""
+    return _Affine(fn(a.base), jax.vmap(fn)(a.coefs))
 
 
-def _linear(eqn, args, coords):
-    """The affine rule, or None when ``eqn`` is not affine in its inputs as given."""
-    name = eqn.primitive.name
-    kinds = [isinstance(a, _Affine) for a in args]
-    if name in _STRUCTURAL and len(args) == 1:
-        (a,) = args
-        return _Affine(_bind(eqn, [a.base])[0], jax.vmap(lambda c: _bind(eqn, [c])[0])(a.coefs))
-    # Widening (or same-width) float conversions are exact, so linear; narrowing rounds each of
-    # base and coefficients separately, which is not the rounding of their sum: materialise.
-    new_dtype = eqn.params.get("new_dtype") if name == "convert_element_type" else None
-    if (new_dtype is not None and jnp.issubdtype(new_dtype, jnp.floating)
-            and jnp.dtype(new_dtype).itemsize >= args[0].base.dtype.itemsize):
-        a = args[0]
-        return _Affine(_bind(eqn, [a.base])[0], jax.vmap(lambda c: _bind(eqn, [c])[0])(a.coefs))
-    if name in ("add", "sub") and len(args) == 2:
-        x, y = args
-        base = _bind(eqn, [x.base if kinds[0] else x, y.base if kinds[1] else y])[0]
-        zero = jnp.zeros((), base.dtype)
-        cx = x.coefs if kinds[0] else zero
-        cy = y.coefs if kinds[1] else zero
-        return _Affine(base, jnp.broadcast_to(cx + cy if name == "add" else cx - cy, (coords.shape[1],) + base.shape))
-    if name in _BILINEAR and sum(kinds) == 1:
-        i = kinds.index(True)
-        a, other = args[i], args[1 - i]
+class _AffineEvaluator(Interpreter):
+    """Values: arrays (constant in ``c``), :class:`_Affine` or :class:`_Batched`. An equation of
+    constants is bound once; one with a batched input, or without an affine rule for its inputs,
+    is batched (:meth:`default_rule`); the rules below keep affine inputs affine."""
 
-        def apply(x):
-            return _bind(eqn, [x, other] if i == 0 else [other, x])[0]
+    def __init__(self, coords):
+        self.coords = coords
 
-        return _Affine(apply(a.base), jax.vmap(apply)(a.coefs))
-    if name == "div" and kinds == [True, False]:
-        a, other = args
-        return _Affine(_bind(eqn, [a.base, other])[0], jax.vmap(lambda c: _bind(eqn, [c, other])[0])(a.coefs))
-    if name == "concatenate":
-        bases = [a.base if isinstance(a, _Affine) else a for a in args]
-        coefs = [a.coefs if isinstance(a, _Affine) else jnp.zeros((coords.shape[1],) + jnp.shape(a), jnp.result_type(a))
-                 for a in args]
-        return _Affine(_bind(eqn, bases)[0], jax.vmap(lambda *c: _bind(eqn, list(c))[0])(*coefs))
-    return None
-
-
-def _eval(jaxpr, consts, inputs, coords) -> list:
-    env = {}
-
-    def read(var):
-        return var.val if isinstance(var, Literal) else env[var]
-
-    for var, val in zip(jaxpr.constvars, consts):
-        env[var] = val
-    for var, val in zip(jaxpr.invars, inputs):
-        env[var] = val
-    for eqn in jaxpr.eqns:
-        args = [read(v) for v in eqn.invars]
+    def equation(self, eqn, args):
         moving = [isinstance(a, (_Affine, _Batched)) for a in args]
         if not any(moving):
-            outs = _bind(eqn, args)
-        elif eqn.primitive.name in ("jit", "pjit"):
-            inner = eqn.params["jaxpr"]
-            outs = _eval(inner.jaxpr, inner.consts, args, coords)
-        else:
-            affine = None
-            if not any(isinstance(a, _Batched) for a in args):
-                affine = _linear(eqn, args, coords)
-            if affine is not None:
-                outs = [affine]
-            else:
-                batched = [_batched(a, coords) if m else a for a, m in zip(args, moving)]
-                in_axes = [0 if m else None for m in moving]
-                outs = jax.vmap(lambda *a: _bind(eqn, list(a)), in_axes=in_axes)(*batched)
-                outs = [_Batched(o) for o in outs]
-        for var, val in zip(eqn.outvars, outs):
-            env[var] = val
-    return [read(v) for v in jaxpr.outvars]
+            return bind(eqn, args)
+        if eqn.primitive.name not in self.enters and any(isinstance(a, _Batched) for a in args):
+            return self.default_rule(eqn, args)
+        return super().equation(eqn, args)
+
+    def default_rule(self, eqn, args):
+        """Not affine in its inputs as given: evaluated at every point, inputs materialised."""
+        moving = [isinstance(a, (_Affine, _Batched)) for a in args]
+        batched = [_batched(a, self.coords) if m else a for a, m in zip(args, moving)]
+        in_axes = [0 if m else None for m in moving]
+        outs = jax.vmap(lambda *a: bind(eqn, list(a)), in_axes=in_axes)(*batched)
+        return [_Batched(o) for o in outs]
+
+    def linear_unary(self, eqn, args):
+        if len(args) != 1:
+            return self.default_rule(eqn, args)
+        return [_each(lambda x: bind(eqn, [x])[0], args[0])]
+
+    def convert(self, eqn, args):
+        # Widening (or same-width) float conversions are exact, so linear; narrowing rounds each of
+        # base and coefficients separately, which is not the rounding of their sum: materialise.
+        new_dtype = eqn.params.get("new_dtype")
+        if (new_dtype is not None and jnp.issubdtype(new_dtype, jnp.floating)
+                and jnp.dtype(new_dtype).itemsize >= args[0].base.dtype.itemsize):
+            return [_each(lambda x: bind(eqn, [x])[0], args[0])]
+        return self.default_rule(eqn, args)
+
+    def add_or_sub(self, eqn, args):
+        if len(args) != 2:
+            return self.default_rule(eqn, args)
+        x, y = args
+        kx, ky = isinstance(x, _Affine), isinstance(y, _Affine)
+        base = bind(eqn, [x.base if kx else x, y.base if ky else y])[0]
+        zero = jnp.zeros((), base.dtype)
+        cx = x.coefs if kx else zero
+        cy = y.coefs if ky else zero
+        coefs = cx + cy if eqn.primitive.name == "add" else cx - cy
+        return [_Affine(base, jnp.broadcast_to(coefs, (self.coords.shape[1],) + base.shape))]
+
+    def bilinear(self, eqn, args):
+        """Linear in the affine operand when the other is constant (else quadratic: batched)."""
+        kinds = [isinstance(a, _Affine) for a in args]
+        if sum(kinds) != 1:
+            return self.default_rule(eqn, args)
+        i = kinds.index(True)
+        other = args[1 - i]
+        return [_each(lambda x: bind(eqn, [x, other] if i == 0 else [other, x])[0], args[i])]
+
+    def div(self, eqn, args):
+        if [isinstance(a, _Affine) for a in args] != [True, False]:
+            return self.default_rule(eqn, args)
+        a, other = args
+        return [_each(lambda x: bind(eqn, [x, other])[0], a)]
+
+    def concatenate(self, eqn, args):
+        k = self.coords.shape[1]
+        bases = [a.base if isinstance(a, _Affine) else a for a in args]
+        coefs = [a.coefs if isinstance(a, _Affine) else jnp.zeros((k,) + jnp.shape(a), jnp.result_type(a))
+                 for a in args]
+        return [_Affine(bind(eqn, bases)[0], jax.vmap(lambda *c: bind(eqn, list(c))[0])(*coefs))]
+
+    # reduce_precision counts as linear: it rounds base and coefficients separately (narrowing
+    # conversions, which do the same, are materialised instead).
+    rules = {**dict.fromkeys(LINEAR_UNARY | {"reduce_precision"}, linear_unary),
+             "convert_element_type": convert, "add": add_or_sub, "sub": add_or_sub,
+             **dict.fromkeys(BILINEAR, bilinear), "div": div, "concatenate": concatenate}

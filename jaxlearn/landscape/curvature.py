@@ -68,7 +68,7 @@ def has_forward_mode(fn: Callable, *args) -> bool:
     have to be differentiated forward (:func:`jaxlearn.rules.forward_mode_safe`, tracing only, fine
     under ``jit``). (``grad`` of a ``custom_vjp`` function is ordinary code, so ``jvp`` of ``grad``
     — an HVP — works even through such rules.)"""
-    from jaxlearn.rules.forward_mode import forward_mode_safe
+    from jaxlearn._jaxpr.forward_mode import forward_mode_safe
 
     return forward_mode_safe(fn, *args).safe
 

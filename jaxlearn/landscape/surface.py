@@ -19,9 +19,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.core import jaxprs_in_params
 from jax.tree_util import keystr, tree_flatten_with_path
 
+from jaxlearn._jaxpr.equations import walk
+from jaxlearn._jaxpr.tracing import trace
 from jaxlearn.data.batching import merge_rows, split_rows
 from jaxlearn.landscape.affine import affine_vmap
 from jaxlearn.train.pytrees import check_like
@@ -74,22 +75,16 @@ _AUTO_BYTES = {"cpu": 2 << 20}
 _AUTO_BYTES_ACCELERATOR = 1 << 30
 
 
-def _largest_intermediate(jaxpr) -> int:
-    """Bytes of the largest value one evaluation of ``jaxpr`` creates (nested programs included)."""
-    largest = 0
-    for eqn in jaxpr.eqns:
-        for var in eqn.outvars:
-            aval = var.aval
-            if hasattr(aval, "shape") and hasattr(aval, "dtype"):
-                largest = max(largest, int(np.prod(aval.shape, dtype=np.int64)) * aval.dtype.itemsize)
-        for sub in jaxprs_in_params(eqn.params):
-            largest = max(largest, _largest_intermediate(sub))
-    return largest
+def _largest_intermediate(program) -> int:
+    """Bytes of the largest value one evaluation of ``program`` creates (nested programs included)."""
+    return max((int(np.prod(v.aval.shape, dtype=np.int64)) * v.aval.dtype.itemsize
+                for eqn in walk(program) for v in eqn.outvars
+                if hasattr(v.aval, "shape") and hasattr(v.aval, "dtype")), default=0)
 
 
-def _auto_chunk_size(jaxpr) -> int:
+def _auto_chunk_size(program) -> int:
     budget = _AUTO_BYTES.get(jax.default_backend(), _AUTO_BYTES_ACCELERATOR)
-    return int(np.clip(budget // max(_largest_intermediate(jaxpr), 1), 1, 4096))
+    return int(np.clip(budget // max(_largest_intermediate(program), 1), 1, 4096))
 
 
 def _check_scalars(out) -> None:
@@ -125,10 +120,10 @@ def _evaluate(fn, params, directions, axes, chunk_size):
     _check_chunk_size(chunk_size)
     # Checked on an abstract evaluation, outside jit: errors raised while tracing a jitted
     # function get JAX's multi-line note appended.
-    closed, shapes = jax.make_jaxpr(fn, return_shape=True)(params)
-    _check_scalars(shapes)
+    traced = trace(fn, params)
+    _check_scalars(traced.out_shapes)
     if chunk_size == "auto":
-        chunk_size = _auto_chunk_size(closed.jaxpr)
+        chunk_size = _auto_chunk_size(traced.program)
     return _program(fn, chunk_size)(params, directions, axes)
 
 

@@ -341,7 +341,6 @@ def fanin_sum_kernel(ks):
                          mean_of=next((k.mean_of for k in ks if k.mean_of is not None), None))
 
 
-_fanin_sum_kernel = fanin_sum_kernel  # TODO(i20-merge): drop once kernels/flax_kernel.py imports fanin_sum_kernel
 
 
 def _fanin_sum(_mismatch_hint) -> Layer:

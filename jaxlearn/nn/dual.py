@@ -51,6 +51,11 @@ Conventions at the boundary of the covariance cone
   see). Values and gradients are finite there. Smooth activations are continuous at 0 and need
   no convention.
 
+Recognising an activation
+-------------------------
+:func:`identify_activation` tells which of these functions an elementwise ``φ`` given only as code
+is (e.g. read off a jaxpr), from its values on a grid, and returns its dual.
+
 References: Cho & Saul 2009 (arc-cosine kernels); Williams 1997 (erf); Tsuchida, Pearce, van der
 Heide, Roosta & Gallagher 2021, "Avoiding kernel fixed points: computing with ELU and GELU
 infinite networks" (GELU; re-derived in :func:`gelu_dual`); Novak et al. 2020, neural-tangents
@@ -65,7 +70,9 @@ import inspect
 import math
 from typing import Callable, NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "DualPair",
@@ -78,6 +85,8 @@ __all__ = [
     "sin_dual",
     "DUALS",
     "dual",
+    "identify_activation",
+    "identify_power",
 ]
 
 _PI = math.pi
@@ -354,3 +363,72 @@ def dual(name: str, **params) -> Callable[..., DualPair]:
     except TypeError as e:
         raise ValueError(f"dual {name!r}: {e}") from None
     return functools.partial(fn, **params) if params else fn
+
+
+# -- recognising an activation from its values ---------------------------------------------------
+_GRID = np.linspace(-4.0, 4.0, 161)
+
+
+def _on_grid(fn, z):
+    with jax.ensure_compile_time_eval():  # fn may be called while a program is traced
+        return np.asarray(fn(jnp.asarray(z)), dtype=np.float64)
+
+
+def identify_activation(fn: Callable, where: str = ""):
+    """Which activation the elementwise ``fn`` is, from its values on 161 points of ``[-4, 4]``.
+
+    Returns ``(None, a)`` when ``fn(z) = a·z`` (a linear map keeps Gaussian features Gaussian), else
+    ``(dual, None)`` with ``dual(q11, q12, q22) -> DualPair``, for ``a·min(z,0) + b·max(z,0)``
+    (ReLU, leaky ReLU, ``|z|``: :func:`ab_relu_dual`), ``a·erf(b·z) + c`` (:func:`erf_dual`),
+    ``sin`` and GELU — exact, or its tanh approximation, which gets the exact GELU's dual
+    (:func:`gelu_dual`; the two functions differ by at most ``2·10⁻⁴``). Values must match to
+    ``1e-5`` relative. Raises ``ValueError`` otherwise (naming tanh, sigmoid and softplus, which
+    have no closed form); ``where`` is inserted after the function's description in messages.
+    """
+    try:
+        y = _on_grid(fn, _GRID)
+        one = _on_grid(fn, [-1.0, 1.0])
+    except Exception as e:  # noqa: BLE001 (a chain that does not evaluate entrywise, e.g. array constants)
+        raise ValueError(f"the elementwise function{where} cannot be evaluated entrywise "
+                         f"({type(e).__name__})") from None
+    tol = dict(rtol=1e-5, atol=1e-5 * max(1.0, np.abs(y).max()))
+    a, b = -one[0], one[1]
+    if np.allclose(y, a * np.minimum(_GRID, 0) + b * np.maximum(_GRID, 0), **tol):
+        if np.isclose(a, b, rtol=1e-7, atol=0):
+            return None, b
+        return (lambda q11, q12, q22: ab_relu_dual(q11, q12, q22, a=a, b=b)), None
+    from scipy.special import erf as np_erf  # scipy: a main dependency
+    from scipy.special import erfinv
+
+    # a·erf(b·z) + c: c = φ(0), a = φ(∞) - c, erf(b) = (φ(1) - c)/a
+    c, top, at_one = (float(v) for v in _on_grid(fn, [0.0, 60.0, 1.0]))
+    a_erf = top - c
+    if a_erf != 0 and abs((at_one - c) / a_erf) < 1:
+        b_erf = float(erfinv((at_one - c) / a_erf))
+        if b_erf > 0 and np.allclose(y, a_erf * np_erf(b_erf * _GRID) + c, **tol):
+            return (lambda q11, q12, q22: erf_dual(q11, q12, q22, a=a_erf, b=b_erf, c=c)), None
+
+    exact_gelu = 0.5 * _GRID * (1 + np_erf(_GRID / np.sqrt(2)))
+    tanh_gelu = 0.5 * _GRID * (1 + np.tanh(np.sqrt(2 / np.pi) * (_GRID + 0.044715 * _GRID ** 3)))
+    known = {"sin": (np.sin(_GRID), sin_dual), "gelu": (exact_gelu, gelu_dual),
+             "gelu (tanh approximation)": (tanh_gelu, gelu_dual)}
+    for ref, dual_fn in known.values():
+        if np.allclose(y, ref, **tol):
+            return dual_fn, None
+    no_closed_form = {"tanh": np.tanh(_GRID), "sigmoid": 1 / (1 + np.exp(-_GRID)), "softplus": np.logaddexp(0, _GRID)}
+    for name, ref in no_closed_form.items():
+        if np.allclose(y, ref, **tol):
+            raise ValueError(f"activation {name}{where} has no closed-form infinite-width kernel; "
+                             f"estimate it with jaxlearn.kernels.monte_carlo")
+    raise ValueError(f"the elementwise function{where} is not a recognised activation "
+                     f"(a·min(z,0)+b·max(z,0), erf, sin, gelu); estimate it with jaxlearn.kernels.monte_carlo")
+
+
+def identify_power(fn: Callable) -> int | None:
+    """``1`` if ``fn(z) = z``, ``2`` if ``fn(z) = z²`` (on the grid of :func:`identify_activation`,
+    to ``1e-5``), else ``None``."""
+    y = _on_grid(fn, _GRID)
+    for power in (2, 1):
+        if np.allclose(y, _GRID ** power, rtol=1e-5, atol=1e-5):
+            return power
+    return None

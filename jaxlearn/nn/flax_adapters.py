@@ -6,7 +6,9 @@
 pure ``(init_fn, apply_fn)`` layer, so training, empirical kernels and landscapes work on flax
 models. Its ``kernel_fn`` is ``None``: the infinite-width kernel of a module built from layers with
 closed forms comes from passing the module itself to :func:`jaxlearn.kernels.analytic`, which
-reads it off the jaxpr (:func:`jaxlearn.kernels.flax_layer`).
+reads it off the jaxpr (:func:`jaxlearn.kernels.flax_layer`); what that needs from flax — the
+forward pass as a function of the params, and the distribution each initialiser draws — is
+:func:`flax_forward`.
 
 Both adapters share two conventions:
 
@@ -24,17 +26,19 @@ Both adapters share two conventions:
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+import math
+from typing import Any, Callable, NamedTuple
 
 import flax
 import flax.linen as linen
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, traverse_util
 
 from jaxlearn.nn.core import Layer, LayerError
 
-__all__ = ["from_linen", "from_nnx"]
+__all__ = ["from_linen", "from_nnx", "is_flax_module", "ParamInit", "FlaxForward", "flax_forward"]
 
 _AUTO = "auto"
 # Names whose meaning is the negation of "training mode", in the priority order of the auto rule.
@@ -152,9 +156,8 @@ def from_linen(module, *, train_arg: str | None = _AUTO, rng_collections=("dropo
         params = variables.pop("params", {})
         variables.pop("intermediates", None)
         state = variables or ()
-        out_spec = jax.eval_shape(
-            lambda v, x: forward(v, x, jax.random.key(0), False, False), _abstract({"params": params, **variables}), spec
-        )
+        out_spec = jax.eval_shape(lambda v, x: forward(v, x, jax.random.key(0), False, False),
+                                  _abstract({"params": params, **variables}), spec)
         return out_spec, params, state
 
     def apply_fn(params, state, x, key, train):
@@ -245,7 +248,8 @@ def from_nnx(factory: Callable, *, train_arg: str | None = _AUTO, rngs_arg: str 
         raise TypeError(f"from_nnx: factory must be a function rngs -> nnx.Module, got a built "
                         f"{type(factory).__name__} (pass lambda rngs: {type(factory).__name__}(..., rngs=rngs))")
     if isinstance(factory, linen.Module):
-        raise TypeError(f"from_nnx: factory is a flax.linen.Module ({type(factory).__name__}); use nn.from_linen(module)")
+        raise TypeError(f"from_nnx: factory is a flax.linen.Module ({type(factory).__name__}); "
+                        f"use nn.from_linen(module)")
     if not callable(factory):
         raise TypeError(f"from_nnx: factory must be a callable rngs -> nnx.Module, got {type(factory).__name__}")
     abstract = nnx.eval_shape(lambda: factory(nnx.Rngs(0)))
@@ -308,3 +312,158 @@ def from_nnx(factory: Callable, *, train_arg: str | None = _AUTO, rngs_arg: str 
         return out_spec, params, state
 
     return Layer(init_fn, apply_fn, None, name)
+
+
+# -- parameters and initialisers, for infinite-width kernels -------------------------------------
+def is_flax_module(obj) -> bool:
+    """Whether ``obj`` is a ``flax.linen.Module`` or ``flax.nnx.Module`` instance."""
+    return isinstance(obj, (linen.Module, nnx.Module))
+
+
+class ParamInit(NamedTuple):
+    """One parameter leaf of a flax module, as an infinite-width kernel map sees it.
+
+    ``path``: ``"Dense_0/kernel"``; ``role``: ``"weight"``, ``"bias"``, ``"scale"`` (flax's leaf
+    names ``kernel``, ``bias``, ``scale``) or ``"unknown"``; ``init``: the distribution of each
+    entry at initialisation, ``("variance", Var[entry])`` (zero mean) or ``("constant", c)``, or
+    ``None`` if the initialiser is not recognised; ``shape``; ``of_weight_layer``: the leaf sits
+    beside a ``kernel`` (a Dense/Conv bias, to which a ``b_std`` override applies)."""
+
+    path: str
+    role: str
+    init: Any
+    shape: tuple
+    of_weight_layer: bool = True
+
+
+class FlaxForward(NamedTuple):
+    """A flax module as a function of its parameters: ``forward(params, x) -> y``, ``params`` (a
+    pytree), ``inits`` (one :class:`ParamInit` per leaf of ``params``, in ``jax.tree`` order) and
+    ``layer`` (:func:`from_linen` of a linen module; ``None`` for nnx modules, which train through
+    :func:`from_nnx`)."""
+
+    forward: Callable
+    params: Any
+    inits: tuple
+    layer: Layer | None
+
+
+def flax_forward(module, example, *, variables=None) -> FlaxForward:
+    """``module`` (a ``flax.linen.Module`` or ``nnx.Module`` instance) with its parameters and
+    what their initialisers draw.
+
+    Initialisers are read from a linen module's ``kernel_init``/``bias_init``/``scale_init``
+    (``variance_scaling`` family — lecun/he/glorot normal/uniform/truncated: ``Var[entry] =
+    scale / fan`` for the leaf's own shape —, ``normal(σ)``, ``zeros``, ``ones``, ``constant``);
+    nnx modules do not keep theirs, so flax's defaults are assumed (``lecun_normal`` kernels,
+    zero biases, unit scales). ``example``: an input batch (its shape and dtype); ``variables``:
+    linen variables (default ``module.init`` with a fixed key); only ``"params"`` collections are
+    supported (``ValueError`` naming the others, e.g. BatchNorm statistics).
+    """
+    if isinstance(module, linen.Module):
+        params, forward, init_of = _linen_parts(module, example, variables)
+        layer = from_linen(module)
+    elif isinstance(module, nnx.Module):
+        if variables is not None:
+            raise ValueError("variables: only for linen modules (an nnx module holds its own)")
+        (params, forward, init_of), layer = _nnx_parts(module), None
+    else:
+        raise TypeError(f"module: expected a flax.linen.Module or flax.nnx.Module, got {type(module).__name__}")
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    paths = []
+    for path, _ in leaves:
+        keys = tuple(_key_name(k) for k in path)
+        paths.append(keys[:-1] if keys and keys[-1] == "value" else keys)
+    with_weight = {keys[:-1] for keys in paths if keys and keys[-1] == "kernel"}
+    inits = tuple(ParamInit("/".join(keys), _ROLES.get(keys[-1] if keys else "", "unknown"),
+                            init_of(keys, tuple(np.shape(leaf))), tuple(np.shape(leaf)), keys[:-1] in with_weight)
+                  for keys, (_, leaf) in zip(paths, leaves))
+    return FlaxForward(forward, params, inits, layer)
+
+
+_ROLES = {"kernel": "weight", "bias": "bias", "scale": "scale"}
+_NNX_DEFAULTS = {"kernel": ("variance", None), "bias": ("constant", 0.0), "scale": ("constant", 1.0)}
+
+
+def _fans(shape, in_axis=-2, out_axis=-1):
+    receptive = math.prod(shape) / (shape[in_axis] * shape[out_axis]) if len(shape) > 1 else 1
+    fan_in = shape[in_axis] * receptive if len(shape) > 1 else shape[0]
+    fan_out = shape[out_axis] * receptive if len(shape) > 1 else shape[0]
+    return fan_in, fan_out
+
+
+def _read_init(init, shape):
+    """``("variance", Var[entry])`` or ``("constant", c)`` from a flax/JAX initialiser, else None."""
+    if init is None:
+        return None
+    name = getattr(init, "__qualname__", "")
+    closure = dict(zip(getattr(getattr(init, "__code__", None), "co_freevars", ()),
+                       [c.cell_contents for c in (getattr(init, "__closure__", None) or ())]))
+    if name.startswith("zeros"):
+        return ("constant", 0.0)
+    if name.startswith("ones"):
+        return ("constant", 1.0)
+    if name == "constant.<locals>.init":
+        value = np.asarray(closure["value"])
+        return ("constant", float(value)) if value.ndim == 0 else None
+    if name == "normal.<locals>.init":
+        return ("variance", float(closure["stddev"]) ** 2)
+    if name == "variance_scaling.<locals>.init" and not closure.get("batch_axis"):
+        fan_in, fan_out = _fans(shape, closure["in_axis"], closure["out_axis"])
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}.get(closure["mode"])
+        if fan is None:
+            return None
+        return ("variance", float(closure["scale"]) / fan)
+    return None
+
+
+def _linen_parts(module, example, variables):
+    if variables is None:
+        variables = module.init(jax.random.key(0), example)
+    extra = sorted(set(variables) - {"params"})
+    if extra:
+        raise ValueError(f"module: flax collections {extra} (e.g. BatchNorm statistics) have no infinite-width map; "
+                         f"only modules whose variables are all 'params' are supported")
+    inits = {}
+
+    def record(next_fn, args, kwargs, context):
+        m = context.module
+        for attr in ("kernel_init", "bias_init", "scale_init"):
+            if hasattr(m, attr):
+                inits[(m.path, attr[:-5])] = getattr(m, attr)
+        return next_fn(*args, **kwargs)
+
+    with linen.intercept_methods(record):
+        jax.eval_shape(module.apply, variables, example)
+
+    def forward(params, x):
+        return module.apply({"params": params}, x)
+
+    def init_of(path_keys, shape):
+        *mpath, name = path_keys
+        return _read_init(inits.get((tuple(mpath), name)), shape)
+
+    return variables["params"], forward, init_of
+
+
+def _nnx_parts(module):
+    graphdef, params_state, rest = nnx.split(module, nnx.Param, ...)
+
+    def forward(params, x):
+        return nnx.merge(graphdef, params, rest)(x)
+
+    def init_of(path_keys, shape):
+        name = path_keys[-2] if path_keys and path_keys[-1] == "value" else path_keys[-1]
+        kind, value = _NNX_DEFAULTS.get(name, (None, None))
+        if kind == "variance":
+            return ("variance", 1.0 / _fans(shape)[0])
+        return None if kind is None else (kind, value)
+
+    return params_state, forward, init_of
+
+
+def _key_name(k) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)

@@ -97,10 +97,6 @@ def self_pair_shape(first: bool, q):
     return q.reshape(shape)
 
 
-# TODO(i20-merge): drop once kernels/flax_kernel.py imports the public names
-_pair_shape, _self_pair_shape = pair_shape, self_pair_shape
-
-
 def input_kernel(x1, x2=None) -> Kernel:
     """``K0`` of two input batches: ``K0 = Σ_c x·x' / C`` per pair of examples and positions,
     ``Θ0 = 0``. ``x1 (N1, *P, C)``, ``x2 (N2, *P', C)`` (``None``: ``x1``); vectors ``(N, d)``,

@@ -29,8 +29,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxlearn._jaxpr.forward_mode import require_forward_mode
 from jaxlearn.rules.blocks import BlockRequest, block_request_errors, routed_value_and_grad
-from jaxlearn.rules.forward_mode import require_forward_mode
 
 __all__ = [
     "DISTRIBUTIONS", "forward_gradient", "forward_gradient_from_tangents", "sample_tangents",
