@@ -3,6 +3,7 @@ init statistics, muP learning-rate multipliers, and traced hyperparameters (popu
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -163,9 +164,7 @@ def test_mup_lr_multipliers_follow_the_table(optimizer):
     in_spec = spec(4, 20, dtype=jnp.float32)
     lrs = model.lr_multipliers(in_spec, optimizer)
     want = MUP_TABLE[optimizer]
-    assert jax.tree.structure(lrs) == jax.tree.structure(want)
-    for got, exp in zip(jax.tree.leaves(lrs), jax.tree.leaves(want)):
-        assert got == pytest.approx(exp, rel=1e-12)
+    chex.assert_trees_all_close(lrs, want, rtol=1e-12, atol=0)  # same structure, leaves to 1e-12
     params, _ = jax.eval_shape(lambda k: model.init(k, in_spec), jax.random.key(0))
     assert jax.tree.structure(params) == jax.tree.structure(lrs)
 

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -129,18 +130,15 @@ def test_snapshots_are_loadable_and_match_a_shorter_run(experiment, tmp_path):
     assert int(at5.step) == 5
     at20 = runner.load_state(tmp_path, long_id, step=20, search_paths=[REPO])
     end = runner.load_state(tmp_path, short_id, search_paths=[REPO])
-    for a, b in zip(jax.tree.leaves(at20.params), jax.tree.leaves(end.params)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close(at20.params, end.params, rtol=1e-5, atol=1e-7)
     with pytest.raises(FileNotFoundError, match=r"kept: 'final' \(when finished\) and snapshots \[5, 20\]"):
         runner.load_state(tmp_path, long_id, step=7, search_paths=[REPO])
     traj = runner.load_trajectory(tmp_path, long_id, search_paths=[REPO])
     np.testing.assert_array_equal(traj.steps, [5, 20, 40])
     np.testing.assert_array_equal(traj.states.step, [5, 20, 40])
     final = runner.load_state(tmp_path, long_id, search_paths=[REPO])
-    for stacked, a, b in zip(jax.tree.leaves(traj.states.params), jax.tree.leaves(at20.params),
-                             jax.tree.leaves(final.params)):
-        np.testing.assert_array_equal(stacked[1], a)
-        np.testing.assert_array_equal(stacked[2], b)
+    chex.assert_trees_all_equal(jax.tree.map(lambda a: a[1], traj.states.params), at20.params)
+    chex.assert_trees_all_equal(jax.tree.map(lambda a: a[2], traj.states.params), final.params)
     # the documented one-call path to the PCA plane of the optimisation path
     (d1, d2), explained = landscape.pca_directions(traj.states.params)
     assert explained.shape == (2,) and jax.tree.structure(d1) == jax.tree.structure(final.params)
