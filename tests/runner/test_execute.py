@@ -49,8 +49,11 @@ def solo(experiment, tmp_path_factory):
     return root, report
 
 
-def test_group_members_equal_their_solo_runs(experiment, solo, tmp_path):
+def test_group_members_equal_their_solo_runs(experiment, solo, tmp_path, monkeypatch):
     solo_root, solo_report = solo
+    # one group, four segments of 10 steps: one program, so the segment function is traced once
+    chex.clear_trace_counter()
+    monkeypatch.setattr(experiment.module, "segment", chex.assert_max_traces(experiment.module.segment, n=1))
     # reversed order and a diverging extra member: neither may change anyone's result
     cs = configs(experiment, seed=[1, 0], learning_rate=[0.2, 0.05, 1e4])
     report = runner.run_sweep(experiment, cs, root=tmp_path, progress=False)
@@ -120,10 +123,14 @@ def test_run_claimed_elsewhere_is_not_computed(experiment, tmp_path):
     assert report.busy == (ids[0],) and list(report.computed) == [ids[1]]
 
 
-def test_snapshots_are_loadable_and_match_a_shorter_run(experiment, tmp_path):
+def test_snapshots_are_loadable_and_match_a_shorter_run(experiment, tmp_path, monkeypatch):
     (long,) = runner.expand(experiment.config_cls, {**TINY, "snapshots": [5, 20]}, {})
     (short,) = runner.expand(experiment.config_cls, {**TINY, "num_steps": 20}, {})
     assert segment_schedule(long) == [5, 10, 20, 30, 40]
+    # one program per segment length of each group: long (segments of 5, 5, 10, 10, 10 steps)
+    # traces the segment function twice, short (10, 10) once
+    chex.clear_trace_counter()
+    monkeypatch.setattr(experiment.module, "segment", chex.assert_max_traces(experiment.module.segment, n=3))
     report = runner.run_sweep(experiment, [long, short], root=tmp_path, progress=False)
     long_id, short_id = report.run_ids
     at5 = runner.load_state(tmp_path, long_id, step=5, search_paths=[REPO])

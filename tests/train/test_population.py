@@ -70,7 +70,9 @@ M = len(HP64["seed"])
 def run64():
     assert jax.config.jax_enable_x64, "float64 tests run with JAX_ENABLE_X64=1"
     member = make_member(np.float64, "sgd")
-    group = jax.jit(train.population(member))
+    # one trace for all M members, reused by every population of M (see the permuted one below)
+    chex.clear_trace_counter()
+    group = jax.jit(train.population(chex.assert_max_traces(member, n=1)))
     return member, group, group(HP64)
 
 
@@ -122,7 +124,8 @@ def test_sub_group_gives_the_same_results(run64):
 def test_float32_adamw_population_from_grid():
     member = make_member(np.float32, "adamw")
     hp = train.grid(seed=[0, 1], learning_rate=[0.01, 0.05], weight_decay=[0.0, 0.1])
-    results = jax.jit(train.population(member))(hp)
+    chex.clear_trace_counter()
+    results = jax.jit(train.population(chex.assert_max_traces(member, n=1)))(hp)  # 8 members, one trace
     assert results["params"][0]["W"].dtype == jnp.float32
     alone = jax.jit(member)
     for i in (0, 5, 7):
