@@ -4,6 +4,7 @@ true ``|G|²`` and ``tr(Σ)`` of a synthetic gradient distribution (Monte Carlo)
 sample mean / covariance; the SNR against NumPy mean / var."""
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,10 +65,6 @@ def _flat(grads):
     return np.concatenate([np.asarray(a).reshape(a.shape[0], -1) for a in jax.tree.leaves(grads)], axis=1)
 
 
-def _close(a, b, rtol=1e-12, atol=1e-14):
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=rtol, atol=atol), a, b)
-
-
 def _numpy_noise_scale(grads):
     """``(|Ĝ|² − tr Σ̂ / n, tr Σ̂, ratio)`` with NumPy's sample covariance (ddof=1) of the flat gradients."""
     flat = _flat(grads)
@@ -84,7 +81,7 @@ def _numpy_noise_scale(grads):
 def test_grads_norms_and_noise_scale_match_a_python_loop(loss, chunk_size):
     params, x, y, want = _case(loss)
     grads, norms, noise = _compiled(loss, chunk_size)(params, x, y)
-    _close(grads, want)
+    chex.assert_trees_all_close(grads, want, rtol=1e-12, atol=1e-14)
     assert jax.tree.structure(grads) == jax.tree.structure(params)
     np.testing.assert_allclose(norms, np.sqrt(np.sum(_flat(want) ** 2, axis=1)), rtol=1e-12)
     assert norms.shape == (N,)
@@ -95,7 +92,8 @@ def test_grads_norms_and_noise_scale_match_a_python_loop(loss, chunk_size):
 @pytest.mark.parametrize("chunk_size", [1, 4])  # both divide n = 8
 def test_chunked_equals_unchunked(chunk_size):
     params, x, y, _ = _case("ce")
-    _close(_compiled("ce", chunk_size)(params, x, y), _compiled("ce", None)(params, x, y), rtol=1e-12, atol=1e-15)
+    chex.assert_trees_all_close(_compiled("ce", chunk_size)(params, x, y), _compiled("ce", None)(params, x, y),
+                                rtol=1e-12, atol=1e-15)
 
 
 @x64
@@ -224,7 +222,7 @@ def test_jit_and_vmap_over_the_params_of_several_seeds():
     single = jax.jit(_all)
     for s in range(3):
         want = single(jax.tree.map(lambda a: a[s], seeds), x, y)
-        _close(jax.tree.map(lambda a: a[s], batched), want, rtol=2e-4, atol=1e-6)
+        chex.assert_trees_all_close(jax.tree.map(lambda a: a[s], batched), want, rtol=2e-4, atol=1e-6)
     grads, norms, model_ns, ns, snr = batched
     assert jax.tree.leaves(grads)[0].shape == (3, N, D, 4) and norms.shape == (3, N)
     assert model_ns.grad_sq.shape == ns.trace_cov.shape == snr.overall.shape == (3,)

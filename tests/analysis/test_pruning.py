@@ -5,6 +5,7 @@ and least squares on the true support (IMP on a sparse linear regression). Jit/v
 tests run in the float32 process."""
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,11 +65,6 @@ def _brute_force_mask(params, p, scope, keep=None, flags=None):
     return jax.tree.unflatten(treedef, [o.reshape(w.shape) for o, w in zip(out, leaves)])
 
 
-def _assert_trees_equal(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    jax.tree.map(lambda u, v: np.testing.assert_array_equal(np.asarray(u), np.asarray(v)), a, b)
-
-
 def _counts(mask):
     return [int(np.sum(m)) for m in jax.tree.leaves(mask)]
 
@@ -82,7 +78,7 @@ def test_magnitude_mask_matches_brute_force(scope, p, with_mask):
     params = _params(0)
     keep = _random_keep(params, 1) if with_mask else None
     got = _mag(params, p, scope=scope, mask=keep)
-    _assert_trees_equal(got, _brute_force_mask(params, p, scope, keep))
+    chex.assert_trees_all_equal(got, _brute_force_mask(params, p, scope, keep))
     if keep is not None:  # pruned stay pruned
         assert all(not np.any(g & ~k) for g, k in zip(jax.tree.leaves(got), jax.tree.leaves(keep)))
 
@@ -116,7 +112,7 @@ def test_iterative_rounds_density_and_nesting(scope):
     expected = [20, 24, 15]
     for r in range(1, 7):
         new = _mag(_params(10 + r), p, scope=scope, mask=mask)
-        _assert_trees_equal(new, _brute_force_mask(_params(10 + r), p, scope, mask))
+        chex.assert_trees_all_equal(new, _brute_force_mask(_params(10 + r), p, scope, mask))
         if mask is not None:
             assert all(not np.any(a & ~b) for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(mask)))
         mask = new
@@ -138,12 +134,12 @@ def test_ties_broken_by_position():
     # global: ten candidates, five pruned; six entries of magnitude 0.5 (signs do not matter) — the first
     # five by position (a before b, row-major) go, b[1, 0] stays
     want = {"a": np.array([[0, 0, 0], [0, 1, 1]], bool), "b": np.array([[0, 1], [1, 1]], bool)}
-    _assert_trees_equal(_mag(params, 0.5), want)
-    _assert_trees_equal(_brute_force_mask(params, 0.5, "global"), want)
+    chex.assert_trees_all_equal(_mag(params, 0.5), want)
+    chex.assert_trees_all_equal(_brute_force_mask(params, 0.5, "global"), want)
     # per leaf: a prunes 3 of its four 0.5s (a[1, 0] stays); b prunes its two 0.5s
     want_layer = {"a": np.array([[0, 0, 0], [1, 1, 1]], bool), "b": np.array([[0, 1], [0, 1]], bool)}
-    _assert_trees_equal(_mag(params, 0.5, scope="layer"), want_layer)
-    _assert_trees_equal(_mag(params, 0.5, scope="layer"), want_layer)  # deterministic on repeat
+    chex.assert_trees_all_equal(_mag(params, 0.5, scope="layer"), want_layer)
+    chex.assert_trees_all_equal(_mag(params, 0.5, scope="layer"), want_layer)  # deterministic on repeat
 
 
 @pytest.mark.float64
@@ -161,10 +157,10 @@ def test_prunable_flags_and_predicate(scope):
 
     by_tree, by_predicate, spare_last = three_ways(params)
     want = _brute_force_mask(params, 0.4, scope, flags=flags)
-    _assert_trees_equal(by_tree, want)
-    _assert_trees_equal(by_predicate, want)
+    chex.assert_trees_all_equal(by_tree, want)
+    chex.assert_trees_all_equal(by_predicate, want)
     assert np.all(np.asarray(by_tree[2]["W"]))  # not prunable: untouched
-    _assert_trees_equal(spare_last, _brute_force_mask(params, 0.4, scope, flags=[1, 0, 1, 0, 0, 0]))
+    chex.assert_trees_all_equal(spare_last, _brute_force_mask(params, 0.4, scope, flags=[1, 0, 1, 0, 0, 0]))
 
 
 @pytest.mark.float64
@@ -352,7 +348,7 @@ def test_random_mask_preserves_counts_and_differs(key):
         assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(mask), jax.tree.leaves(shuffled[scope])))
         assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(other[scope]), jax.tree.leaves(shuffled[scope])))
         for i in range(3):
-            _assert_trees_equal(jax.tree.map(lambda a: a[i], batch[scope]), shuffle(keys[i], mask)[scope])
+            chex.assert_trees_all_equal(jax.tree.map(lambda a: a[i], batch[scope]), shuffle(keys[i], mask)[scope])
 
 
 @pytest.mark.float64
@@ -402,7 +398,7 @@ def test_random_reinit_jit_and_vmap():
     single = jax.jit(lambda k: random_reinit(k, init_fn, mask))
     batch = jax.jit(jax.vmap(single))(keys)
     for i in range(3):
-        _assert_trees_equal(jax.tree.map(lambda a: a[i], batch), single(keys[i]))
+        chex.assert_trees_all_equal(jax.tree.map(lambda a: a[i], batch), single(keys[i]))
 
 
 # -- IMP on a sparse linear regression ---------------------------------------------------------------
@@ -457,8 +453,8 @@ def test_imp_recovers_the_sparse_support():
     assert not set(np.flatnonzero(at_rewind)) & set(SUPPORT)
     # the Python loop equals the scan
     looped = imp(jax.jit(train_fn), rewind, rounds=2, rate=0.5, scan=False)
-    _assert_trees_equal(looped.masks, result.masks)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12), looped.params, result.params)
+    chex.assert_trees_all_equal(looped.masks, result.masks)
+    chex.assert_trees_all_close(looped.params, result.params, rtol=1e-10, atol=1e-12)
 
 
 def test_imp_vmaps_over_seeds_and_layer_scope():
@@ -468,8 +464,8 @@ def test_imp_vmaps_over_seeds_and_layer_scope():
     batch = jax.jit(jax.vmap(one))(seeds)
     for i in range(3):
         single = one(seeds[i])
-        _assert_trees_equal(jax.tree.map(lambda a: a[i], batch.masks), single.masks)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6), batch.params, single.params)
+        chex.assert_trees_all_equal(jax.tree.map(lambda a: a[i], batch.masks), single.masks)
+        chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], batch.params), single.params, rtol=1e-5, atol=1e-6)
     assert set(np.flatnonzero(np.asarray(batch.masks["W"][0, -1, :, 0]))) == set(SUPPORT)
 
 
@@ -483,7 +479,8 @@ def test_magnitude_mask_jit_traced_sparsity_and_vmap():
     batch = jax.jit(jax.vmap(lambda p, s: {sc: magnitude_mask(p, s, scope=sc) for sc in SCOPES}))(stacked, levels)
     for scope in SCOPES:
         for i in range(4):
-            _assert_trees_equal(jax.tree.map(lambda a: a[i], batch[scope]), _mag(seeds[i], levels[i], scope=scope))
+            chex.assert_trees_all_equal(jax.tree.map(lambda a: a[i], batch[scope]),
+                                        _mag(seeds[i], levels[i], scope=scope))
     pruned = [sum(int(np.sum(~np.asarray(m[i]))) for m in jax.tree.leaves(batch["global"])) for i in range(4)]
     assert pruned == [0, 15, 30, 53]  # round(59 · level): 14.75 → 15, 29.5 → 30 (half to even), 53.1 → 53
 
@@ -502,8 +499,8 @@ def test_apply_mask_density_jit_and_vmap():
         mask_i = jax.tree.map(lambda a: a[i], masks)
         want = measure(seeds[i], mask_i)
         got = jax.tree.map(lambda a: a[i], (applied, (overall, per_leaf), (s_overall, s_per_leaf)))
-        _assert_trees_equal(got[0], want[0])
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got[1:], want[1:])
+        chex.assert_trees_all_equal(got[0], want[0])
+        chex.assert_trees_all_close(got[1:], want[1:], rtol=1e-6, atol=0)
     np.testing.assert_allclose(overall, [29 / 59] * 3, rtol=1e-6)  # round(0.5·59) = round(29.5) = 30 pruned
     np.testing.assert_allclose(s_overall, [30 / 59] * 3, rtol=1e-6)
 

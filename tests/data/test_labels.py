@@ -1,6 +1,7 @@
 """Random labels and label noise: counts, distinctness and Monte-Carlo rates."""
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,13 +105,17 @@ def test_corrupt_labels_monte_carlo(key, rate, num_classes):
         np.testing.assert_allclose(counts / counts.sum(), 1 / (num_classes - 1), atol=0.02)
 
 
-def test_corrupt_labels_jit_traced_rate(key):
-    y = _labels()
-    f = jax.jit(data.corrupt_labels, static_argnames="num_classes")
-    out = np.asarray(f(key, y, jnp.float32(0.25), num_classes=10))
-    eager = data.corrupt_labels(key, y, 0.25, 10)
-    np.testing.assert_array_equal(out, eager)
-    assert abs(np.mean(out != y) - 0.25) < 4 * math.sqrt(0.25 * 0.75 / y.size)
+class TestCorruptLabelsJitAndEager(chex.TestCase):
+    """With the rate traced under jit, and eagerly: the eager labels, corrupted at the rate."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_corrupt_labels_traced_rate(self):
+        key, y = jax.random.key(0), _labels()
+        f = self.variant(data.corrupt_labels, static_argnames="num_classes")
+        out = np.asarray(f(key, y, jnp.float32(0.25), num_classes=10))
+        eager = data.corrupt_labels(key, y, 0.25, 10)
+        np.testing.assert_array_equal(out, eager)
+        assert abs(np.mean(out != y) - 0.25) < 4 * math.sqrt(0.25 * 0.75 / y.size)
 
 
 def test_corrupt_labels_vmap_over_rates(key):

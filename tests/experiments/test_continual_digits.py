@@ -7,6 +7,7 @@ Also the config checks, the tasks' data, and the claim's ``check`` on hand-made 
 import dataclasses
 import pathlib
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,10 +78,6 @@ class _Reference:
         return anchor, fisher, params
 
 
-def _close(a, b, rtol, atol):
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol), a, b)
-
-
 @pytest.mark.slow
 def test_smoke_runs_match_a_plain_sgd_loop(experiment, smoke):
     """The smoke sweep (computed once for the session's tests) through the runner — vmapped,
@@ -95,9 +92,9 @@ def test_smoke_runs_match_a_plain_sgd_loop(experiment, smoke):
     for config, run in zip(configs, report.run_ids):
         anchor, fisher, final = reference(config.seed, config.strength, config.learning_rate)
         state = runner.load_state(root, run)
-        _close(state.anchor, anchor, 1e-4, 1e-6)
-        _close(state.fisher, fisher, 1e-3, 1e-8)
-        _close(state.params, final, 1e-3, 1e-5)
+        chex.assert_trees_all_close(state.anchor, anchor, rtol=1e-4, atol=1e-6)
+        chex.assert_trees_all_close(state.fisher, fisher, rtol=1e-3, atol=1e-8)
+        chex.assert_trees_all_close(state.params, final, rtol=1e-3, atol=1e-5)
         anchors.setdefault(config.seed, []).append(state.anchor)
         row = results.runs[results.runs.run_id == run].iloc[0]
         net = module.model(config)
@@ -110,7 +107,7 @@ def test_smoke_runs_match_a_plain_sgd_loop(experiment, smoke):
             lambda p, a, f: jnp.sum(f * (p - a) ** 2), state.params, state.anchor, state.fisher)))), rel=1e-5)
     assert {c.rule for c in configs} == {"sgd", "ewc"} and all(len(a) == 2 for a in anchors.values())
     for sgd_anchor, ewc_anchor in anchors.values():
-        _close(sgd_anchor, ewc_anchor, 1e-5, 1e-7)
+        chex.assert_trees_all_close(sgd_anchor, ewc_anchor, rtol=1e-5, atol=1e-7)
 
 
 def test_config_checks(experiment):

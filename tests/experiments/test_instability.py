@@ -6,6 +6,7 @@ are far less stable than children spawned half-way — computed once, reused aft
 import dataclasses
 import pathlib
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,8 +73,7 @@ def test_children_are_the_parent_until_the_spawn_then_follow_their_own_data_orde
     children, metrics = children_at(5)
     assert np.asarray(children.step).tolist() == [12, 12, 12]
     alone = jax.jit(jax.vmap(lambda s: _parent_loop(module, config, arrays, parent, 5, s)))(jnp.arange(1, 4))
-    for got, want in zip(jax.tree.leaves(children.params), jax.tree.leaves(alone.params)):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(children.params, alone.params, rtol=1e-5, atol=1e-6)
     leaves = [np.asarray(leaf, np.float64) for leaf in jax.tree.leaves(children.params)]
     distances = [np.sqrt(sum(np.sum((a[i] - a[j]) ** 2) for a in leaves)) for i, j in ((0, 1), (0, 2), (1, 2))]
     assert min(distances) > 1e-3  # the data orders differ after the spawn

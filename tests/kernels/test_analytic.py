@@ -1,5 +1,6 @@
 """Analytic NNGP/NTK of nn models vs closed forms and vs averages of finite-width networks."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -166,7 +167,11 @@ def test_jit_vmap_over_hyperparameters_and_grad():
         return kernels.analytic(model, x, get="ntk")
 
     ws, bs = jnp.linspace(0.5, 2.0, 3), jnp.linspace(0.0, 0.5, 2)
-    grid = jax.jit(jax.vmap(jax.vmap(ntk, in_axes=(None, 0)), in_axes=(0, None)))(ws, bs)
+    chex.clear_trace_counter()
+    grid_fn = jax.jit(jax.vmap(jax.vmap(chex.assert_max_traces(ntk, n=1), in_axes=(None, 0)), in_axes=(0, None)))
+    grid = grid_fn(ws, bs)
+    # W_std is traced: another grid of the same size runs the same program, not a recompiled one
+    np.testing.assert_allclose(grid_fn(ws[::-1], bs), grid[::-1], rtol=1e-13)
     for i, w in enumerate(ws):
         for j, b in enumerate(bs):
             np.testing.assert_allclose(grid[i, j], ntk(w, b), rtol=1e-13)

@@ -6,6 +6,7 @@ linearized dynamics, matrix exponentials (scipy.linalg.expm) and dense solves (n
 
 from collections import namedtuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -261,8 +262,7 @@ def test_jit_equals_eager():
         return gd(ts, 0.1, 0.2, k_td.ntk), gd(None, 0.1, 0.2, k_td.ntk), gp, ens
 
     args = (Kernel(nngp_dd, ntk_dd), Kernel(nngp_td, ntk_td), Kernel(nngp_tt, ntk_tt), y, ts, x_train, x_test)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13),
-                 jax.jit(everything)(*args), everything(*args))
+    chex.assert_trees_all_close(jax.jit(everything)(*args), everything(*args), rtol=1e-11, atol=1e-13)
 
 
 @pytest.mark.float64
@@ -275,9 +275,9 @@ def test_vmap_over_learning_rates_and_kernels():
     by_lr = jax.jit(jax.vmap(run, (0, None)))(lrs, k_dd)
     by_kernel = jax.jit(jax.vmap(run, (None, 0)))(LR, kernels)
     for i in range(3):
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-12, atol=1e-13), by_lr, run(lrs[i], k_dd))
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-12, atol=1e-13),
-                     by_kernel, run(LR, kernels[i]))
+        lr_i, kernel_i = jax.tree.map(lambda a: a[i], (by_lr, by_kernel))
+        chex.assert_trees_all_close(lr_i, run(lrs[i], k_dd), rtol=1e-12, atol=1e-13)
+        chex.assert_trees_all_close(kernel_i, run(LR, kernels[i]), rtol=1e-12, atol=1e-13)
 
 
 def _weighted_test_output(t, k_dd, k_td, y, f0, weights):

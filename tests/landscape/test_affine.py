@@ -1,8 +1,8 @@
 """``affine_vmap`` equals ``vmap`` on networks and on functions that exercise every rule (float64)."""
 
+import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from jaxlearn import nn
@@ -70,8 +70,7 @@ def test_equals_vmap_and_its_gradient(case):
 
     want = jax.vmap(direct, in_axes=(None, 0))(params, coords)
     got = jax.jit(lambda p, c: affine_vmap(fn, p, directions, c))(params, coords)
-    for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
-        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+    chex.assert_trees_all_close(got, want, rtol=1e-12, atol=1e-12)
     if case not in (_mlp, _rules):  # gradients: two cases cover every rule (compile time)
         return
 
@@ -86,8 +85,7 @@ def test_equals_vmap_and_its_gradient(case):
 
     g_want = jax.grad(lambda f: total(full(f), lambda p: jax.vmap(direct, in_axes=(None, 0))(p, coords)))(floats)
     g_got = jax.jit(jax.grad(lambda f: total(full(f), lambda p: affine_vmap(fn, p, directions, coords))))(floats)
-    for w, g in zip(jax.tree.leaves(g_want), jax.tree.leaves(g_got)):
-        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+    chex.assert_trees_all_close(g_got, g_want, rtol=1e-12, atol=1e-12)
 
 
 def test_affine_work_is_not_batched():

@@ -1,5 +1,6 @@
 """Hessian- and Gauss–Newton-vector products against dense matrices (float64)."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -102,7 +103,7 @@ def test_custom_vjp_rules_hvp_and_ggn():
     np.testing.assert_allclose(ravel_pytree(got)[0], hessian @ v, rtol=1e-10, atol=1e-12)
     ggn_rule = _jggn(rule_objective, params, unravel(v))
     ggn_plain = _jggn(plain_objective, params, unravel(v))
-    np.testing.assert_allclose(ravel_pytree(ggn_rule)[0], ravel_pytree(ggn_plain)[0], rtol=1e-10, atol=1e-12)
+    chex.assert_trees_all_close(ggn_rule, ggn_plain, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.float64
@@ -264,5 +265,5 @@ def test_project_is_a_deprecated_alias_of_restrict():
         old = ls.curvature.project(params, block)
     new = ls.restrict(params, block)
     assert ls.restrict is ls.curvature.restrict
-    jax.tree.map(np.testing.assert_array_equal, old, new)
+    chex.assert_trees_all_equal(old, new)
     assert np.all(np.asarray(new[2]["W"]) == 0.0) and np.all(new[0]["W"] == params[0]["W"])

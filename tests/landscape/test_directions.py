@@ -2,6 +2,7 @@
 §4), PCA of a trajectory that lies in a known subspace against numpy.linalg.svd (§6), the plane
 through three points reconstructed exactly."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -130,18 +131,17 @@ def test_random_direction_draw_jit_and_vmap():
     d = random_direction(key, params, "filter")
     again = random_direction(jax.random.key(6), params, "filter")
     other = random_direction(jax.random.key(7), params, "filter")
-    for x, y, z, w in zip(jax.tree.leaves(d), jax.tree.leaves(normalize_direction(raw, params, "filter")),
-                          jax.tree.leaves(again), jax.tree.leaves(other)):
-        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
-        np.testing.assert_array_equal(x, z)
+    chex.assert_trees_all_close(d, normalize_direction(raw, params, "filter"), rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_equal(d, again)
+    for x, w in zip(jax.tree.leaves(d), jax.tree.leaves(other)):
         if x.ndim >= 2:
             assert not np.allclose(x, w)
     # vmap over keys (inside jit) = a loop over keys.
     keys = jax.random.split(key, 3)
     batched = jax.tree.map(np.asarray, jax.jit(jax.vmap(lambda k: random_direction(k, params, "filter")))(keys))
     for i, k in enumerate(jax.random.split(key, 3)):
-        for x, y in zip(jax.tree.leaves(batched), jax.tree.leaves(random_direction(k, params, "filter"))):
-            np.testing.assert_allclose(x[i], y, rtol=1e-6, atol=1e-7)
+        chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], batched), random_direction(k, params, "filter"),
+                                    rtol=1e-6, atol=1e-7)
 
 
 ERRORS = [

@@ -5,6 +5,7 @@ and matching two MNIST-1D MLPs lowers their loss barrier."""
 import itertools
 import time
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,8 +55,7 @@ def test_weight_matching_of_one_hidden_layer_equals_brute_force(seeds):
     best = max(values, key=values.get)
     result = weight_matching(permutation_spec(model, jax.ShapeDtypeStruct((1, 3), jnp.float64)), a, b)
     assert tuple(result.perms["0"]) == best
-    for got, want in zip(jax.tree.leaves(result.params), jax.tree.leaves(_permute_by_hand(b, {"0": np.array(best)}))):
-        np.testing.assert_array_equal(got, want)
+    chex.assert_trees_all_equal(result.params, _permute_by_hand(b, {"0": np.array(best)}))
 
 
 @pytest.mark.float64
@@ -106,8 +106,7 @@ def test_matching_recovers_a_planted_permutation(name, method):
         result = activation_matching(spec, acts(params), acts(params_b), params_b)
     for group, pi in perms.items():
         np.testing.assert_array_equal(result.perms[group], np.argsort(pi))  # the inverse permutation
-    for got, want in zip(jax.tree.leaves(result.params), jax.tree.leaves(params)):
-        np.testing.assert_array_equal(got, want)
+    chex.assert_trees_all_equal(result.params, params)
 
 
 def test_matching_bad_inputs_name_the_argument():

@@ -2,6 +2,7 @@
 (float64), specs written out by hand, jit/vmap/grad, bad input. Matching (Git Re-Basin) is tested
 in test_matching.py."""
 
+import chex
 import flax.linen as linen
 import jax
 import jax.numpy as jnp
@@ -91,16 +92,14 @@ def test_apply_permutation_under_jit_vmap_and_grad():
     stacked = {g: np.stack([p[g] for p in many]) for g in spec.sizes}
     batched = jax.jit(jax.vmap(lambda perms: apply_permutation(spec, perms, params)))(stacked)
     for i, perms in enumerate(many):
-        for got, want in zip(jax.tree.leaves(batched), jax.tree.leaves(apply_permutation(spec, perms, params))):
-            np.testing.assert_array_equal(got[i], want)
+        chex.assert_trees_all_equal(jax.tree.map(lambda a: a[i], batched), apply_permutation(spec, perms, params))
 
     def loss(p):
         return jnp.sum(jnp.sin(model.apply(p, x)))
 
     grad = jax.jit(jax.grad(lambda p: loss(apply_permutation(spec, many[0], p))))(params)
     want_grad = jax.jit(jax.grad(loss))(params)  # the composite is the same function of p
-    for got, want in zip(jax.tree.leaves(grad), jax.tree.leaves(want_grad)):
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    chex.assert_trees_all_close(grad, want_grad, rtol=1e-12, atol=1e-14)
 
 
 # -- bad input ----------------------------------------------------------------------------------

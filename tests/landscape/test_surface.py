@@ -1,6 +1,7 @@
 """Surfaces against a direct Python loop of ``fn`` on a non-square grid with an asymmetric loss
 (a transposed or mis-chunked grid fails), chunked == unchunked, dict outputs, the exact grid."""
 
+import chex
 import gc
 import weakref
 
@@ -91,8 +92,7 @@ def test_jit_and_grad_wrt_params():
     g = jax.grad(lambda p: weights @ surface_1d(loss, p, D1, alphas, chunk_size=2))(PARAMS)
     grad_at = jax.jit(lambda a: jax.grad(loss)(shifted(PARAMS, (a, D1))))
     want = jax.tree.map(lambda *gs: sum(w * x for w, x in zip(weights, gs)), *[grad_at(a) for a in alphas])
-    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(want)):
-        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
+    chex.assert_trees_all_close(g, want, rtol=1e-11, atol=1e-12)
 
 
 @pytest.mark.float64

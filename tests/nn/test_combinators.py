@@ -1,6 +1,7 @@
 """Combinators (serial, parallel, fanout, fanin_sum, fanin_concat, residual) against manual NumPy
 composition; tree structure of params/state; PRNG key routing; jit/vmap/grad through a model."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -241,8 +242,7 @@ def test_vmap_init_over_keys_gives_distinct_members(key):
     assert not np.allclose(pop[0]["W"][3], pop[2]["W"][3])
     # member 5 is exactly what a separate init with keys[5] draws (it does not depend on the group)
     single = init(keys[5])
-    for a, b in zip(jax.tree.leaves(pop), jax.tree.leaves(single)):
-        np.testing.assert_allclose(a[5], b, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(jax.tree.map(lambda a: a[5], pop), single, rtol=1e-6, atol=1e-7)
     # and the population applies in one program
     x = jnp.asarray(normal(23, 2, 8), jnp.float32)
     ys = jax.jit(jax.vmap(lambda p: model.apply(p, x)))(pop)

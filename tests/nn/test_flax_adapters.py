@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 from typing import Callable
 
+import chex
 import flax.linen as ln
 import jax
 import jax.numpy as jnp
@@ -154,12 +155,6 @@ def _x(seed=1):
     return jnp.asarray(np.random.default_rng(seed).standard_normal(SPEC.shape), SPEC.dtype)
 
 
-def _assert_trees_close(a, b, tol=1e-6):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=tol, atol=tol)
-
-
 def _loss(y):
     return jnp.sum(jnp.sin(y) * jnp.arange(1, OUT + 1))
 
@@ -174,8 +169,8 @@ def test_init_matches_flax(case):
     k = jax.random.key(3)
     params, state = case.layer.init(k, SPEC)
     ref_params, ref_state = case.ref_init(k)
-    _assert_trees_close(params, ref_params, tol=0)
-    _assert_trees_close(state, ref_state, tol=0)
+    chex.assert_trees_all_equal(params, ref_params)
+    chex.assert_trees_all_equal(state, ref_state)
     assert case.layer.output_spec(SPEC) == jax.ShapeDtypeStruct((BATCH, OUT), jnp.float32)
 
 
@@ -191,8 +186,8 @@ def test_apply_matches_flax(case):
     for train, key in _modes(case):
         y, new_state = case.layer.apply_with_state(params, x, state, key=key, train=train)
         ref_y, ref_state = case.ref_apply(k, x, key, train)
-        _assert_trees_close(y, ref_y)
-        _assert_trees_close(new_state, ref_state)
+        chex.assert_trees_all_close(y, ref_y, rtol=1e-6, atol=1e-6)
+        chex.assert_trees_all_close(new_state, ref_state, rtol=1e-6, atol=1e-6)
 
 
 def test_grad_matches_flax(case):
@@ -201,7 +196,7 @@ def test_grad_matches_flax(case):
     for train, key in _modes(case):
         grads = jax.grad(lambda p: _loss(case.layer.apply(p, x, state, key=key, train=train)))(params)
         ref_grads = case.ref_grad(k, x, key, train, _loss)
-        _assert_trees_close(grads, ref_grads)
+        chex.assert_trees_all_close(grads, ref_grads, rtol=1e-6, atol=1e-6)
         assert float(jnp.abs(grads[case.first_layer]["kernel"]).max()) > 0
 
 
@@ -210,30 +205,33 @@ def test_params_are_an_optax_pytree(case):
     grads = jax.grad(lambda p: _loss(case.layer.apply(p, _x(), state)))(params)
     opt = optax.sgd(0.1)
     updates, _ = opt.update(grads, opt.init(params), params)
-    _assert_trees_close(optax.apply_updates(params, updates), jax.tree.map(lambda p, g: p - 0.1 * g, params, grads))
+    by_hand = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+    chex.assert_trees_all_close(optax.apply_updates(params, updates), by_hand, rtol=1e-6, atol=1e-6)
 
 
 def test_vmapped_init_over_seeds(case):
     keys = jax.random.split(jax.random.key(0), 8)
     batched = jax.vmap(lambda k: case.layer.init(k, SPEC)[0])(keys)
     for i in range(8):
-        _assert_trees_close(jax.tree.map(lambda a: a[i], batched), case.layer.init(keys[i], SPEC)[0], tol=0)
+        chex.assert_trees_all_equal(jax.tree.map(lambda a: a[i], batched), case.layer.init(keys[i], SPEC)[0])
     kernels = batched[case.first_layer]["kernel"]
     for i, j in itertools.combinations(range(8), 2):
         assert not np.array_equal(kernels[i], kernels[j])
     # the population applies as one vmapped program
     state = case.layer.init(keys[0], SPEC)[1]
     ys = jax.vmap(lambda p: case.layer.apply(p, _x(), state))(batched)
-    _assert_trees_close(ys[5], case.layer.apply(case.layer.init(keys[5], SPEC)[0], _x(), state), tol=1e-5)
+    chex.assert_trees_all_close(ys[5], case.layer.apply(case.layer.init(keys[5], SPEC)[0], _x(), state),
+                                rtol=1e-5, atol=1e-5)
 
 
 def test_jit_apply_matches_eager(case):
     params, state = case.layer.init(jax.random.key(3), SPEC)
     apply = jax.jit(case.layer.apply_with_state, static_argnames="train")
     for train, key in _modes(case):
-        _assert_trees_close(
+        chex.assert_trees_all_close(
             apply(params, _x(), state, key=key, train=train),
             case.layer.apply_with_state(params, _x(), state, key=key, train=train),
+            rtol=1e-6, atol=1e-6,
         )
 
 
@@ -272,8 +270,8 @@ def test_eval_is_deterministic_and_keeps_state(bn_case):
     y2, _ = layer.apply_with_state(params, _x(), state, key=jax.random.key(2))
     np.testing.assert_array_equal(y0, y1)
     np.testing.assert_array_equal(y1, y2)
-    _assert_trees_close(s0, state, tol=0)
-    _assert_trees_close(s1, state, tol=0)
+    chex.assert_trees_all_equal(s0, state)
+    chex.assert_trees_all_equal(s1, state)
 
 
 def test_dropout_keys(bn_case):
@@ -437,7 +435,7 @@ def test_nnx_raw_uint32_keys():
     layer = nn.from_nnx(NnxBNDrop)
     params, state = layer.init(jax.random.PRNGKey(0), SPEC)
     typed, _ = layer.init(jax.random.wrap_key_data(jax.random.PRNGKey(0)), SPEC)
-    _assert_trees_close(params, typed, tol=0)
+    chex.assert_trees_all_equal(params, typed)
     y_raw = layer.apply(params, _x(), state, key=jax.random.PRNGKey(4), train=True)
     y_typed = layer.apply(params, _x(), state, key=jax.random.wrap_key_data(jax.random.PRNGKey(4)), train=True)
     np.testing.assert_array_equal(y_raw, y_typed)

@@ -3,6 +3,7 @@ init statistics, muP learning-rate multipliers, and traced hyperparameters (popu
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -163,9 +164,7 @@ def test_mup_lr_multipliers_follow_the_table(optimizer):
     in_spec = spec(4, 20, dtype=jnp.float32)
     lrs = model.lr_multipliers(in_spec, optimizer)
     want = MUP_TABLE[optimizer]
-    assert jax.tree.structure(lrs) == jax.tree.structure(want)
-    for got, exp in zip(jax.tree.leaves(lrs), jax.tree.leaves(want)):
-        assert got == pytest.approx(exp, rel=1e-12)
+    chex.assert_trees_all_close(lrs, want, rtol=1e-12, atol=0)  # same structure, leaves to 1e-12
     params, _ = jax.eval_shape(lambda k: model.init(k, in_spec), jax.random.key(0))
     assert jax.tree.structure(params) == jax.tree.structure(lrs)
 
@@ -222,10 +221,14 @@ def test_population_over_init_scale(parameterization, role, key):
         return layer.init(key, in_spec)[0]["W"]
 
     ws = jnp.array([0.5, 1.0, 3.0], jnp.float32)
-    pop = jax.jit(jax.vmap(init_W))(ws)
+    chex.clear_trace_counter()
+    grid_fn = jax.jit(jax.vmap(chex.assert_max_traces(init_W, n=1)))
+    pop = grid_fn(ws)
     unit = np.asarray(pop[1])
     for i, w in enumerate([0.5, 1.0, 3.0]):
         np.testing.assert_allclose(pop[i], w * unit, rtol=1e-6, atol=1e-7)
+    # W_std is traced: another grid of the same size runs the same program, not a recompiled one
+    np.testing.assert_array_equal(grid_fn(ws[::-1]), pop[::-1])
 
 
 def test_population_over_W_std_of_a_whole_model(key):

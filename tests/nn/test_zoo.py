@@ -15,6 +15,7 @@ model, and programs other than training loops compile without LLVM optimisation 
 import functools
 import itertools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,6 +28,7 @@ from jaxlearn import data, train
 F64 = pytest.mark.float64
 TOL64 = dict(rtol=1e-11, atol=1e-12)
 TOL32 = dict(rtol=2e-4, atol=2e-5)
+TOL_MULT = dict(rtol=1e-12, atol=0)  # learning-rate multipliers: Python floats, ratios of widths
 
 
 def spec(*shape, dtype=None):
@@ -73,12 +75,6 @@ def weight_dicts(params):
     if isinstance(params, (tuple, list)):
         return [d for p in params for d in weight_dicts(p)]
     return []
-
-
-def same_tree(tree, expected):
-    """Same structure and (to 1e-12) the same leaves: for pytrees of Python floats."""
-    assert jax.tree.structure(tree) == jax.tree.structure(expected)
-    assert jax.tree.leaves(tree) == pytest.approx(jax.tree.leaves(expected), rel=1e-12)
 
 
 # -- NumPy references ----------------------------------------------------------------------------
@@ -177,13 +173,15 @@ def test_mlp_without_hidden_layers_is_affine():
 def test_mlp_mup_learning_rate_multipliers_by_position():
     """Roles by position: input W fan_out, hidden W 1, output W 1/fan_in, biases fan_out (SGD)."""
     model = nn.mlp([5, 6], 3, parameterization="mup")
-    same_tree(model.lr_multipliers(spec(1, 4), "sgd"),
-              ({"W": 5.0, "b": 5.0}, (), {"W": 1.0, "b": 6.0}, (), {"W": 1 / 6, "b": 3.0}))
-    same_tree(model.lr_multipliers(spec(1, 4), "adam"),
-              ({"W": 1.0, "b": 1.0}, (), {"W": 1 / 5, "b": 1.0}, (), {"W": 1 / 6, "b": 1.0}))
+    chex.assert_trees_all_close(model.lr_multipliers(spec(1, 4), "sgd"),
+                                ({"W": 5.0, "b": 5.0}, (), {"W": 1.0, "b": 6.0}, (), {"W": 1 / 6, "b": 3.0}),
+                                **TOL_MULT)
+    chex.assert_trees_all_close(model.lr_multipliers(spec(1, 4), "adam"),
+                                ({"W": 1.0, "b": 1.0}, (), {"W": 1 / 5, "b": 1.0}, (), {"W": 1 / 6, "b": 1.0}),
+                                **TOL_MULT)
     # two weight layers: an input and an output layer, no hidden one
-    same_tree(nn.mlp([8], 2, parameterization="mup").lr_multipliers(spec(1, 4), "sgd"),
-              ({"W": 8.0, "b": 8.0}, (), {"W": 1 / 8, "b": 2.0}))
+    chex.assert_trees_all_close(nn.mlp([8], 2, parameterization="mup").lr_multipliers(spec(1, 4), "sgd"),
+                                ({"W": 8.0, "b": 8.0}, (), {"W": 1 / 8, "b": 2.0}), **TOL_MULT)
     # the other parameterizations have none
     for parameterization in ("standard", "ntk"):
         assert set(jax.tree.leaves(nn.mlp([5, 6], 3, parameterization=parameterization).lr_multipliers(spec(1, 4)))) == {1.0}
@@ -238,7 +236,8 @@ def test_cnn_matches_numpy_forward(case):
 def test_cnn_mup_roles():
     mults = nn.cnn([3, 5], 2, filter_shape=(3,), parameterization="mup").lr_multipliers(spec(1, 6, 2), "sgd")
     # Conv(3): input (fan_out 3); Conv(5): hidden (1); Dense(2): output (1/fan_in = 1/5)
-    same_tree(mults, ({"W": 3.0, "b": 3.0}, (), {"W": 1.0, "b": 5.0}, (), (), {"W": 1 / 5, "b": 2.0}))
+    chex.assert_trees_all_close(mults, ({"W": 3.0, "b": 3.0}, (), {"W": 1.0, "b": 5.0}, (), (), {"W": 1 / 5, "b": 2.0}),
+                                **TOL_MULT)
 
 
 # -- resnet --------------------------------------------------------------------------------------
@@ -291,7 +290,7 @@ def test_resnet_mup_roles():
     mults = nn.resnet(4, 1, 2, filter_shape=(3,), parameterization="mup").lr_multipliers(spec(1, 6, 2), "sgd")
     hidden = {"W": 1.0, "b": 4.0}
     block = ((), (((), hidden, (), hidden), ()), ())  # fanout, (branch, identity), sum
-    same_tree(mults, ({"W": 4.0, "b": 4.0}, block, (), (), {"W": 1 / 4, "b": 2.0}))
+    chex.assert_trees_all_close(mults, ({"W": 4.0, "b": 4.0}, block, (), (), {"W": 1 / 4, "b": 2.0}), **TOL_MULT)
 
 
 # -- embedding_mlp -------------------------------------------------------------------------------
@@ -318,10 +317,10 @@ def test_embedding_mlp_mup_roles():
     """The Embedding is the input layer, so the Dense layers after it are hidden, then output."""
     mults = nn.embedding_mlp(7, 4, [8], 5, parameterization="mup").lr_multipliers(int_spec(1, 2), "sgd")
     # Embedding: input (features 4); Dense(8) on the 2·4 features: hidden; Dense(5): output (1/8)
-    same_tree(mults, ({"W": 4.0}, (), ({"W": 1.0, "b": 8.0}, (), {"W": 1 / 8, "b": 5.0})))
+    chex.assert_trees_all_close(mults, ({"W": 4.0}, (), ({"W": 1.0, "b": 8.0}, (), {"W": 1 / 8, "b": 5.0})), **TOL_MULT)
     # with no hidden Dense, Embedding (input) → Dense (output) is a valid muP network
     mults = nn.embedding_mlp(7, 4, [], 5, parameterization="mup").lr_multipliers(int_spec(1, 2), "sgd")
-    same_tree(mults, ({"W": 4.0}, (), ({"W": 1 / 8, "b": 5.0},)))
+    chex.assert_trees_all_close(mults, ({"W": 4.0}, (), ({"W": 1 / 8, "b": 5.0},)), **TOL_MULT)
 
 
 # -- transformer ---------------------------------------------------------------------------------

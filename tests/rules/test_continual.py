@@ -3,6 +3,7 @@ Fisher to its exact expectation, finite differences for the penalty."""
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,7 +87,7 @@ def test_fisher_diagonal_is_the_per_example_loop(kind, loss, batch_size):
     key = jax.random.key(4) if kind == "true" else None
     got = _fisher_jit(kind, loss, batch_size)(params, x, y, key)
     want = _loop_fisher(params, x, kind, loss, labels, targets, key)
-    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-11, atol=1e-15), got, want)
+    chex.assert_trees_all_close(got, want, rtol=1e-11, atol=1e-15)
 
 
 @pytest.mark.float64
@@ -169,7 +170,7 @@ def test_combined_tasks_have_the_gradient_of_summed_penalties():
     anchor, fisher = ewc_combine([a1, a2], [f1, f2])
     want = jax.jit(jax.grad(lambda p: ewc_penalty(p, a1, f1, 2.0) + ewc_penalty(p, a2, f2, 2.0)))(params)
     got = jax.jit(jax.grad(ewc_penalty))(params, anchor, fisher, 2.0)
-    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-11, atol=1e-13), got, want)
+    chex.assert_trees_all_close(got, want, rtol=1e-11, atol=1e-13)
 
 
 BLOCK_MODEL = rules.block_mlp([4], C, "tanh", b_std=0.5)
@@ -206,7 +207,7 @@ def test_estimator_is_base_plus_penalty_gradient(base):
         return task_loss, jax.tree.map(lambda g, q, a, f: g + 0.7 * f * (q - a), dfa_grads, p, anchor, fisher)
 
     task_loss, want = reference(params)
-    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-12, atol=1e-15), got, want)
+    chex.assert_trees_all_close(got, want, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(loss, task_loss + ewc_penalty(params, anchor, fisher, 0.7), rtol=1e-13)
     np.testing.assert_allclose(metrics["loss"], task_loss, rtol=1e-13)  # aux: the task loss alone
 

@@ -3,6 +3,7 @@ the β → 0 error orders (O(β) one-sided, O(β²) symmetric)."""
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -259,7 +260,7 @@ def test_vmap_over_seeds_equals_each_seed_and_beta_enters_traced():
     f = jax.jit(grads)
     batched = jax.jit(jax.vmap(grads))(jnp.arange(2), jnp.asarray([0.5, 0.25]))
     for i, (seed, beta) in enumerate(((0, 0.5), (1, 0.25))):
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-6), batched, f(seed, beta))
+        chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], batched), f(seed, beta), rtol=1e-4, atol=1e-6)
 
 
 # -- misuse ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,11 +47,11 @@ def test_fa_with_feedback_equal_to_weights_is_backprop(parameterization, b_std):
     bp = nn.serial(nn.Dense(H, 1.3, b_std, parameterization), nn.Tanh(), nn.Dense(K, 1.0, b_std, parameterization))
     params, state = fa.init(jax.random.key(0), spec)
     bp_params, _ = bp.init(jax.random.key(0), spec)
-    jax.tree.map(np.testing.assert_array_equal, params, bp_params)  # FADense draws W, b as Dense does
+    chex.assert_trees_all_equal(params, bp_params)  # FADense draws W, b as Dense does
     assert not np.allclose(state[0]["B"], params[0]["W"])
     transposed = ({"B": params[0]["W"]}, (), {"B": params[2]["W"]})
     got, want = _grads(fa, params, transposed, x, y), _grads(bp, params, (), x, y)
-    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-13, atol=1e-15), got, want)
+    chex.assert_trees_all_close(got, want, rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.float64
@@ -106,7 +107,7 @@ def test_dfa_update_is_its_formula(widths, act):
     (loss, _), got = jax.jit(lambda p: rules.dfa()(lambda q: objective(q, state, (x, y), None), p, None))(params)
     fns = {"tanh": (np.tanh, lambda a: 1 - np.tanh(a) ** 2), "relu": (lambda a: np.maximum(a, 0), lambda a: (a > 0) * 1.0)}
     want = _dfa_by_hand(x, y, params, state["feedback"], *fns[act])
-    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-12, atol=1e-15), got, want)
+    chex.assert_trees_all_close(got, want, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(loss, train.softmax_cross_entropy(model.apply(params, x, state), y), rtol=1e-14)
 
 
@@ -117,8 +118,8 @@ def test_block_serial_under_backprop_is_nn_serial():
     model, reference = rules.block_serial(*blocks), nn.serial(*blocks)
     params, state = model.init(jax.random.key(2), jax.ShapeDtypeStruct((1, D), jnp.float64))
     ref_params, _ = reference.init(jax.random.key(2), jax.ShapeDtypeStruct((1, D), jnp.float64))
-    jax.tree.map(np.testing.assert_array_equal, params, ref_params)
-    jax.tree.map(np.testing.assert_array_equal, _grads(model, params, state, x, y), _grads(reference, params, (), x, y))
+    chex.assert_trees_all_equal(params, ref_params)
+    chex.assert_trees_all_equal(_grads(model, params, state, x, y), _grads(reference, params, (), x, y))
     spec = jax.ShapeDtypeStruct((1, D), jnp.float64)
     assert rules.block_mlp([H], K, parameterization="mup").lr_multipliers(spec) == \
         nn.serial(nn.serial(nn.Dense(H, parameterization="mup", role="input"), nn.Relu()),
@@ -143,7 +144,7 @@ def test_feedback_matrices_are_untouched_by_adamw_and_vmap_over_seeds():
     end = start
     for _ in range(3):
         end, metrics = many(end, (jnp.asarray(x), jnp.asarray(y)))
-    jax.tree.map(np.testing.assert_array_equal, start.model_state, end.model_state)  # bit-identical
+    chex.assert_trees_all_equal(start.model_state, end.model_state)  # bit-identical
     assert all(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(start.params), jax.tree.leaves(end.params)))
     assert np.all(np.isfinite(metrics["loss"]))
     for B in jax.tree.leaves(start.model_state):  # one feedback matrix per member, from its own key

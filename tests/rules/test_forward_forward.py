@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,8 @@ from jaxlearn import nn, rules, train
 from jaxlearn.rules.ff import NEGATIVES, ff_mlp, forward_forward, forward_forward_loss
 
 N, K, THETA = 6, 3, 0.4
-close = functools.partial(np.testing.assert_allclose, rtol=1e-12, atol=1e-14)
+TOL = dict(rtol=1e-12, atol=1e-14)
+close = functools.partial(np.testing.assert_allclose, **TOL)
 
 
 def _data(dtype):
@@ -102,7 +104,7 @@ def test_each_update_is_the_gradient_of_its_layer_loss(negatives):
         return grads, sum(layer_loss(l, params[l]) for l in range(len(params)))
 
     want, want_loss = by_hand(params)
-    jax.tree.map(close, got, want)
+    chex.assert_trees_all_close(got, want, **TOL)
     close(loss, want_loss)
 
 

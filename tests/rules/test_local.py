@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,8 @@ from jaxlearn import nn, rules, train
 from jaxlearn.rules.local import LocalRequest, local_losses, local_mlp, local_serial
 
 N, D, K = 6, 5, 3
-close = functools.partial(np.testing.assert_allclose, rtol=1e-12, atol=1e-15)
+TOL = dict(rtol=1e-12, atol=1e-15)
+close = functools.partial(np.testing.assert_allclose, **TOL)
 
 
 def _data(dtype):
@@ -67,7 +69,7 @@ def test_each_update_is_the_gradient_of_its_own_local_loss():
         return {"blocks": tuple(want_blocks), "heads": tuple(want_heads)}, _ce(h, y)
 
     want, want_loss = by_hand(params)
-    jax.tree.map(close, got, want)
+    chex.assert_trees_all_close(got, want, **TOL)
     close(loss, want_loss)  # the loss of the real output
 
 
@@ -82,7 +84,7 @@ def test_without_detach_it_is_deep_supervision():
                   for l in range(len(heads))]
         return sum(losses) + _ce(nn.serial(*layers).apply(p["blocks"], x), y)
 
-    jax.tree.map(close, got, jax.jit(jax.grad(total))(params))
+    chex.assert_trees_all_close(got, jax.jit(jax.grad(total))(params), **TOL)
 
 
 @pytest.mark.float64
@@ -94,7 +96,7 @@ def test_without_hidden_blocks_local_learning_is_backprop():
     closed = lambda q: objective(q, state, (x, y), None)  # noqa: E731
     (loss, _), got = jax.jit(lambda p: local_losses()(closed, p, None))(params)
     (want_loss, _), want = jax.jit(lambda p: train.backprop(closed, p, None))(params)
-    jax.tree.map(close, got, want)
+    chex.assert_trees_all_close(got, want, **TOL)
     close(loss, want_loss)
 
 
@@ -102,7 +104,7 @@ def test_without_hidden_blocks_local_learning_is_backprop():
 def test_plain_params_give_nn_serial_and_unused_heads():
     layers, _, model, params, state, closed, x, y = _setup()
     ref_params, _ = nn.serial(*layers).init(jax.random.key(2), jax.ShapeDtypeStruct((1, D), jnp.float64))
-    jax.tree.map(np.testing.assert_array_equal, params["blocks"], ref_params)
+    chex.assert_trees_all_equal(params["blocks"], ref_params)
     np.testing.assert_array_equal(model.apply(params, x, state), nn.serial(*layers).apply(ref_params, x))
     np.testing.assert_array_equal(model.apply(params, x), nn.serial(*layers).apply(ref_params, x))  # state=()
     grads = jax.jit(lambda p: train.backprop(closed, p, None)[1])(params)

@@ -1,6 +1,7 @@
 """jaxlearn.rules.noise: per-layer clipping against NumPy, and the documented use of
 ``optax.add_noise`` (annealed gradient noise) checked against its closed-form variance."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,7 +47,7 @@ def test_clip_by_layer_norm_matches_numpy(depth, max_norm):
     t = noise.clip_by_layer_norm(max_norm, depth)
     out, state = jax.jit(t.update)(g, t.init(g))
     want = np_clip(g, max_norm, GROUPS[depth])
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15), out, want)
+    chex.assert_trees_all_close(out, want, rtol=1e-12, atol=1e-15)
     assert state == optax.EmptyState()
 
 
@@ -55,7 +56,7 @@ def test_depth_zero_is_global_norm_clipping():
     g = grads_tree(np.float64)
     ours, theirs = jax.jit(lambda g: [t.update(g, t.init(g))[0] for t in (
         noise.clip_by_layer_norm(0.5, depth=0), optax.clip_by_global_norm(0.5))])(g)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), ours, theirs)
+    chex.assert_trees_all_close(ours, theirs, rtol=1e-12)
 
 
 @F64
@@ -93,7 +94,7 @@ def test_traced_threshold_under_vmap_and_masked_leaves():
     out = jax.vmap(run)(thresholds)
     for m, max_norm in enumerate(thresholds):
         want = np_clip(g, float(max_norm), GROUPS[1])
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[m], b, rtol=2e-6, atol=1e-7), out, want)
+        chex.assert_trees_all_close(jax.tree.map(lambda a: a[m], out), want, rtol=2e-6, atol=1e-7)
     # optax.masked leaves pass through; the rest are clipped per leaf
     mask = jax.tree.map(lambda _: True, g)
     mask[0]["W"] = False

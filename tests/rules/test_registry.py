@@ -1,5 +1,6 @@
 """Gradient estimators chosen by name."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,7 +90,7 @@ def test_sam_by_name_is_landscape_sam(adaptive):
     assert landscape.sam is rules.sam and landscape.sam_perturbation is rules.sam_perturbation
     by_name = run(rules.estimator("sam", rho=0.05, adaptive=adaptive))
     direct = run(landscape.sam(0.05, adaptive=adaptive))
-    jax.tree.map(np.testing.assert_array_equal, by_name, direct)
+    chex.assert_trees_all_equal(by_name, direct)
     backprop = run(train.backprop)
     np.testing.assert_array_equal(by_name[0], backprop[0])  # the loss at w, unperturbed
     assert not np.allclose(ravel_pytree(by_name[2])[0], ravel_pytree(backprop[2])[0])  # the gradient at w + ε̂

@@ -3,6 +3,7 @@ predictor's convergence to the true activity gradient on a linear network."""
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,14 +101,15 @@ def test_updates_are_block_vjps_and_predictor_regressions(target):
     x, y = _data(np.float64)
     s, model = 2.5, MODEL
     params = _init(model, 0, jnp.float64)
-    jax.tree.map(np.testing.assert_array_equal, params["layers"], _init(SERIAL, 0, jnp.float64))
+    chex.assert_trees_all_equal(params["layers"], _init(SERIAL, 0, jnp.float64))
     assert all(np.all(a == 0) for a in jax.tree.leaves(params["predictors"]))  # zero-initialised output
     rng = np.random.default_rng(7)
     params["predictors"] = jax.tree.map(lambda a: 0.3 * rng.normal(size=a.shape), params["predictors"])
     (loss, (_, metrics)), got = _estimate(model, params, x, y, target, s)
     want, hs, ms, targets, _, _ = _reference(LAYERS, target, s, params, x, y)
-    close = functools.partial(np.testing.assert_allclose, rtol=1e-12, atol=1e-15)
-    jax.tree.map(close, got, want)
+    tol = dict(rtol=1e-12, atol=1e-15)
+    close = functools.partial(np.testing.assert_allclose, **tol)
+    chex.assert_trees_all_close(got, want, **tol)
     # a linear predictor's regression gradient by hand: hᵀ(m − t)/R, Σ(m − t)/R
     close(got["predictors"][1]["W"], np.asarray(hs[1]).T @ (ms[1] - targets[1]) / N)
     close(got["predictors"][1]["b"], np.sum(ms[1] - targets[1], 0) / N)
@@ -133,12 +135,12 @@ def test_perfect_predictor_gives_backprop(target):
         perfect.append({"W": sol[:-1], "b": sol[-1]})
     params = {"layers": params["layers"], "predictors": tuple(perfect)}
     _, got = _estimate(model, params, x, y, target, s)
-    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-9, atol=1e-14), got["layers"], backprop)
-    jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-13), got["predictors"],
-                 jax.tree.map(np.zeros_like, got["predictors"]))
+    chex.assert_trees_all_close(got["layers"], backprop, rtol=1e-9, atol=1e-14)
+    zeros = jax.tree.map(np.zeros_like, got["predictors"])
+    chex.assert_trees_all_close(got["predictors"], zeros, rtol=1e-7, atol=1e-13)
     # plain params: the network is nn.serial, and backprop leaves the predictors alone
     g = jax.jit(jax.grad(lambda p: train.mse(model.apply(p, x), y)))(params)
-    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-14, atol=1e-16), g["layers"], backprop)
+    chex.assert_trees_all_close(g["layers"], backprop, rtol=1e-14, atol=1e-16)
     assert all(np.all(a == 0) for a in jax.tree.leaves(g["predictors"]))
 
 
@@ -175,7 +177,7 @@ def test_predictor_converges_to_true_gradient_on_a_linear_network(target):
     (start, end), layers_after = run()
     np.testing.assert_allclose(start, 1.0)  # M = 0 at init
     assert np.all(end < 1e-4), end
-    jax.tree.map(np.testing.assert_array_equal, layers_after, theta)
+    chex.assert_trees_all_equal(layers_after, theta)
 
 
 def test_jit_vmap_over_seeds_trains():

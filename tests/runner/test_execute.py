@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -48,8 +49,11 @@ def solo(experiment, tmp_path_factory):
     return root, report
 
 
-def test_group_members_equal_their_solo_runs(experiment, solo, tmp_path):
+def test_group_members_equal_their_solo_runs(experiment, solo, tmp_path, monkeypatch):
     solo_root, solo_report = solo
+    # one group, four segments of 10 steps: one program, so the segment function is traced once
+    chex.clear_trace_counter()
+    monkeypatch.setattr(experiment.module, "segment", chex.assert_max_traces(experiment.module.segment, n=1))
     # reversed order and a diverging extra member: neither may change anyone's result
     cs = configs(experiment, seed=[1, 0], learning_rate=[0.2, 0.05, 1e4])
     report = runner.run_sweep(experiment, cs, root=tmp_path, progress=False)
@@ -119,28 +123,29 @@ def test_run_claimed_elsewhere_is_not_computed(experiment, tmp_path):
     assert report.busy == (ids[0],) and list(report.computed) == [ids[1]]
 
 
-def test_snapshots_are_loadable_and_match_a_shorter_run(experiment, tmp_path):
+def test_snapshots_are_loadable_and_match_a_shorter_run(experiment, tmp_path, monkeypatch):
     (long,) = runner.expand(experiment.config_cls, {**TINY, "snapshots": [5, 20]}, {})
     (short,) = runner.expand(experiment.config_cls, {**TINY, "num_steps": 20}, {})
     assert segment_schedule(long) == [5, 10, 20, 30, 40]
+    # one program per segment length of each group: long (segments of 5, 5, 10, 10, 10 steps)
+    # traces the segment function twice, short (10, 10) once
+    chex.clear_trace_counter()
+    monkeypatch.setattr(experiment.module, "segment", chex.assert_max_traces(experiment.module.segment, n=3))
     report = runner.run_sweep(experiment, [long, short], root=tmp_path, progress=False)
     long_id, short_id = report.run_ids
     at5 = runner.load_state(tmp_path, long_id, step=5, search_paths=[REPO])
     assert int(at5.step) == 5
     at20 = runner.load_state(tmp_path, long_id, step=20, search_paths=[REPO])
     end = runner.load_state(tmp_path, short_id, search_paths=[REPO])
-    for a, b in zip(jax.tree.leaves(at20.params), jax.tree.leaves(end.params)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close(at20.params, end.params, rtol=1e-5, atol=1e-7)
     with pytest.raises(FileNotFoundError, match=r"kept: 'final' \(when finished\) and snapshots \[5, 20\]"):
         runner.load_state(tmp_path, long_id, step=7, search_paths=[REPO])
     traj = runner.load_trajectory(tmp_path, long_id, search_paths=[REPO])
     np.testing.assert_array_equal(traj.steps, [5, 20, 40])
     np.testing.assert_array_equal(traj.states.step, [5, 20, 40])
     final = runner.load_state(tmp_path, long_id, search_paths=[REPO])
-    for stacked, a, b in zip(jax.tree.leaves(traj.states.params), jax.tree.leaves(at20.params),
-                             jax.tree.leaves(final.params)):
-        np.testing.assert_array_equal(stacked[1], a)
-        np.testing.assert_array_equal(stacked[2], b)
+    chex.assert_trees_all_equal(jax.tree.map(lambda a: a[1], traj.states.params), at20.params)
+    chex.assert_trees_all_equal(jax.tree.map(lambda a: a[2], traj.states.params), final.params)
     # the documented one-call path to the PCA plane of the optimisation path
     (d1, d2), explained = landscape.pca_directions(traj.states.params)
     assert explained.shape == (2,) and jax.tree.structure(d1) == jax.tree.structure(final.params)

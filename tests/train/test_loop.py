@@ -1,4 +1,5 @@
 """The scanned training loop against a Python loop of steps; segments, periodic eval, batches."""
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,8 +65,7 @@ def setup32():
     return Setup(np.float32)
 
 
-def _close(a, b, rtol=1e-12, atol=1e-14):
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=rtol, atol=atol), a, b)
+TOL = dict(rtol=1e-12, atol=1e-14)
 
 
 def _same_keys(a, b):
@@ -78,12 +78,12 @@ def test_scan_equals_python_loop(setup64):
     n = 6
     got, metrics = s.jit_train(s.state, s.step, s.batch_fn, n)
     want, want_metrics = s.manual(s.state, n)
-    _close(got.params, want.params)
-    _close(got.opt_state, want.opt_state)
+    chex.assert_trees_all_close(got.params, want.params, **TOL)
+    chex.assert_trees_all_close(got.opt_state, want.opt_state, **TOL)
     assert int(got.step) == n
     _same_keys(got, s.state)
     assert metrics["train"]["loss"].shape == (n,)
-    _close(metrics["train"], want_metrics)
+    chex.assert_trees_all_close(metrics["train"], want_metrics, **TOL)
     # training went somewhere: not a no-op
     assert not np.allclose(got.params[0]["W"], s.state.params[0]["W"])
 
@@ -96,10 +96,11 @@ def test_segments_equal_one_run(setup64):
     mid, m1 = s.jit_train(s.state, s.step, s.batch_fn, n)
     end, m2 = s.jit_train(mid, s.step, s.batch_fn, n)
     once, m = s.jit_train(s.state, s.step, s.batch_fn, 2 * n)
-    _close(end.params, once.params)
-    _close(end.opt_state, once.opt_state)
+    chex.assert_trees_all_close(end.params, once.params, **TOL)
+    chex.assert_trees_all_close(end.opt_state, once.opt_state, **TOL)
     assert int(end.step) == int(once.step) == 2 * n
-    _close(jax.tree.map(lambda a, b: np.concatenate([a, b]), m1["train"], m2["train"]), m["train"])
+    joined = jax.tree.map(lambda a, b: np.concatenate([a, b]), m1["train"], m2["train"])
+    chex.assert_trees_all_close(joined, m["train"], **TOL)
 
 
 @pytest.mark.float64
@@ -116,8 +117,9 @@ def test_eval_runs_after_each_block(setup64):
         cur, m = s.manual(cur, k)
         want_train.append(m)
         np.testing.assert_allclose(metrics["eval"]["loss"][i], s.full_loss_np(cur.params), rtol=1e-12)
-    _close(metrics["train"], jax.tree.map(lambda *a: np.concatenate(a), *want_train))
-    _close(state.params, cur.params)
+    chex.assert_trees_all_close(metrics["train"], jax.tree.map(lambda *a: np.concatenate(a), *want_train),
+                                **TOL)
+    chex.assert_trees_all_close(state.params, cur.params, **TOL)
 
 
 @pytest.mark.float64
@@ -167,7 +169,7 @@ def test_batches_match_get_batch(setup32):
 def test_zero_steps_is_identity(setup32):
     s = setup32
     state, metrics = train.train(s.state, s.step, s.batch_fn, 0)
-    jax.tree.map(np.testing.assert_array_equal, state.params, s.state.params)
+    chex.assert_trees_all_equal(state.params, s.state.params)
     assert int(state.step) == 0
     assert metrics["train"]["loss"].shape == (0,)
 

@@ -1,4 +1,5 @@
 """Optimizers by name against optax itself and against per-leaf formulas; frozen leaves."""
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,8 +55,8 @@ def test_optimizer_equals_optax(name, hp):
     got_updates, got_params, state = _run(train.optimizer(name, **hp), params)
     rtol = 1e-6 if "mu_dtype" in hp else 1e-13  # first moment kept in float32: rounding differs
     for got, want in zip(got_updates, want_updates):
-        jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=rtol, atol=1e-15), got, want)
-    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=rtol), got_params, want_params)
+        chex.assert_trees_all_close(got, want, rtol=rtol, atol=1e-15)
+    chex.assert_trees_all_close(got_params, want_params, rtol=rtol, atol=0)
     if not callable(hp["learning_rate"]):
         assert state.hyperparams["learning_rate"].dtype == jnp.float64
 
@@ -79,8 +80,8 @@ def test_learning_rate_is_read_from_the_state():
     u1, _ = opt.update(g, state, params)
     state.hyperparams["learning_rate"] = jnp.float32(0.4)
     u4, _ = opt.update(g, state, params)
-    jax.tree.map(lambda a, b, gg: (np.testing.assert_allclose(a, -0.1 * gg, rtol=1e-6),
-                                   np.testing.assert_allclose(b, -0.4 * gg, rtol=1e-6)), u1, u4, g)
+    chex.assert_trees_all_close(u1, jax.tree.map(lambda gg: -0.1 * gg, g), rtol=1e-6, atol=0)
+    chex.assert_trees_all_close(u4, jax.tree.map(lambda gg: -0.4 * gg, g), rtol=1e-6, atol=0)
 
 
 def test_traced_hyperparameters_under_vmap():
@@ -94,7 +95,8 @@ def test_traced_hyperparameters_under_vmap():
 
     updates = jax.jit(jax.vmap(update))(lrs)
     for i, lr in enumerate([0.0, 0.1, 1.0]):
-        jax.tree.map(lambda u, gg: np.testing.assert_allclose(u[i], -lr * gg, rtol=1e-6), updates, g)
+        chex.assert_trees_all_close(jax.tree.map(lambda u: u[i], updates), jax.tree.map(lambda gg: -lr * gg, g),
+                                    rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("name, match", [

@@ -5,6 +5,7 @@ inside the member) and a label-noise rate applied in-trace with a key folded fro
 """
 import itertools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,10 +50,6 @@ def _member(results, i):
     return jax.tree.map(lambda a: a[i], results)
 
 
-def _assert_close(a, b, rtol, atol):
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=rtol, atol=atol), a, b)
-
-
 def _differ(a, b):
     return any(not np.allclose(u, v, rtol=1e-6, atol=0) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
@@ -73,7 +70,9 @@ M = len(HP64["seed"])
 def run64():
     assert jax.config.jax_enable_x64, "float64 tests run with JAX_ENABLE_X64=1"
     member = make_member(np.float64, "sgd")
-    group = jax.jit(train.population(member))
+    # one trace for all M members, reused by every population of M (see the permuted one below)
+    chex.clear_trace_counter()
+    group = jax.jit(train.population(chex.assert_max_traces(member, n=1)))
     return member, group, group(HP64)
 
 
@@ -82,7 +81,8 @@ def test_each_member_equals_training_alone(run64):
     member, _, results = run64
     alone = jax.jit(member)
     for i in range(M):
-        _assert_close(_member(results, i), alone(**{k: v[i] for k, v in HP64.items()}), rtol=1e-10, atol=1e-12)
+        chex.assert_trees_all_close(_member(results, i), alone(**{k: v[i] for k, v in HP64.items()}),
+                                    rtol=1e-10, atol=1e-12)
     assert results["metrics"]["train"]["loss"].shape == (M, STEPS)
     assert results["metrics"]["eval"].shape == (M, STEPS // EVAL_EVERY)
     np.testing.assert_array_equal(results["step"], [STEPS] * M)
@@ -109,7 +109,8 @@ def test_permuted_members_give_permuted_results(run64):
     _, group, results = run64
     perm = np.array([7, 3, 0, 6, 1, 5, 2, 4])
     permuted = group({k: v[perm] for k, v in HP64.items()})
-    _assert_close(permuted, jax.tree.map(lambda a: np.asarray(a)[perm], results), rtol=1e-10, atol=1e-12)
+    chex.assert_trees_all_close(permuted, jax.tree.map(lambda a: np.asarray(a)[perm], results),
+                                rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.float64
@@ -117,17 +118,19 @@ def test_sub_group_gives_the_same_results(run64):
     member, _, results = run64
     first3 = jax.jit(train.population(member))({k: v[:3] for k, v in HP64.items()})
     assert first3["metrics"]["train"]["loss"].shape == (3, STEPS)
-    _assert_close(first3, jax.tree.map(lambda a: a[:3], results), rtol=1e-10, atol=1e-12)
+    chex.assert_trees_all_close(first3, jax.tree.map(lambda a: a[:3], results), rtol=1e-10, atol=1e-12)
 
 
 def test_float32_adamw_population_from_grid():
     member = make_member(np.float32, "adamw")
     hp = train.grid(seed=[0, 1], learning_rate=[0.01, 0.05], weight_decay=[0.0, 0.1])
-    results = jax.jit(train.population(member))(hp)
+    chex.clear_trace_counter()
+    results = jax.jit(train.population(chex.assert_max_traces(member, n=1)))(hp)  # 8 members, one trace
     assert results["params"][0]["W"].dtype == jnp.float32
     alone = jax.jit(member)
     for i in (0, 5, 7):
-        _assert_close(_member(results, i), alone(**{k: v[i] for k, v in hp.items()}), rtol=1e-4, atol=1e-5)
+        chex.assert_trees_all_close(_member(results, i), alone(**{k: v[i] for k, v in hp.items()}),
+                                    rtol=1e-4, atol=1e-5)
     assert _differ(_member(results, 0)["params"], _member(results, 1)["params"])  # weight decay acts
     assert _differ(_member(results, 0)["params"], _member(results, 4)["params"])  # seed acts
 

@@ -6,6 +6,7 @@ serves every value a test tries.
 """
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -234,7 +235,7 @@ def test_dropout_gets_a_per_step_key():
     assert again == losses  # reproducible from the same state
     _, other_seed = run(state0._replace(key=jax.random.key(2)), 4)
     assert other_seed != losses
-    jax.tree.map(np.testing.assert_array_equal, final.params, state0.params)
+    chex.assert_trees_all_equal(final.params, state0.params)
 
     # the model key is the second of train.step_keys(state) (documented convention)
     X, Y = batch
