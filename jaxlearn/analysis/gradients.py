@@ -35,15 +35,14 @@ be negative when noise dominates; average ``grad_sq`` and ``trace_cov`` over man
 from __future__ import annotations
 
 import functools
-import numbers
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxlearn._checks import check_int, is_real
 from jaxlearn.data import merge_rows, row_blocks, split_rows
-from jaxlearn.data.dataset import check_int
 from jaxlearn.train.losses import check_per_example_loss
 
 PyTree = Any
@@ -89,7 +88,7 @@ def _check_data(x, y, chunk_size) -> tuple[int, int]:
         raise ValueError("x: expected at least one example, got 0")
     if chunk_size is None:
         return n, n
-    return n, min(check_int("chunk_size", chunk_size, minimum=1), n)
+    return n, min(check_int(chunk_size, "chunk_size", minimum=1, form="must", noun="integer"), n)
 
 
 def _check_grads(name: str, grads, minimum: int) -> int:
@@ -244,9 +243,9 @@ def model_gradient_noise_scale(apply_fn: Callable, per_example_loss: Callable, p
 
 def _check_batch_sizes(b_small, b_big) -> None:
     for name, b in (("b_small", b_small), ("b_big", b_big)):
-        if isinstance(b, numbers.Real) and not b > 0:
+        if is_real(b) and not b > 0:
             raise ValueError(f"{name}: expected a positive batch size, got {b!r}")
-    if isinstance(b_small, numbers.Real) and isinstance(b_big, numbers.Real) and not b_big > b_small:
+    if is_real(b_small) and is_real(b_big) and not b_big > b_small:
         raise ValueError(f"b_big: expected a batch size larger than b_small={b_small!r}, got {b_big!r}")
 
 

@@ -47,6 +47,7 @@ import optax
 from jax import lax
 from jax.tree_util import keystr, tree_flatten_with_path
 
+from jaxlearn._checks import check_int, is_traced
 from jaxlearn.train.pytrees import check_like
 
 __all__ = ["IMPResult", "apply_mask", "density", "imp", "magnitude_mask", "masked", "random_mask",
@@ -64,7 +65,7 @@ def _check_scope(fn, scope):
 
 def _fraction(fn, name, value):
     """``value`` as a scalar array of the default float dtype; concrete values must be in [0, 1)."""
-    if isinstance(value, jax.core.Tracer):
+    if is_traced(value):
         if jnp.shape(value) != ():
             raise ValueError(f"{fn}: {name} must be a scalar, got shape {jnp.shape(value)}")
     else:
@@ -315,8 +316,7 @@ def imp(train_fn: Callable, rewind_params, *, rounds: int, rate, scope: str = "g
     ``rewind_params``). ``scan=False`` is a Python loop that calls ``train_fn`` ``rounds + 1`` times
     (any ``train_fn``, e.g. one that checkpoints between rounds; under ``jit`` it is unrolled).
     """
-    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 0:
-        raise ValueError(f"imp: rounds must be an int >= 0, got {rounds!r}")
+    check_int(rounds, "rounds", minimum=0, where="imp")
     _check_scope("imp", scope)
     rate = _fraction("imp", "rate", rate)
     if not callable(train_fn):

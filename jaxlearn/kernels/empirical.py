@@ -49,8 +49,8 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from jaxlearn._checks import check_int
 from jaxlearn.data.batching import merge_grid, merge_rows, split_rows
 from jaxlearn.kernels.analytic import _check_inputs
 from jaxlearn.kernels.devices import map_blocks, resolve_devices
@@ -235,9 +235,7 @@ def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", tra
         raise ValueError(f"kind: expected 'ntk' or 'nngp', got {kind!r}")
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                   or batch_size < 1):
-        raise ValueError(f"batch_size: expected a positive int or None, got {batch_size!r}")
+    check_int(batch_size, "batch_size", minimum=1, optional=True)
     devs = resolve_devices(devices)
     x1, x2 = _check_inputs(x1, x2, min_ndim=1, expected="a batch of inputs (N1, ...)")
     try:

@@ -21,6 +21,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from jaxlearn._checks import is_int
 from jaxlearn.train.pytrees import check_like
 
 __all__ = ["NORMALIZATIONS", "random_direction", "normalize_direction", "pca_directions", "plane", "project"]
@@ -197,7 +198,7 @@ def pca_directions(trajectory, final=None, num: int = 2):
     if final is not None:
         check_like("trajectory", traj, final, "final", leading=(T,))
     P = sum(int(jnp.size(x)) // T for x in jax.tree.leaves(traj) if _is_float(x))
-    if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= min(T, P):
+    if not is_int(num) or not 1 <= num <= min(T, P):
         raise ValueError(f"num must be an int in [1, min(T, P)] = [1, {min(T, P)}], got {num!r}")
     return _pca(traj, final, num)
 

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxlearn._checks import is_int
 from jaxlearn.nn import parameterization as P
 from jaxlearn.nn.core import Layer, LayerError, _describe
 from jaxlearn.nn.kernel import affine_kernel
@@ -121,7 +122,7 @@ def _tuple(name, arg, value, n):
         value = (value,) * n
     as_tuple = _as_tuple(value)
     value = as_tuple if as_tuple is not None else (value,)
-    if len(value) != n or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+    if len(value) != n or not all(is_int(v) and v > 0 for v in value):
         raise LayerError(f"{name}: {arg} must be {n} positive int(s), got {value!r}")
     return value
 

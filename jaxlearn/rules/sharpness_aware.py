@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._checks import is_real
 from jaxlearn.train.pytrees import check_like
 from jaxlearn.train.step import backprop
 
@@ -47,11 +48,11 @@ __all__ = ["sam_perturbation", "sam"]
 
 
 def _check_options(rho, p, eta) -> None:
-    if isinstance(rho, (int, float, np.number)) and not rho >= 0:
+    if is_real(rho) and not rho >= 0:
         raise ValueError(f"rho: expected a radius >= 0, got {rho}")
     if p not in (2, np.inf):
         raise ValueError(f"p: expected 2 or numpy.inf (the norm of the perturbation ball), got {p!r}")
-    if isinstance(eta, (int, float, np.number)) and not eta >= 0:
+    if is_real(eta) and not eta >= 0:
         raise ValueError(f"eta: expected an offset >= 0 for the ASAM operator |w| + eta, got {eta}")
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import functools
 import hashlib
 import json
@@ -24,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxlearn._checks import did_you_mean, is_real
+
 MISSING = dataclasses.MISSING
 MODES = ("grid", "zip", "random")
 _UNIONS = (typing.Union, types.UnionType)
@@ -33,13 +34,8 @@ class ConfigError(ValueError):
     """A bad config value, key, sweep or file; the message is one line naming the culprit."""
 
 
-def _suggest(name, known, prefix: str = "") -> str:
-    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
-    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-
-
 def _got(v) -> str:
-    return repr(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{v!r} ({type(v).__name__})"
+    return repr(v) if is_real(v) else f"{v!r} ({type(v).__name__})"
 
 
 def _is_dc_type(tp) -> bool:
@@ -93,7 +89,7 @@ def is_dynamic(cls, name: str) -> bool:
     """Whether field ``name`` of ``cls`` (a class or an instance) is marked dynamic."""
     fields = {f.name: f for f in _fields(cls)}
     if name not in fields:
-        raise ConfigError(f"unknown field '{name}'{_suggest(name, fields)}; known fields: {', '.join(fields)}")
+        raise ConfigError(f"unknown field '{name}'{did_you_mean(name, fields)}; known fields: {', '.join(fields)}")
     return _meta(fields[name]).get("kind") == "dynamic"
 
 
@@ -123,7 +119,7 @@ def field_help(cls) -> list[tuple[str, str, str, object, str]]:
 # ----------------------------------------------------------------------------- coercion
 def _number(v):
     """The int/float a number or numeric string denotes; None for anything else (bools too)."""
-    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
+    if is_real(v):
         return v
     for conv in (int, float):
         try:
@@ -231,7 +227,7 @@ def _check_range(meta: dict, v, path: str, where: str):
 
 
 def _unknown(where: str, key, names, prefix: str) -> ConfigError:
-    return ConfigError(f"{where}: unknown field '{prefix}{key}'{_suggest(key, names, prefix)}; "
+    return ConfigError(f"{where}: unknown field '{prefix}{key}'{did_you_mean(key, names, prefix=prefix)}; "
                        f"known fields: {', '.join(prefix + n for n in names)}")
 
 

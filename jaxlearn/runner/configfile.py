@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from jaxlearn._checks import check_int, did_you_mean
 from jaxlearn.runner.config import (
-    MODES, ConfigError, _fields, _got, _hints, _is_dc, _is_dc_type, _suggest, _type_name, _UNIONS, _unknown,
+    MODES, ConfigError, _fields, _got, _hints, _is_dc, _is_dc_type, _type_name, _UNIONS, _unknown,
     canonical_json, parse_config, range_kind, range_values,
 )
 
@@ -160,7 +161,7 @@ def expand(cls, base: Mapping[str, Any], axes: Mapping[str, Axis], *, mode: str 
     """
     cls = cls if isinstance(cls, type) else type(cls)
     if mode not in MODES:
-        raise ConfigError(f"sweep mode: expected one of {list(MODES)!r}, got {mode!r}{_suggest(mode, MODES)}")
+        raise ConfigError(f"sweep mode: expected one of {list(MODES)!r}, got {mode!r}{did_you_mean(mode, MODES)}")
     if not axes:
         return [parse_config(cls, base)]
     keys = list(axes)
@@ -174,8 +175,7 @@ def expand(cls, base: Mapping[str, Any], axes: Mapping[str, Axis], *, mode: str 
                               + ", ".join(f"{k}={len(a.values)}" for k, a in zip(keys, axs)))
         points = zip(*(a.values for a in axs))
     else:
-        if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
-            raise ConfigError(f"sweep mode random: 'num' must be an int >= 1, got {num!r}")
+        check_int(num, "'num'", minimum=1, where="sweep mode random", error=ConfigError, expected="an int >= 1")
         rng = np.random.default_rng(seed)
         points = [[_draw(rng, a) for a in axs] for _ in range(int(num))]
     configs, seen = [], set()
@@ -206,7 +206,7 @@ def _merge(a: Mapping, b: Mapping) -> dict:
 def _check_keys(data: Mapping, allowed, where: str):
     for key in data:
         if key not in allowed:
-            raise ConfigError(f"{where}: unknown key {key!r}{_suggest(key, allowed)}; expected one of: {', '.join(allowed)}")
+            raise ConfigError(f"{where}: unknown key {key!r}{did_you_mean(key, allowed)}; expected one of: {', '.join(allowed)}")
 
 
 def _file_config(value, where: str) -> dict:
@@ -229,9 +229,8 @@ def _file_sweep(value, where: str) -> dict:
 
 def _file_mode(mode, num, where: str):
     if mode not in MODES:
-        raise ConfigError(f"{where}: 'mode' must be one of {list(MODES)!r}, got {mode!r}{_suggest(mode, MODES)}")
-    if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
-        raise ConfigError(f"{where}: 'num' must be an int >= 1, got {num!r}")
+        raise ConfigError(f"{where}: 'mode' must be one of {list(MODES)!r}, got {mode!r}{did_you_mean(mode, MODES)}")
+    check_int(num, "'num'", minimum=1, optional=True, where=where, error=ConfigError, expected="an int >= 1")
     if mode == "random" and num is None:
         raise ConfigError(f"{where}: mode random needs 'num' (how many points to draw)")
     return mode, num
@@ -249,7 +248,7 @@ class ConfigFile:
     def variant(self, name: str = "default") -> dict:
         """A copy of variant ``name``; an unknown name raises :class:`ConfigError` listing the known ones."""
         if name not in self.variants:
-            raise ConfigError(f"{self.path}: unknown variant {name!r}{_suggest(name, self.variants)}; "
+            raise ConfigError(f"{self.path}: unknown variant {name!r}{did_you_mean(name, self.variants)}; "
                               f"known variants: {', '.join(self.variants)}")
         return copy.deepcopy(self.variants[name])
 
