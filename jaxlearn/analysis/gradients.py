@@ -39,6 +39,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax import lax
 
 from jaxlearn._checks import check_int, is_real
@@ -166,10 +167,6 @@ def _sq_norms(tree):
     return sum(jnp.sum(jnp.reshape(jnp.square(a), (jnp.shape(a)[0], -1)), axis=1) for a in jax.tree.leaves(tree))
 
 
-def _tree_sum(tree):
-    return sum(jnp.sum(a) for a in jax.tree.leaves(tree))
-
-
 # -- public ----------------------------------------------------------------------------------------------------
 
 def per_example_grads(apply_fn: Callable, per_example_loss: Callable, params, x, y, *, chunk_size=None):
@@ -212,7 +209,7 @@ def gradient_noise_scale(per_example_grads) -> NoiseScale:
     mean = jax.tree.map(lambda g: jnp.mean(g, axis=0), per_example_grads)
     deviations = jax.tree.map(lambda g, m: g - m, per_example_grads, mean)
     trace_cov = jnp.sum(_sq_norms(deviations)) / (n - 1)
-    return _noise_scale(_tree_sum(jax.tree.map(jnp.square, mean)), trace_cov, n)
+    return _noise_scale(optax.tree_utils.tree_norm(mean, squared=True), trace_cov, n)
 
 
 def model_gradient_noise_scale(apply_fn: Callable, per_example_loss: Callable, params, x, y, *,
@@ -238,7 +235,7 @@ def model_gradient_noise_scale(apply_fn: Callable, per_example_loss: Callable, p
         return jnp.sum(jnp.where(mask, _sq_norms(deviations), 0.0))
 
     trace_cov = _sum_chunks(chunk_deviation, x, y, n, size) / (n - 1)
-    return _noise_scale(_tree_sum(jax.tree.map(jnp.square, mean)), trace_cov, n)
+    return _noise_scale(optax.tree_utils.tree_norm(mean, squared=True), trace_cov, n)
 
 
 def _check_batch_sizes(b_small, b_big) -> None:
@@ -285,4 +282,4 @@ def gradient_snr(per_example_grads) -> GradientSNR:
     signal = jax.tree.map(lambda g: jnp.square(jnp.mean(g, axis=0)), per_example_grads)
     noise = jax.tree.map(lambda g: jnp.var(g, axis=0, ddof=1), per_example_grads)
     per_parameter = jax.tree.map(jnp.divide, signal, noise)
-    return GradientSNR(per_parameter, _tree_sum(signal) / _tree_sum(noise))
+    return GradientSNR(per_parameter, optax.tree_utils.tree_sum(signal) / optax.tree_utils.tree_sum(noise))

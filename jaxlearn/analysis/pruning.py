@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.flatten_util import ravel_pytree
 from jax.tree_util import keystr, tree_flatten_with_path
 
 from jaxlearn._checks import check_int, is_traced
@@ -153,20 +154,16 @@ def magnitude_mask(params, sparsity, *, scope: str = "global", mask=None, prunab
         for i in chosen:
             masks[i] = _prune_flat(jnp.abs(leaves[i]).ravel(), masks[i].ravel(), frac).reshape(masks[i].shape)
     else:
-        dtype = jnp.result_type(*[leaves[i] for i in chosen])
-        flat = _prune_flat(jnp.concatenate([jnp.abs(leaves[i]).ravel().astype(dtype) for i in chosen]),
-                           jnp.concatenate([masks[i].ravel() for i in chosen]), frac)
-        _scatter_back(masks, chosen, flat)
+        magnitudes = ravel_pytree([jnp.abs(leaves[i]) for i in chosen])[0]  # in the leaves' common dtype
+        flat, unravel = ravel_pytree([masks[i] for i in chosen])
+        _put_back(masks, chosen, unravel(_prune_flat(magnitudes, flat, frac)))
     return jax.tree.unflatten(treedef, masks)
 
 
-def _scatter_back(masks, chosen, flat):
-    """Writes the 1-D ``flat`` (the chosen leaves concatenated) back into ``masks`` in place."""
-    start = 0
-    for i in chosen:
-        size = int(np.prod(masks[i].shape))
-        masks[i] = flat[start:start + size].reshape(masks[i].shape)
-        start += size
+def _put_back(masks, chosen, new):
+    """Replaces ``masks[i]`` by ``new[k]`` for the ``k``-th index ``i`` of ``chosen``, in place."""
+    for i, m in zip(chosen, new):
+        masks[i] = m
 
 
 def apply_mask(params, mask):
@@ -202,7 +199,8 @@ def random_mask(key, mask, *, scope: str = "layer", prunable=None):
         for i in chosen:
             masks[i] = shuffle(jax.random.fold_in(key, i), masks[i].ravel()).reshape(masks[i].shape)
     else:
-        _scatter_back(masks, chosen, shuffle(key, jnp.concatenate([masks[i].ravel() for i in chosen])))
+        flat, unravel = ravel_pytree([masks[i] for i in chosen])
+        _put_back(masks, chosen, unravel(shuffle(key, flat)))
     return jax.tree.unflatten(treedef, masks)
 
 

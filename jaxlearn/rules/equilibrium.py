@@ -87,6 +87,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxlearn._checks import check_bool, check_choice, check_int, check_real, is_int, is_real, is_traced
 from jaxlearn.nn.core import Layer, LayerError, _describe
@@ -233,7 +234,7 @@ def _recurrent_backprop(cfg, params, x, states, g):
 
     def coupling(p, xx):
         gu = jax.grad(hopfield_energy, argnums=2)(p, xx, states, cfg.activation)
-        return -sum(jnp.sum(a * b) for a, b in zip(gu, lam))
+        return -optax.tree_utils.tree_vdot(gu, lam)
 
     return jax.grad(coupling, argnums=(0, 1))(params, x)
 
