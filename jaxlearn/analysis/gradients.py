@@ -35,15 +35,15 @@ be negative when noise dominates; average ``grad_sq`` and ``trace_cov`` over man
 from __future__ import annotations
 
 import functools
-import numbers
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax import lax
 
+from jaxlearn._checks import check_int, is_real
 from jaxlearn.data import merge_rows, row_blocks, split_rows
-from jaxlearn.data.dataset import check_int
 from jaxlearn.train.losses import check_per_example_loss
 
 PyTree = Any
@@ -89,7 +89,7 @@ def _check_data(x, y, chunk_size) -> tuple[int, int]:
         raise ValueError("x: expected at least one example, got 0")
     if chunk_size is None:
         return n, n
-    return n, min(check_int("chunk_size", chunk_size, minimum=1), n)
+    return n, min(check_int(chunk_size, "chunk_size", minimum=1, form="must", noun="integer"), n)
 
 
 def _check_grads(name: str, grads, minimum: int) -> int:
@@ -167,10 +167,6 @@ def _sq_norms(tree):
     return sum(jnp.sum(jnp.reshape(jnp.square(a), (jnp.shape(a)[0], -1)), axis=1) for a in jax.tree.leaves(tree))
 
 
-def _tree_sum(tree):
-    return sum(jnp.sum(a) for a in jax.tree.leaves(tree))
-
-
 # -- public ----------------------------------------------------------------------------------------------------
 
 def per_example_grads(apply_fn: Callable, per_example_loss: Callable, params, x, y, *, chunk_size=None):
@@ -213,7 +209,7 @@ def gradient_noise_scale(per_example_grads) -> NoiseScale:
     mean = jax.tree.map(lambda g: jnp.mean(g, axis=0), per_example_grads)
     deviations = jax.tree.map(lambda g, m: g - m, per_example_grads, mean)
     trace_cov = jnp.sum(_sq_norms(deviations)) / (n - 1)
-    return _noise_scale(_tree_sum(jax.tree.map(jnp.square, mean)), trace_cov, n)
+    return _noise_scale(optax.tree_utils.tree_norm(mean, squared=True), trace_cov, n)
 
 
 def model_gradient_noise_scale(apply_fn: Callable, per_example_loss: Callable, params, x, y, *,
@@ -239,14 +235,14 @@ def model_gradient_noise_scale(apply_fn: Callable, per_example_loss: Callable, p
         return jnp.sum(jnp.where(mask, _sq_norms(deviations), 0.0))
 
     trace_cov = _sum_chunks(chunk_deviation, x, y, n, size) / (n - 1)
-    return _noise_scale(_tree_sum(jax.tree.map(jnp.square, mean)), trace_cov, n)
+    return _noise_scale(optax.tree_utils.tree_norm(mean, squared=True), trace_cov, n)
 
 
 def _check_batch_sizes(b_small, b_big) -> None:
     for name, b in (("b_small", b_small), ("b_big", b_big)):
-        if isinstance(b, numbers.Real) and not b > 0:
+        if is_real(b) and not b > 0:
             raise ValueError(f"{name}: expected a positive batch size, got {b!r}")
-    if isinstance(b_small, numbers.Real) and isinstance(b_big, numbers.Real) and not b_big > b_small:
+    if is_real(b_small) and is_real(b_big) and not b_big > b_small:
         raise ValueError(f"b_big: expected a batch size larger than b_small={b_small!r}, got {b_big!r}")
 
 
@@ -286,4 +282,4 @@ def gradient_snr(per_example_grads) -> GradientSNR:
     signal = jax.tree.map(lambda g: jnp.square(jnp.mean(g, axis=0)), per_example_grads)
     noise = jax.tree.map(lambda g: jnp.var(g, axis=0, ddof=1), per_example_grads)
     per_parameter = jax.tree.map(jnp.divide, signal, noise)
-    return GradientSNR(per_parameter, _tree_sum(signal) / _tree_sum(noise))
+    return GradientSNR(per_parameter, optax.tree_utils.tree_sum(signal) / optax.tree_utils.tree_sum(noise))

@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxlearn._checks import check_bool, check_int
 from jaxlearn.data import merge_rows, split_rows
-from jaxlearn.data.dataset import check_int
 
 __all__ = ["correctness", "correctness_eval_fn", "first_learned_step", "forgetting_events", "learning_events",
            "unforgettable", "never_learned"]
@@ -82,7 +82,7 @@ def correctness(apply_fn: Callable, params, x, y, *, chunk_size=None):
     def chunk(xc, lc):
         return jnp.argmax(apply_fn(params, xc), axis=-1) == lc
 
-    if chunk_size is None or check_int("chunk_size", chunk_size, minimum=1) >= n:
+    if chunk_size is None or check_int(chunk_size, "chunk_size", minimum=1, form="must", noun="integer") >= n:
         return chunk(x, labels)
     xs, ls = jax.tree.map(lambda a: split_rows(a, chunk_size), (x, labels))
     return merge_rows(lax.map(lambda c: chunk(*c), (xs, ls)), n)
@@ -100,11 +100,10 @@ def correctness_eval_fn(apply_fn: Callable, x, y, *, chunk_size=None, with_model
     ``y`` are closed over, so they enter the compiled program as constants: track a subset when the data
     are large.
     """
-    if not isinstance(with_model_state, bool):
-        raise ValueError(f"with_model_state: expected a bool, got {with_model_state!r}")
+    check_bool(with_model_state, "with_model_state", error=ValueError)
     _labels(y, _num_examples(x))
     if chunk_size is not None:
-        check_int("chunk_size", chunk_size, minimum=1)
+        check_int(chunk_size, "chunk_size", minimum=1, form="must", noun="integer")
 
     def eval_fn(state):
         if with_model_state:
@@ -135,10 +134,9 @@ def first_learned_step(history, *, check_every: int = 1, first_step: int = 0, st
     ``first_step=k``).
     """
     history = _check_history(history)
-    check_every = check_int("check_every", check_every, minimum=1)
-    first_step = check_int("first_step", first_step, minimum=0)
-    if not isinstance(stay, bool):
-        raise ValueError(f"stay: expected a bool, got {stay!r}")
+    check_every = check_int(check_every, "check_every", minimum=1, form="must", noun="integer")
+    first_step = check_int(first_step, "first_step", minimum=0, form="must", noun="integer")
+    check_bool(stay, "stay", error=ValueError)
     if stay:  # correct at t and at every later check: a reversed cumulative AND
         history = lax.cummin(history.astype(jnp.int32), axis=0, reverse=True).astype(bool)
     index = jnp.argmax(history, axis=0).astype(jnp.int32)  # first True (0 if none)

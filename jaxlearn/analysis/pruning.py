@@ -45,8 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.flatten_util import ravel_pytree
 from jax.tree_util import keystr, tree_flatten_with_path
 
+from jaxlearn._checks import check_int, is_traced
 from jaxlearn.train.pytrees import check_like
 
 __all__ = ["IMPResult", "apply_mask", "density", "imp", "magnitude_mask", "masked", "random_mask",
@@ -64,7 +66,7 @@ def _check_scope(fn, scope):
 
 def _fraction(fn, name, value):
     """``value`` as a scalar array of the default float dtype; concrete values must be in [0, 1)."""
-    if isinstance(value, jax.core.Tracer):
+    if is_traced(value):
         if jnp.shape(value) != ():
             raise ValueError(f"{fn}: {name} must be a scalar, got shape {jnp.shape(value)}")
     else:
@@ -152,20 +154,16 @@ def magnitude_mask(params, sparsity, *, scope: str = "global", mask=None, prunab
         for i in chosen:
             masks[i] = _prune_flat(jnp.abs(leaves[i]).ravel(), masks[i].ravel(), frac).reshape(masks[i].shape)
     else:
-        dtype = jnp.result_type(*[leaves[i] for i in chosen])
-        flat = _prune_flat(jnp.concatenate([jnp.abs(leaves[i]).ravel().astype(dtype) for i in chosen]),
-                           jnp.concatenate([masks[i].ravel() for i in chosen]), frac)
-        _scatter_back(masks, chosen, flat)
+        magnitudes = ravel_pytree([jnp.abs(leaves[i]) for i in chosen])[0]  # in the leaves' common dtype
+        flat, unravel = ravel_pytree([masks[i] for i in chosen])
+        _put_back(masks, chosen, unravel(_prune_flat(magnitudes, flat, frac)))
     return jax.tree.unflatten(treedef, masks)
 
 
-def _scatter_back(masks, chosen, flat):
-    """Writes the 1-D ``flat`` (the chosen leaves concatenated) back into ``masks`` in place."""
-    start = 0
-    for i in chosen:
-        size = int(np.prod(masks[i].shape))
-        masks[i] = flat[start:start + size].reshape(masks[i].shape)
-        start += size
+def _put_back(masks, chosen, new):
+    """Replaces ``masks[i]`` by ``new[k]`` for the ``k``-th index ``i`` of ``chosen``, in place."""
+    for i, m in zip(chosen, new):
+        masks[i] = m
 
 
 def apply_mask(params, mask):
@@ -201,7 +199,8 @@ def random_mask(key, mask, *, scope: str = "layer", prunable=None):
         for i in chosen:
             masks[i] = shuffle(jax.random.fold_in(key, i), masks[i].ravel()).reshape(masks[i].shape)
     else:
-        _scatter_back(masks, chosen, shuffle(key, jnp.concatenate([masks[i].ravel() for i in chosen])))
+        flat, unravel = ravel_pytree([masks[i] for i in chosen])
+        _put_back(masks, chosen, unravel(shuffle(key, flat)))
     return jax.tree.unflatten(treedef, masks)
 
 
@@ -315,8 +314,7 @@ def imp(train_fn: Callable, rewind_params, *, rounds: int, rate, scope: str = "g
     ``rewind_params``). ``scan=False`` is a Python loop that calls ``train_fn`` ``rounds + 1`` times
     (any ``train_fn``, e.g. one that checkpoints between rounds; under ``jit`` it is unrolled).
     """
-    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 0:
-        raise ValueError(f"imp: rounds must be an int >= 0, got {rounds!r}")
+    check_int(rounds, "rounds", minimum=0, where="imp")
     _check_scope("imp", scope)
     rate = _fraction("imp", "rate", rate)
     if not callable(train_fn):

@@ -37,14 +37,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._checks import check_bool, is_real
+
 __all__ = ["hsic", "cka", "linear_cka", "rbf_cka", "minibatch_cka"]
 
 _KERNELS = ("linear", "rbf")
 
 
 def _check_flag(name: str, value) -> None:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name}: expected a Python bool (a static argument), got {value!r}")
+    check_bool(value, name, error=ValueError, expected="a Python bool (a static argument)")
 
 
 def _check_matrix(name: str, a, what: str, rank: int = 2):
@@ -91,7 +92,7 @@ def _check_grams(gram_k, gram_l, debiased: bool):
 def _check_kernel(kernel, sigma) -> None:
     if kernel not in _KERNELS:
         raise ValueError(f"kernel: expected one of {_KERNELS}, got {kernel!r}")
-    if isinstance(sigma, (int, float)) and not sigma > 0:
+    if is_real(sigma) and not sigma > 0:
         raise ValueError(f"sigma: expected a positive bandwidth fraction, got {sigma!r}")
 
 

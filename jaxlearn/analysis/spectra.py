@@ -32,7 +32,8 @@ matrix's eigenvalues give its singular values, and round-off negatives do no har
 from __future__ import annotations
 
 import jax.numpy as jnp
-import numpy as np
+
+from jaxlearn._checks import check_bool
 
 __all__ = ["effective_rank", "participation_ratio", "spectrum_effective_rank", "spectrum_participation_ratio"]
 
@@ -49,8 +50,7 @@ def _check_array(name: str, a, rank: int, what: str):
 
 
 def _check_center(center) -> None:
-    if not isinstance(center, (bool, np.bool_)):
-        raise ValueError(f"center: expected a Python bool (a static argument), got {center!r}")
+    check_bool(center, "center", error=ValueError, expected="a Python bool (a static argument)")
 
 
 def _centered(x, center: bool):

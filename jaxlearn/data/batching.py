@@ -12,15 +12,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxlearn._checks import check_int, is_int
 from jaxlearn._rows import merge_grid, merge_rows, pad_rows, row_blocks, split_rows  # noqa: F401 (public here)
-from jaxlearn.data.dataset import check_int
 
 
-def _check_sizes(num_examples, batch_size) -> tuple[int, int]:
-    num_examples = check_int("num_examples", num_examples, minimum=1)
+def _check_sizes(num_examples, batch_size, where: str) -> tuple[int, int]:
+    num_examples = check_int(num_examples, "num_examples", minimum=1, where=where, noun="integer")
     if batch_size is None:
         return num_examples, num_examples
-    batch_size = check_int("batch_size", batch_size, minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1, where=where, noun="integer")
     if batch_size > num_examples:
         raise ValueError(f"batch_size must be <= num_examples={num_examples}, "
                          f"got batch_size={batch_size}")
@@ -53,8 +53,8 @@ def batch_indices(key: jax.Array, step, num_examples: int, batch_size: int | Non
     Returns:
       int32 array of shape ``(batch_size,)``.
     """
-    num_examples, batch_size = _check_sizes(num_examples, batch_size)
-    if isinstance(step, int) and not isinstance(step, bool) and step < 0:
+    num_examples, batch_size = _check_sizes(num_examples, batch_size, "batch_indices")
+    if is_int(step) and step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
     if batch_size == num_examples:
         return jnp.arange(num_examples, dtype=jnp.int32)
@@ -129,7 +129,7 @@ def get_batch(key: jax.Array, step, x, y, batch_size: int | None):
         raise ValueError(f"get_batch: every array in x and y needs the same leading (example) "
                          f"axis, got leading sizes {sorted(map(str, sizes))}")
     (num_examples,) = sizes
-    num_examples, batch_size = _check_sizes(num_examples, batch_size)
+    num_examples, batch_size = _check_sizes(num_examples, batch_size, "get_batch")
     if batch_size == num_examples:
         return jax.tree.map(jnp.asarray, (x, y))
     idx = batch_indices(key, step, num_examples, batch_size)

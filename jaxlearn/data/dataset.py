@@ -1,4 +1,4 @@
-"""The ``Dataset`` container and the argument checks shared by the dataset constructors.
+"""The ``Dataset`` container and the split-size check shared by the dataset constructors.
 
 A dataset is four host-side numpy arrays plus two pieces of metadata. It stays on the host
 (numpy, not jax) so that building one never allocates device memory and never compiles; the
@@ -6,8 +6,6 @@ training code moves batches to the device (see :mod:`jaxlearn.data.batching`).
 """
 from __future__ import annotations
 
-import math
-import numbers
 from typing import NamedTuple
 
 import jax
@@ -78,47 +76,6 @@ class Dataset(NamedTuple):
         x_test, y_test``): what an experiment's ``data(config)`` hands the runner (moved to the
         device once, shared by a group)."""
         return Arrays(*(jnp.asarray(a) for a in (self.x_train, self.y_train, self.x_test, self.y_test)))
-
-
-# Argument checks. They run on the host before any array is built, and each message names
-# the argument and what was expected, so a bad config fails in one readable line.
-
-
-def check_int(name: str, value, *, minimum: int | None = None) -> int:
-    """Return ``value`` as a Python int, or raise ``ValueError`` (bools are rejected)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return value
-
-
-def check_real(name: str, value, *, minimum: float | None = None) -> float:
-    """Return ``value`` as a finite Python float (``>= minimum`` if given), or raise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def check_open_fraction(name: str, value) -> float:
-    """Return ``value`` as a float in the open interval (0, 1), or raise ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must be a number in the open interval (0, 1), got {value!r}")
-    return float(value)
-
-
-def check_choice(name: str, value, choices) -> str:
-    """Return ``value`` if it is one of ``choices``, or raise ``ValueError`` listing them."""
-    if not isinstance(value, str) or value not in choices:
-        listed = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{name} must be one of {listed}; got {value!r}")
-    return value
 
 
 def split_sizes(name: str, fraction: float, total: int) -> int:

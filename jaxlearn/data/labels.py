@@ -7,13 +7,13 @@ traced program — the corruption rate can then be a traced, vmapped hyperparame
 from __future__ import annotations
 
 import functools
-import numbers
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlearn.data.dataset import Dataset, check_int
+from jaxlearn._checks import check_int, is_real, is_traced
+from jaxlearn.data.dataset import Dataset
 
 
 def _classification(ds: Dataset, fn: str) -> int:
@@ -27,9 +27,9 @@ def _classification(ds: Dataset, fn: str) -> int:
 
 
 def _check_concrete_rate(rate) -> None:
-    if isinstance(rate, jax.core.Tracer):
+    if is_traced(rate):
         return  # traced: checked by whoever chose it
-    if isinstance(rate, bool) or not isinstance(rate, (numbers.Real, np.ndarray, jax.Array)):
+    if not (is_real(rate) or isinstance(rate, (np.ndarray, jax.Array))):
         raise ValueError(f"rate must be a number in [0, 1], got {rate!r}")
     values = np.asarray(rate)
     if values.dtype.kind not in "iuf":
@@ -52,7 +52,7 @@ def random_labels(ds: Dataset, seed: int = 0) -> Dataset:
       ``"<name>+random_labels"``; inputs and the test split are the same arrays.
     """
     num_classes = _classification(ds, "random_labels")
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_int(seed, "seed", minimum=0, where="random_labels", noun="integer")
     y = np.random.default_rng(seed).integers(0, num_classes, size=np.shape(ds.y_train))
     return ds._replace(y_train=y.astype(np.int32), name=f"{ds.name}+random_labels")
 
@@ -77,7 +77,7 @@ def label_noise(ds: Dataset, rate: float, seed: int = 0) -> Dataset:
     num_classes = _classification(ds, "label_noise")
     _check_concrete_rate(rate)
     rate = float(rate)
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_int(seed, "seed", minimum=0, where="label_noise", noun="integer")
     y = np.asarray(ds.y_train).astype(np.int32).ravel()
     n_flip = round(rate * y.size)
     if n_flip and num_classes < 2:
@@ -115,7 +115,7 @@ def corrupt_labels(key: jax.Array, labels: jax.Array, rate, num_classes: int) ->
     Returns:
       Array with the shape and dtype of ``labels``.
     """
-    num_classes = check_int("num_classes", num_classes, minimum=2)
+    num_classes = check_int(num_classes, "num_classes", minimum=2, where="corrupt_labels", noun="integer")
     _check_concrete_rate(rate)
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):

@@ -8,7 +8,8 @@ import random
 
 import numpy as np
 
-from jaxlearn.data.dataset import Dataset, check_int, check_open_fraction, split_sizes
+from jaxlearn._checks import check_int, check_real
+from jaxlearn.data.dataset import Dataset, split_sizes
 
 _NPZ_REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
@@ -29,8 +30,9 @@ def digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
       ``Dataset`` with ``x`` float32 ``(n, 64)`` in [0, 1] (row-major 8x8 images), ``y``
       int32 ``(n,)``, ``num_classes=10``, name ``"digits"``.
     """
-    seed = check_int("seed", seed, minimum=0)
-    test_fraction = check_open_fraction("test_fraction", test_fraction)
+    seed = check_int(seed, "seed", minimum=0, where="digits", noun="integer")
+    test_fraction = check_real(test_fraction, "test_fraction", minimum=0, maximum=1, open_minimum=True,
+                               open_maximum=True, where="digits")
     from sklearn.datasets import load_digits  # deferred: sklearn is slow to import
 
     x, y = load_digits(return_X_y=True)
@@ -65,8 +67,8 @@ def mnist1d(num_samples: int = 5000, seed: int = 42) -> Dataset:
       generator), ``y`` int32, the generator's own split (first 80% train, rest test),
       ``num_classes=10``, name ``"mnist1d"``.
     """
-    num_samples = check_int("num_samples", num_samples, minimum=10)
-    seed = check_int("seed", seed, minimum=0)
+    num_samples = check_int(num_samples, "num_samples", minimum=10, where="mnist1d", noun="integer")
+    seed = check_int(seed, "seed", minimum=0, where="mnist1d", noun="integer")
     return _mnist1d_cached(num_samples, seed)
 
 

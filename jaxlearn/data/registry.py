@@ -1,9 +1,9 @@
 """Datasets by name, for configs and the command line: ``load("digits", seed=1)``."""
 from __future__ import annotations
 
-import difflib
 import inspect
 
+from jaxlearn._checks import did_you_mean
 from jaxlearn.data.dataset import Dataset
 from jaxlearn.data.real import digits, from_npz, mnist1d
 from jaxlearn.data.synthetic import (
@@ -44,9 +44,7 @@ def load(name: str, **kwargs) -> Dataset:
       TypeError: a keyword the dataset does not take, or a required one missing.
     """
     if not isinstance(name, str) or name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise ValueError(f"unknown dataset {name!r}; {hint}"
+        raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, _REGISTRY, n=3)}; "
                          f"Available: {', '.join(available_datasets())}")
     fn = _REGISTRY[name]
     params = inspect.signature(fn).parameters

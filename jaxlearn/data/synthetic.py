@@ -13,14 +13,8 @@ import math
 
 import numpy as np
 
-from jaxlearn.data.dataset import (
-    Dataset,
-    check_choice,
-    check_int,
-    check_open_fraction,
-    check_real,
-    split_sizes,
-)
+from jaxlearn._checks import check_choice, check_int, check_real
+from jaxlearn.data.dataset import Dataset, split_sizes
 
 MODULAR_OPS = ("+", "-", "*", "/", "x2+xy+y2")
 TEACHER_ACTIVATIONS = ("relu", "tanh", "linear")
@@ -69,10 +63,11 @@ def modular_arithmetic(p: int = 97, op: str = "+", train_fraction: float = 0.5,
       ``num_classes=p``, name ``"modular_arithmetic"``. Models embed the two tokens (the
       equals sign of the original sequence format carries no information and is omitted).
     """
-    p = check_int("p", p, minimum=2)
-    op = check_choice("op", op, MODULAR_OPS)
-    train_fraction = check_open_fraction("train_fraction", train_fraction)
-    seed = check_int("seed", seed, minimum=0)
+    p = check_int(p, "p", minimum=2, where="modular_arithmetic", noun="integer")
+    op = check_choice(op, "op", MODULAR_OPS, where="modular_arithmetic")
+    train_fraction = check_real(train_fraction, "train_fraction", minimum=0, maximum=1, open_minimum=True,
+                                open_maximum=True, where="modular_arithmetic")
+    seed = check_int(seed, "seed", minimum=0, where="modular_arithmetic", noun="integer")
     if op == "/" and not _is_prime(p):
         raise ValueError(f"p must be prime for op '/', got p={p}")
 
@@ -122,14 +117,14 @@ def teacher_student(seed: int = 0, n_train: int = 1000, n_test: int = 1000, d_in
       ``Dataset`` with ``x`` float32 ``(n, d_in)``, ``y`` float32 ``(n, d_out)``,
       ``num_classes=None``, name ``"teacher_student"``.
     """
-    seed = check_int("seed", seed, minimum=0)
-    n_train = check_int("n_train", n_train, minimum=1)
-    n_test = check_int("n_test", n_test, minimum=1)
-    d_in = check_int("d_in", d_in, minimum=1)
-    hidden = check_int("hidden", hidden, minimum=1)
-    d_out = check_int("d_out", d_out, minimum=1)
-    activation = check_choice("activation", activation, TEACHER_ACTIVATIONS)
-    noise_std = check_real("noise_std", noise_std, minimum=0.0)
+    seed = check_int(seed, "seed", minimum=0, where="teacher_student", noun="integer")
+    n_train = check_int(n_train, "n_train", minimum=1, where="teacher_student", noun="integer")
+    n_test = check_int(n_test, "n_test", minimum=1, where="teacher_student", noun="integer")
+    d_in = check_int(d_in, "d_in", minimum=1, where="teacher_student", noun="integer")
+    hidden = check_int(hidden, "hidden", minimum=1, where="teacher_student", noun="integer")
+    d_out = check_int(d_out, "d_out", minimum=1, where="teacher_student", noun="integer")
+    activation = check_choice(activation, "activation", TEACHER_ACTIVATIONS, where="teacher_student")
+    noise_std = check_real(noise_std, "noise_std", minimum=0, where="teacher_student")
 
     teacher_rng, train_rng, test_rng, noise_rng = _streams(seed, 4)
     if activation == "linear":
@@ -165,11 +160,11 @@ def gaussian_regression(seed: int = 0, n_train: int = 1000, n_test: int = 1000, 
       ``Dataset`` with ``x`` float32 ``(n, d_in)``, ``y`` float32 ``(n, 1)``,
       ``num_classes=None``, name ``"gaussian_regression"``.
     """
-    seed = check_int("seed", seed, minimum=0)
-    n_train = check_int("n_train", n_train, minimum=1)
-    n_test = check_int("n_test", n_test, minimum=1)
-    d_in = check_int("d_in", d_in, minimum=1)
-    noise_std = check_real("noise_std", noise_std, minimum=0.0)
+    seed = check_int(seed, "seed", minimum=0, where="gaussian_regression", noun="integer")
+    n_train = check_int(n_train, "n_train", minimum=1, where="gaussian_regression", noun="integer")
+    n_test = check_int(n_test, "n_test", minimum=1, where="gaussian_regression", noun="integer")
+    d_in = check_int(d_in, "d_in", minimum=1, where="gaussian_regression", noun="integer")
+    noise_std = check_real(noise_std, "noise_std", minimum=0, where="gaussian_regression")
 
     teacher_rng, train_rng, test_rng, noise_rng = _streams(seed, 4)
     w_star = teacher_rng.standard_normal((d_in, 1))
@@ -192,13 +187,13 @@ def sinusoid_regression(seed: int = 0, n_train: int = 100, n_test: int = 100,
       ``Dataset`` with ``x`` float32 ``(n, 1)``, ``y`` float32 ``(n, 1)``,
       ``num_classes=None``, name ``"sinusoid_regression"``.
     """
-    seed = check_int("seed", seed, minimum=0)
-    n_train = check_int("n_train", n_train, minimum=1)
-    n_test = check_int("n_test", n_test, minimum=1)
-    noise_std = check_real("noise_std", noise_std, minimum=0.0)
-    frequency = check_real("frequency", frequency)
+    seed = check_int(seed, "seed", minimum=0, where="sinusoid_regression", noun="integer")
+    n_train = check_int(n_train, "n_train", minimum=1, where="sinusoid_regression", noun="integer")
+    n_test = check_int(n_test, "n_test", minimum=1, where="sinusoid_regression", noun="integer")
+    noise_std = check_real(noise_std, "noise_std", minimum=0, where="sinusoid_regression")
+    frequency = check_real(frequency, "frequency", where="sinusoid_regression")
     try:
-        low, high = (check_real("x_range", v) for v in x_range)
+        low, high = (check_real(v, "x_range", where="sinusoid_regression") for v in x_range)
     except (TypeError, ValueError):
         raise ValueError(f"x_range must be a pair (low, high) of finite numbers, "
                          f"got {x_range!r}") from None
@@ -238,13 +233,13 @@ def sparse_parity(n_bits: int = 20, k: int = 3, n_train: int = 1000, n_test: int
       ``Dataset`` with ``x`` float32 ``(n, n_bits)`` in {-1, +1}, ``y`` int32 ``(n,)`` in
       {0, 1}, ``num_classes=2``, name ``"sparse_parity"``.
     """
-    n_bits = check_int("n_bits", n_bits, minimum=1)
-    k = check_int("k", k, minimum=1)
+    n_bits = check_int(n_bits, "n_bits", minimum=1, where="sparse_parity", noun="integer")
+    k = check_int(k, "k", minimum=1, where="sparse_parity", noun="integer")
     if k > n_bits:
         raise ValueError(f"k must be <= n_bits={n_bits}, got k={k}")
-    n_train = check_int("n_train", n_train, minimum=1)
-    n_test = check_int("n_test", n_test, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
+    n_train = check_int(n_train, "n_train", minimum=1, where="sparse_parity", noun="integer")
+    n_test = check_int(n_test, "n_test", minimum=1, where="sparse_parity", noun="integer")
+    seed = check_int(seed, "seed", minimum=0, where="sparse_parity", noun="integer")
 
     support_rng, train_rng, test_rng = _streams(seed, 3)
     support = support_rng.choice(n_bits, size=k, replace=False)

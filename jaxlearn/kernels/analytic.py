@@ -18,6 +18,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._checks import check_int
 from jaxlearn.nn.core import Layer
 from jaxlearn.data.batching import merge_grid, merge_rows
 from jaxlearn.kernels.devices import map_kernel_blocks, resolve_devices
@@ -124,9 +125,8 @@ def analytic(model, x1, x2=None, *, get=None, batch_size: int | str | None = "au
         raise TypeError(f"model: expected a jaxlearn.nn.Layer or a flax module, got {type(model).__name__}")
     kinds = None if get is None else _check_get(get)
     x1, x2 = check_inputs(x1, x2)
-    if batch_size != "auto" and batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-        raise ValueError(f"batch_size: expected a positive int, 'auto' or None, got {batch_size!r}")
+    if not (isinstance(batch_size, str) and batch_size == "auto"):
+        check_int(batch_size, "batch_size", minimum=1, optional=True, expected="a positive int, 'auto' or None")
     n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
     if batch_size == "auto":
         sizes = (_auto_rows(x1, x2), n2)

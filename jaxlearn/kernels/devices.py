@@ -13,13 +13,13 @@ parameters) is replicated. The per-block program is the single-device one, so th
 
 from __future__ import annotations
 
-import operator
 from typing import Callable, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
+from jaxlearn._checks import is_int
 from jaxlearn._rows import pad_rows, split_rows
 
 __all__ = ["resolve_devices", "map_blocks", "map_kernel_blocks"]
@@ -42,10 +42,8 @@ def resolve_devices(devices) -> tuple | None:
             raise ValueError(f"devices: expected None, a positive int, 'all' or a sequence of jax devices, got "
                              f"{devices!r}")
         chosen = tuple(available)
-    elif isinstance(devices, (bool, np.bool_)):
-        raise TypeError(f"devices: expected None, a positive int, 'all' or a sequence of jax devices, got {devices!r}")
-    elif isinstance(devices, (int, np.integer)):
-        n = operator.index(devices)
+    elif is_int(devices):  # bools are not: they fall through to the TypeError below
+        n = int(devices)
         if not 1 <= n <= len(available):
             raise ValueError(f"devices: expected between 1 and {len(available)} (the local devices), got {n}")
         chosen = tuple(available[:n])

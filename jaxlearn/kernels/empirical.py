@@ -48,8 +48,8 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from jaxlearn._checks import check_int
 from jaxlearn._jaxpr.forward_mode import forward_mode_safe, require_forward_mode
 from jaxlearn.data.batching import merge_grid, merge_rows, split_rows
 from jaxlearn.kernels.analytic import check_inputs
@@ -164,9 +164,7 @@ def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", tra
         raise ValueError(f"kind: expected 'ntk' or 'nngp', got {kind!r}")
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                   or batch_size < 1):
-        raise ValueError(f"batch_size: expected a positive int or None, got {batch_size!r}")
+    check_int(batch_size, "batch_size", minimum=1, optional=True)
     devs = resolve_devices(devices)
     x1, x2 = check_inputs(x1, x2, min_ndim=1, expected="a batch of inputs (N1, ...)")
     try:

@@ -69,6 +69,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._checks import check_real
 from jaxlearn._jaxpr.equations import bind
 from jaxlearn._jaxpr.interpreter import Interpreter
 from jaxlearn._jaxpr.primitives import BROADCASTS, CALLS, CONVERSIONS, ELEMENTWISE, RESHAPES
@@ -433,8 +434,8 @@ def flax_layer(module, example, *, variables=None, W_std=None, b_std=None) -> La
     example = jnp.asarray(example)[:1]
     flax_fn = flax_forward(module, example, variables=variables)
     for name, value in (("W_std", W_std), ("b_std", b_std)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-            raise ValueError(f"{name}: expected a non-negative number or None, got {value!r}")
+        if value is not None:
+            check_real(value, name, minimum=0.0, expected="a non-negative number or None")
     kernel_fn = _kernel_map(flax_fn.forward, flax_fn.params, flax_fn.inits, example, W_std, b_std)
     name = f"flax({type(module).__name__})"
     if flax_fn.layer is not None:

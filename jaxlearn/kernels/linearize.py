@@ -16,6 +16,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
 __all__ = ["linearize", "relative_weight_change", "kernel_distance", "kernel_target_alignment"]
 
@@ -44,15 +45,11 @@ def linearize(apply_fn: Callable, params_0) -> Callable:
     return f_lin
 
 
-def _flat(tree):
-    return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
-
-
 def relative_weight_change(params_t, params_0):
     """``‖θ_t − θ_0‖ / ‖θ_0‖`` over all leaves (Frobenius/Euclidean norm of the flattened
     parameters); ``→ 0`` as width grows in the NTK (lazy) regime (Lee et al. 2019, Fig. 1;
     Chizat, Oyallon & Bach 2019)."""
-    a, b = _flat(params_t), _flat(params_0)
+    a, b = ravel_pytree(params_t)[0], ravel_pytree(params_0)[0]
     if a.shape != b.shape:
         raise ValueError(f"params_t: expected {b.size} parameters like params_0, got {a.size}")
     return jnp.linalg.norm(a - b) / jnp.linalg.norm(b)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxlearn._checks import check_int
 from jaxlearn.data.batching import split_rows
 from jaxlearn.kernels.empirical import empirical
 
@@ -36,8 +37,7 @@ def monte_carlo(model, key, x1, x2=None, *, n_samples: int = 64, kind=("nngp", "
         if k not in ("nngp", "ntk"):
             raise ValueError(f"kind: expected 'nngp', 'ntk' or a tuple of them, got {kind!r}")
     for name, value in (("n_samples", n_samples), ("samples_per_batch", samples_per_batch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        check_int(value, name, minimum=1)
     if not (hasattr(model, "init") and hasattr(model, "apply")):
         raise TypeError(f"model: expected an object with init(key, input_spec) and apply(params, x, state) (e.g. a "
                         f"jaxlearn.nn Layer), got {type(model).__name__}")

@@ -36,6 +36,7 @@ import numpy as np
 from jax.experimental import checkify
 from jax.scipy.linalg import cho_solve, solve_triangular
 
+from jaxlearn._checks import concrete
 from jaxlearn.kernels.analytic import analytic
 from jaxlearn.nn.core import Layer
 
@@ -185,16 +186,8 @@ def _ensemble_moments(evals, evecs, t, scale, y, g_mn, nngp_nn, nngp_mn, nngp_mm
 # ----------------------------------------------------------------------------- checks
 
 
-def _concrete(x):
-    """``x`` as a numpy value, or None when it is traced (under jit/vmap/grad)."""
-    try:
-        return np.asarray(x)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None
-
-
 def _check_nonnegative(value, name: str) -> None:
-    known = _concrete(value)
+    known = concrete(value)
     if known is not None and not np.all(known >= 0):
         got = known.item() if known.ndim == 0 else f"an array of shape {known.shape} with negative entries"
         raise ValueError(f"{name}: expected a non-negative number, got {got}")
@@ -203,7 +196,7 @@ def _check_nonnegative(value, name: str) -> None:
 def _require_pd(ok, name: str, check: bool) -> None:
     """Eager error when ``ok`` is concretely False; a checkify check when traced and ``check``."""
     msg = f"{name}: expected a positive-definite kernel (after diag_reg) for the solve; increase diag_reg"
-    known = _concrete(ok)
+    known = concrete(ok)
     if known is not None and not known:
         raise ValueError(msg)
     if known is None and check:

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._checks import check_int, concrete, is_int
 from jaxlearn.landscape.objective import ModelObjective, dataset_metrics
 from jaxlearn.train.pytrees import check_like
 
@@ -109,9 +110,8 @@ def path_positions(objective, num_points, values, name: str, reset):
     if reset is not None and not callable(reset):
         raise TypeError(f"reset: expected a callable point -> point or None, got {type(reset).__name__}")
     if values is None:
-        if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 2:
-            raise ValueError(f"num_points: expected an int >= 2 (the endpoints and what lies between), "
-                             f"got {num_points!r}")
+        check_int(num_points, "num_points", minimum=2,
+                  expected="an int >= 2 (the endpoints and what lies between)")
         return jnp.linspace(0.0, 1.0, num_points, dtype=jnp.result_type(float))
     values = jnp.asarray(values, jnp.result_type(float))
     if values.ndim != 1 or values.shape[0] < 1:
@@ -145,11 +145,8 @@ def barrier(values, alphas) -> Barrier:
     if alphas.ndim != 1 or alphas.shape[0] < 2 or values.ndim < 1 or values.shape[-1] != alphas.shape[0]:
         raise ValueError(f"values, alphas: expected values of shape (..., P) and alphas of shape (P,) with P >= 2, "
                          f"got {values.shape} and {alphas.shape}")
-    try:
-        a = np.asarray(alphas)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        a = None  # traced (under jit/vmap): not checked
-    if a is not None:
+    a = concrete(alphas)
+    if a is not None:  # traced (under jit/vmap): not checked
         if a[0] != 0 or a[-1] != 1 or np.any(np.diff(a) <= 0):
             raise ValueError(f"alphas: expected increasing values from 0 to 1 (the endpoints of the path), got "
                              f"{a[0]!r} ... {a[-1]!r}" + (" (not increasing)" if np.any(np.diff(a) <= 0) else ""))
@@ -189,7 +186,7 @@ def reset_batch_stats(apply_with_state: Callable, params, state, x, batch_size: 
     """
     n = int(jax.tree.leaves(x)[0].shape[0])
     size = n if batch_size is None else batch_size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1 or n % size:
+    if not is_int(size) or size < 1 or n % size:
         raise ValueError(f"batch_size: expected None or a positive int dividing the {n} examples of x "
                          f"(chunks must have equal size: padding would bias batch statistics), got {batch_size!r}")
     num = n // size

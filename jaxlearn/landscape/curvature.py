@@ -38,6 +38,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxlearn.landscape.objective import ModelObjective, as_loss_fn, chunk_loss, chunked_sum
 from jaxlearn.train.losses import output_hessian_vp
@@ -96,11 +97,7 @@ def _hvp_scalar(loss_fn: Callable, params, v):
     grad = jax.grad(loss_fn)
     if has_forward_mode(grad, params):
         return jax.jvp(grad, (params,), (v,))[1]
-    return jax.grad(lambda p: _vdot(grad(p), v))(params)
-
-
-def _vdot(a, b):
-    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return jax.grad(lambda p: optax.tree_utils.tree_vdot(grad(p), v))(params)
 
 
 def hvp(loss, params, v, *, block=None):
@@ -199,14 +196,14 @@ def quadratic_form(loss, params, v, *, kind: str = "hessian", block=None):
 
             if has_forward_mode(chunk_fn, params):
                 return _second_directional(chunk_fn, params, v)
-            return _vdot(v, _hvp_scalar(chunk_fn, params, v))
+            return optax.tree_utils.tree_vdot(v, _hvp_scalar(chunk_fn, params, v))
 
         return chunked_sum(loss, chunk)
     loss_fn = as_loss_fn(loss)
     check_scalar_loss(loss_fn, params)
     if has_forward_mode(loss_fn, params):
         return _second_directional(loss_fn, params, v)
-    return _vdot(v, _hvp_scalar(loss_fn, params, v))
+    return optax.tree_utils.tree_vdot(v, _hvp_scalar(loss_fn, params, v))
 
 
 def operator(loss, params, *, kind: str = "hessian", block=None) -> Callable:

@@ -32,13 +32,13 @@ recompute them at every ``t``); pass ``reset=batch_stats_reset(...)`` to :func:`
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._checks import check_choice, concrete, is_traced
 from jaxlearn.landscape.connectivity import path_positions
 from jaxlearn.landscape.objective import ModelObjective, dataset_metrics
 from jaxlearn.train.pytrees import check_like
@@ -50,11 +50,7 @@ CURVES = ("bezier", "polychain")
 
 
 def _check_kind(kind) -> str:
-    if kind not in CURVES:
-        close = difflib.get_close_matches(str(kind), CURVES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"kind: expected one of {list(CURVES)}, got {kind!r}{hint}")
-    return kind
+    return check_choice(kind, "kind", CURVES)
 
 
 def _coefficients(t, kind: str):
@@ -71,10 +67,9 @@ def _check_t(t):
     if t.ndim != 0 or not (jnp.issubdtype(t.dtype, jnp.floating) or jnp.issubdtype(t.dtype, jnp.integer)):
         raise ValueError(f"t: expected a real scalar in [0, 1] (vmap over t for many points), got "
                          f"{t.dtype}{list(t.shape)}")
-    try:
-        value = float(np.asarray(t))
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    if is_traced(t):
         return t  # traced: not checked
+    value = float(np.asarray(t))
     if not 0 <= value <= 1:
         raise ValueError(f"t: expected a value in [0, 1] (the curve is defined there), got {value!r}")
     return t
@@ -185,12 +180,9 @@ def curve_path(objective: ModelObjective, w1, bend, w2, num_points: int = 25, *,
     check_like("bend", bend, w1, "w1")
     check_like("w2", w2, w1, "w1")
     ts = path_positions(objective, num_points, ts, "ts", reset)
-    try:
-        concrete = np.asarray(ts)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        concrete = None
-    if concrete is not None and (concrete.min() < 0 or concrete.max() > 1):
-        raise ValueError(f"ts: expected values in [0, 1], got {concrete.min()!r} ... {concrete.max()!r}")
+    known = concrete(ts)
+    if known is not None and (known.min() < 0 or known.max() > 1):
+        raise ValueError(f"ts: expected values in [0, 1], got {known.min()!r} ... {known.max()!r}")
 
     def at(t):
         point = curve_point(w1, bend, w2, t, kind)

@@ -20,7 +20,9 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
+from jaxlearn._checks import is_int
 from jaxlearn.train.pytrees import check_like
 
 __all__ = ["NORMALIZATIONS", "random_direction", "normalize_direction", "pca_directions", "plane", "project"]
@@ -136,27 +138,29 @@ def _random(key, params, normalization, ignore_bias):
     return _normalize(jax.tree.unflatten(treedef, raw), params, normalization, ignore_bias)
 
 
-def _float_flat(tree, batch_ndim: int):
-    """Float leaves of ``tree`` flattened and concatenated: ``(*batch, P)``."""
+def _float_leaves(tree) -> list:
     leaves = [x for x in jax.tree.leaves(tree) if _is_float(x)]
     if not leaves:
         raise ValueError("params: no floating-point leaves")
-    dtype = jnp.result_type(*leaves)
-    return jnp.concatenate([jnp.reshape(x, x.shape[:batch_ndim] + (-1,)).astype(dtype) for x in leaves], axis=-1)
+    return leaves
+
+
+def _float_flat(tree, batch_ndim: int):
+    """Float leaves of ``tree`` flattened and concatenated in their common dtype: ``(*batch, P)``
+    (``ravel_pytree`` of the float leaves, vmapped over the ``batch_ndim`` leading axes)."""
+    def flat(leaves):
+        return ravel_pytree(leaves)[0]
+
+    for _ in range(batch_ndim):
+        flat = jax.vmap(flat)
+    return flat(_float_leaves(tree))
 
 
 def _unflatten(flat_p, like):
     """Inverse of :func:`_float_flat` for one vector; non-float leaves of ``like`` become zeros."""
     leaves, treedef = jax.tree.flatten(like)
-    out, offset = [], 0
-    for x in leaves:
-        if _is_float(x):
-            size = int(jnp.size(x))
-            out.append(flat_p[offset:offset + size].reshape(jnp.shape(x)).astype(jnp.result_type(x)))
-            offset += size
-        else:
-            out.append(jnp.zeros_like(x))
-    return jax.tree.unflatten(treedef, out)
+    floats = iter(ravel_pytree(_float_leaves(like))[1](flat_p))
+    return jax.tree.unflatten(treedef, [next(floats) if _is_float(x) else jnp.zeros_like(x) for x in leaves])
 
 
 def _stacked(name: str, points):
@@ -197,7 +201,7 @@ def pca_directions(trajectory, final=None, num: int = 2):
     if final is not None:
         check_like("trajectory", traj, final, "final", leading=(T,))
     P = sum(int(jnp.size(x)) // T for x in jax.tree.leaves(traj) if _is_float(x))
-    if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= min(T, P):
+    if not is_int(num) or not 1 <= num <= min(T, P):
         raise ValueError(f"num must be an int in [1, min(T, P)] = [1, {min(T, P)}], got {num!r}")
     return _pca(traj, final, num)
 

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import keystr, tree_flatten_with_path
 
+from jaxlearn._checks import concrete
 from jaxlearn.nn.core import Layer, as_spec
 
 __all__ = ["PermutationSpec", "permutation_spec", "spec_from_pairs", "apply_permutation", "hidden_activations"]
@@ -93,11 +94,10 @@ def _check_perms(spec, perms):
         if jnp.shape(p) != (n,) or not jnp.issubdtype(jnp.result_type(p), jnp.integer):
             raise ValueError(f"perms[{group!r}]: expected an integer array of shape ({n},), got "
                              f"{jnp.result_type(p)}{list(jnp.shape(p))}")
-        try:
-            concrete = np.asarray(p)
-        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        known = concrete(p)
+        if known is None:
             continue  # traced: cannot check
-        if not np.array_equal(np.sort(concrete), np.arange(n)):
+        if not np.array_equal(np.sort(known), np.arange(n)):
             raise ValueError(f"perms[{group!r}]: not a permutation of 0..{n - 1}")
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from jaxlearn._checks import check_int, is_int
 from jaxlearn.landscape import curvature
 from jaxlearn.landscape.objective import ModelObjective, as_loss_fn
 from jaxlearn.rules.sharpness_aware import sam_perturbation
@@ -60,11 +61,6 @@ def random_unit_vector(key, params):
     return unravel(v / jnp.linalg.norm(v))
 
 
-def _check_positive_int(name, value):
-    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1):
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-
-
 def top_eigenpair(loss, params, vector, *, num_iters: int = 20, shift=0.0, kind: str = "hessian",
                   block=None) -> TopEigenpair:
     """``num_iters`` steps of power iteration on ``M + shift·I`` from ``vector``.
@@ -85,7 +81,7 @@ def top_eigenpair(loss, params, vector, *, num_iters: int = 20, shift=0.0, kind:
     eigenvalue of ``M + σI`` and ``value`` is ``λ_max`` (slower: the ratio becomes
     ``(λ₂ + σ)/(λ_max + σ)``). ``num_iters`` is a static int; ``shift`` may be traced.
     """
-    _check_positive_int("num_iters", num_iters)
+    check_int(num_iters, "num_iters", minimum=1)
     check_like("vector", vector, params)
     flat, unravel = ravel_pytree(params)
     op = curvature.operator(loss, params, kind=kind, block=block)
@@ -126,9 +122,9 @@ def track_sharpness(state, vector, step_fn: Callable, batch_fn: Callable, loss, 
     ``every``, ``num_iters`` static; see :func:`top_eigenpair` for ``shift``, ``kind`` and the
     largest-magnitude caveat.
     """
-    _check_positive_int("every", every)
-    _check_positive_int("num_iters", num_iters)
-    if not (isinstance(num_steps, (int, np.integer)) and num_steps >= 0 and num_steps % every == 0):
+    check_int(every, "every", minimum=1)
+    check_int(num_iters, "num_iters", minimum=1)
+    if not (is_int(num_steps) and num_steps >= 0 and num_steps % every == 0):
         raise ValueError(f"num_steps: expected a non-negative multiple of every={every}, got {num_steps!r}")
     check_like("vector", vector, state.params)
 
@@ -201,7 +197,7 @@ def m_sharpness(loss, params, rho, m: int, batch=None, *, p=2, adaptive: bool = 
         raise ValueError(f"batch: expected arrays with one common leading (example) axis, got leading sizes "
                          f"{sorted(map(str, sizes))}")
     n = sizes.pop()
-    if not (isinstance(m, (int, np.integer)) and not isinstance(m, bool) and m >= 1 and n % m == 0):
+    if not (is_int(m) and m >= 1 and n % m == 0):
         raise ValueError(f"m: expected a positive int dividing the batch size {n}, got {m!r}")
     sub_batches = jax.tree.map(lambda a: a.reshape((n // m, m) + a.shape[1:]), batch)
 

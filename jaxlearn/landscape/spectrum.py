@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from jaxlearn._checks import check_int, is_int, is_traced
 from jaxlearn.landscape import curvature
 from jaxlearn.landscape.objective import ModelObjective, as_loss_fn
 from jaxlearn.train.pytrees import check_like
@@ -140,11 +141,10 @@ def _block_size(params, block) -> int | None:
     """Number of coordinates in ``block`` (all of ``params`` for None); None when ``block`` is traced."""
     if block is None:
         return sum(int(np.size(leaf)) for leaf in jax.tree.leaves(params))
-    try:
-        counts = jax.tree.map(lambda leaf, keep: int(np.broadcast_to(np.asarray(keep), np.shape(leaf)).sum()),
-                              params, block)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    if is_traced(block):
         return None
+    counts = jax.tree.map(lambda leaf, keep: int(np.broadcast_to(np.asarray(keep), np.shape(leaf)).sum()),
+                          params, block)
     return sum(jax.tree.leaves(counts))
 
 
@@ -197,7 +197,7 @@ def top_eigenvalues(loss, params, k: int = 5, *, method: str = "lanczos", num_it
     size = flat.shape[0]
     dim = _block_size(params, block)
     dim = size if dim is None else dim
-    if not (isinstance(k, (int, np.integer)) and 1 <= k <= dim):
+    if not (is_int(k) and 1 <= k <= dim):
         raise ValueError(f"k: expected an int in [1, {dim}] (the number of {'block ' if block is not None else ''}"
                          f"parameters), got {k!r}")
     v0 = _project_flat(jax.random.normal(_key(key), (size,), flat.dtype), unravel, block)
@@ -235,8 +235,7 @@ def _map_over_probes(fn, probes, params, num_probes, key, dtype, size, distribut
     leading axis) or over ``num_probes`` draws from ``key``, each drawn inside the loop so that
     memory holds one probe, not ``(n, P)``."""
     if probes is None:
-        if not (isinstance(num_probes, (int, np.integer)) and num_probes >= 1):
-            raise ValueError(f"num_probes: expected a positive int, got {num_probes!r}")
+        check_int(num_probes, "num_probes", minimum=1)
         draw = jax.random.normal if distribution == "gaussian" else jax.random.rademacher
         return jax.lax.map(lambda k: fn(draw(k, (size,), dtype)), jax.random.split(_key(key), num_probes))
     leading = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree.leaves(probes)}
@@ -293,7 +292,7 @@ def spectral_density(loss, params, *, num_steps: int = 100, num_probes: int = 1,
         raise ValueError(f"distribution: expected 'rademacher' or 'gaussian', got {distribution!r}")
     flat, unravel, matvec = _flat_operator(loss, params, kind, block)
     size = flat.shape[0]
-    if not (isinstance(num_steps, (int, np.integer)) and 1 <= num_steps <= size):
+    if not (is_int(num_steps) and 1 <= num_steps <= size):
         raise ValueError(f"num_steps: expected an int in [1, P={size}], got {num_steps!r}")
 
     def quadrature(v):

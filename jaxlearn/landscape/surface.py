@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import keystr, tree_flatten_with_path
 
+from jaxlearn._checks import check_int, is_real
 from jaxlearn._jaxpr.equations import walk
 from jaxlearn._jaxpr.tracing import trace
 from jaxlearn.data.batching import merge_rows, split_rows
@@ -36,11 +37,10 @@ def symmetric_grid(num: int, extent=1.0):
     is exactly symmetric, the endpoints are exactly ``±extent`` and, for odd ``num``, the centre is exactly
     ``0.0`` (the unperturbed ``θ``). ``num = 1`` gives ``[0.0]``. Default float dtype; ``extent``
     may be traced."""
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"num must be a positive int, got {num!r}")
+    check_int(num, "num", minimum=1, form="must")
     unit = (2 * np.arange(num) - (num - 1)) / max(num - 1, 1)     # exact 0 and ±1, symmetric
     dtype = jnp.result_type(float)
-    if isinstance(extent, (int, float, np.number)) and not isinstance(extent, bool):
+    if is_real(extent):
         if not 0 < extent < np.inf:
             raise ValueError(f"extent must be a positive finite number, got {extent!r}")
         return jnp.asarray(unit * extent, dtype)   # one rounding per entry: still symmetric
@@ -63,9 +63,9 @@ def _axis(name: str, a):
 
 
 def _check_chunk_size(chunk_size) -> None:
-    if chunk_size is not None and chunk_size != "auto" and (isinstance(chunk_size, bool)
-                                                            or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive int, 'auto' or None, got {chunk_size!r}")
+    if not (isinstance(chunk_size, str) and chunk_size == "auto"):
+        check_int(chunk_size, "chunk_size", minimum=1, optional=True, form="must",
+                  expected="a positive int, 'auto' or None")
 
 
 # Memory for the largest intermediate of one chunk under chunk_size="auto". On CPU a chunk whose

@@ -9,7 +9,6 @@ checked against published values.
 
 from __future__ import annotations
 
-import difflib
 import functools
 from typing import Callable
 
@@ -17,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
 
+from jaxlearn._checks import did_you_mean
 from jaxlearn.nn import dual
 from jaxlearn.nn.core import Identity, Layer, LayerError, describe_spec, stateless_layer
 from jaxlearn.nn.kernel import elementwise_kernel
@@ -115,9 +115,8 @@ ACTIVATIONS: dict[str, Callable[..., Layer]] = {
 def activation(name: str, **kwargs) -> Layer:
     """Builds an activation layer by name (``"relu"``, ``"tanh"``, ...; see ``ACTIVATIONS``)."""
     if name not in ACTIVATIONS:
-        close = difflib.get_close_matches(str(name).lower(), ACTIVATIONS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise LayerError(f"activation: unknown name {name!r}{hint}; expected one of {sorted(ACTIVATIONS)}")
+        raise LayerError(f"activation: unknown name {name!r}{did_you_mean(name, ACTIVATIONS)}; "
+                         f"expected one of {sorted(ACTIVATIONS)}")
     try:
         return ACTIVATIONS[name](**kwargs)
     except TypeError as e:

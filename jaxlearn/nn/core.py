@@ -31,6 +31,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from jaxlearn._checks import check_int
+
 PyTree = Any
 Spec = Any  # a jax.ShapeDtypeStruct, or a tuple of them for multi-input layers
 
@@ -273,8 +275,7 @@ def stateless_layer(name, out_spec_fn, fn, kernel_fn=None) -> Layer:
 def fanout(num: int) -> Layer:
     """Copies the input into a tuple of ``num`` identical inputs; its kernel map likewise copies the
     kernel (the copies are the same variables: see :func:`fanin_sum` for what that implies)."""
-    if not isinstance(num, int) or num < 1:
-        raise LayerError(f"fanout: num must be a positive int, got {num!r}")
+    check_int(num, "num", minimum=1, where="fanout", error=LayerError)
     return stateless_layer(f"fanout({num})", lambda s: (s,) * num, lambda x: (x,) * num, lambda k: (k,) * num)
 
 

@@ -64,7 +64,6 @@ infinite networks" (GELU; re-derived in :func:`gelu_dual`); Novak et al. 2020, n
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 import math
@@ -73,6 +72,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxlearn._checks import did_you_mean
 
 __all__ = [
     "DualPair",
@@ -354,9 +355,8 @@ def dual(name: str, **params) -> Callable[..., DualPair]:
     name without a closed form (see :data:`DUALS`) or a parameter the activation does not take.
     """
     if name not in DUALS:
-        close = difflib.get_close_matches(str(name).lower(), DUALS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"dual: no closed-form dual for {name!r}{hint}; expected one of {sorted(DUALS)}")
+        raise ValueError(f"dual: no closed-form dual for {name!r}{did_you_mean(name, DUALS)}; "
+                         f"expected one of {sorted(DUALS)}")
     fn = DUALS[name]
     try:
         inspect.signature(fn).bind(0.0, 0.0, 0.0, **params)

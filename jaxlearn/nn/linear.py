@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxlearn._checks import is_int
 from jaxlearn.nn import parameterization as P
 from jaxlearn.nn.core import Layer, LayerError, describe_spec
 from jaxlearn.nn.kernel import affine_kernel
@@ -123,7 +124,7 @@ def positive_ints(name, arg, value, n):
         value = (value,) * n
     as_tuple = tuple_or_none(value)
     value = as_tuple if as_tuple is not None else (value,)
-    if len(value) != n or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+    if len(value) != n or not all(is_int(v) and v > 0 for v in value):
         raise LayerError(f"{name}: {arg} must be {n} positive int(s), got {value!r}")
     return value
 

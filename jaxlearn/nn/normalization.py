@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxlearn._checks import is_traced
 from jaxlearn.nn.core import Layer, LayerError, describe_spec
-from jaxlearn.nn.parameterization import is_concrete
 from jaxlearn.nn.spatial_kernel import layer_norm_kernel
 
 __all__ = ["LayerNorm", "BatchNorm", "Dropout"]
@@ -127,7 +127,7 @@ def Dropout(rate) -> Layer:  # noqa: N802
 
     Needs an explicit PRNG ``key`` in training. ``rate`` may be a traced scalar in [0, 1).
     """
-    if is_concrete(rate):
+    if not is_traced(rate):
         try:
             ok = 0.0 <= float(rate) < 1.0
         except (TypeError, ValueError):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxlearn._checks import check_int, is_traced
 from jaxlearn.nn.core import LayerError
 
 PARAMETERIZATIONS = ("standard", "ntk", "mup")
@@ -54,16 +55,12 @@ def check_parameterization(layer: str, parameterization, role):
         raise LayerError(f"{layer}: role must be one of {list(MUP_ROLES)} or None, got {role!r}")
 
 
-def is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
 def check_std(layer: str, name: str, value, allow_none: bool):
     if value is None:
         if allow_none:
             return
         raise LayerError(f"{layer}: {name} must be a non-negative number, got None")
-    if is_concrete(value):
+    if not is_traced(value):
         try:
             v = float(value)
         except (TypeError, ValueError):
@@ -72,9 +69,8 @@ def check_std(layer: str, name: str, value, allow_none: bool):
             raise LayerError(f"{layer}: {name} must be a non-negative number, got {value!r}")
 
 
-def check_positive_int(layer: str, name: str, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise LayerError(f"{layer}: {name} must be a positive int, got {value!r}")
+def check_positive_int(layer: str, name: str, value) -> int:
+    return check_int(value, name, minimum=1, where=layer, error=LayerError)
 
 
 def init_weight(key, shape, fan_in, W_std, parameterization, role, dtype):

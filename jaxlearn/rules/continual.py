@@ -40,6 +40,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxlearn._checks import check_int, is_real
 from jaxlearn.train.losses import (
     PerExampleLoss, check_per_example_loss, output_hessian_vp, per_example_mse, per_example_softmax_cross_entropy,
 )
@@ -128,8 +129,7 @@ def _check_fisher_args(apply_fn, params, x, kind, y, key, loss, batch_size):
     if not hasattr(x, "shape") or len(x.shape) < 1 or x.shape[0] < 1:
         raise ValueError(f"fisher_diagonal: x must be an array with a leading example axis of size >= 1, got "
                          f"{getattr(x, 'shape', type(x).__name__)}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"fisher_diagonal: batch_size must be None or a positive int, got {batch_size!r}")
+    check_int(batch_size, "batch_size", minimum=1, optional=True, where="fisher_diagonal")
     if kind == "true" and key is None:
         raise ValueError("fisher_diagonal: kind='true' samples ŷ from the model and needs a PRNG key, got key=None")
     if kind != "empirical" and y is not None:
@@ -221,9 +221,9 @@ def fisher_diagonal(apply_fn: Callable, params, x, *, kind: str = "true", y=None
 
 
 def _check_strength(who, strength):
-    if isinstance(strength, bool) or not (isinstance(strength, (int, float)) or hasattr(strength, "dtype")):
+    if not (is_real(strength) or hasattr(strength, "dtype")):
         raise TypeError(f"{who}: strength must be a number (λ >= 0), got {type(strength).__name__}")
-    if isinstance(strength, (int, float)) and not strength >= 0:
+    if is_real(strength) and not strength >= 0:
         raise ValueError(f"{who}: strength must be >= 0, got {strength!r}")
     if hasattr(strength, "dtype") and jnp.ndim(strength) != 0:
         raise ValueError(f"{who}: strength must be a scalar, got shape {jnp.shape(strength)}")

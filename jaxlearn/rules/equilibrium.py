@@ -81,14 +81,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import functools
 import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
+from jaxlearn._checks import check_bool, check_choice, check_int, check_real, is_int, is_real, is_traced
 from jaxlearn.nn.core import Layer, LayerError, describe_spec
 from jaxlearn.rules.blocks import Request
 
@@ -233,7 +234,7 @@ def _recurrent_backprop(cfg, params, x, states, g):
 
     def coupling(p, xx):
         gu = jax.grad(hopfield_energy, argnums=2)(p, xx, states, cfg.activation)
-        return -sum(jnp.sum(a * b) for a, b in zip(gu, lam))
+        return -optax.tree_utils.tree_vdot(gu, lam)
 
     return jax.grad(coupling, argnums=(0, 1))(params, x)
 
@@ -280,14 +281,7 @@ _fixed_point.defvjp(_fixed_point_fwd, _fixed_point_bwd)
 # -- the network layer ----------------------------------------------------------------------------
 
 def _check_activation(who, activation):
-    if activation not in _RHO:
-        close = difflib.get_close_matches(str(activation), EQPROP_ACTIVATIONS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise LayerError(f"{who}: activation must be one of {list(EQPROP_ACTIVATIONS)}, got {activation!r}{hint}")
-
-
-def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    check_choice(activation, "activation", EQPROP_ACTIVATIONS, where=who, error=LayerError)
 
 
 def _check_network_args(widths, out_dim, activation, W_std, b_std, step_size, max_steps, tol):
@@ -297,18 +291,15 @@ def _check_network_args(widths, out_dim, activation, W_std, b_std, step_size, ma
     widths = list(widths)
     for arg, values in (("widths", widths), ("out_dim", [out_dim])):
         for w in values:
-            if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+            if not is_int(w) or w < 1:
                 raise LayerError(f"{who}: {arg} must hold positive ints, got {w!r}")
     _check_activation(who, activation)
     for name, v in (("W_std", W_std), ("b_std", b_std)):
-        if _is_number(v) and v < 0:
+        if is_real(v) and v < 0:
             raise LayerError(f"{who}: {name} must be >= 0, got {v!r}")
-    if not _is_number(step_size) or not step_size > 0 or not math.isfinite(step_size):
-        raise LayerError(f"{who}: step_size must be a positive finite number, got {step_size!r}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise LayerError(f"{who}: max_steps must be a positive int, got {max_steps!r}")
-    if not _is_number(tol) or not tol >= 0:
-        raise LayerError(f"{who}: tol must be a number >= 0, got {tol!r}")
+    check_real(step_size, "step_size", minimum=0, open_minimum=True, where=who, error=LayerError)
+    check_int(max_steps, "max_steps", minimum=1, where=who, error=LayerError)
+    check_real(tol, "tol", minimum=0, finite=False, where=who, error=LayerError)
     return widths
 
 
@@ -400,18 +391,17 @@ def equilibrium_propagation(beta=0.1, symmetric: bool = True):
     ``(∂E/∂θ(u^β) − ∂E/∂θ(u^{−β}))/(2β)`` (bias ``O(β²)``, two nudged phases). As ``β → 0`` both
     tend to the recurrent-backprop gradient. The loss and aux are exact; ``key`` is unused.
     """
-    if isinstance(beta, jax.core.Tracer):
+    if is_traced(beta):
         if jnp.ndim(beta) != 0 or not jnp.issubdtype(beta.dtype, jnp.floating):
             raise TypeError(f"equilibrium_propagation: beta must be a scalar float, got a traced {beta.dtype} "
                             f"array of shape {jnp.shape(beta)}")
-    elif _is_number(beta) or (hasattr(beta, "shape") and jnp.ndim(beta) == 0
-                              and jnp.issubdtype(jnp.result_type(beta), jnp.floating)):
+    elif is_real(beta) or (hasattr(beta, "shape") and jnp.ndim(beta) == 0
+                           and jnp.issubdtype(jnp.result_type(beta), jnp.floating)):
         if not float(beta) > 0 or not math.isfinite(float(beta)):
             raise ValueError(f"equilibrium_propagation: beta must be a positive finite number, got {beta!r}")
     else:
         raise TypeError(f"equilibrium_propagation: beta must be a positive number (or scalar float array), got {beta!r}")
-    if not isinstance(symmetric, bool):
-        raise TypeError(f"equilibrium_propagation: symmetric must be a bool, got {symmetric!r}")
+    check_bool(symmetric, "symmetric", where="equilibrium_propagation")
 
     def estimator(objective, params, key):
         del key

@@ -30,7 +30,6 @@ forward-mode estimator. Second derivatives treat ``q`` as piecewise constant (``
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 from typing import Callable, NamedTuple
@@ -40,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
+from jaxlearn._checks import check_int, did_you_mean
 from jaxlearn.nn.activations import Elementwise
 from jaxlearn.nn.core import Layer
 
@@ -86,9 +86,8 @@ def _resolve(fn, name_hint="few_bit"):
     """``(forward, derivative or None, name)`` for an activation name or callable."""
     if isinstance(fn, str):
         if fn not in FEW_BIT_ACTIVATIONS:
-            close = difflib.get_close_matches(fn.lower(), FEW_BIT_ACTIVATIONS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{name_hint}: unknown activation {fn!r}{hint}; expected a callable or one of "
+            raise ValueError(f"{name_hint}: unknown activation {fn!r}{did_you_mean(fn, FEW_BIT_ACTIVATIONS)}; "
+                             f"expected a callable or one of "
                              f"{sorted(FEW_BIT_ACTIVATIONS)}")
         forward, derivative = FEW_BIT_ACTIVATIONS[fn]
         return forward, derivative, fn
@@ -98,8 +97,7 @@ def _resolve(fn, name_hint="few_bit"):
 
 
 def _check_bits(fn_name, bits):
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
-        raise ValueError(f"{fn_name}: bits must be an int in 1..8 (static), got {bits!r}")
+    check_int(bits, "bits", minimum=1, maximum=8, where=fn_name, expected="an int in 1..8 (static)")
 
 
 def _grid():

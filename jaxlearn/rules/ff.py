@@ -43,6 +43,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxlearn._checks import check_bool, check_int, is_int, is_real
 from jaxlearn.nn import activation as activation_layer
 from jaxlearn.nn.core import Layer, LayerError, describe_spec, serial
 from jaxlearn.nn.linear import Dense
@@ -109,12 +110,10 @@ def ff_mlp(widths, num_classes: int, activation: str = "relu", W_std=1.0, b_std=
     differentiable function it also trains under ``backprop`` (normalisation then not detached).
     """
     widths = list(widths) if isinstance(widths, (tuple, list)) else widths
-    if not isinstance(widths, list) or not widths or not all(isinstance(w, int) and w > 0 for w in widths):
+    if not isinstance(widths, list) or not widths or not all(is_int(w) and w > 0 for w in widths):
         raise LayerError(f"ff_mlp: widths must be a non-empty list of positive ints, got {widths!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise LayerError(f"ff_mlp: num_classes must be an int ≥ 2, got {num_classes!r}")
-    if not isinstance(skip_first, bool):
-        raise LayerError(f"ff_mlp: skip_first must be a bool, got {skip_first!r}")
+    check_int(num_classes, "num_classes", minimum=2, where="ff_mlp", error=LayerError, expected="an int ≥ 2")
+    check_bool(skip_first, "skip_first", where="ff_mlp", error=LayerError)
     if skip_first and len(widths) < 2:
         raise LayerError(f"ff_mlp: skip_first needs at least two layers (the first is left out of the goodness), "
                          f"got widths {widths}")
@@ -154,8 +153,7 @@ def ff_mlp(widths, num_classes: int, activation: str = "relu", W_std=1.0, b_std=
 
 
 def _check_threshold(threshold):
-    if isinstance(threshold, bool) or not (isinstance(threshold, (int, float)) or
-                                           (hasattr(threshold, "shape") and jnp.shape(threshold) == ())):
+    if not (is_real(threshold) or (hasattr(threshold, "shape") and jnp.shape(threshold) == ())):
         raise TypeError(f"forward_forward: threshold must be a real scalar, got {threshold!r}")
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import jax
 
+from jaxlearn._checks import check_bool
 from jaxlearn.nn import activation as activation_layer
 from jaxlearn.nn.core import Layer, LayerError, serial
 from jaxlearn.nn.linear import Dense
@@ -183,8 +184,7 @@ def local_losses(detach: bool = True):
     inputs (``sg`` is the identity forward), which XLA's common-subexpression elimination may merge
     under ``jit``; without it, prefer few, wide blocks.
     """
-    if not isinstance(detach, bool):
-        raise TypeError(f"local_losses: detach must be a bool, got {type(detach).__name__}")
+    check_bool(detach, "detach", where="local_losses")
 
     def estimator(objective, params, key):
         del key

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxlearn.nn.parameterization import is_concrete
+from jaxlearn._checks import check_int, is_traced
 
 __all__ = ["clip_by_layer_norm"]
 
@@ -61,15 +61,14 @@ def clip_by_layer_norm(max_norm, depth: int | None = None) -> optax.GradientTran
     program). Stateless (``optax.EmptyState``); ``optax.MaskedNode`` leaves (from ``optax.masked``
     or ``jaxlearn.train.freeze``) are passed through.
     """
-    if is_concrete(max_norm):
+    if not is_traced(max_norm):
         try:
             ok = float(max_norm) > 0
         except (TypeError, ValueError):
             ok = False
         if not ok:
             raise ValueError(f"clip_by_layer_norm: max_norm must be a positive scalar, got {max_norm!r}")
-    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
-        raise ValueError(f"clip_by_layer_norm: depth must be None or an int >= 0, got {depth!r}")
+    check_int(depth, "depth", minimum=0, optional=True, where="clip_by_layer_norm", expected="None or an int >= 0")
 
     def init_fn(params):
         del params

@@ -29,6 +29,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxlearn._checks import check_int
 from jaxlearn._jaxpr.forward_mode import require_forward_mode
 from jaxlearn.rules.blocks import BlockRequest, block_request_errors, routed_value_and_grad
 
@@ -41,8 +42,7 @@ DISTRIBUTIONS = ("normal", "rademacher")
 
 
 def _check_num(who, num_tangents):
-    if isinstance(num_tangents, bool) or not isinstance(num_tangents, int) or num_tangents < 1:
-        raise ValueError(f"{who}: num_tangents must be a positive int, got {num_tangents!r}")
+    check_int(num_tangents, "num_tangents", minimum=1, where=who)
 
 
 def _check_distribution(who, distribution):

@@ -29,10 +29,10 @@ Feedback alignment and sign symmetry are layer rules (:func:`~jaxlearn.rules.FAD
 
 from __future__ import annotations
 
-import difflib
 import inspect
 
 from jaxlearn import train
+from jaxlearn._checks import did_you_mean
 from jaxlearn.rules.continual import ewc
 from jaxlearn.rules.equilibrium import equilibrium_propagation
 from jaxlearn.rules.feedback import dfa
@@ -69,22 +69,17 @@ ESTIMATORS = {
 }
 
 
-def _did_you_mean(value, options) -> str:
-    close = difflib.get_close_matches(str(value), list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def estimator(name: str, **kwargs):
     """The gradient estimator ``name`` (table above) built with ``kwargs`` (e.g.
     ``estimator("forward_gradient", num_tangents=4)``). Unknown names or arguments raise a
     one-line ``ValueError`` with a suggestion, before anything is traced."""
     if name not in ESTIMATORS:
-        raise ValueError(f"estimator: unknown name {name!r}{_did_you_mean(name, ESTIMATORS)}; expected one of "
+        raise ValueError(f"estimator: unknown name {name!r}{did_you_mean(name, ESTIMATORS)}; expected one of "
                          f"{sorted(ESTIMATORS)}")
     factory = ESTIMATORS[name]
     accepted = inspect.signature(factory).parameters
     for arg in kwargs:
         if arg not in accepted:
-            raise ValueError(f"estimator {name!r}: unknown argument {arg!r}{_did_you_mean(arg, accepted)}; "
+            raise ValueError(f"estimator {name!r}: unknown argument {arg!r}{did_you_mean(arg, accepted)}; "
                              f"accepted: {list(accepted)}")
     return factory(**kwargs)

@@ -39,7 +39,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
+from jaxlearn._checks import is_real
 from jaxlearn.train.pytrees import check_like
 from jaxlearn.train.step import backprop
 
@@ -47,16 +49,12 @@ __all__ = ["sam_perturbation", "sam"]
 
 
 def _check_options(rho, p, eta) -> None:
-    if isinstance(rho, (int, float, np.number)) and not rho >= 0:
+    if is_real(rho) and not rho >= 0:
         raise ValueError(f"rho: expected a radius >= 0, got {rho}")
     if p not in (2, np.inf):
         raise ValueError(f"p: expected 2 or numpy.inf (the norm of the perturbation ball), got {p!r}")
-    if isinstance(eta, (int, float, np.number)) and not eta >= 0:
+    if is_real(eta) and not eta >= 0:
         raise ValueError(f"eta: expected an offset >= 0 for the ASAM operator |w| + eta, got {eta}")
-
-
-def _global_norm(tree):
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
 def sam_perturbation(grads, rho, *, p=2, adaptive: bool = False, params=None, eta=0.01):
@@ -78,7 +76,7 @@ def sam_perturbation(grads, rho, *, p=2, adaptive: bool = False, params=None, et
         scale = jax.tree.map(lambda w: jnp.abs(w) + jnp.asarray(eta, w.dtype), params)
         grads = jax.tree.map(jnp.multiply, scale, grads)
     if p == 2:
-        norm = _global_norm(grads)
+        norm = optax.tree_utils.tree_norm(grads)
         factor = jnp.where(norm > 0, rho / jnp.where(norm > 0, norm, 1.0), 0.0)
         eps = jax.tree.map(lambda g: (factor * g).astype(g.dtype), grads)
     else:

@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._checks import check_int, is_traced
 from jaxlearn.nn.activations import Elementwise
 from jaxlearn.nn.core import Layer, LayerError, describe_spec
-from jaxlearn.nn.parameterization import is_concrete
 
 __all__ = [
     "sign_ste",
@@ -123,16 +123,14 @@ def _check_backward(fn, backward):
 def _check_bits(fn, bits, allow_none=False):
     if bits is None and allow_none:
         return None
-    if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
-        want = "None or an int >= 1" if allow_none else "an int >= 1"
-        raise ValueError(f"{fn}: bits must be {want} (static), got {bits!r}")
-    return 2 ** bits
+    want = "None or an int >= 1" if allow_none else "an int >= 1"
+    return 2 ** check_int(bits, "bits", minimum=1, where=fn, expected=f"{want} (static)")
 
 
 def _check_range(fn, lo, hi):
     if (lo is None) != (hi is None):
         raise ValueError(f"{fn}: lo and hi must both be given or both be None, got lo={lo!r}, hi={hi!r}")
-    if lo is not None and is_concrete(lo) and is_concrete(hi) and not np.all(np.asarray(lo) < np.asarray(hi)):
+    if lo is not None and not is_traced((lo, hi)) and not np.all(np.asarray(lo) < np.asarray(hi)):
         raise ValueError(f"{fn}: lo must be < hi, got lo={lo!r}, hi={hi!r}")
 
 

@@ -45,6 +45,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxlearn._checks import check_real
 from jaxlearn.nn.core import Layer, LayerError, serial
 from jaxlearn.rules.blocks import BlockRequest, Request, replace_cotangent
 
@@ -208,8 +209,8 @@ def synthetic_gradients(target: str = "bootstrap", gradient_scale=1.0):
     """
     if target not in TARGETS:
         raise ValueError(f"synthetic_gradients: target must be one of {list(TARGETS)}, got {target!r}")
-    if isinstance(gradient_scale, bool) or not isinstance(gradient_scale, (int, float)) or not gradient_scale > 0:
-        raise ValueError(f"synthetic_gradients: gradient_scale must be a positive number, got {gradient_scale!r}")
+    check_real(gradient_scale, "gradient_scale", minimum=0, open_minimum=True, finite=False,
+               where="synthetic_gradients")
 
     def estimator(objective, params, key):
         del key

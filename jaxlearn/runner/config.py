@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import functools
 import hashlib
 import json
@@ -24,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxlearn._checks import did_you_mean, is_real
+
 MISSING = dataclasses.MISSING
 MODES = ("grid", "zip", "random")
 UNIONS = (typing.Union, types.UnionType)  # the origins of ``X | Y`` and ``Optional[X]`` annotations
@@ -33,15 +34,9 @@ class ConfigError(ValueError):
     """A bad config value, key, sweep or file; the message is one line naming the culprit."""
 
 
-def did_you_mean(name, known, prefix: str = "") -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``known`` to ``name`` (difflib), or ``""``."""
-    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
-    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-
-
 def describe_value(v) -> str:
     """A value for an error message: numbers as themselves, anything else with its type."""
-    return repr(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{v!r} ({type(v).__name__})"
+    return repr(v) if is_real(v) else f"{v!r} ({type(v).__name__})"
 
 
 def is_dataclass_type(tp) -> bool:
@@ -130,7 +125,7 @@ def field_help(cls) -> list[tuple[str, str, str, object, str]]:
 # ----------------------------------------------------------------------------- coercion
 def _number(v):
     """The int/float a number or numeric string denotes; None for anything else (bools too)."""
-    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
+    if is_real(v):
         return v
     for conv in (int, float):
         try:
@@ -239,7 +234,7 @@ def _check_range(meta: dict, v, path: str, where: str):
 
 def unknown_field(where: str, key, names, prefix: str) -> ConfigError:
     """The ConfigError for an unknown field ``key`` at ``where``, with a suggestion among ``names``."""
-    return ConfigError(f"{where}: unknown field '{prefix}{key}'{did_you_mean(key, names, prefix)}; "
+    return ConfigError(f"{where}: unknown field '{prefix}{key}'{did_you_mean(key, names, prefix=prefix)}; "
                        f"known fields: {', '.join(prefix + n for n in names)}")
 
 

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from jaxlearn._checks import check_int, did_you_mean
 from jaxlearn.runner.config import (
-    MODES, UNIONS, ConfigError, canonical_json, describe_value, did_you_mean, field_types, init_fields,
+    MODES, UNIONS, ConfigError, canonical_json, describe_value, field_types, init_fields,
     is_dataclass_instance, is_dataclass_type, parse_config, range_kind, range_values, type_name, unknown_field,
 )
 
@@ -176,8 +177,7 @@ def expand(cls, base: Mapping[str, Any], axes: Mapping[str, Axis], *, mode: str 
                               + ", ".join(f"{k}={len(a.values)}" for k, a in zip(keys, axs)))
         points = zip(*(a.values for a in axs))
     else:
-        if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
-            raise ConfigError(f"sweep mode random: 'num' must be an int >= 1, got {num!r}")
+        check_int(num, "'num'", minimum=1, where="sweep mode random", error=ConfigError, expected="an int >= 1")
         rng = np.random.default_rng(seed)
         points = [[_draw(rng, a) for a in axs] for _ in range(int(num))]
     configs, seen = [], set()
@@ -233,8 +233,7 @@ def _file_sweep(value, where: str) -> dict:
 def _file_mode(mode, num, where: str):
     if mode not in MODES:
         raise ConfigError(f"{where}: 'mode' must be one of {list(MODES)!r}, got {mode!r}{did_you_mean(mode, MODES)}")
-    if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
-        raise ConfigError(f"{where}: 'num' must be an int >= 1, got {num!r}")
+    check_int(num, "'num'", minimum=1, optional=True, where=where, error=ConfigError, expected="an int >= 1")
     if mode == "random" and num is None:
         raise ConfigError(f"{where}: mode random needs 'num' (how many points to draw)")
     return mode, num

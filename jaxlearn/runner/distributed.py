@@ -38,6 +38,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from jaxlearn._checks import is_int
+
 __all__ = ["Settings", "broadcast_json", "first_host", "initialize", "is_multiprocess", "is_writer",
            "settings_from_env"]
 
@@ -58,10 +60,6 @@ class Settings(NamedTuple):
     source: str
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _check_address(address, name: str) -> str:
     if not isinstance(address, str):
         raise TypeError(f"{name} must be a 'host:port' string, got {type(address).__name__}")
@@ -73,7 +71,7 @@ def _check_address(address, name: str) -> str:
 
 def _check_counts(num_processes, process_id, names: tuple[str, str]) -> tuple[int, int]:
     for value, name in zip((num_processes, process_id), names):
-        if not _is_int(value):
+        if not is_int(value):
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if num_processes < 1:
         raise ValueError(f"{names[0]} must be >= 1, got {num_processes}")
@@ -155,8 +153,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
 def _check_local_device_ids(local_device_ids):
     if local_device_ids is None:
         return None
-    ids = [local_device_ids] if _is_int(local_device_ids) else local_device_ids
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) or not all(_is_int(i) and i >= 0 for i in ids):
+    ids = [local_device_ids] if is_int(local_device_ids) else local_device_ids
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) or not all(is_int(i) and i >= 0 for i in ids):
         raise TypeError(f"local_device_ids must be None, an int or a sequence of ints >= 0, got {local_device_ids!r}")
     return [int(i) for i in ids]
 

@@ -41,13 +41,13 @@ Everything here is looked up and checked before anything compiles.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import pathlib
 import pkgutil
 import sys
 import types
 
+from jaxlearn._checks import did_you_mean
 from jaxlearn.runner.config import ConfigError
 
 __all__ = ["Experiment", "load_experiment", "list_experiments"]
@@ -116,9 +116,8 @@ def load_experiment(name: str, search_paths=()) -> Experiment:
         if err.name is not None and not module_name.startswith(err.name):
             raise  # the experiment exists but one of its own imports is missing
         known = list_experiments(search_paths)
-        close = difflib.get_close_matches(name, list(known), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"experiment: no experiment {name!r}{hint}; known: {', '.join(known) or 'none'}") from None
+        raise ConfigError(f"experiment: no experiment {name!r}{did_you_mean(name, known)}; "
+                          f"known: {', '.join(known) or 'none'}") from None
     return _check(name, module)
 
 

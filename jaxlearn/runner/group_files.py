@@ -18,6 +18,7 @@ import shutil
 import jax
 import numpy as np
 
+from jaxlearn._checks import is_real
 from jaxlearn.runner import arrays, store
 from jaxlearn.runner import config as cfg
 from jaxlearn.runner.distributed import is_multiprocess
@@ -181,5 +182,5 @@ def _write_events(path, rows: list[dict]) -> None:
     with SummaryWriter(logdir=str(events)) as writer:
         for row in rows:
             for name, value in row.items():
-                if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if name != "step" and is_real(value):
                     writer.add_scalar(name, value, row["step"])

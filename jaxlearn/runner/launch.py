@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 
+from jaxlearn._checks import check_int
 from jaxlearn.runner import config as cfg
 from jaxlearn.runner import store
 from jaxlearn.runner.execute import env_hook
@@ -179,8 +180,7 @@ def launch_sweep(experiment: Experiment, configs, *, root="runs", launcher: str 
     """
     if launcher not in LAUNCHERS:
         raise cfg.ConfigError(f"launcher: expected one of {', '.join(LAUNCHERS)}, got {launcher!r}")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise cfg.ConfigError(f"retries: expected an int >= 0, got {retries!r}")
+    check_int(retries, "retries", minimum=0, error=cfg.ConfigError)
     options = check_options(launcher, options or {})
     module = _import("ray" if launcher == "ray" else "submitit")
     root = pathlib.Path(root).resolve()

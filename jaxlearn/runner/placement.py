@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxlearn._checks import is_int
 from jaxlearn.runner import arrays
 from jaxlearn.runner.distributed import is_multiprocess
 
@@ -25,7 +26,7 @@ __all__ = ["Placement", "group_devices", "local_devices"]
 
 
 def _check_devices(devices) -> None:
-    if devices is not None and (isinstance(devices, bool) or not isinstance(devices, (int, np.integer))):
+    if devices is not None and not is_int(devices):
         raise TypeError(f"devices must be a positive int or None, got {type(devices).__name__}")
     if devices is not None and devices < 1:
         raise ValueError(f"devices must be a positive int or None, got {devices}")

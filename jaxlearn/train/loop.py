@@ -7,16 +7,16 @@ from typing import Any, Callable
 import jax
 from jax import lax
 
-from jaxlearn.data.dataset import check_int
+from jaxlearn._checks import check_int
 from jaxlearn.train.step import TrainState, data_key
 
 __all__ = ["train"]
 
 
 def _check_steps(num_steps, every):
-    num_steps = check_int("train: num_steps", num_steps, minimum=0)
+    num_steps = check_int(num_steps, "num_steps", minimum=0, where="train", noun="integer")
     if every is not None:
-        every = check_int("train: eval_every", every, minimum=1)
+        every = check_int(every, "eval_every", minimum=1, where="train", noun="integer")
         if num_steps % every:
             raise ValueError(f"train: num_steps ({num_steps}) must be a multiple of eval_every ({every})")
     return num_steps, every

@@ -34,12 +34,13 @@ averaged over them, so the batch mean is the mean over all positions, as for a f
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from jaxlearn._checks import did_you_mean
 
 __all__ = ["PerExampleLoss", "BatchMeanLoss", "per_example_softmax_cross_entropy", "per_example_mse",
            "per_example_hinge", "softmax_cross_entropy", "mse", "hinge", "accuracy", "output_hessian_vp",
@@ -212,7 +213,5 @@ LOSSES = {"softmax_cross_entropy": softmax_cross_entropy, "mse": mse, "hinge": h
 def loss_by_name(name: str):
     """The batch-mean loss registered under ``name`` (see ``LOSSES``)."""
     if name not in LOSSES:
-        close = difflib.get_close_matches(str(name), LOSSES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"loss: unknown name {name!r}{hint}; expected one of {sorted(LOSSES)}")
+        raise ValueError(f"loss: unknown name {name!r}{did_you_mean(name, LOSSES)}; expected one of {sorted(LOSSES)}")
     return LOSSES[name]

@@ -4,12 +4,13 @@ multipliers (muP), and frozen (non-trainable) leaves."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from jaxlearn._checks import did_you_mean, is_real
 
 __all__ = ["optimizer", "scale_by_multipliers", "freeze", "schedule", "OptimizerSpec", "SCHEDULES"]
 
@@ -31,16 +32,14 @@ def optimizer(name: str, **hyperparams) -> optax.GradientTransformation:
     through unchanged. Unknown names or arguments raise a one-line ``ValueError``.
     """
     if name not in _OPTIMIZERS:
-        close = difflib.get_close_matches(str(name), _OPTIMIZERS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"optimizer: unknown name {name!r}{hint}; expected an optax optimizer, one of {list(_OPTIMIZERS)}")
+        raise ValueError(f"optimizer: unknown name {name!r}{did_you_mean(name, _OPTIMIZERS)}; expected an optax "
+                         f"optimizer, one of {list(_OPTIMIZERS)}")
     factory = getattr(optax, name)
     accepted = inspect.signature(factory).parameters
     for arg in hyperparams:
         if arg not in accepted:
-            close = difflib.get_close_matches(arg, accepted, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"optimizer {name!r}: unknown argument {arg!r}{hint}; accepted: {list(accepted)}")
+            raise ValueError(f"optimizer {name!r}: unknown argument {arg!r}{did_you_mean(arg, accepted)}; "
+                             f"accepted: {list(accepted)}")
     # inject_hyperparams takes every callable for a schedule; only the learning rate and arguments
     # with a numeric default (or none) can be one. Others, e.g. adamw's ``mask`` or ``mu_dtype``, are
     # static: a callable mask taken for a schedule silently turned weight decay off.
@@ -52,7 +51,7 @@ def _schedulable(param: inspect.Parameter) -> bool:
     default = param.default
     if param.name == "learning_rate" or default is inspect.Parameter.empty:
         return True
-    return isinstance(default, (int, float)) and not isinstance(default, bool)
+    return is_real(default)
 
 
 def scale_by_multipliers(multipliers) -> optax.GradientTransformation:
@@ -98,9 +97,8 @@ def schedule(name: str, peak, num_steps: int, *, warmup_steps: int = 0, end_scal
     * ``step``: ``peak * factor ** (number of boundaries <= count)`` (after the warmup).
     """
     if name not in SCHEDULES:
-        close = difflib.get_close_matches(str(name), SCHEDULES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"schedule: unknown name {name!r}{hint}; expected one of {list(SCHEDULES)}")
+        raise ValueError(f"schedule: unknown name {name!r}{did_you_mean(name, SCHEDULES)}; "
+                         f"expected one of {list(SCHEDULES)}")
     if warmup_steps < 0 or warmup_steps > num_steps:
         raise ValueError(f"schedule: warmup_steps must be in [0, num_steps={num_steps}], got {warmup_steps}")
     bounds = jnp.asarray(sorted(boundaries), jnp.int32) if len(boundaries) else None
