@@ -24,22 +24,48 @@ brute-force float64 computation, and applies to saved runs through
 
 from jaxlearn.analysis import gradients, learning_order, pruning, similarity, spectra
 from jaxlearn.analysis.gradients import (
-    GradientSNR, NoiseScale, gradient_noise_scale, gradient_snr, model_gradient_noise_scale, noise_scale_from_norms,
-    per_example_grad_norms, per_example_grads,
+    GradientSNR,
+    NoiseScale,
+    gradient_noise_scale,
+    gradient_snr,
+    model_gradient_noise_scale,
+    noise_scale_from_norms,
+    per_example_grad_norms,
+    per_example_grads,
 )
 from jaxlearn.analysis.learning_order import (
-    correctness, correctness_eval_fn, first_learned_step, forgetting_events, learning_events, never_learned,
+    correctness,
+    correctness_eval_fn,
+    first_learned_step,
+    forgetting_events,
+    learning_events,
+    never_learned,
     unforgettable,
 )
 from jaxlearn.analysis.pruning import (
-    IMPResult, apply_mask, density, imp, magnitude_mask, masked, random_mask, random_reinit, sparsity,
+    IMPResult,
+    apply_mask,
+    density,
+    imp,
+    magnitude_mask,
+    masked,
+    random_mask,
+    random_reinit,
+    sparsity,
 )
 from jaxlearn.analysis.similarity import cka, hsic, linear_cka, minibatch_cka, rbf_cka
 from jaxlearn.analysis.spectra import (
-    effective_rank, participation_ratio, spectrum_effective_rank, spectrum_participation_ratio,
+    effective_rank,
+    participation_ratio,
+    spectrum_effective_rank,
+    spectrum_participation_ratio,
 )
 
-__all__ = sorted({
-    "gradients", "learning_order", "pruning", "similarity", "spectra",
-    *gradients.__all__, *learning_order.__all__, *pruning.__all__, *similarity.__all__, *spectra.__all__,
-})
+__all__ = [
+    "GradientSNR", "IMPResult", "NoiseScale", "apply_mask", "cka", "correctness", "correctness_eval_fn", "density",
+    "effective_rank", "first_learned_step", "forgetting_events", "gradient_noise_scale", "gradient_snr", "gradients",
+    "hsic", "imp", "learning_events", "learning_order", "linear_cka", "magnitude_mask", "masked", "minibatch_cka",
+    "model_gradient_noise_scale", "never_learned", "noise_scale_from_norms", "participation_ratio",
+    "per_example_grad_norms", "per_example_grads", "pruning", "random_mask", "random_reinit", "rbf_cka",
+    "similarity", "sparsity", "spectra", "spectrum_effective_rank", "spectrum_participation_ratio", "unforgettable",
+]

@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn._checks import check_int
-from jaxlearn.nn.core import Layer
 from jaxlearn.data.batching import merge_grid, merge_rows
 from jaxlearn.kernels.devices import map_kernel_blocks, resolve_devices
+from jaxlearn.nn.core import Layer
 from jaxlearn.nn.kernel import input_kernel
 
 __all__ = ["analytic", "KINDS"]

@@ -77,7 +77,7 @@ from jaxlearn._jaxpr.tracing import trace
 from jaxlearn.nn.core import Layer, LayerError, fanin_sum_kernel
 from jaxlearn.nn.dual import identify_activation, identify_power
 from jaxlearn.nn.flax_adapters import ParamInit, flax_forward, is_flax_module
-from jaxlearn.nn.kernel import Kernel, pair_shape, self_pair_shape, affine_kernel, elementwise_kernel, input_kernel
+from jaxlearn.nn.kernel import Kernel, affine_kernel, elementwise_kernel, input_kernel, pair_shape, self_pair_shape
 from jaxlearn.nn.spatial_kernel import avg_pool_kernel, conv_kernel, flatten_kernel, global_avg_pool_kernel
 
 __all__ = ["flax_layer", "is_flax_module"]

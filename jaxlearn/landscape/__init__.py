@@ -23,23 +23,38 @@ Figures: :mod:`jaxlearn.landscape.plots`.
 """
 
 from jaxlearn.landscape import plots
-from jaxlearn.landscape.curvature import ggn_vp, hvp, operator, quadratic_form, restrict
-from jaxlearn.landscape.directions import normalize_direction, pca_directions, plane, project, random_direction
-from jaxlearn.landscape.objective import ModelObjective, dataset_loss, dataset_metrics, mse, softmax_cross_entropy
-from jaxlearn.landscape.spectrum import (
-    hessian_trace, lanczos, power_iteration, smooth_density, spectral_density, top_eigenvalues,
-)
-from jaxlearn.landscape.surface import grid, surface_1d, surface_2d, symmetric_grid
 from jaxlearn.landscape.connectivity import (
-    Barrier, barrier, batch_stats_reset, interpolate, linear_path, reset_batch_stats,
+    Barrier,
+    barrier,
+    batch_stats_reset,
+    interpolate,
+    linear_path,
+    reset_batch_stats,
 )
+from jaxlearn.landscape.curvature import ggn_vp, hvp, operator, quadratic_form, restrict
 from jaxlearn.landscape.curves import CURVES, curve_model, curve_path, curve_point
+from jaxlearn.landscape.directions import normalize_direction, pca_directions, plane, project, random_direction
+from jaxlearn.landscape.matching import Matching, activation_matching, hidden_activations, weight_matching
+from jaxlearn.landscape.objective import ModelObjective, dataset_loss, dataset_metrics, mse, softmax_cross_entropy
+from jaxlearn.landscape.permutation import PermutationSpec, apply_permutation, permutation_spec, spec_from_pairs
 from jaxlearn.landscape.sharpness import (
-    TopEigenpair, m_sharpness, random_unit_vector, sam_sharpness, top_eigenpair, track_sharpness,
+    TopEigenpair,
+    m_sharpness,
+    random_unit_vector,
+    sam_sharpness,
+    top_eigenpair,
+    track_sharpness,
 )
 from jaxlearn.landscape.sharpness_aware import sam, sam_perturbation
-from jaxlearn.landscape.matching import Matching, activation_matching, hidden_activations, weight_matching
-from jaxlearn.landscape.permutation import PermutationSpec, apply_permutation, permutation_spec, spec_from_pairs
+from jaxlearn.landscape.spectrum import (
+    hessian_trace,
+    lanczos,
+    power_iteration,
+    smooth_density,
+    spectral_density,
+    top_eigenvalues,
+)
+from jaxlearn.landscape.surface import grid, surface_1d, surface_2d, symmetric_grid
 
 __all__ = [
     "ModelObjective", "dataset_loss", "dataset_metrics", "ggn_vp", "grid", "hessian_trace", "hvp", "lanczos", "mse",

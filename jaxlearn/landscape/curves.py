@@ -41,8 +41,8 @@ import numpy as np
 from jaxlearn._checks import check_choice, concrete, is_traced
 from jaxlearn.landscape.connectivity import path_positions
 from jaxlearn.landscape.objective import ModelObjective, dataset_metrics
-from jaxlearn.train.pytrees import check_like
 from jaxlearn.nn.core import Layer, as_spec
+from jaxlearn.train.pytrees import check_like
 
 __all__ = ["CURVES", "curve_point", "curve_model", "curve_path"]
 

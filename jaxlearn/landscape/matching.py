@@ -15,7 +15,12 @@ import numpy as np
 
 # hidden_activations lives with the model walk it reads; re-exported here beside activation_matching
 from jaxlearn.landscape.permutation import (
-    PermutationSpec, apply_permutation, check_spec, hidden_activations, leaves_by_path, permute_leaf,
+    PermutationSpec,
+    apply_permutation,
+    check_spec,
+    hidden_activations,
+    leaves_by_path,
+    permute_leaf,
 )
 from jaxlearn.train.pytrees import check_like
 

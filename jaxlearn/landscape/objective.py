@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from jaxlearn.data.batching import row_blocks, split_rows
 from jaxlearn.train.losses import check_per_example_loss
+
 # the per-example losses (one definition, jaxlearn.train.losses), public here under their short names
 from jaxlearn.train.losses import per_example_mse as mse
 from jaxlearn.train.losses import per_example_softmax_cross_entropy as softmax_cross_entropy

@@ -1,5 +1,6 @@
 """jaxlearn.nn — the layer algebra: pure ``(init, apply, kernel)`` layers and combinators."""
 
+from jaxlearn.nn import dual, zoo
 from jaxlearn.nn.activations import (
     ACTIVATIONS,
     ABRelu,
@@ -26,13 +27,11 @@ from jaxlearn.nn.core import (
     residual,
     serial,
 )
-from jaxlearn.nn import dual
 from jaxlearn.nn.kernel import Kernel, input_kernel
 from jaxlearn.nn.linear import Conv, Dense, Embedding
 from jaxlearn.nn.normalization import BatchNorm, Dropout, LayerNorm
 from jaxlearn.nn.parameterization import MUP_ROLES, PARAMETERIZATIONS
 from jaxlearn.nn.pooling import AvgPool, Flatten, GlobalAvgPool
-from jaxlearn.nn import zoo
 from jaxlearn.nn.zoo import cnn, embedding_mlp, mlp, resnet
 
 __all__ = [

@@ -25,37 +25,60 @@
 """
 
 from jaxlearn.rules import (
-    blocks, continual, equilibrium, feedback, ff, fewbit, forward_mode, local, noise, perturbation, registry,
-    sharpness_aware, ste, synthetic,
+    blocks,
+    continual,
+    equilibrium,
+    feedback,
+    fewbit,
+    ff,
+    forward_mode,
+    local,
+    noise,
+    perturbation,
+    registry,
+    sharpness_aware,
+    ste,
+    synthetic,
 )
 from jaxlearn.rules.blocks import BlockRequest, block_mlp, block_serial
-from jaxlearn.rules.equilibrium import (
-    EQPROP_ACTIVATIONS, EquilibriumRequest, eqprop_network, equilibrium_propagation, hopfield_energy,
-)
 from jaxlearn.rules.continual import FISHER_KINDS, FISHER_LOSSES, ewc, ewc_combine, ewc_penalty, fisher_diagonal
-from jaxlearn.rules.ff import NEGATIVES, FFRequest, ff_mlp, forward_forward, forward_forward_loss
-from jaxlearn.rules.local import LocalRequest, local_losses, local_mlp, local_serial
-from jaxlearn.rules.synthetic import PREDICTORS, TARGETS, synthetic_gradients, synthetic_serial
+from jaxlearn.rules.equilibrium import (
+    EQPROP_ACTIVATIONS,
+    EquilibriumRequest,
+    eqprop_network,
+    equilibrium_propagation,
+    hopfield_energy,
+)
 from jaxlearn.rules.feedback import FEEDBACKS, FADense, dfa
 from jaxlearn.rules.fewbit import *  # noqa: F401,F403 (re-exports fewbit.__all__)
-from jaxlearn.rules.perturbation import (
-    DISTRIBUTIONS, activity_forward_gradient, forward_gradient, forward_gradient_from_tangents, sample_tangents,
-)
+from jaxlearn.rules.ff import NEGATIVES, FFRequest, ff_mlp, forward_forward, forward_forward_loss
 from jaxlearn.rules.forward_mode import ForwardModeReport, forward_mode_safe, require_forward_mode
+from jaxlearn.rules.local import LocalRequest, local_losses, local_mlp, local_serial
 from jaxlearn.rules.noise import *  # noqa: F401,F403 (re-exports noise.__all__)
+from jaxlearn.rules.perturbation import (
+    DISTRIBUTIONS,
+    activity_forward_gradient,
+    forward_gradient,
+    forward_gradient_from_tangents,
+    sample_tangents,
+)
 from jaxlearn.rules.registry import ESTIMATORS, estimator
 from jaxlearn.rules.sharpness_aware import sam, sam_perturbation
 from jaxlearn.rules.ste import *  # noqa: F401,F403 (re-exports ste.__all__)
+from jaxlearn.rules.synthetic import PREDICTORS, TARGETS, synthetic_gradients, synthetic_serial
 
-__all__ = sorted({
-    "BlockRequest", "DISTRIBUTIONS", "ESTIMATORS", "FADense", "FEEDBACKS", "FFRequest", "FISHER_KINDS",
-    "FISHER_LOSSES", "ForwardModeReport", "LocalRequest", "NEGATIVES", "PREDICTORS", "TARGETS", "ewc", "ewc_combine",
-    "continual", "EQPROP_ACTIVATIONS", "EquilibriumRequest", "eqprop_network", "equilibrium",
-    "equilibrium_propagation", "hopfield_energy", "ewc_penalty", "ff", "ff_mlp", "fisher_diagonal", "forward_forward", "forward_forward_loss", "local",
-    "local_losses", "local_mlp", "local_serial", "synthetic", "synthetic_gradients", "synthetic_serial",
-    "activity_forward_gradient", "block_mlp", "block_serial", "blocks", "dfa", "estimator", "feedback", "fewbit",
-    "forward_gradient", "forward_gradient_from_tangents", "forward_mode", "forward_mode_safe", "noise", "perturbation",
-    "registry",
-    "require_forward_mode", "sam", "sam_perturbation", "sample_tangents", "sharpness_aware", "ste",
-    *fewbit.__all__, *noise.__all__, *ste.__all__,
-})
+__all__ = [
+    "BlockRequest", "DISTRIBUTIONS", "EQPROP_ACTIVATIONS", "ESTIMATORS", "EquilibriumRequest", "FADense",
+    "FEEDBACKS", "FFRequest", "FISHER_KINDS", "FISHER_LOSSES", "ForwardModeReport", "LocalRequest", "NEGATIVES",
+    "PREDICTORS", "TARGETS", "activity_forward_gradient", "block_mlp", "block_serial", "blocks", "continual", "dfa",
+    "eqprop_network", "equilibrium", "equilibrium_propagation", "estimator", "ewc", "ewc_combine", "ewc_penalty",
+    "feedback", "fewbit", "ff", "ff_mlp", "fisher_diagonal", "forward_forward", "forward_forward_loss",
+    "forward_gradient", "forward_gradient_from_tangents", "forward_mode", "forward_mode_safe", "hopfield_energy",
+    "local", "local_losses", "local_mlp", "local_serial", "noise", "perturbation", "registry",
+    "require_forward_mode", "sam", "sam_perturbation", "sample_tangents", "sharpness_aware", "ste", "synthetic",
+    "synthetic_gradients", "synthetic_serial",
+]
+# the layer rules' own lists: ste, fewbit and noise export many small names
+__all__ += fewbit.__all__
+__all__ += noise.__all__
+__all__ += ste.__all__

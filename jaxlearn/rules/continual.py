@@ -42,7 +42,11 @@ import jax.numpy as jnp
 
 from jaxlearn._checks import check_int, is_real
 from jaxlearn.train.losses import (
-    PerExampleLoss, check_per_example_loss, output_hessian_vp, per_example_mse, per_example_softmax_cross_entropy,
+    PerExampleLoss,
+    check_per_example_loss,
+    output_hessian_vp,
+    per_example_mse,
+    per_example_softmax_cross_entropy,
 )
 from jaxlearn.train.pytrees import check_like
 from jaxlearn.train.step import backprop

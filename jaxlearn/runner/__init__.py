@@ -11,16 +11,31 @@ supervised ``study.init``/``study.segment``).
 (``jaxlearn.runner.launch``).
 """
 
+from jaxlearn.runner import study
 from jaxlearn.runner.config import (
-    ConfigError, canonical_json, dynamic, dynamic_fields, parse_config, run_id, static, static_fields, to_dict,
+    ConfigError,
+    canonical_json,
+    dynamic,
+    dynamic_fields,
+    parse_config,
+    run_id,
+    static,
+    static_fields,
+    to_dict,
 )
 from jaxlearn.runner.configfile import Axis, expand, load_file, parse_assignment, parse_sweep
 from jaxlearn.runner.experiment import Experiment, list_experiments, load_experiment
 from jaxlearn.runner.launch import LaunchError, launch_sweep
 from jaxlearn.runner.results import (
-    Network, Results, Trajectory, after_kernel, load, load_networks, load_state, load_trajectory,
+    Network,
+    Results,
+    Trajectory,
+    after_kernel,
+    load,
+    load_networks,
+    load_state,
+    load_trajectory,
 )
-from jaxlearn.runner import study
 from jaxlearn.runner.store import Index, StoreError, resolve_run
 from jaxlearn.runner.study import TrainingConfig
 from jaxlearn.runner.sweep import SweepReport, enable_compilation_cache, resolve, run_sweep

@@ -16,8 +16,8 @@ from jaxlearn.runner import config as cfg
 from jaxlearn.runner import configfile as cfgfile
 from jaxlearn.runner import store
 from jaxlearn.runner.distributed import is_writer
-from jaxlearn.runner.launch import LaunchError, check_options
 from jaxlearn.runner.experiment import list_experiments, load_experiment
+from jaxlearn.runner.launch import LaunchError, check_options
 from jaxlearn.runner.plan import FINAL_STATUSES, GROUPS_DIR, Group, is_final, read_status, stored_group, stored_run
 from jaxlearn.runner.results import load
 

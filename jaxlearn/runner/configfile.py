@@ -22,8 +22,20 @@ import yaml
 
 from jaxlearn._checks import check_int, did_you_mean
 from jaxlearn.runner.config import (
-    MODES, UNIONS, ConfigError, canonical_json, describe_value, field_types, init_fields,
-    is_dataclass_instance, is_dataclass_type, parse_config, range_kind, range_values, type_name, unknown_field,
+    MODES,
+    UNIONS,
+    ConfigError,
+    canonical_json,
+    describe_value,
+    field_types,
+    init_fields,
+    is_dataclass_instance,
+    is_dataclass_type,
+    parse_config,
+    range_kind,
+    range_values,
+    type_name,
+    unknown_field,
 )
 
 _SWEEP_FORMS = "key=v1,v2,... or key=lin:start:stop:num or key=log:start:stop:num"

@@ -27,7 +27,16 @@ from jaxlearn.runner import distributed, store
 from jaxlearn.runner.execute import run_group
 from jaxlearn.runner.experiment import Experiment, load_experiment
 from jaxlearn.runner.plan import (
-    FINAL_STATUSES, Group, Run, group_dir, is_final, make_runs, plan_from_json, plan_runs, plan_to_json, read_status,
+    FINAL_STATUSES,
+    Group,
+    Run,
+    group_dir,
+    is_final,
+    make_runs,
+    plan_from_json,
+    plan_runs,
+    plan_to_json,
+    read_status,
     stored_run,
 )
 from jaxlearn.runner.progress import Progress

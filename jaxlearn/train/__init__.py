@@ -7,13 +7,29 @@ takes) built from a per-example form that declares its output Hessian (``per_exa
 
 from jaxlearn.train.loop import train
 from jaxlearn.train.losses import (
-    LOSSES, BatchMeanLoss, PerExampleLoss, accuracy, hinge, loss_by_name, mse, per_example_hinge, per_example_mse,
-    per_example_softmax_cross_entropy, softmax_cross_entropy,
+    LOSSES,
+    BatchMeanLoss,
+    PerExampleLoss,
+    accuracy,
+    hinge,
+    loss_by_name,
+    mse,
+    per_example_hinge,
+    per_example_mse,
+    per_example_softmax_cross_entropy,
+    softmax_cross_entropy,
 )
 from jaxlearn.train.optim import SCHEDULES, OptimizerSpec, freeze, optimizer, scale_by_multipliers, schedule
 from jaxlearn.train.population import grid, population, population_size
 from jaxlearn.train.step import (
-    TrainState, backprop, data_key, init, make_objective, make_step, seed_data_key, step_keys,
+    TrainState,
+    backprop,
+    data_key,
+    init,
+    make_objective,
+    make_step,
+    seed_data_key,
+    step_keys,
 )
 from jaxlearn.train.supervised import order_key, supervised_segment
 

@@ -14,7 +14,14 @@ import pytest
 
 from jaxlearn import data, nn, train
 from jaxlearn.analysis.pruning import (
-    apply_mask, density, imp, magnitude_mask, masked, random_mask, random_reinit, sparsity,
+    apply_mask,
+    density,
+    imp,
+    magnitude_mask,
+    masked,
+    random_mask,
+    random_reinit,
+    sparsity,
 )
 
 SCOPES = ["global", "layer"]

@@ -17,7 +17,6 @@ from jaxlearn import landscape as ls
 from jaxlearn.landscape.connectivity import barrier, linear_path
 from jaxlearn.landscape.matching import activation_matching, hidden_activations, weight_matching
 from jaxlearn.landscape.permutation import apply_permutation, permutation_spec, spec_from_pairs
-
 from tests.landscape.permuted_models import numpy_init, random_perms, setup
 
 

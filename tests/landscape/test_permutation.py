@@ -11,9 +11,7 @@ import pytest
 
 from jaxlearn import nn
 from jaxlearn.landscape.permutation import PermutationSpec, apply_permutation, permutation_spec, spec_from_pairs
-
 from tests.landscape.permuted_models import models, numpy_init, random_perms, setup
-
 
 MODELS = list(models())
 

@@ -1,10 +1,10 @@
 """Surfaces against a direct Python loop of ``fn`` on a non-square grid with an asymmetric loss
 (a transposed or mis-chunked grid fails), chunked == unchunked, dict outputs, the exact grid."""
 
-import chex
 import gc
 import weakref
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np

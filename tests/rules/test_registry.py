@@ -9,7 +9,6 @@ from jax.flatten_util import ravel_pytree
 
 from jaxlearn import landscape, nn, rules, train
 
-
 MODEL = rules.block_mlp([4], 2)
 OPT = train.optimizer("sgd", learning_rate=0.1)
 SPEC = jax.ShapeDtypeStruct((1, 3), jnp.float32)

@@ -9,9 +9,21 @@ import textwrap
 import pytest
 
 from jaxlearn.runner import store
-from jaxlearn.runner.store import (Index, RunClaim, StoreError, append_jsonl, atomic_write_json,
-                                   atomic_write_text, check_name, read_json, read_jsonl,
-                                   resolve_run, run_dir, truncate_jsonl, write_new_json)
+from jaxlearn.runner.store import (
+    Index,
+    RunClaim,
+    StoreError,
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    check_name,
+    read_json,
+    read_jsonl,
+    resolve_run,
+    run_dir,
+    truncate_jsonl,
+    write_new_json,
+)
 
 # Child processes load the store module from its file, without importing jaxlearn (and jax).
 _PRELUDE = textwrap.dedent(f"""

@@ -15,8 +15,15 @@ from jaxlearn.runner.store.index import Index
 from jaxlearn.runner.store.paths import StoreError, check_name, resolve_run, run_dir, run_dirs
 from jaxlearn.runner.store.provenance import provenance
 from jaxlearn.runner.store.records import (
-    append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, now_iso, read_json, read_jsonl,
-    truncate_jsonl, write_new_json,
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    now_iso,
+    read_json,
+    read_jsonl,
+    truncate_jsonl,
+    write_new_json,
 )
 
 __all__ = ["Index", "RunClaim", "StoreError", "append_jsonl", "atomic_write_bytes", "atomic_write_json",
