@@ -98,8 +98,9 @@ def store_listing() -> dict:
             (path / "run.json").write_text(json.dumps({"run_id": path.name, "experiment": "population_digits",
                                                        "version": "2", "config": config}))
             (path / "status.json").write_text(json.dumps({
-                "status": "finished", "step": 2000, "group": None, "diverged_step": None, "started": "2026-11-23T00:00:00Z",
-                "updated": "2026-11-23T00:00:00Z", "final_metrics": {"test_accuracy": 0.9, "test_loss": 0.3}, "error": None}))
+                "status": "finished", "step": 2000, "group": None, "diverged_step": None,
+                "started": "2026-11-23T00:00:00Z", "updated": "2026-11-23T00:00:00Z",
+                "final_metrics": {"test_accuracy": 0.9, "test_loss": 0.3}, "error": None}))
         with runner.Index(root) as index:
             index.rebuild()
 

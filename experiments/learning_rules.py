@@ -84,7 +84,8 @@ class Config(runner.TrainingConfig):
     eqprop_tol: float = runner.static(1e-4, min=0.0, help="equilibrium_propagation: relaxation tolerance "
                                                           "(per-example residual ‖∂E/∂u‖)")
     widths: tuple[int, ...] = runner.static((128, 128), min=1, help="hidden layer widths")
-    optimizer: train.OptimizerSpec = runner.static(train.OptimizerSpec(name="adam"), help="optax optimizer and schedule")
+    optimizer: train.OptimizerSpec = runner.static(train.OptimizerSpec(name="adam"),
+                                                   help="optax optimizer and schedule")
 
     def __post_init__(self):
         if isinstance(self.eqprop_beta, (int, float)) and not self.eqprop_beta > 0:
@@ -210,7 +211,8 @@ def check(results) -> None:
     for rule in ("feedback_alignment", "sign_symmetry", "dfa"):
         if rule in rows:
             assert rows[rule] > 0.85, f"{rule}: test accuracy {rows[rule]:.3f} <= 0.85"
-            assert bp is None or rows[rule] > bp - 0.08, f"{rule}: {rows[rule]:.3f} is more than 8 points below backprop"
+            assert bp is None or rows[rule] > bp - 0.08, (f"{rule}: {rows[rule]:.3f} is more than 8 points "
+                                                          "below backprop")
     if "forward_gradient" in rows:
         fg = rows["forward_gradient"]
         assert fg > 0.3, f"forward_gradient: test accuracy {fg:.3f} <= 0.3"

@@ -31,9 +31,10 @@ class Config(runner.TrainingConfig):
     sweep over them is one vmapped program); the rest shapes the program."""
 
     widths: tuple[int, ...] = runner.static((128, 128), min=1, help="hidden layer widths")
-    data_parallel: int = runner.static(1, min=1, help="local devices each step's batch is split over (synchronous data "
-                                                      "parallelism, same results up to round-off; must divide batch_size; "
-                                                      "> 1: the runner does not also shard a group's runs over devices)")
+    data_parallel: int = runner.static(1, min=1, help="local devices each step's batch is split over (synchronous "
+                                                      "data parallelism, same results up to round-off; must divide "
+                                                      "batch_size; > 1: the runner does not also shard a group's runs "
+                                                      "over devices)")
 
     def __post_init__(self):
         if (isinstance(self.batch_size, int) and isinstance(self.data_parallel, int) and self.data_parallel >= 1
@@ -92,7 +93,8 @@ def summarize(results) -> list[dict]:
     rows = []
     for lr, part in final.groupby("learning_rate"):
         acc = part["test_accuracy"].to_numpy()
-        rows.append({"learning_rate": float(lr), "test_accuracy": float(acc.mean()), "std": float(acc.std()), "seeds": len(acc)})
+        rows.append({"learning_rate": float(lr), "test_accuracy": float(acc.mean()), "std": float(acc.std()),
+                     "seeds": len(acc)})
     return rows
 
 
@@ -104,7 +106,8 @@ def check(results) -> None:
     best = max(r["test_accuracy"] for r in rows)
     worst = min(r["test_accuracy"] for r in rows)
     assert best > 0.9, f"best mean test accuracy {best:.3f} <= 0.9"
-    assert len(rows) < 2 or best - worst > 0.02, f"accuracy barely depends on the learning rate ({worst:.3f}..{best:.3f})"
+    assert len(rows) < 2 or best - worst > 0.02, (f"accuracy barely depends on the learning rate "
+                                                  f"({worst:.3f}..{best:.3f})")
 
 
 def plot(results):
@@ -125,6 +128,7 @@ def plot(results):
     rows = summarize(results)
     ax_final.errorbar([r["learning_rate"] for r in rows], [r["test_accuracy"] for r in rows],
                       yerr=[r["std"] for r in rows], marker="o", capsize=3)
-    ax_final.set(xscale="log", xlabel="learning rate", ylabel="final test accuracy", title="Final accuracy vs learning rate")
+    ax_final.set(xscale="log", xlabel="learning rate", ylabel="final test accuracy",
+                 title="Final accuracy vs learning rate")
     fig.tight_layout()
     return fig

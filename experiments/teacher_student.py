@@ -24,7 +24,8 @@ VERSION = "2"  # 2: the shared training base (a data_seed field; the run ids cha
 
 @dataclasses.dataclass(frozen=True)
 class Config(runner.TrainingConfig):
-    seed: int = runner.dynamic(0, min=0, help="student initialisation seed (and the data order unless data_seed is set)")
+    seed: int = runner.dynamic(0, min=0,
+                               help="student initialisation seed (and the data order unless data_seed is set)")
     learning_rate: float = runner.dynamic(0.05, min=0.0, help="peak learning rate")
     init_scale: float = runner.dynamic(1.0, min=0.0, help="multiplies the student's weight std")
     width: int = runner.static(32, min=1, help="student hidden width")

@@ -4,8 +4,8 @@ Every object is a pure function or a pytree, so models, data pipelines and train
 compose with ``jit``, ``vmap`` and ``grad``.
 
 ``data``, ``nn`` and ``train`` are imported with the package; ``kernels``, ``landscape``,
-``rules``, ``analysis`` and ``runner`` on first use (``jaxlearn.landscape``), so ``import jaxlearn`` does not pay for pandas,
-SQLite or matplotlib.
+``rules``, ``analysis`` and ``runner`` on first use (``jaxlearn.landscape``), so ``import jaxlearn`` does not pay for
+pandas, SQLite or matplotlib.
 """
 
 import importlib

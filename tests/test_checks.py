@@ -45,7 +45,8 @@ def test_traced_and_concrete():
     (lambda: C.check_int("a", "x", expected="a size"), "x: expected a size, got 'a'"),
     (lambda: C.check_real(0.0, "s", minimum=0, open_minimum=True), "s: expected a positive finite number, got 0.0"),
     (lambda: C.check_real(float("inf"), "s", minimum=0), "s: expected a finite number >= 0, got inf"),
-    (lambda: C.check_real(1.0, "t", minimum=0, maximum=1, open_maximum=True), "t: expected a number in [0, 1), got 1.0"),
+    (lambda: C.check_real(1.0, "t", minimum=0, maximum=1, open_maximum=True),
+     "t: expected a number in [0, 1), got 1.0"),
     (lambda: C.check_real(True, "t"), "t: expected a finite number, got True"),
     (lambda: C.check_bool(1, "flag", where="f", error=ValueError), "f: flag must be a bool, got 1"),
     (lambda: C.check_choice("bezeir", "kind", ("bezier", "polychain")),
@@ -59,11 +60,11 @@ def test_one_line_messages(call, message):
 
 
 def test_error_class_and_returned_values():
-    class Custom(ValueError):
+    class CustomError(ValueError):
         pass
 
-    with pytest.raises(Custom, match="^w: n must be a positive int, got -1$"):
-        C.check_int(-1, "n", minimum=1, where="w", error=Custom)
+    with pytest.raises(CustomError, match="^w: n must be a positive int, got -1$"):
+        C.check_int(-1, "n", minimum=1, where="w", error=CustomError)
     with pytest.raises(TypeError):
         C.check_bool("yes", "flag")
     assert C.check_int(np.int64(3), "n") == 3 and type(C.check_int(np.int64(3), "n")) is int

@@ -272,7 +272,8 @@ def gradient_snr(per_example_grads) -> GradientSNR:
 
     Per parameter ``j`` (Liu et al. 2020, "Understanding Why Neural Networks Generalize Well Through
     GSNR of Parameters", ICLR, arXiv:2001.07384: the GSNR ``r_j = g̃_j² / ρ_j²`` of a parameter is the
-    squared mean of its per-example gradient over that gradient's variance, over the data distribution): ``SNR_j = Ĝ_j² / Var̂_j`` with ``Ĝ_j = (1/n) Σ_i g_ij`` and the
+    squared mean of its per-example gradient over that gradient's variance, over the data distribution):
+    ``SNR_j = Ĝ_j² / Var̂_j`` with ``Ĝ_j = (1/n) Σ_i g_ij`` and the
     unbiased ``Var̂_j = (1/(n−1)) Σ_i (g_ij − Ĝ_j)²``. A coordinate of zero variance gives ``inf`` (``nan``
     if its mean is also zero), as IEEE division does. ``overall = Σ_j Ĝ_j² / Σ_j Var̂_j = |Ĝ|² / tr(Σ̂)``:
     the ratio of the summed numerators and denominators, i.e. the plug-in ``1/B_simple`` at batch size 1

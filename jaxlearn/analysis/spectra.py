@@ -21,7 +21,8 @@ the singular values of ``x_c``.
 
 The zero matrix (all-zero spectrum) has both measures equal to 0, its rank; zeros inside a spectrum
 contribute nothing and produce no NaN, in values or gradients (the effective rank's one-sided derivative
-in a zero entry is +∞; the gradient returned there drops that entry's ``p log p`` term and is finite). A kernel matrix ``K`` (PSD): pass its eigenvalues,
+in a zero entry is +∞; the gradient returned there drops that entry's ``p log p`` term and is finite). A kernel
+matrix ``K`` (PSD): pass its eigenvalues,
 ``spectrum_participation_ratio(jnp.linalg.eigvalsh(K))`` (= ``tr(K)² / ‖K‖_F²``) and
 ``spectrum_effective_rank(jnp.linalg.eigvalsh(K))`` (entries are taken in absolute value, so a symmetric
 matrix's eigenvalues give its singular values, and round-off negatives do no harm).

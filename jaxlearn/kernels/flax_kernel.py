@@ -112,7 +112,7 @@ class _Const:
     value: Any
 
 
-class _Unsupported(ValueError):
+class _UnsupportedError(ValueError):
     pass
 
 
@@ -127,7 +127,7 @@ def _feeding(eqn) -> str:
 
 
 def _fail(eqn, why: str):
-    raise _Unsupported(f"flax module: primitive {eqn.primitive.name!r}{_where(eqn)} {why}")
+    raise _UnsupportedError(f"flax module: primitive {eqn.primitive.name!r}{_where(eqn)} {why}")
 
 
 # -- the interpreter -------------------------------------------------------------------------------
@@ -160,7 +160,7 @@ def _identify(fn, hint: str):
     try:
         return identify_activation(fn, hint)
     except ValueError as e:
-        raise _Unsupported(f"flax module: {e}") from None
+        raise _UnsupportedError(f"flax module: {e}") from None
 
 
 def _kernel_of(v: _Features, hint: str = "") -> Kernel:
@@ -173,7 +173,7 @@ def _kernel_of(v: _Features, hint: str = "") -> Kernel:
     try:
         return elementwise_kernel(v.k, dual, "activation")
     except LayerError as e:
-        raise _Unsupported(f"flax module{hint}: {e}") from None
+        raise _UnsupportedError(f"flax module{hint}: {e}") from None
 
 
 def _scale_by_stat(k: Kernel, s: _Stat) -> Kernel:
@@ -203,8 +203,8 @@ class _KernelInterpreter(Interpreter):
         if self.W_std is not None:
             return self.W_std
         if p.init is None or p.init[0] != "variance":
-            raise _Unsupported(f"flax module: the initialiser of weight {p.path} is not a zero-mean variance-scaling "
-                               f"or normal initialiser; pass W_std= explicitly")
+            raise _UnsupportedError(f"flax module: the initialiser of weight {p.path} is not a zero-mean "
+                                    f"variance-scaling or normal initialiser; pass W_std= explicitly")
         return math.sqrt(p.init[1] * fan_in)
 
     def bias_std(self, p: ParamInit):
@@ -214,8 +214,8 @@ class _KernelInterpreter(Interpreter):
             return math.sqrt(p.init[1])
         if p.init is not None and p.init == ("constant", 0.0):
             return 0.0
-        raise _Unsupported(f"flax module: the initialiser of bias {p.path} is neither zeros nor zero-mean normal; "
-                           f"pass b_std= explicitly")
+        raise _UnsupportedError(f"flax module: the initialiser of bias {p.path} is neither zeros nor zero-mean "
+                                f"normal; pass b_std= explicitly")
 
     # the interpretation proper
     def constant(self, value):
@@ -303,8 +303,8 @@ class _KernelInterpreter(Interpreter):
         if axes == (ndim - 1,):  # over the channels: a statistic (law of large numbers)
             power = 1 if f.fn is None else identify_power(f.fn)
             if power is None:
-                raise _Unsupported("flax module: a channel mean of a nonlinear function of the features (other than "
-                                   "z²) has no map here")
+                raise _UnsupportedError("flax module: a channel mean of a nonlinear function of the features "
+                                        "(other than z²) has no map here")
             if power == 2:
                 q1, q2 = f.k.variances()
                 return _Stat(shape[-1] * q1, shape[-1] * q2)
@@ -462,9 +462,9 @@ def _kernel_map(forward: Callable, params, inits, example, W_std, b_std) -> Call
         try:
             out = interpreter.run(program, list(inits) + [_Features(k)])[0]
             if not isinstance(out, _Features):
-                raise _Unsupported("flax module: the output is not a feature map of the input")
+                raise _UnsupportedError("flax module: the output is not a feature map of the input")
             return _kernel_of(out, " (at the output)")
-        except _Unsupported as e:
+        except _UnsupportedError as e:
             raise ValueError(str(e)) from None
 
     jax.eval_shape(lambda x: kernel_fn(input_kernel(x)), example)

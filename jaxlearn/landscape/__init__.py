@@ -58,10 +58,11 @@ from jaxlearn.landscape.surface import grid, surface_1d, surface_2d, symmetric_g
 
 __all__ = [
     "ModelObjective", "dataset_loss", "dataset_metrics", "ggn_vp", "grid", "hessian_trace", "hvp", "lanczos", "mse",
-    "normalize_direction", "operator", "pca_directions", "plane", "plots", "power_iteration", "project", "quadratic_form",
-    "random_direction", "restrict", "smooth_density", "softmax_cross_entropy", "spectral_density", "surface_1d",
-    "surface_2d", "symmetric_grid", "top_eigenvalues",
-    "Barrier", "CURVES", "barrier", "batch_stats_reset", "curve_model", "curve_path", "curve_point", "interpolate", "linear_path", "reset_batch_stats",
+    "normalize_direction", "operator", "pca_directions", "plane", "plots", "power_iteration", "project",
+    "quadratic_form", "random_direction", "restrict", "smooth_density", "softmax_cross_entropy", "spectral_density",
+    "surface_1d", "surface_2d", "symmetric_grid", "top_eigenvalues",
+    "Barrier", "CURVES", "barrier", "batch_stats_reset", "curve_model", "curve_path", "curve_point", "interpolate",
+    "linear_path", "reset_batch_stats",
     "Matching", "PermutationSpec", "activation_matching", "apply_permutation", "hidden_activations",
     "permutation_spec", "spec_from_pairs", "weight_matching",
     "TopEigenpair", "m_sharpness", "random_unit_vector", "sam", "sam_perturbation", "sam_sharpness", "top_eigenpair",

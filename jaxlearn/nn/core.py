@@ -160,8 +160,10 @@ def _per_layer(fn_name, what, tree, n):
     if tree is None or (isinstance(tree, (tuple, list)) and len(tree) == 0 and what != "x"):
         return ((),) * n
     if not isinstance(tree, (tuple, list)) or len(tree) != n:
-        got = f"a {type(tree).__name__} of length {len(tree)}" if isinstance(tree, (tuple, list)) else type(tree).__name__
-        raise LayerError(f"{fn_name}: {what} must be a tuple with one entry per layer ({n}), as init returns it; got {got}")
+        got = (f"a {type(tree).__name__} of length {len(tree)}" if isinstance(tree, (tuple, list))
+               else type(tree).__name__)
+        raise LayerError(f"{fn_name}: {what} must be a tuple with one entry per layer ({n}), as init returns it; "
+                         f"got {got}")
     return tree
 
 

@@ -6,8 +6,8 @@
   (:func:`FADense`, :mod:`~jaxlearn.rules.feedback`);
 * gradient estimators (the ``grad_estimator`` of ``train.make_step``, by name with
   :func:`estimator`): direct feedback alignment (:func:`dfa`), forward gradients
-  (:func:`forward_gradient`, :func:`activity_forward_gradient`, :mod:`~jaxlearn.rules.perturbation`); the network-level ones need a
-  :func:`block_serial` model (:mod:`~jaxlearn.rules.blocks`);
+  (:func:`forward_gradient`, :func:`activity_forward_gradient`, :mod:`~jaxlearn.rules.perturbation`); the network-level
+  ones need a :func:`block_serial` model (:mod:`~jaxlearn.rules.blocks`);
 * block-local and energy-based rules (gradient estimators on models that declare their blocks):
   local losses through auxiliary heads (:func:`local_losses`, :func:`local_serial`),
   forward-forward (:func:`forward_forward`, :func:`ff_mlp`, :func:`forward_forward_loss`),
@@ -17,8 +17,8 @@
 * sharpness-aware minimization: SAM and ASAM as gradient estimators wrapping any base estimator
   (:func:`sam`, :func:`sam_perturbation`, :mod:`~jaxlearn.rules.sharpness_aware`; also
   ``jaxlearn.landscape.sam``);
-* continual learning: elastic weight consolidation (:mod:`~jaxlearn.rules.continual`: :func:`ewc`, :func:`fisher_diagonal`,
-  :func:`ewc_penalty`);
+* continual learning: elastic weight consolidation (:mod:`~jaxlearn.rules.continual`: :func:`ewc`,
+  :func:`fisher_diagonal`, :func:`ewc_penalty`);
 * gradient transforms (optax): :mod:`~jaxlearn.rules.noise`;
 * forward mode: ``custom_vjp`` rules have no ``jax.jvp``; :func:`forward_mode_safe` names the rules
   that block it.

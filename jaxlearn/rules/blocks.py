@@ -106,7 +106,8 @@ replace_cotangent.defvjp(_replace_fwd, _replace_bwd)
 
 def _check_layers(layers):
     if len(layers) < 2:
-        raise LayerError(f"block_serial: expected at least one hidden block and an output layer, got {len(layers)} layer(s)")
+        raise LayerError(f"block_serial: expected at least one hidden block and an output layer, "
+                         f"got {len(layers)} layer(s)")
     for i, layer in enumerate(layers):
         if not isinstance(layer, Layer):
             raise LayerError(f"block_serial: argument {i} must be a jaxlearn.nn Layer, got {type(layer).__name__}")
@@ -139,8 +140,8 @@ def block_serial(*layers: Layer, feedback_std=1.0) -> Layer:
         out = hidden.pop()
         for i, h in enumerate(hidden):
             if h.shape[:-1] != out.shape[:-1]:
-                raise LayerError(f"block_serial layer {i} ({layers[i].name}): output shape {list(h.shape)} must have the "
-                                 f"leading shape {list(out.shape[:-1])} of the network's output")
+                raise LayerError(f"block_serial layer {i} ({layers[i].name}): output shape {list(h.shape)} must "
+                                 f"have the leading shape {list(out.shape[:-1])} of the network's output")
         k_feedback = jax.random.fold_in(key, n)
         out_dim = out.shape[-1]
         feedback = tuple(
@@ -196,7 +197,8 @@ def block_mlp(widths, out_dim: int, activation: str = "relu", W_std=1.0, b_std=0
     if not widths:
         raise LayerError("block_mlp: widths must name at least one hidden layer, got []")
     # mup roles by position, as nn.mlp assigns them
-    roles = ["input"] + ["hidden"] * (len(widths) - 1) + ["output"] if parameterization == "mup" else [None] * (len(widths) + 1)
+    roles = (["input"] + ["hidden"] * (len(widths) - 1) + ["output"] if parameterization == "mup"
+             else [None] * (len(widths) + 1))
     blocks = [serial(Dense(w, W_std, b_std, parameterization, role), activation_layer(activation))
               for w, role in zip(widths, roles)]
     return block_serial(*blocks, Dense(out_dim, W_std, b_std, parameterization, roles[-1]), feedback_std=feedback_std)

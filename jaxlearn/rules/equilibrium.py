@@ -2,9 +2,9 @@
 
 Model (Scellier & Bengio 2017, "Equilibrium Propagation: Bridging the Gap between Energy-Based
 Models and Backpropagation": the energy eq. (1) of §2, Theorem 1 of §3, and the layered networks of
-the experiments, §5). The input ``x = h_0`` is clamped; the free units are the hidden layers ``h_1, …, h_{L-1}`` and the output layer ``y = h_L``
-(``u = (h_1, …, h_L)``, the network's *state*). Adjacent layers are coupled by one weight matrix
-``W_l: (n_{l-1}, n_l)`` used in both directions (symmetric weights) and every free unit has a bias
+the experiments, §5). The input ``x = h_0`` is clamped; the free units are the hidden layers ``h_1, …, h_{L-1}``
+and the output layer ``y = h_L`` (``u = (h_1, …, h_L)``, the network's *state*). Adjacent layers are coupled by one
+weight matrix ``W_l: (n_{l-1}, n_l)`` used in both directions (symmetric weights) and every free unit has a bias
 ``b_l: (n_l,)``. The Hopfield energy of eq. (1), ``E = ½ Σ u_i² − ½ Σ_{i≠j} W_ij ρ(u_i)ρ(u_j) −
 Σ b_i ρ(u_i)``, is for this architecture and one example
 
@@ -21,8 +21,8 @@ Relaxation (free phase, ``β = 0``): projected gradient descent ``u ← P(u − 
 ``u = 0`` (``P`` = identity for smooth ρ, the box projection for hard_sigmoid) in a
 ``lax.while_loop`` until the residual ``max_examples ‖(u − P(u − ε ∂E/∂u))/ε‖₂`` (``‖∂E/∂u‖`` per
 example for smooth ρ, the projected gradient for hard_sigmoid) is at most ``tol`` or ``max_steps``
-steps are taken (``tol=0``: ``max_steps`` steps unless the residual is exactly 0; under ``vmap`` the loop runs until every
-member has stopped, finished members keeping their state). The network's output is ``y`` at this
+steps are taken (``tol=0``: ``max_steps`` steps unless the residual is exactly 0; under ``vmap`` the loop runs until
+every member has stopped, finished members keeping their state). The network's output is ``y`` at this
 fixed point ``u⁰``; the layer's ``state`` reports ``{"residual", "steps"}`` of the last free
 relaxation (the residual at the returned state), so users can check convergence.
 
@@ -400,7 +400,8 @@ def equilibrium_propagation(beta=0.1, symmetric: bool = True):
         if not float(beta) > 0 or not math.isfinite(float(beta)):
             raise ValueError(f"equilibrium_propagation: beta must be a positive finite number, got {beta!r}")
     else:
-        raise TypeError(f"equilibrium_propagation: beta must be a positive number (or scalar float array), got {beta!r}")
+        raise TypeError(f"equilibrium_propagation: beta must be a positive number (or scalar float array), "
+                        f"got {beta!r}")
     check_bool(symmetric, "symmetric", where="equilibrium_propagation")
 
     def estimator(objective, params, key):

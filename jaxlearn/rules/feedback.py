@@ -121,7 +121,8 @@ def FADense(  # noqa: N802 (layer constructors are capitalised, like classes)
 
     def apply_fn(params, state, x, key, train):
         if feedback == "random" and not (isinstance(state, dict) and "B" in state):
-            raise LayerError(f"{name}: state must hold the feedback matrix {{'B': ...}} that init returned, got {state!r}")
+            raise LayerError(f"{name}: state must hold the feedback matrix {{'B': ...}} that init returned, "
+                             f"got {state!r}")
         return rule(params, x, state["B"] if feedback == "random" else None), state
 
     return Layer(init_fn, apply_fn, None, name, dense.lr_fn)

@@ -222,8 +222,9 @@ def synthetic_gradients(target: str = "bootstrap", gradient_scale=1.0):
             # Another network meets the request where it expects its own params (a tuple, a dict).
             foreign = "params must be" in message and "synthetic_serial" not in message
             if "SyntheticRequest" in message or foreign:
-                raise ValueError("synthetic_gradients: the model must be a jaxlearn.rules.synthetic_serial network (the "
-                                 "top-level model), whose block boundaries carry the gradient predictors") from None
+                raise ValueError("synthetic_gradients: the model must be a jaxlearn.rules.synthetic_serial network "
+                                 "(the top-level model), whose block boundaries carry the gradient "
+                                 "predictors") from None
             raise
 
     return estimator

@@ -41,8 +41,10 @@ from jaxlearn.runner.study import TrainingConfig
 from jaxlearn.runner.sweep import SweepReport, enable_compilation_cache, resolve, run_sweep
 
 __all__ = [
-    "after_kernel", "Axis", "Network", "ConfigError", "Experiment", "Index", "LaunchError", "launch_sweep", "Results", "StoreError", "Trajectory", "SweepReport", "canonical_json",
+    "after_kernel", "Axis", "Network", "ConfigError", "Experiment", "Index", "LaunchError", "launch_sweep", "Results",
+    "StoreError", "Trajectory", "SweepReport", "canonical_json",
     "dynamic", "dynamic_fields", "enable_compilation_cache", "expand", "list_experiments", "load",
-    "load_experiment", "load_file", "load_networks", "load_state", "load_trajectory", "parse_assignment", "parse_config", "parse_sweep", "resolve", "resolve_run", "run_id",
+    "load_experiment", "load_file", "load_networks", "load_state", "load_trajectory", "parse_assignment",
+    "parse_config", "parse_sweep", "resolve", "resolve_run", "run_id",
     "run_sweep", "static", "static_fields", "study", "to_dict", "TrainingConfig",
 ]

@@ -80,13 +80,14 @@ def load_npz(path, template):
         stored = sorted(file.files)
         names = [name[5:] for name in stored]
         if names != expected:
-            raise ValueError(f"{path}: stored leaves {names[:4]}... do not match the experiment's state {expected[:4]}...; "
-                             "was it written by another experiment version?")
+            raise ValueError(f"{path}: stored leaves {names[:4]}... do not match the experiment's state "
+                             f"{expected[:4]}...; was it written by another experiment version?")
         leaves = [file[name] for name in stored]
     abstract = keys_to_data(_abstract(template))
     for name, leaf, want in zip(expected, leaves, jax.tree.leaves(abstract)):
         if leaf.shape != want.shape or leaf.dtype != want.dtype:
-            raise ValueError(f"{path}: leaf {name} is {leaf.dtype}{list(leaf.shape)}, expected {want.dtype}{list(want.shape)}")
+            raise ValueError(f"{path}: leaf {name} is {leaf.dtype}{list(leaf.shape)}, "
+                             f"expected {want.dtype}{list(want.shape)}")
     tree = jax.tree.unflatten(jax.tree.structure(abstract), [jnp.asarray(x) for x in leaves])
     return data_to_keys(tree, template)
 

@@ -26,27 +26,33 @@ __all__ = ["main"]
 SWEEPS_DIR = "_sweeps"
 
 EPILOG = {
-    "run": """examples:
-  jaxlearn run configs/population_digits.yaml
-  jaxlearn run configs/population_digits.yaml --variant smoke
-  jaxlearn run configs/population_digits.yaml --set num_steps=500 --sweep learning_rate=log:1e-3:1:5 --sweep seed=0,1,2
-  jaxlearn run configs/population_digits.yaml --sweep learning_rate=0.01,0.1 --sweep seed=3,4 --zip
-  jaxlearn run configs/population_digits.yaml --sweep learning_rate=log:1e-4:1:0 --random 16
-  jaxlearn run configs/population_digits.yaml --launcher ray                    (groups as Ray tasks; local Ray)
-  jaxlearn run configs/population_digits.yaml --launcher ray --address auto     (an existing Ray cluster)
-  jaxlearn run configs/population_digits.yaml --launcher slurm --launcher-opt slurm_partition=gpu --launcher-opt gpus_per_node=1 --launcher-opt timeout_min=120
-  srun jaxlearn run configs/population_digits.yaml --distributed                 (one task per host: one job over all hosts' devices)
-sweep values: v1,v2,...  |  lin:START:STOP:NUM  |  log:START:STOP:NUM  (--random samples inside ranges)""",
+    "run": "examples:\n"
+           "  jaxlearn run configs/population_digits.yaml\n"
+           "  jaxlearn run configs/population_digits.yaml --variant smoke\n"
+           "  jaxlearn run configs/population_digits.yaml --set num_steps=500 --sweep learning_rate=log:1e-3:1:5 "
+           "--sweep seed=0,1,2\n"
+           "  jaxlearn run configs/population_digits.yaml --sweep learning_rate=0.01,0.1 --sweep seed=3,4 --zip\n"
+           "  jaxlearn run configs/population_digits.yaml --sweep learning_rate=log:1e-4:1:0 --random 16\n"
+           "  jaxlearn run configs/population_digits.yaml --launcher ray                    "
+           "(groups as Ray tasks; local Ray)\n"
+           "  jaxlearn run configs/population_digits.yaml --launcher ray --address auto     (an existing Ray cluster)\n"
+           "  jaxlearn run configs/population_digits.yaml --launcher slurm --launcher-opt slurm_partition=gpu "
+           "--launcher-opt gpus_per_node=1 --launcher-opt timeout_min=120\n"
+           "  srun jaxlearn run configs/population_digits.yaml --distributed                 "
+           "(one task per host: one job over all hosts' devices)\n"
+           "sweep values: v1,v2,...  |  lin:START:STOP:NUM  |  log:START:STOP:NUM  (--random samples inside ranges)",
     "ls": "examples:\n  jaxlearn ls\n  jaxlearn ls --experiment population_digits --status finished\n"
           "  jaxlearn ls --rebuild        (index.sqlite lost or copied between machines)",
     "show": "examples:\n  jaxlearn show 3fa2c1\n  jaxlearn show population_digits/3fa2c1d0e5b6a7c8",
     "resume": "examples:\n  jaxlearn resume 3fa2c1      (re-running the same `run` command resumes too)",
-    "plot": "examples:\n  jaxlearn plot 3fa2c1          (one run)\n  jaxlearn plot sweep:9b1e0f2a  (a sweep, id printed by `run`)\n"
+    "plot": "examples:\n  jaxlearn plot 3fa2c1          (one run)\n"
+            "  jaxlearn plot sweep:9b1e0f2a  (a sweep, id printed by `run`)\n"
             "  jaxlearn plot population_digits (every run of an experiment)",
     "clean": "examples:\n  jaxlearn clean                 (failed and interrupted runs, stale checkpoints)\n"
              "  jaxlearn clean --experiment population_digits --all --yes",
     "experiments": "examples:\n  jaxlearn experiments",
-    "new-experiment": "examples:\n  jaxlearn new-experiment my_study      (experiments/my_study.py, configs/my_study.yaml,\n"
+    "new-experiment": "examples:\n"
+                      "  jaxlearn new-experiment my_study      (experiments/my_study.py, configs/my_study.yaml,\n"
                       "                                        tests/experiments/test_my_study.py)\n"
                       "  jaxlearn run configs/my_study.yaml --variant smoke --check",
 }
@@ -87,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("run", "run a config file's sweep (finished runs are skipped)")
     p.add_argument("config", help="YAML config file in configs/")
     p.add_argument("--variant", default="default", help="named variant of the config file (e.g. smoke, paper)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value")
     p.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="KEY=VALUES", help="add a sweep axis")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--zip", action="store_true", help="pair the axes elementwise instead of a grid")
@@ -245,8 +252,8 @@ def _record_sweep(root, report, config_file, variant, argv) -> str:
     ids = sorted(report.run_ids)
     sweep_id = hashlib.sha256(cfg.canonical_json([report.experiment, ids]).encode()).hexdigest()[:12]
     store.atomic_write_json(pathlib.Path(root) / SWEEPS_DIR / f"{sweep_id}.json",
-                            {"experiment": report.experiment, "run_ids": list(report.run_ids), "config": str(config_file),
-                             "variant": variant, "argv": argv, "time": store.now_iso()})
+                            {"experiment": report.experiment, "run_ids": list(report.run_ids),
+                             "config": str(config_file), "variant": variant, "argv": argv, "time": store.now_iso()})
     return sweep_id
 
 

@@ -250,7 +250,8 @@ def _parse(cls, values, where: str, prefix: str, defaults=None):
     for f in fields:
         meta, path, tp = _meta(f), prefix + f.name, hints[f.name]
         if meta.get("kind") == "dynamic" and tp not in (int, float, bool):
-            raise ConfigError(f"{where} field '{path}': a dynamic field must be int, float or bool, got {type_name(tp)}")
+            raise ConfigError(f"{where} field '{path}': a dynamic field must be int, float or bool, "
+                              f"got {type_name(tp)}")
         default = getattr(defaults, f.name) if defaults is not None else _default(f)
         if f.name in values:
             kwargs[f.name] = _coerce(tp, values[f.name], path, where, default)
@@ -263,7 +264,8 @@ def _parse(cls, values, where: str, prefix: str, defaults=None):
         return cls(**kwargs)
     except (ValueError, TypeError) as err:  # the class's own checks (__post_init__), one line
         field = prefix.rstrip(".") or where
-        raise ConfigError(f"{where} field '{field}': {str(err).splitlines()[0]}" if prefix else f"{where}: {err}") from None
+        raise ConfigError(f"{where} field '{field}': {str(err).splitlines()[0]}" if prefix
+                          else f"{where}: {err}") from None
 
 
 def parse_config(cls, values: Mapping[str, Any], *, where: str = "config"):

@@ -32,7 +32,8 @@ def curves_figure(results, config_columns, metrics=None):
     curves = results.curves
     if curves is None or curves.empty:
         raise ValueError("plot: the runs have no logged metrics yet")
-    metrics = metrics or [c for c in curves.columns if c not in ("run_id", "step") and np.issubdtype(curves[c].dtype, np.number)]
+    metrics = metrics or [c for c in curves.columns
+                          if c not in ("run_id", "step") and np.issubdtype(curves[c].dtype, np.number)]
     swept = swept_columns(results.runs, config_columns)
     frame = curves.merge(results.runs[["run_id", *swept]], on="run_id") if swept else curves.assign(_all=0)
     keys = swept or ["_all"]
@@ -45,7 +46,8 @@ def curves_figure(results, config_columns, metrics=None):
     for ax, metric in zip(axes, metrics):
         for (values, part), color in zip(groups, colors):
             values = values if isinstance(values, tuple) else (values,)
-            label = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(keys, values)) if swept else "runs"
+            label = (", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(keys, values))
+                     if swept else "runs")
             mean_band(ax, part, metric, color=color, label=f"{label} (n={part.groupby('step')[metric].count().max()})")
         ax.set(xlabel="step", ylabel=metric, title=metric)
     for ax in axes[len(metrics):]:

@@ -63,7 +63,8 @@ class Progress:
             rate = (self.done - self._done0) / max(now - self._t0, 1e-9)
             eta = (self.total - self.done) / rate if rate > 0 else float("nan")
             text = " ".join(f"{k}={v}" for k, v in summary.items())
-            print(f"  step {self.done}/{self.total} ({rate:.1f} steps/s, ETA {eta:.0f} s) {text}", file=self.stream, flush=True)
+            print(f"  step {self.done}/{self.total} ({rate:.1f} steps/s, ETA {eta:.0f} s) {text}", file=self.stream,
+                  flush=True)
 
     def close(self) -> None:
         self.groups_done += 1

@@ -47,8 +47,8 @@ class TrainingConfig:
     ``(s)`` — which is the default order of a member seeded ``s`` in a study whose ``init`` hands
     the member's key to :func:`jaxlearn.train.init` as it is (:func:`init` here does). Both are
     dynamic, so a sweep over initialisations at a fixed data order (or the reverse) is one
-    vmapped program. A study's own segment applies it with :func:`jaxlearn.train.order_key`. ``learning_rate`` is the peak
-    of ``optimizer``'s schedule over ``num_steps`` (:meth:`build_optimizer`)."""
+    vmapped program. A study's own segment applies it with :func:`jaxlearn.train.order_key`. ``learning_rate`` is the
+    peak of ``optimizer``'s schedule over ``num_steps`` (:meth:`build_optimizer`)."""
 
     seed: int = dynamic(0, min=0, help="initialisation seed (and the data order unless data_seed is set)")
     data_seed: int = dynamic(-1, min=-1, help="data-order seed: -1 derives the order from seed; s >= 0 is the "

@@ -102,7 +102,8 @@ def plot(results):
     return fig
 ''')
 
-CONFIG = string.Template('''# $name: what the default sweep measures (one compiled group: seeds x learning rates vmapped).
+CONFIG = string.Template(
+'''# $name: what the default sweep measures (one compiled group: seeds x learning rates vmapped).
 experiment: $name
 description: one line for `jaxlearn experiments`
 config:

@@ -35,8 +35,8 @@ from jaxlearn.train.supervised import order_key, supervised_segment
 
 __all__ = [
     "BatchMeanLoss", "LOSSES", "PerExampleLoss", "SCHEDULES", "OptimizerSpec", "TrainState", "accuracy", "backprop",
-    "data_key", "freeze", "grid", "hinge", "init", "loss_by_name", "make_objective", "make_step", "mse", "optimizer", "order_key",
-    "per_example_hinge", "per_example_mse", "per_example_softmax_cross_entropy", "population", "population_size",
-    "scale_by_multipliers", "schedule", "seed_data_key", "softmax_cross_entropy", "step_keys", "supervised_segment",
-    "train",
+    "data_key", "freeze", "grid", "hinge", "init", "loss_by_name", "make_objective", "make_step", "mse", "optimizer",
+    "order_key", "per_example_hinge", "per_example_mse", "per_example_softmax_cross_entropy", "population",
+    "population_size", "scale_by_multipliers", "schedule", "seed_data_key", "softmax_cross_entropy", "step_keys",
+    "supervised_segment", "train",
 ]

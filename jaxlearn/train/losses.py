@@ -99,7 +99,8 @@ class BatchMeanLoss:
         object.__setattr__(self, "__name__", name)
         object.__setattr__(self, "__doc__", f"``{name}(outputs, targets)``: the mean over the leading (example) "
                                             f"axis of the per-example loss ``{name}.per_example`` (:class:"
-                                            f"`BatchMeanLoss`). Per example: {getattr(self.per_example, '__doc__', '')}")
+                                            f"`BatchMeanLoss`). Per example: "
+                                            f"{getattr(self.per_example, '__doc__', '')}")
 
     def __call__(self, outputs, targets):
         n_out, n_tgt = jnp.shape(outputs)[:1], jnp.shape(targets)[:1]

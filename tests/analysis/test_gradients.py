@@ -41,7 +41,8 @@ def _compiled(loss, chunk_size):
 
     def fn(p, x, y):
         args = (MODEL.apply, LOSSES[loss], p, x, y)
-        return (G.per_example_grads(*args, chunk_size=chunk_size), G.per_example_grad_norms(*args, chunk_size=chunk_size),
+        return (G.per_example_grads(*args, chunk_size=chunk_size),
+                G.per_example_grad_norms(*args, chunk_size=chunk_size),
                 G.model_gradient_noise_scale(*args, chunk_size=chunk_size))
 
     return jax.jit(fn)

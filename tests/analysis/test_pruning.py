@@ -102,7 +102,8 @@ def test_layer_counts_round_half_to_even(p, counts):
 
 
 @pytest.mark.float64
-@pytest.mark.parametrize("p, count", [(0.29, 29), (0.5, 50), (0.57, 57), (0.99, 99), (0.004, 0), (0.005, 0), (0.006, 1)])
+@pytest.mark.parametrize("p, count", [(0.29, 29), (0.5, 50), (0.57, 57), (0.99, 99), (0.004, 0), (0.005, 0),
+                                      (0.006, 1)])
 def test_global_counts_by_hand(p, count):
     """100 candidates: round, not floor (0.29·100 = 28.999… in floating point still prunes 29)."""
     params = {"a": jnp.asarray(np.random.default_rng(3).normal(size=(10, 10)))}
@@ -353,7 +354,8 @@ def test_random_mask_preserves_counts_and_differs(key):
         for s, f in zip(jax.tree.leaves(shuffled[scope]), prunable):
             assert f or np.all(np.asarray(s))  # non-prunable leaves stay all kept
         assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(mask), jax.tree.leaves(shuffled[scope])))
-        assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(other[scope]), jax.tree.leaves(shuffled[scope])))
+        assert not all(np.array_equal(a, b)
+                       for a, b in zip(jax.tree.leaves(other[scope]), jax.tree.leaves(shuffled[scope])))
         for i in range(3):
             chex.assert_trees_all_equal(jax.tree.map(lambda a: a[i], batch[scope]), shuffle(keys[i], mask)[scope])
 

@@ -39,7 +39,8 @@ def _parent_loop(module, config, arrays, parent, spawn, stream):
     step = train.make_step(model.apply_with_state, train.softmax_cross_entropy, opt)
 
     def batches(s):
-        return lambda k, i: data.get_batch(jax.random.fold_in(k, s), i, arrays.x_train, arrays.y_train, config.batch_size)
+        return lambda k, i: data.get_batch(jax.random.fold_in(k, s), i, arrays.x_train, arrays.y_train,
+                                           config.batch_size)
 
     state, _ = train.train(parent, step, batches(0), spawn)
     return train.train(state, step, batches(stream), config.num_steps - spawn)[0]

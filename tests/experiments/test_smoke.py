@@ -43,7 +43,8 @@ def test_population_digits_summary_is_mean_and_std_over_seeds(smoke):
     results = runner.load(store_root, experiment="population_digits")
     for row in experiment.hook("summarize")(results):
         acc = results.runs[np.isclose(results.runs.learning_rate, row["learning_rate"])].test_accuracy.to_numpy()
-        assert row["seeds"] == 2 and row["test_accuracy"] == pytest.approx(acc.mean()) and row["std"] == pytest.approx(acc.std())
+        assert (row["seeds"] == 2 and row["test_accuracy"] == pytest.approx(acc.mean())
+                and row["std"] == pytest.approx(acc.std()))
 
 
 @pytest.mark.slow

@@ -61,7 +61,8 @@ def _empirical(model, x, width_key, n_seeds):
         k = f.shape[1]
         return f @ f.T / k, jnp.einsum("nkp,mkp->nm", jac, jac) / k
 
-    nngp, ntk = jax.jit(lambda keys: jax.lax.map(one, keys))(jax.random.split(width_key, n_seeds))  # memory: one Jacobian
+    # memory: one Jacobian
+    nngp, ntk = jax.jit(lambda keys: jax.lax.map(one, keys))(jax.random.split(width_key, n_seeds))
     return nngp.mean(0), ntk.mean(0)
 
 
@@ -200,7 +201,8 @@ def test_gradient_descent_mse_ensemble_takes_a_model():
 @pytest.mark.parametrize("call, error, match", [
     (lambda x: kernels.analytic(nn.serial(nn.Dense(3), nn.Tanh(), nn.Dense(1)), x), nn.LayerError,
      r"^layer Tanh has no closed-form infinite-width kernel; .*monte_carlo"),
-    (lambda x: kernels.analytic(nn.Dense(1), x, jnp.ones((2, 4))), ValueError, r"^x2: expected shape \(N2,\) \+ \(3,\)"),
+    (lambda x: kernels.analytic(nn.Dense(1), x, jnp.ones((2, 4))), ValueError,
+     r"^x2: expected shape \(N2,\) \+ \(3,\)"),
     (lambda x: kernels.analytic(nn.Dense(1), x[0]), ValueError, r"^x1: expected a batch"),
     (lambda x: kernels.analytic(nn.Dense(1), x, get="fisher"), ValueError, r"^get: "),
     (lambda x: kernels.analytic(nn.Dense(1), x, batch_size=0), ValueError, r"^batch_size: "),

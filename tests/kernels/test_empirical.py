@@ -181,7 +181,8 @@ def test_jit_vmap_grad():
     g = jax.grad(stat)(p0)
     d = jax.tree.map(lambda a: jax.random.normal(jax.random.key(5), a.shape), p0)
     h = 1e-2
-    fd = (stat(jax.tree.map(lambda a, b: a + h * b, p0, d)) - stat(jax.tree.map(lambda a, b: a - h * b, p0, d))) / (2 * h)
+    fd = (stat(jax.tree.map(lambda a, b: a + h * b, p0, d))
+          - stat(jax.tree.map(lambda a, b: a - h * b, p0, d))) / (2 * h)
     analytic = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(d)))
     np.testing.assert_allclose(analytic, fd, rtol=2e-2)
 

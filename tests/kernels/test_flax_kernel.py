@@ -113,7 +113,8 @@ def test_tanh_approximate_gelu_gets_the_exact_gelu_dual():
 
     x1, x2 = _inputs((4, 3))
     got = jax.jit(lambda a, b: kernels.analytic(Approx(), a, b, get="ntk"))(x1, x2)
-    want = jax.jit(lambda a, b: kernels.analytic(nn.serial(nn.Dense(8), nn.Gelu(), nn.Dense(2)), a, b, get="ntk"))(x1, x2)
+    want = jax.jit(lambda a, b: kernels.analytic(nn.serial(nn.Dense(8), nn.Gelu(), nn.Dense(2)), a, b,
+                                                 get="ntk"))(x1, x2)
     np.testing.assert_allclose(got, want, rtol=1e-13)
 
 

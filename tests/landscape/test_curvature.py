@@ -87,7 +87,8 @@ def test_reverse_over_reverse_fallback_equals_dense_hessian(monkeypatch):
     flat, unravel, hessian = _dense(objective, params)
     monkeypatch.setattr(ls.curvature, "has_forward_mode", lambda fn, *args: False)
     v = jax.random.normal(jax.random.key(8), flat.shape)
-    np.testing.assert_allclose(ravel_pytree(_jhvp(objective, params, unravel(v)))[0], hessian @ v, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ravel_pytree(_jhvp(objective, params, unravel(v)))[0], hessian @ v,
+                               rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.float64

@@ -146,7 +146,8 @@ def test_random_direction_draw_jit_and_vmap():
 
 ERRORS = [
     ("missing", lambda p: {**p, "Dense_0": {"kernel": p["Dense_0"]["kernel"]}},
-     r"direction: structure differs from params at leaf \['Dense_0'\]\['kernel'\] \(expected \['Dense_0'\]\['bias'\]\)"),
+     r"direction: structure differs from params at leaf \['Dense_0'\]\['kernel'\] "
+     r"\(expected \['Dense_0'\]\['bias'\]\)"),
     ("extra", lambda p: {**p, "zz": jnp.zeros(2)}, r"direction: structure differs from params: extra leaf \['zz'\]"),
     ("shape", lambda p: {**p, "Dense_0": {**p["Dense_0"], "kernel": jnp.zeros((6, 4))}},
      r"direction: leaf \['Dense_0'\]\['kernel'\] has shape \(6, 4\), expected \(4, 6\) as in params"),
@@ -228,7 +229,8 @@ def test_pca_errors():
     with pytest.raises(ValueError, match=r"^num must be an int in \[1, min\(T, P\)\] = \[1, 3\], got 4$"):
         pca_directions(traj, num=4)
     final = jax.tree.map(lambda x: x[-1, ..., :1], traj)
-    with pytest.raises(ValueError, match=r"^trajectory: leaf \[0\]\['W'\] has shape \(3, 5, 16\), expected \(3, 5, 1\) as in final$"):
+    with pytest.raises(ValueError, match=r"^trajectory: leaf \[0\]\['W'\] has shape \(3, 5, 16\), "
+                                         r"expected \(3, 5, 1\) as in final$"):
         pca_directions(traj, final=final)
     ragged = jax.tree.map(lambda x: x[:2] if x.ndim == 2 else x, traj)
     with pytest.raises(ValueError, match=r"^trajectory: leaves have different leading axes \[2, 3\]$"):

@@ -276,7 +276,8 @@ def test_lanczos_breakdown_stays_finite_and_static():
     (lambda p: spectrum.spectral_density(_quartic, p, num_steps=13), "^num_steps: "),
     (lambda p: spectrum.hessian_trace(_quartic, p, probes={"a": jnp.ones((4, 11))}),
      r"^probes: leaf \['a'\] has shape \(4, 11\), expected \(4, 12\) as in params$"),
-    (lambda p: spectrum.hessian_trace(_quartic, p, probes={"b": jnp.ones((4, 12))}), r"^probes: structure differs from params"),
+    (lambda p: spectrum.hessian_trace(_quartic, p, probes={"b": jnp.ones((4, 12))}),
+     r"^probes: structure differs from params"),
     (lambda p: spectrum.hessian_trace(_quartic, p, num_probes=0), "^num_probes: "),
     (lambda p: spectrum.smooth_density(jnp.ones(3), jnp.ones(3), jnp.ones(5), 0.0), "^sigma: "),
 ])

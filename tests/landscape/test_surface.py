@@ -133,7 +133,8 @@ def test_symmetric_grid(num, extent):
 
 
 def test_grid_is_a_deprecated_alias_of_symmetric_grid():
-    with pytest.warns(DeprecationWarning, match=r"landscape\.grid is deprecated: use jaxlearn\.landscape\.symmetric_grid"):
+    with pytest.warns(DeprecationWarning,
+                      match=r"landscape\.grid is deprecated: use jaxlearn\.landscape\.symmetric_grid"):
         old = landscape.grid(5, 0.5)
     np.testing.assert_array_equal(old, symmetric_grid(5, 0.5))
 
@@ -182,7 +183,8 @@ ERRORS = [
     ("chunk", lambda: surface_1d(loss, PARAMS, D1, XS, chunk_size=0), ValueError,
      r"^chunk_size must be a positive int, 'auto' or None, got 0$"),
     ("grid-num", lambda: symmetric_grid(0), ValueError, r"^num must be a positive int, got 0$"),
-    ("grid-extent", lambda: symmetric_grid(3, -1.0), ValueError, r"^extent must be a positive finite number, got -1.0$"),
+    ("grid-extent", lambda: symmetric_grid(3, -1.0), ValueError,
+     r"^extent must be a positive finite number, got -1.0$"),
     ("fn", lambda: surface_1d("loss", PARAMS, D1, XS), TypeError, r"^fn must be callable, got str$"),
 ]
 

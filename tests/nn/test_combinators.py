@@ -84,7 +84,8 @@ def test_parallel_fanout_and_fanins():
     np.testing.assert_allclose(nn.fanin_sum().apply((), xs), a + b + c, **TOL)
     np.testing.assert_array_equal(nn.fanin_concat().apply((), xs), np.concatenate([a, b, c], axis=-1))
     d = normal(12, 2, 5, 4)
-    np.testing.assert_array_equal(nn.fanin_concat(axis=1).apply((), (xs[0], jnp.asarray(d))), np.concatenate([a, d], axis=1))
+    np.testing.assert_array_equal(nn.fanin_concat(axis=1).apply((), (xs[0], jnp.asarray(d))),
+                                  np.concatenate([a, d], axis=1))
 
 
 @F64

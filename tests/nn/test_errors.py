@@ -36,7 +36,8 @@ BUILD_ERRORS = [
     ("param-unknown-dense", lambda: nn.Dense(3, parameterization="NTK"), r"Dense\(3\): unknown parameterization 'NTK'"),
     ("param-unknown-conv", lambda: nn.Conv(3, (2,), parameterization="muP"), r"unknown parameterization 'muP'"),
     ("param-unknown-emb", lambda: nn.Embedding(5, 3, parameterization="sp"), r"unknown parameterization 'sp'"),
-    ("mup-without-role", lambda: nn.Dense(3, parameterization="mup"), r"parameterization='mup' needs role=.*got role=None"),
+    ("mup-without-role", lambda: nn.Dense(3, parameterization="mup"),
+     r"parameterization='mup' needs role=.*got role=None"),
     ("mup-bad-role", lambda: nn.Conv(3, (2,), parameterization="mup", role="middle"), r"role=.*got role='middle'"),
     ("role-bad", lambda: nn.Dense(3, role="middle"), r"role must be one of .*got 'middle'"),
     ("dense-zero", lambda: nn.Dense(0), r"out_dim must be a positive int, got 0"),
@@ -68,9 +69,11 @@ BUILD_ERRORS = [
     ("emb-W_std", lambda: nn.Embedding(10, 3, W_std=-1), r"W_std must be a non-negative number, got -1"),
     ("bn-momentum", lambda: nn.BatchNorm(momentum=1.0), r"momentum must be in \[0, 1\), got 1.0"),
     ("fanout-zero", lambda: nn.fanout(0), r"num must be a positive int, got 0"),
-    ("serial-class", lambda: nn.serial(nn.Dense(3), nn.Relu), r"serial: argument 1 must be a jaxlearn.nn Layer.*nn.Relu\(\)"),
+    ("serial-class", lambda: nn.serial(nn.Dense(3), nn.Relu),
+     r"serial: argument 1 must be a jaxlearn.nn Layer.*nn.Relu\(\)"),
     ("serial-empty", lambda: nn.serial(), r"serial: expected at least one layer"),
-    ("parallel-str", lambda: nn.parallel(nn.Dense(2), "relu"), r"parallel: argument 1 must be a jaxlearn.nn Layer, got str"),
+    ("parallel-str", lambda: nn.parallel(nn.Dense(2), "relu"),
+     r"parallel: argument 1 must be a jaxlearn.nn Layer, got str"),
     ("residual-class", lambda: nn.residual(nn.Dense(2), nn.Tanh), r"serial: argument 1 must be a jaxlearn.nn Layer"),
 ]
 
@@ -84,7 +87,8 @@ def test_bad_constructor_arguments(build, match):
 
 def test_traced_hyperparameters_are_not_checked_on_values():
     # inside vmap a negative W_std cannot be seen; building must not fail or concretise the tracer
-    ys = jax.vmap(lambda w: nn.Dense(2, W_std=w, b_std=None, parameterization="ntk").apply({"W": jnp.ones((3, 2))}, jnp.ones((1, 3))))(
+    ys = jax.vmap(lambda w: nn.Dense(2, W_std=w, b_std=None, parameterization="ntk").apply(
+        {"W": jnp.ones((3, 2))}, jnp.ones((1, 3))))(
         jnp.array([1.0, 2.0])
     )
     np.testing.assert_allclose(ys[:, 0, 0], [np.sqrt(3.0), 2 * np.sqrt(3.0)], rtol=1e-6)
@@ -103,7 +107,8 @@ INIT_ERRORS = [
      r"serial layer 1 \(Conv\(2, \(3, 3\)\)\): .*expects 4-D inputs \(NHWC\), got float32\[2, 4\]"),
     ("conv1d-on-2d", nn.Conv(2, (3,)), spec(2, 8), r"expects 3-D inputs \(NWC\), got float32\[2, 8\]"),
     ("conv-too-small", nn.Conv(2, (5,)), spec(2, 3, 1), r"input spatial shape \[3\] is smaller than the filter \[5\]"),
-    ("pool-too-small", nn.AvgPool((2, 4)), spec(2, 3, 3, 1), r"input spatial shape \[3, 3\] is smaller than the window \[2, 4\]"),
+    ("pool-too-small", nn.AvgPool((2, 4)), spec(2, 3, 3, 1),
+     r"input spatial shape \[3, 3\] is smaller than the window \[2, 4\]"),
     ("pool-rank", nn.AvgPool((2,)), spec(2, 8), r"expects 3-D inputs"),
     ("fanin-sum-shapes", nn.serial(nn.fanout(2), nn.parallel(nn.Dense(3), nn.Dense(4)), nn.fanin_sum()), spec(2, 8),
      r"fanin_sum: input 1 has shape \[2, 4\], expected \[2, 3\] like input 0"),
@@ -114,15 +119,19 @@ INIT_ERRORS = [
      r"residual: the branch .* gives shape \[2, 5\] but the shortcut gives \[2, 3\]"),
     ("residual-shortcut-shape", nn.residual(nn.Dense(3), shortcut=nn.Dense(4)), spec(2, 3),
      r"residual: .*\[2, 3\] but the shortcut gives \[2, 4\]"),
-    ("parallel-arity", nn.parallel(nn.Dense(2), nn.Dense(2)), spec(2, 3), r"parallel of 2 layers expects a tuple of 2 inputs"),
+    ("parallel-arity", nn.parallel(nn.Dense(2), nn.Dense(2)), spec(2, 3),
+     r"parallel of 2 layers expects a tuple of 2 inputs"),
     ("dense-tuple", nn.Dense(2), (spec(2, 3), spec(2, 3)), r"Dense\(2\) expects one input, got a tuple"),
-    ("embedding-float", nn.Embedding(10, 4), spec(2, 5), r"Embedding\(10, 4\) expects integer token inputs, got float32\[2, 5\]"),
-    ("embedding-after-dense", nn.serial(nn.Dense(3), nn.Embedding(10, 4)), spec(2, 5), r"serial layer 1 .*integer token inputs"),
+    ("embedding-float", nn.Embedding(10, 4), spec(2, 5),
+     r"Embedding\(10, 4\) expects integer token inputs, got float32\[2, 5\]"),
+    ("embedding-after-dense", nn.serial(nn.Dense(3), nn.Embedding(10, 4)), spec(2, 5),
+     r"serial layer 1 .*integer token inputs"),
     ("layernorm-batch-axis", nn.LayerNorm(axis=0), spec(2, 3), r"LayerNorm: axis 0 is out of range or the batch axis"),
     ("layernorm-out-of-range", nn.LayerNorm(axis=(1, 3)), spec(2, 3, 4), r"LayerNorm: axis \(1, 3\) is out of range"),
     ("layernorm-int", nn.LayerNorm(), spec(2, 3, dtype=jnp.int32), r"LayerNorm expects floating-point inputs"),
     ("batchnorm-int", nn.BatchNorm(), spec(2, 3, dtype=jnp.int32), r"BatchNorm expects floating-point inputs"),
-    ("gap-rank", nn.GlobalAvgPool(), spec(2, 3), r"GlobalAvgPool expects \(N, spatial..., C\) inputs, got float32\[2, 3\]"),
+    ("gap-rank", nn.GlobalAvgPool(), spec(2, 3),
+     r"GlobalAvgPool expects \(N, spatial..., C\) inputs, got float32\[2, 3\]"),
 ]
 
 
@@ -193,8 +202,10 @@ APPLY_ERRORS = [
     ("serial-batchnorm-no-state", _serial_bn_without_state, r"BatchNorm needs its state"),
     ("dropout-no-key", _dropout_without_key, r"Dropout in training mode needs a PRNG key.*key=key, train=True"),
     ("serial-dropout-no-key", _serial_dropout_without_key, r"Dropout in training mode needs a PRNG key"),
-    ("serial-params-length", _serial_params_wrong_length, r"serial: params must be a tuple with one entry per layer \(2\).*length 1"),
-    ("parallel-x-length", _parallel_wrong_arity, r"parallel: x must be a tuple with one entry per layer \(2\).*length 1"),
+    ("serial-params-length", _serial_params_wrong_length,
+     r"serial: params must be a tuple with one entry per layer \(2\).*length 1"),
+    ("parallel-x-length", _parallel_wrong_arity,
+     r"parallel: x must be a tuple with one entry per layer \(2\).*length 1"),
 ]
 
 

@@ -250,7 +250,8 @@ def test_train_updates_running_mean(bn_case):
     # ground truth: running mean = momentum·old + (1 - momentum)·batch mean of the BN input
     first = params[bn_case.first_layer]
     batch_mean = jnp.mean(x @ first["kernel"] + first["bias"], axis=0)
-    old, new = [jax.tree.leaves(s, is_leaf=lambda d: isinstance(d, dict) and "mean" in d)[0] for s in (state, new_state)]
+    old, new = [jax.tree.leaves(s, is_leaf=lambda d: isinstance(d, dict) and "mean" in d)[0]
+                for s in (state, new_state)]
     assert not np.allclose(new["mean"], old["mean"])
     np.testing.assert_allclose(new["mean"], MOMENTUM * old["mean"] + (1 - MOMENTUM) * batch_mean, rtol=1e-5, atol=1e-6)
     assert jax.tree.structure(new_state) == jax.tree.structure(state)

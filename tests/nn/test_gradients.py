@@ -45,7 +45,8 @@ IN_SHAPE = (4, 5, 5, 2)
 
 
 def random_params(net, parameterization, rng):
-    shapes, state_shapes = jax.eval_shape(lambda k: net.init(k, jax.ShapeDtypeStruct(IN_SHAPE, jnp.float64)), jax.random.key(0))
+    shapes, state_shapes = jax.eval_shape(lambda k: net.init(k, jax.ShapeDtypeStruct(IN_SHAPE, jnp.float64)),
+                                          jax.random.key(0))
 
     def draw(path, s):
         name = jax.tree_util.keystr(path[-1:])

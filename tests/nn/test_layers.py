@@ -221,7 +221,8 @@ def layernorm_ref(x, axes, eps, scale=None, offset=None):
 
 @F64
 @pytest.mark.parametrize("affine", [False, True])
-@pytest.mark.parametrize("in_shape, axis", [((4, 6), -1), ((3, 4, 5), -1), ((3, 4, 5), (1, 2)), ((2, 3, 4, 5), (1, 2, 3))])
+@pytest.mark.parametrize("in_shape, axis", [((4, 6), -1), ((3, 4, 5), -1), ((3, 4, 5), (1, 2)),
+                                            ((2, 3, 4, 5), (1, 2, 3))])
 def test_layernorm(in_shape, axis, affine):
     eps = 1e-3
     x = 2.0 + 3.0 * normal(6, *in_shape)
@@ -464,10 +465,12 @@ def spec_cases():
         ("relu", nn.Relu(), (3, 4), "float"),
         ("gelu", nn.activation("gelu"), (3, 4), "float"),
         ("identity", nn.Identity(), (3, 4), "float"),
-        ("serial", nn.serial(nn.Conv(3, (2, 2), padding="SAME"), nn.Relu(), nn.Flatten(), nn.Dense(2)), (2, 5, 5, 1), "float"),
+        ("serial", nn.serial(nn.Conv(3, (2, 2), padding="SAME"), nn.Relu(), nn.Flatten(), nn.Dense(2)), (2, 5, 5, 1),
+         "float"),
         ("residual", nn.residual(nn.Dense(4), nn.Tanh()), (3, 4), "float"),
         ("fanout-parallel", nn.serial(nn.fanout(2), nn.parallel(nn.Dense(3), nn.Identity())), (3, 4), "float"),
-        ("concat", nn.serial(nn.fanout(2), nn.parallel(nn.Dense(3), nn.Identity()), nn.fanin_concat()), (3, 4), "float"),
+        ("concat", nn.serial(nn.fanout(2), nn.parallel(nn.Dense(3), nn.Identity()), nn.fanin_concat()), (3, 4),
+         "float"),
     ]
 
 

@@ -28,7 +28,8 @@ def normal(seed, *shape):
 WEIGHT_LAYERS = [
     # (id, builder(parameterization, W_std, b_std), input shape, fan_in)
     ("dense", lambda p, w, b: nn.Dense(6, W_std=w, b_std=b, parameterization=p), (5, 7), 7),
-    ("conv1d", lambda p, w, b: nn.Conv(4, (3,), strides=2, padding="SAME", W_std=w, b_std=b, parameterization=p), (2, 9, 3), 9),
+    ("conv1d", lambda p, w, b: nn.Conv(4, (3,), strides=2, padding="SAME", W_std=w, b_std=b, parameterization=p),
+     (2, 9, 3), 9),
     ("conv2d", lambda p, w, b: nn.Conv(4, (3, 2), W_std=w, b_std=b, parameterization=p), (2, 6, 5, 3), 18),
 ]
 
@@ -135,7 +136,8 @@ def test_conv_and_embedding_init_statistics(parameterization, want, key):
     np.testing.assert_allclose(np.asarray(params["W"], np.float64).std(), want, rtol=0.04)
     emb = nn.Embedding(500, 64, W_std=0.8, parameterization=parameterization)
     params, _ = emb.init(key, spec(2, 3, dtype=jnp.int32))
-    np.testing.assert_allclose(np.asarray(params["W"], np.float64).std(), 0.8 if parameterization == "standard" else 1.0, rtol=0.04)
+    np.testing.assert_allclose(np.asarray(params["W"], np.float64).std(),
+                               0.8 if parameterization == "standard" else 1.0, rtol=0.04)
 
 
 # -- learning-rate multipliers -------------------------------------------------------------------
@@ -183,7 +185,8 @@ def test_mup_lr_multipliers_conv_and_embedding():
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_lr_multipliers_are_ones_outside_mup(parameterization, optimizer):
     model = nn.serial(
-        nn.Conv(4, (3,), parameterization=parameterization), nn.Flatten(), mlp(parameterization, 1.0, 0.1), nn.BatchNorm()
+        nn.Conv(4, (3,), parameterization=parameterization), nn.Flatten(), mlp(parameterization, 1.0, 0.1),
+        nn.BatchNorm()
     )
     in_spec = spec(2, 9, 3, dtype=jnp.float32)
     lrs = model.lr_multipliers(in_spec, optimizer)
@@ -201,7 +204,8 @@ def test_population_over_W_std_matches_separate_layers(key):
     ws = jnp.array([0.5, 1.0, 2.0], jnp.float32)
     pop = jax.vmap(lambda w: nn.Dense(4, W_std=w, parameterization="ntk").apply(params, x))(ws)
     for i, w in enumerate([0.5, 1.0, 2.0]):
-        np.testing.assert_allclose(pop[i], nn.Dense(4, W_std=w, parameterization="ntk").apply(params, x), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(pop[i], nn.Dense(4, W_std=w, parameterization="ntk").apply(params, x),
+                                   rtol=1e-6, atol=1e-6)
     # ground truth of the ntk formula: with b_std=0, y is linear in W_std
     np.testing.assert_allclose(pop[2], 4.0 * pop[0], rtol=1e-6, atol=1e-6)
 

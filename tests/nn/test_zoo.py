@@ -184,7 +184,8 @@ def test_mlp_mup_learning_rate_multipliers_by_position():
                                 ({"W": 8.0, "b": 8.0}, (), {"W": 1 / 8, "b": 2.0}), **TOL_MULT)
     # the other parameterizations have none
     for parameterization in ("standard", "ntk"):
-        assert set(jax.tree.leaves(nn.mlp([5, 6], 3, parameterization=parameterization).lr_multipliers(spec(1, 4)))) == {1.0}
+        assert set(jax.tree.leaves(
+            nn.mlp([5, 6], 3, parameterization=parameterization).lr_multipliers(spec(1, 4)))) == {1.0}
 
 
 def test_mlp_mup_init_scales_by_role(key):
@@ -519,7 +520,8 @@ def test_transformer_init_follows_its_docstring():
     np.testing.assert_allclose(emb.std(), d_model**-0.5, rtol=0.08)
     mlp_in = np.asarray(params["Block_0"]["Dense_1"]["kernel"])  # (population, d_model, d_mlp)
     np.testing.assert_allclose(mlp_in.std(), d_model**-0.5, rtol=0.08)
-    biases = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params) if "'bias'" in jax.tree_util.keystr(path)]
+    biases = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+              if "'bias'" in jax.tree_util.keystr(path)]
     assert len(biases) == 7 and all(np.all(np.asarray(b) == 0) for b in biases)
 
 

@@ -112,8 +112,8 @@ def test_sampled_true_fisher_converges_to_the_exact_expectation():
     sampled = ravel_pytree(fisher_diagonal(_apply, params, np.tile(x, (M, 1)), kind="true", key=jax.random.key(11),
                                            batch_size=500))[0]
     flat, unravel = ravel_pytree(params)
-    scores = np.asarray(jax.jit(jax.vmap(jax.jacobian(lambda t, xn: jax.nn.log_softmax(_apply(unravel(t), xn[None])[0])),
-                                         (None, 0)))(flat, x))  # (N, C, |θ|)
+    scores = np.asarray(jax.jit(jax.vmap(jax.jacobian(
+        lambda t, xn: jax.nn.log_softmax(_apply(unravel(t), xn[None])[0])), (None, 0)))(flat, x))  # (N, C, |θ|)
     logits = np.asarray(jax.jit(_apply)(params, x))
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)  # (N, C)
@@ -242,7 +242,8 @@ def test_bad_input_is_one_line():
     x, labels, targets, params = _setup(np.float32)
     anchor, fisher = _anchor_and_fisher(params, np.float32)
     cases = [
-        (lambda: fisher_diagonal(_apply, params, x, kind="fisher", key=jax.random.key(0)), ValueError, "kind must be one of"),
+        (lambda: fisher_diagonal(_apply, params, x, kind="fisher", key=jax.random.key(0)), ValueError,
+         "kind must be one of"),
         (lambda: fisher_diagonal(_apply, params, x), ValueError, "needs a PRNG key"),
         (lambda: fisher_diagonal(_apply, params, x, kind="empirical"), ValueError, "uses the labels y"),
         (lambda: fisher_diagonal(_apply, params, x, kind="exact", y=labels), ValueError, "y is used only by"),
@@ -257,7 +258,8 @@ def test_bad_input_is_one_line():
          TypeError, "fisher_diagonal: loss: expected a per-example loss .* got the batch-mean loss"),
         (lambda: fisher_diagonal(_apply, params, x, kind="exact", batch_size=0), ValueError, "batch_size must be"),
         (lambda: fisher_diagonal("mlp", params, x, kind="exact"), TypeError, "apply_fn must be a function"),
-        (lambda: ewc_penalty(params, anchor[:1], fisher, 1.0), ValueError, "ewc_penalty: anchor: structure differs from params"),
+        (lambda: ewc_penalty(params, anchor[:1], fisher, 1.0), ValueError,
+         "ewc_penalty: anchor: structure differs from params"),
         (lambda: ewc_penalty(params, anchor, jax.tree.map(lambda f: f[..., :1], fisher), 1.0), ValueError,
          r"ewc_penalty: fisher: leaf .* has shape \(\d+, 1\), expected"),
         (lambda: ewc_penalty(params, anchor, fisher, -1.0), ValueError, "strength must be >= 0"),
@@ -276,5 +278,5 @@ def test_bad_input_is_one_line():
     objective = train.make_objective(MODEL.apply_with_state, train.softmax_cross_entropy)
     other = jax.eval_shape(lambda k: MODEL.init(k, jax.ShapeDtypeStruct((1, 7), jnp.float32))[0], jax.random.key(0))
     with pytest.raises(ValueError, match=r"ewc: anchor: leaf .* as in params"):
-        jax.eval_shape(lambda p: ewc(anchor, fisher, 1.0)(lambda q: objective(q, (), (np.zeros((N, 7), np.float32), labels),
-                                                                              None), p, None), other)
+        jax.eval_shape(lambda p: ewc(anchor, fisher, 1.0)(
+            lambda q: objective(q, (), (np.zeros((N, 7), np.float32), labels), None), p, None), other)

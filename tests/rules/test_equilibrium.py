@@ -22,7 +22,8 @@ RHO = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "hard_sigmoid": lambda u: jn
 @functools.lru_cache(maxsize=None)
 def _network(activation, tol=TOL64, max_steps=5000):
     # One network object per setting, so jitted functions taking it as a static argument are shared.
-    return eqprop_network(list(WIDTHS), K, activation, W_std=0.8, b_std=0.5, step_size=0.5, max_steps=max_steps, tol=tol)
+    return eqprop_network(list(WIDTHS), K, activation, W_std=0.8, b_std=0.5, step_size=0.5, max_steps=max_steps,
+                          tol=tol)
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,7 +62,8 @@ def _dense_energy(params, x, s, activation):
 @functools.partial(jax.jit, static_argnums=3)
 def _dense_reference(params, x, d, activation):
     """Per example, the fixed point by the test's own plain gradient descent on the dense energy (from
-    0, as the network starts; its convergence is asserted by the caller); then dJ/d(params, x) = −(∂²E/∂θ∂s)ᵀ (∂²E/∂s²)⁻¹ ∂C/∂s
+    0, as the network starts; its convergence is asserted by the caller); then
+    dJ/d(params, x) = −(∂²E/∂θ∂s)ᵀ (∂²E/∂s²)⁻¹ ∂C/∂s
     with C = train.mse, by dense solves. Also returns ‖∂E/∂s‖ and the smallest Hessian eigenvalue."""
     grad = jax.grad(_dense_energy, argnums=2)
     hess = jax.hessian(_dense_energy, argnums=2)

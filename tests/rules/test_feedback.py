@@ -43,7 +43,8 @@ def _grads(model, params, state, x, y):
 def test_fa_with_feedback_equal_to_weights_is_backprop(parameterization, b_std):
     x, y = _data(np.float64)
     spec = jax.ShapeDtypeStruct((1, D), jnp.float64)
-    fa = nn.serial(rules.FADense(H, 1.3, b_std, parameterization), nn.Tanh(), rules.FADense(K, 1.0, b_std, parameterization))
+    fa = nn.serial(rules.FADense(H, 1.3, b_std, parameterization), nn.Tanh(),
+                   rules.FADense(K, 1.0, b_std, parameterization))
     bp = nn.serial(nn.Dense(H, 1.3, b_std, parameterization), nn.Tanh(), nn.Dense(K, 1.0, b_std, parameterization))
     params, state = fa.init(jax.random.key(0), spec)
     bp_params, _ = bp.init(jax.random.key(0), spec)
@@ -64,7 +65,8 @@ def test_two_layer_fa_and_sign_symmetry_by_hand(feedback, parameterization):
                       rules.FADense(K, 1.0, 0.2, parameterization, feedback=feedback))
     params, state = model.init(jax.random.key(3), jax.ShapeDtypeStruct((1, D), jnp.float64))
     W1, b1, W2, b2 = (np.asarray(a) for a in (params[0]["W"], params[0]["b"], params[2]["W"], params[2]["b"]))
-    B1, B2 = (np.sign(W1), np.sign(W2)) if feedback == "sign" else (np.asarray(state[0]["B"]), np.asarray(state[2]["B"]))
+    B1, B2 = ((np.sign(W1), np.sign(W2)) if feedback == "sign"
+              else (np.asarray(state[0]["B"]), np.asarray(state[2]["B"])))
     m1, m2 = _multiplier(parameterization, D), _multiplier(parameterization, H)
     mb = 1.0 if parameterization == "standard" else 0.2  # ntk: z = (W_std/√n) x W + b_std b
     h = np.tanh(m1 * x @ W1 + mb * b1)
@@ -105,7 +107,8 @@ def test_dfa_update_is_its_formula(widths, act):
     assert [B.shape for B in state["feedback"]] == [(K, w) for w in widths]
     objective = train.make_objective(model.apply_with_state, train.softmax_cross_entropy)
     (loss, _), got = jax.jit(lambda p: rules.dfa()(lambda q: objective(q, state, (x, y), None), p, None))(params)
-    fns = {"tanh": (np.tanh, lambda a: 1 - np.tanh(a) ** 2), "relu": (lambda a: np.maximum(a, 0), lambda a: (a > 0) * 1.0)}
+    fns = {"tanh": (np.tanh, lambda a: 1 - np.tanh(a) ** 2),
+           "relu": (lambda a: np.maximum(a, 0), lambda a: (a > 0) * 1.0)}
     want = _dfa_by_hand(x, y, params, state["feedback"], *fns[act])
     chex.assert_trees_all_close(got, want, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(loss, train.softmax_cross_entropy(model.apply(params, x, state), y), rtol=1e-14)
@@ -130,7 +133,8 @@ def test_feedback_matrices_are_untouched_by_adamw_and_vmap_over_seeds():
     """FA, sign-symmetry and DFA matrices in one network (trained by DFA, its hidden blocks by FA
     rules): AdamW with weight decay moves every parameter and no state entry."""
     x, y = _data(np.float32)
-    model = rules.block_serial(nn.serial(rules.FADense(8), nn.Relu()), nn.serial(rules.FADense(8, feedback="sign"), nn.Relu()),
+    model = rules.block_serial(nn.serial(rules.FADense(8), nn.Relu()),
+                               nn.serial(rules.FADense(8, feedback="sign"), nn.Relu()),
                                rules.FADense(K))
     opt = train.optimizer("adamw", learning_rate=1e-2, weight_decay=0.5)
     step = train.make_step(model.apply_with_state, train.softmax_cross_entropy, opt, grad_estimator=rules.dfa())
@@ -184,11 +188,14 @@ def test_misuse_errors_name_the_problem():
     flat = nn.mlp([4], K)
     objective = train.make_objective(flat.apply_with_state, train.softmax_cross_entropy)
     with pytest.raises(ValueError, match="^dfa: the model must be a jaxlearn.rules.block_serial") as err:
-        jax.eval_shape(lambda p: rules.dfa()(lambda q: objective(q, (), (x, y), None), p, None), _abstract_init(flat)[0])
+        jax.eval_shape(lambda p: rules.dfa()(lambda q: objective(q, (), (x, y), None), p, None),
+                       _abstract_init(flat)[0])
     assert "\n" not in str(err.value).split("\n-----")[0]  # jax appends its traceback note on a new line
     model = rules.block_mlp([4], K)
     objective = train.make_objective(model.apply_with_state, train.softmax_cross_entropy)
     with pytest.raises(ValueError, match="no feedback matrices"):
-        jax.eval_shape(lambda p: rules.dfa()(lambda q: objective(q, (), (x, y), None), p, None), _abstract_init(model)[0])
+        jax.eval_shape(lambda p: rules.dfa()(lambda q: objective(q, (), (x, y), None), p, None),
+                       _abstract_init(model)[0])
     with pytest.raises(nn.LayerError, match="leading shape"):
-        rules.block_serial(nn.Dense(4), nn.Flatten(), nn.Dense(3)).output_spec(jax.ShapeDtypeStruct((1, 2, 3), jnp.float32))
+        rules.block_serial(nn.Dense(4), nn.Flatten(), nn.Dense(3)).output_spec(
+            jax.ShapeDtypeStruct((1, 2, 3), jnp.float32))

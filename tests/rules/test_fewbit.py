@@ -163,7 +163,8 @@ def test_one_bit_boundary_is_optimal(name):
     # more bits never hurt, and 2 bits beat the equal-mass (quantile) partition
     two = fewbit.few_bit_table(name, 2)
     assert two.mse <= table.mse
-    assert weighted_mse(two.boundaries, DERIVATIVE[name]) <= weighted_mse(special.ndtri([0.25, 0.5, 0.75]), DERIVATIVE[name])
+    assert weighted_mse(two.boundaries, DERIVATIVE[name]) <= weighted_mse(special.ndtri([0.25, 0.5, 0.75]),
+                                                                          DERIVATIVE[name])
 
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 8])

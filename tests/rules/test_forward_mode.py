@@ -23,7 +23,8 @@ halve_backward.defvjp(lambda x: (x, None), lambda _, g: (g / 2,))
 @pytest.mark.parametrize("model, blocking", [
     (nn.mlp([5], 3), ()),
     (nn.serial(rules.FADense(5), nn.Relu(), nn.Dense(3)), ("feedback_alignment",)),
-    (nn.serial(rules.FADense(5, feedback="sign"), nn.Relu(), rules.FADense(3)), ("feedback_alignment", "sign_symmetry")),
+    (nn.serial(rules.FADense(5, feedback="sign"), nn.Relu(), rules.FADense(3)),
+     ("feedback_alignment", "sign_symmetry")),
     (rules.block_mlp([5, 5], 3), ()),
     (rules.block_serial(nn.serial(nn.Dense(5), nn.Elementwise(halve_backward)), nn.Dense(3)), ("halve_backward",)),
     (nn.serial(nn.Dense(5), rules.FewBit("relu", 2), nn.Dense(3)), None),  # another rule file's custom_vjp
@@ -47,13 +48,14 @@ def test_functions_nested_in_jit_and_scan_and_jvp_really_raises():
     with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):  # the claim the report makes
         jax.jvp(fn, (x,), (x,))
     assert rules.forward_mode_safe(lambda x: halve_backward(jnp.ones(3)) * x, x).safe  # a rule off the tangent path
-    assert rules.forward_mode_safe(jax.grad(lambda x: jnp.sum(halve_backward(x) ** 2)), x).safe  # grad of a rule is plain
+    # grad of a rule is plain
+    assert rules.forward_mode_safe(jax.grad(lambda x: jnp.sum(halve_backward(x) ** 2)), x).safe
 
 
 def test_require_forward_mode_is_a_one_line_error():
     rules.require_forward_mode("me", jnp.sin, jnp.ones(2))
-    with pytest.raises(ValueError, match=r"^me: needs forward-mode autodiff \(jax.jvp\), which the custom_vjp rule\(s\) "
-                                         r"halve_backward do not define") as err:
+    with pytest.raises(ValueError, match=r"^me: needs forward-mode autodiff \(jax.jvp\), which the custom_vjp "
+                                         r"rule\(s\) halve_backward do not define") as err:
         rules.require_forward_mode("me", halve_backward, jax.ShapeDtypeStruct((2,), jnp.float32))
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="example_args: a model takes exactly one input_spec"):
@@ -83,4 +85,5 @@ def test_hessian_vector_products_through_fa_fall_back_to_reverse_mode(feedback):
     eps = 1e-5
     fd = (grad(flat + eps * dv) - grad(flat - eps * dv)) / (2 * eps)
     np.testing.assert_allclose(ravel_pytree(hv)[0], fd, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(jax.jit(lambda p, v: landscape.quadratic_form(loss, p, v))(params, v), dv @ fd, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(lambda p, v: landscape.quadratic_form(loss, p, v))(params, v), dv @ fd,
+                               rtol=1e-6)

@@ -128,11 +128,13 @@ def test_mean_over_many_tangents_converges_to_the_gradient(estimator):
 def test_models_without_forward_mode_raise_naming_the_rule(name, blocking):
     x, y = jnp.ones((N, 4)), jnp.arange(N) % K
     model = rules.block_serial(nn.serial(rules.FADense(5), nn.Relu()), rules.FADense(K, feedback="sign"))
-    params, state = jax.eval_shape(lambda k: model.init(k, jax.ShapeDtypeStruct((1, 4), jnp.float32)), jax.random.key(0))
+    params, state = jax.eval_shape(lambda k: model.init(k, jax.ShapeDtypeStruct((1, 4), jnp.float32)),
+                                   jax.random.key(0))
     state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state)
     objective = train.make_objective(model.apply_with_state, train.softmax_cross_entropy)
     with pytest.raises(ValueError, match=f"^{name}: needs forward-mode autodiff.*rule\\(s\\) {blocking} do not") as err:
-        jax.eval_shape(lambda p: rules.estimator(name)(lambda q: objective(q, state, (x, y), None), p, jax.random.key(0)),
+        jax.eval_shape(lambda p: rules.estimator(name)(lambda q: objective(q, state, (x, y), None), p,
+                                                       jax.random.key(0)),
                        params)
     assert "\n" not in str(err.value).split("\n-----")[0]  # jax appends its traceback note on a new line
 

@@ -49,7 +49,8 @@ def test_backprop_is_trains_default_and_arguments_pass_through():
     assert rules.estimator("backprop") is train.backprop
     objective = lambda p: (jnp.sum(p["w"] ** 2), ())  # noqa: E731
     params = {"w": jnp.arange(3.0)}
-    one = rules.estimator("forward_gradient", num_tangents=3, distribution="rademacher")(objective, params, jax.random.key(0))
+    one = rules.estimator("forward_gradient", num_tangents=3, distribution="rademacher")(objective, params,
+                                                                                         jax.random.key(0))
     ref = rules.forward_gradient(3, "rademacher")(objective, params, jax.random.key(0))
     np.testing.assert_array_equal(one[1]["w"], ref[1]["w"])
 
@@ -62,7 +63,8 @@ def test_backprop_is_trains_default_and_arguments_pass_through():
     ("forward_gradient", {"num_tangents": 0}, "num_tangents must be a positive int"),
     ("equilibrium_propagation", {"beta": 0.0}, "beta must be a positive"),
     ("ewc", {"anchor": {}, "fisher": {}, "strength": -1.0}, "strength"),
-    ("sam", {"rho": 0.05, "adaptiv": True}, r"estimator 'sam': unknown argument 'adaptiv' \(did you mean 'adaptive'\?\)"),
+    ("sam", {"rho": 0.05, "adaptiv": True},
+     r"estimator 'sam': unknown argument 'adaptiv' \(did you mean 'adaptive'\?\)"),
     ("sam", {"rho": -0.05}, "rho: expected a radius >= 0"),
 ])
 def test_bad_names_and_arguments_are_one_line_errors(name, kwargs, match):

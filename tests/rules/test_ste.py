@@ -174,7 +174,8 @@ def draws():
 
     @jax.jit  # inputs are arguments, not constants: XLA would spend seconds constant-folding them
     def run(key, xs, grid_y):
-        cases = [ste.stochastic_round_ste(x, jax.random.fold_in(key, i), *c) for i, (x, c) in enumerate(zip(xs, ROUNDINGS))]
+        cases = [ste.stochastic_round_ste(x, jax.random.fold_in(key, i), *c)
+                 for i, (x, c) in enumerate(zip(xs, ROUNDINGS))]
         keys = jax.random.split(key, 64)
         batched = jax.vmap(lambda k: ste.stochastic_round_ste(grid_y, k, 3))(keys)
         return cases, batched, ste.stochastic_round_ste(grid_y, keys[5], 3)
@@ -283,7 +284,8 @@ X = np.ones(3, np.float32)
     (lambda: ste.quantize_ste(X, True), "bits"),
     (lambda: ste.quantize_ste(X, 2, 1.0, -1.0), "lo must be < hi"),
     (lambda: ste.quantize_ste(jnp.ones(3, jnp.int32), 2), "x must be a floating"),
-    (lambda: ste.stochastic_round_ste(X, jax.random.key(0), None, backward="clipped"), "backward='clipped' needs bounds"),
+    (lambda: ste.stochastic_round_ste(X, jax.random.key(0), None, backward="clipped"),
+     "backward='clipped' needs bounds"),
     (lambda: ste.stochastic_round_ste(X, jax.random.key(0), 2, lo=0.0), "lo and hi"),
     (lambda: ste.SignSTE("hard"), "backward"),
     (lambda: ste.QuantizeSTE(-1), "bits"),

@@ -233,7 +233,8 @@ def test_wrong_model_errors_name_the_problem():
     for other in (nn.mlp([4], K), rules.block_mlp([4], K)):
         params = jax.eval_shape(lambda k, m=other: m.init(k, spec)[0], jax.random.key(0))
         objective = train.make_objective(other.apply_with_state, train.mse)
-        with pytest.raises(ValueError, match="^synthetic_gradients: the model must be a jaxlearn.rules.synthetic_serial"):
+        with pytest.raises(ValueError,
+                           match="^synthetic_gradients: the model must be a jaxlearn.rules.synthetic_serial"):
             jax.eval_shape(lambda p: synthetic_gradients()(lambda q: objective(q, (), (x, y), None), p, None), params)
     model = MODEL
     params = jax.eval_shape(lambda k: model.init(k, spec)[0], jax.random.key(0))

@@ -44,7 +44,8 @@ def test_devices_must_be_a_positive_int(command, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, TS if command == "run" else "abc", "--out", str(tmp_path), "--devices", "0"])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("argument --devices: expected a positive int, got 0")
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "argument --devices: expected a positive int, got 0")
 
 
 def test_missing_experiment_and_missing_file(tmp_path, capsys):

@@ -78,7 +78,8 @@ def test_nested_merges_over_field_default():
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"learing_rate": 0.1}, "config: unknown field 'learing_rate' (did you mean 'learning_rate'?); known fields: seed, learning_rate,"),
+    ({"learing_rate": 0.1},
+     "config: unknown field 'learing_rate' (did you mean 'learning_rate'?); known fields: seed, learning_rate,"),
     ({"learning_rate": "abc"}, "config field 'learning_rate': expected a float, got 'abc' (str)"),
     ({"learning_rate": float("nan")}, "config field 'learning_rate': expected a finite float"),
     ({"learning_rate": True}, "config field 'learning_rate': expected a float, got True (bool)"),
@@ -300,7 +301,8 @@ def test_load_file_variants(tmp_path):
     assert len(F.expand(Cfg, d["config"], d["sweep"])) == 28
     f.variant("smoke")["config"]["num_steps"] = 1  # copies: the file object is not mutated
     assert f.variant("smoke")["config"]["num_steps"] == 200
-    with pytest.raises(C.ConfigError, match=r"unknown variant 'smok' \(did you mean 'smoke'\?\); known variants: default, smoke"):
+    with pytest.raises(C.ConfigError,
+                       match=r"unknown variant 'smok' \(did you mean 'smoke'\?\); known variants: default, smoke"):
         f.variant("smok")
 
 

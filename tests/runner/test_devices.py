@@ -137,7 +137,7 @@ def test_sharded_group_equals_the_one_device_run(experiment, configs, reference,
     assert not any((tmp_path / "_groups").iterdir())
 
 
-class Crash(Exception):
+class CrashError(Exception):
     pass
 
 
@@ -148,16 +148,16 @@ def test_resume_across_placements_with_padding(experiment, configs, reference, t
     def crash_at(where):
         def maybe(point, index):
             if f"{point}:{index}" == where:
-                raise Crash(where)
+                raise CrashError(where)
         return maybe
 
     shapes = []
     init = execute._Programs.init
     monkeypatch.setattr(execute._Programs, "init",
                         lambda self, dyn: shapes.append(dyn["seed"].shape) or init(self, dyn))
-    with pytest.raises(Crash):
+    with pytest.raises(CrashError):
         sweep(experiment, configs, tmp_path, devices=2, hook=crash_at("after_commit:0"))
-    with pytest.raises(Crash):
+    with pytest.raises(CrashError):
         sweep(experiment, configs, tmp_path, devices=1, hook=crash_at("after_commit:1"))
     (group,) = (tmp_path / "_groups").iterdir()
     assert store.read_json(group / "committed.json")["segment"] == 1

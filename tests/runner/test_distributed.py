@@ -59,7 +59,8 @@ def test_settings_auto_when_nothing_is_set():
 
 
 @pytest.mark.parametrize("env, message", [
-    ({"JAXLEARN_COORDINATOR": "h:1"}, "JAXLEARN_COORDINATOR set but JAXLEARN_NUM_PROCESSES, JAXLEARN_PROCESS_ID missing"),
+    ({"JAXLEARN_COORDINATOR": "h:1"},
+     "JAXLEARN_COORDINATOR set but JAXLEARN_NUM_PROCESSES, JAXLEARN_PROCESS_ID missing"),
     ({**OWN, "JAXLEARN_PROCESS_ID": "3"}, r"JAXLEARN_PROCESS_ID must be in 0\.\.2"),
     ({**OWN, "JAXLEARN_NUM_PROCESSES": "two"}, "JAXLEARN_NUM_PROCESSES must be an integer, got 'two'"),
     ({**OWN, "JAXLEARN_NUM_PROCESSES": "0"}, "JAXLEARN_NUM_PROCESSES must be >= 1"),
@@ -76,8 +77,10 @@ def test_settings_errors(env, message):
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    ({"coordinator_address": "localhost:1"}, ValueError, "coordinator_address given but num_processes, process_id missing"),
-    ({"num_processes": 2, "process_id": 0}, ValueError, "num_processes, process_id given but coordinator_address missing"),
+    ({"coordinator_address": "localhost:1"}, ValueError,
+     "coordinator_address given but num_processes, process_id missing"),
+    ({"num_processes": 2, "process_id": 0}, ValueError,
+     "num_processes, process_id given but coordinator_address missing"),
     ({"coordinator_address": "h:1", "num_processes": 2, "process_id": 2}, ValueError, r"process_id must be in 0\.\.1"),
     ({"coordinator_address": "h:1", "num_processes": 2, "process_id": -1}, ValueError, r"process_id must be in 0\.\.1"),
     ({"coordinator_address": "h:1", "num_processes": 2.0, "process_id": 0}, TypeError, "num_processes must be an int"),
@@ -141,7 +144,8 @@ def test_two_local_processes_share_a_global_mesh(tmp_path):
                XLA_FLAGS=xla_flags(2))  # each child its own 2 devices, not 8
     address = f"localhost:{_free_port()}"
     own = {"JAXLEARN_COORDINATOR": address, "JAXLEARN_NUM_PROCESSES": "2", "JAXLEARN_PROCESS_ID": "1"}
-    commands = [[sys.executable, "-c", CHILD, "0", str(tmp_path), address], [sys.executable, "-c", CHILD, "1", str(tmp_path)]]
+    commands = [[sys.executable, "-c", CHILD, "0", str(tmp_path), address],
+                [sys.executable, "-c", CHILD, "1", str(tmp_path)]]
     children = [subprocess.Popen(command, env={**env, **own} if i else env, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True) for i, command in enumerate(commands)]
     outputs = _finish(children, 60)
@@ -203,7 +207,8 @@ RUN_CHILD = textwrap.dedent("""
     # the command line on the finished sweep: nothing to compute; process 0 alone records and plots
     from jaxlearn.runner import cli
     code = cli.main(["run", sys.argv[3], "--variant", "smoke", "--out", root, "--quiet",
-                     *[f"--set={o}" for o in json.loads(sys.argv[4])], *[f"--sweep={a}" for a in json.loads(sys.argv[5])]])
+                     *[f"--set={o}" for o in json.loads(sys.argv[4])],
+                     *[f"--sweep={a}" for a in json.loads(sys.argv[5])]])
     pathlib.Path(log).write_text(json.dumps({"writes": writes, "computed": report.computed, "cli": code,
                                              "skipped": list(report.skipped), "processes": jax.process_count()}))
     jax.distributed.shutdown()

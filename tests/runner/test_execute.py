@@ -21,7 +21,8 @@ from jaxlearn.runner.execute import KILL_ENV, segment_schedule
 from tests.runner.child_process import xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TINY = {"width": 8, "d_in": 4, "teacher_width": 4, "n_train": 64, "batch_size": 16, "num_steps": 40, "segment_steps": 10}
+TINY = {"width": 8, "d_in": 4, "teacher_width": 4, "n_train": 64, "batch_size": 16, "num_steps": 40,
+        "segment_steps": 10}
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,8 @@ def _tensorboard_scalars(events_dir) -> dict:
 def test_tensorboard_events_hold_the_metrics(solo):
     root, report = solo
     path = store.run_dir(root, "teacher_student", report.run_ids[0])
-    expected = {(r["step"], k): v for r in store.read_jsonl(path / "metrics.jsonl") for k, v in r.items() if k != "step"}
+    expected = {(r["step"], k): v
+                for r in store.read_jsonl(path / "metrics.jsonl") for k, v in r.items() if k != "step"}
     got = _tensorboard_scalars(path / "events")
     assert got.keys() == expected.keys() and len(got) == 8
     np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-6)

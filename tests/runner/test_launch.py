@@ -23,7 +23,8 @@ from tests.runner.child_process import finish
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TS = str(REPO / "configs" / "teacher_student.yaml")
-TINY = ["learning_rate=0.1", "width=8", "d_in=4", "teacher_width=4", "n_train=64", "batch_size=16", "num_steps=20", "segment_steps=10"]
+TINY = ["learning_rate=0.1", "width=8", "d_in=4", "teacher_width=4", "n_train=64", "batch_size=16", "num_steps=20",
+        "segment_steps=10"]
 SEEDS = "seed=0,1,2,3"  # with --max-group-size 2 (learning_rate pinned): two groups of two runs
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # no token file, no usage report
 
@@ -178,9 +179,9 @@ def ray_cluster(tmp_path):
     resume = tmp_path / "resume"
     env = {**os.environ, **RAY_ENV, PAUSE_ENV: "after_commit:1", RESUME_ENV: str(resume)}
     head = subprocess.Popen([str(pathlib.Path(sys.executable).with_name("ray")), "start", "--head", "--block",
-                             "--num-cpus=2", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-                             "--disable-usage-stats"], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                             "--num-cpus=2", f"--port={port}", "--node-ip-address=127.0.0.1",
+                             "--include-dashboard=false", "--disable-usage-stats"], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         lines = []
         for line in head.stdout:  # ready once it says so
@@ -323,9 +324,11 @@ def test_a_group_that_raises_is_not_retried_and_the_others_finish(launcher, tmp_
         message = str(err.value)
     assert "\n" not in message and message.startswith("1 of 2 groups failed"), message
     assert message.endswith("ValueError: boom: this group cannot run"), message
-    statuses = {json.loads((d / "run.json").read_text())["config"]["explode"]: json.loads((d / "status.json").read_text())
+    statuses = {json.loads((d / "run.json").read_text())["config"]["explode"]:
+                    json.loads((d / "status.json").read_text())
                 for d in (root / "jl_launch_exploding.boom").iterdir()}
-    assert statuses[False]["status"] == "finished" and statuses[False]["final_metrics"]["norm"] == pytest.approx(4 * 3 ** 0.5)
+    assert (statuses[False]["status"] == "finished"
+            and statuses[False]["final_metrics"]["norm"] == pytest.approx(4 * 3 ** 0.5))
     assert statuses[True]["status"] == "failed" and "boom" in statuses[True]["error"]
     calls = (package / "calls.txt").read_text().splitlines()
     assert sorted(calls) == ["explode=False", "explode=True"]  # the failing group ran once: no retry

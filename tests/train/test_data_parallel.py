@@ -28,7 +28,8 @@ NET = nn.mlp((16,), 4, activation="relu")
 
 
 def _sharding(n):
-    return None if n == 1 else NamedSharding(Mesh(np.asarray(jax.local_devices()[:n]), ("data",)), PartitionSpec("data"))
+    return None if n == 1 else NamedSharding(Mesh(np.asarray(jax.local_devices()[:n]), ("data",)),
+                                             PartitionSpec("data"))
 
 
 def _data():
@@ -87,7 +88,8 @@ def test_make_step_rejects_bad_batch_sharding():
     with pytest.raises(TypeError, match="make_step: batch_sharding must be a jax.sharding.Sharding or None, got str"):
         train.make_step(NET.apply_with_state, train.softmax_cross_entropy, opt, batch_sharding="data")
     step = train.make_step(NET.apply_with_state, train.softmax_cross_entropy, opt, batch_sharding=_sharding(4))
-    state = jax.eval_shape(lambda: train.init(NET, opt, jax.random.key(0), jax.ShapeDtypeStruct((1, D_IN), jnp.float32)))
+    state = jax.eval_shape(lambda: train.init(NET, opt, jax.random.key(0),
+                                              jax.ShapeDtypeStruct((1, D_IN), jnp.float32)))
     x, y = jax.ShapeDtypeStruct((6, D_IN), jnp.float32), jax.ShapeDtypeStruct((6,), jnp.int32)
     with pytest.raises(ValueError, match=r"leading \(example\) axis divisible.*got shape \(6, 8\)"):
         jax.eval_shape(step, state, (x, y))  # traced only: rejected before anything compiles
@@ -134,16 +136,16 @@ def test_population_digits_data_parallel_equals_one_device(experiment, reference
 
         return run
 
-    class Crash(Exception):
+    class CrashError(Exception):
         pass
 
     def crash(point, index):
         if f"{point}:{index}" == "after_commit:0":
-            raise Crash
+            raise CrashError
 
     monkeypatch.setattr(execute._Programs, "advance", spying)
     configs = _configs(experiment, 4)
-    with pytest.raises(Crash):
+    with pytest.raises(CrashError):
         runner.run_sweep(experiment, configs, root=tmp_path, progress=False, devices=None, hook=crash)
     report = runner.run_sweep(experiment, configs, root=tmp_path, progress=False, devices=None)
     assert len(report.run_ids) == 2

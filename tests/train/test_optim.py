@@ -111,8 +111,10 @@ def test_unknown_optimizer(name, match):
 
 
 @pytest.mark.parametrize("name, kw, match", [
-    ("sgd", {"learning_rte": 0.1}, r"optimizer 'sgd': unknown argument 'learning_rte' \(did you mean 'learning_rate'\?\)"),
-    ("adamw", {"learning_rate": 0.1, "weight_decy": 0.1}, r"unknown argument 'weight_decy' \(did you mean 'weight_decay'\?\)"),
+    ("sgd", {"learning_rte": 0.1},
+     r"optimizer 'sgd': unknown argument 'learning_rte' \(did you mean 'learning_rate'\?\)"),
+    ("adamw", {"learning_rate": 0.1, "weight_decy": 0.1},
+     r"unknown argument 'weight_decy' \(did you mean 'weight_decay'\?\)"),
     ("adam", {"learning_rate": 0.1, "zzz": 1.0}, r"unknown argument 'zzz'; accepted: \["),
 ])
 def test_unknown_argument(name, kw, match):

@@ -64,7 +64,8 @@ def _sgd_step(grad_estimator=train.backprop):
 
     def step(state, batch, lr):
         opt = optax.sgd(lr)
-        fn = train.make_step(LINEAR.apply_with_state, train.mse, opt, grad_estimator=grad_estimator, metrics_fn=_metrics)
+        fn = train.make_step(LINEAR.apply_with_state, train.mse, opt, grad_estimator=grad_estimator,
+                             metrics_fn=_metrics)
         return fn(state, batch)
 
     return jax.jit(step)
