@@ -9,7 +9,7 @@ TEST_ENV := XLA_FLAGS=$(DEVICES)
 # pytest exits 5 when it collected no test; one of the two processes may legitimately have none.
 PYTEST_OK := || [ $$? -eq 5 ]
 
-.PHONY: install run test test-fast test-float32 test-float64 bench clean
+.PHONY: install run lint test test-fast test-float32 test-float64 bench clean
 
 install: $(STAMP)
 
@@ -30,8 +30,12 @@ run: $(STAMP)
 # The whole suite: float32 tests and float64 tests, each in its own process. The two processes run
 # side by side (compilation is single-threaded, so two cores are used); each one's output is
 # printed in one piece when it finishes, and either failing fails the target.
-test: $(CLUSTER_STAMP)
+test: $(CLUSTER_STAMP) lint
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-float32 test-float64
+
+# ruff (configured in pyproject.toml): pyflakes, import order, pep8-naming, line length. A second.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 # The float32 process is dominated by compile time (the runner, the experiments, their subprocesses):
 # XLA's backend (LLVM) optimisation level 0 compiles it about a fifth faster with the same results
