@@ -103,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="recompute finished runs")
     p.add_argument("--max-group-size", type=int, default=None, help="at most this many runs per vmapped program")
     p.add_argument("--no-plot", action="store_true", help="skip the plots")
-    p.add_argument("--check", action="store_true", help="assert the experiment's published claim afterwards")
+    p.add_argument("--check", action="store_true",
+                   help="assert the experiment's published claim afterwards (its smoke_check with --variant smoke)")
     p.add_argument("--wait", action="store_true",
                    help="wait for runs that other processes are computing (and compute those they leave "
                         "unfinished), then summarize and check the whole sweep")
@@ -219,13 +220,14 @@ def _report_sweep(args, argv, experiment, report) -> int:
         if not args.no_plot:
             for path in _write_plots(experiment, results, pathlib.Path(args.out) / SWEEPS_DIR / sweep_id):
                 print(f"plot saved to {path}")
-    if args.check and experiment.hook("check"):
+    checker = experiment.checker(args.variant)
+    if args.check and checker:
         if busy:
             print(f"not checked yet: {busy} of {len(report.run_ids)} runs running elsewhere (use --wait)",
                   file=sys.stderr)
             return 2
         try:
-            experiment.hook("check")(results)
+            checker(results)
         except AssertionError as err:
             print(f"check failed: {str(err).splitlines()[0] if str(err) else 'the claim does not hold'}",
                   file=sys.stderr)

@@ -32,8 +32,11 @@ An experiment is a Python module (by default ``experiments/<name>.py``) that def
   (the state itself or one field of it); and, where the study has one, ``loss(config)``: its
   training loss.
 * Optional ``summarize(results) -> list[dict]`` (a printed table), ``check(results)`` (asserts
-  the published claim) and ``plot(results) -> matplotlib Figure``; ``results`` is a
-  :class:`jaxlearn.runner.Results` (runs and curves as pandas DataFrames).
+  the published claim, on the default or ``paper`` variant), ``smoke_check(results)`` (what the
+  ``smoke`` variant can show at toy scale: the direction of the effect where it shows, otherwise
+  the pipeline's invariants; ``check`` stands in for it where a study has none) and
+  ``plot(results) -> matplotlib Figure``; ``results`` is a :class:`jaxlearn.runner.Results` (runs
+  and curves as pandas DataFrames).
 
 Everything here is looked up and checked before anything compiles.
 """
@@ -84,6 +87,11 @@ class Experiment:
     def hook(self, name: str):
         """An optional protocol function, or None."""
         return getattr(self.module, name, None)
+
+    def checker(self, variant: str = "default"):
+        """The claim asserted for a config-file ``variant``: ``smoke_check`` for ``"smoke"`` where the
+        study has one, otherwise ``check`` (None when the study has neither)."""
+        return (variant == "smoke" and self.hook("smoke_check")) or self.hook("check")
 
 
 def _search_paths(extra=()) -> list[str]:

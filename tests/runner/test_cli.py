@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from jaxlearn import runner
 from jaxlearn.runner import cli, store
 from jaxlearn.runner.execute import PAUSE_ENV, RESUME_ENV
 from tests.runner.child_process import finish
@@ -68,6 +69,15 @@ def test_every_command_on_a_small_sweep(tmp_path, capsys, monkeypatch):
 
     assert cli.main(["run", TS, *out, "--variant", "smoke", *TINY, "--sweep", "seed=0,1", "--quiet", "--no-plot"]) == 0
     assert "0 computed, 4 already finished" in capsys.readouterr().out
+
+    def smoke_check(results):  # --check of the smoke variant asserts the study's smoke_check
+        assert len(results.runs) == 5, "smoke claim"
+
+    monkeypatch.setattr(runner.load_experiment("teacher_student", [REPO]).module, "smoke_check", smoke_check,
+                        raising=False)
+    assert cli.main(["run", TS, *out, "--variant", "smoke", *TINY, "--sweep", "seed=0,1", "--quiet", "--no-plot",
+                     "--check"]) == 1
+    assert capsys.readouterr().err == "check failed: smoke claim\n"
 
     assert cli.main(["ls", *out]) == 0
     listing = capsys.readouterr().out

@@ -78,3 +78,19 @@ def test_the_template_writes_a_study_whose_smoke_test_passes(tmp_path, capsys):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "1 passed" in done.stdout
+
+
+def test_the_smoke_variant_is_checked_by_smoke_check_where_a_study_has_one():
+    import types
+
+    def check(results):
+        return "check"
+
+    def smoke_check(results):
+        return "smoke_check"
+
+    both = runner.Experiment("both", types.SimpleNamespace(check=check, smoke_check=smoke_check))
+    only_check = runner.Experiment("one", types.SimpleNamespace(check=check))
+    assert both.checker("smoke") is smoke_check and both.checker("paper") is both.checker() is check
+    assert only_check.checker("smoke") is check
+    assert runner.Experiment("none", types.SimpleNamespace()).checker("smoke") is None
