@@ -23,9 +23,12 @@ def swept_columns(runs, config_columns) -> list[str]:
     return [c for c in config_columns if c not in _NOT_SWEPT and c in runs and runs[c].astype(str).nunique() > 1]
 
 
+MAX_LEGEND = 12  # more lines than this: no legend, the colour order is described in the first title
+
+
 def curves_figure(results, config_columns, metrics=None):
     """One panel per metric: the metric against the step, one line per combination of swept
-    values, mean ± std over seeds (a band)."""
+    values (in sorted order, dark to light), mean ± std over seeds (a band)."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
@@ -52,7 +55,10 @@ def curves_figure(results, config_columns, metrics=None):
         ax.set(xlabel="step", ylabel=metric, title=metric)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
-    legend(axes[0], fontsize=7)
+    if len(groups) <= MAX_LEGEND:
+        legend(axes[0], fontsize=7)
+    else:  # a legend of that many lines would cover the panel (and defeat the layout): the colours run
+        axes[0].set_title(f"{metrics[0]}\n{len(groups)} settings of {', '.join(keys)}: dark to light", fontsize=8)
     fig.tight_layout()
     return fig
 

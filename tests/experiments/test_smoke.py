@@ -99,7 +99,9 @@ def _stored_metric_from_outputs(experiment, config, networks):
 # checked where they store a test_accuracy: a classifier's on its test split)
 RECOMPUTED = {"teacher_student", "continual_digits", "edge_of_stability", "instability", "population_digits",
               "kernel_regimes", "learning_rules"}
-ANALYSED = RECOMPUTED  # the after-kernel, CKA and pruning of their networks (see below)
+# the studies whose networks also get the after-kernel, CKA and pruning (see below)
+ANALYSED = {"teacher_student", "continual_digits", "edge_of_stability", "instability", "population_digits",
+            "kernel_regimes", "learning_rules"}
 TRAINING = [p for p in CONFIGS if runner.load_experiment(runner.load_file(p).experiment, [REPO]).trains]
 
 
