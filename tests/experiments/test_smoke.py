@@ -90,6 +90,14 @@ def _stored_metric_from_outputs(experiment, config, networks):
         arrays = experiment.module.data(config)
         f = np.asarray(networks[0].apply(networks[0].params, arrays.x_train), np.float64)
         return "train_loss", 0.5 * np.mean((f - np.asarray(arrays.y_train)) ** 2)
+    if experiment.name == "deep_linear_dynamics":
+        arrays = experiment.module.data(config)
+        f = np.asarray(networks[0].apply(networks[0].params, arrays.x_train), np.float64)
+        return "train_loss", 0.5 * np.mean(np.sum((f - np.asarray(arrays.y_train)) ** 2, axis=-1))
+    if experiment.name == "catapult":
+        arrays = experiment.module.data(config)
+        f = np.asarray(networks[0].apply(networks[0].params, arrays.x_train), np.float64)[:, 0]
+        return "train_loss", 0.5 * np.mean((f - np.asarray(arrays.y_train)) ** 2)
     if experiment.name == "instability":
         return "test_accuracy", np.mean([np.mean(out.argmax(-1) == y) for out in outputs])  # over its children
     return "test_accuracy", np.mean(outputs[0].argmax(-1) == y)
@@ -98,7 +106,7 @@ def _stored_metric_from_outputs(experiment, config, networks):
 # the studies whose stored final metric is recomputed from the rebuilt networks (the others are
 # checked where they store a test_accuracy: a classifier's on its test split)
 RECOMPUTED = {"teacher_student", "continual_digits", "edge_of_stability", "instability", "population_digits",
-              "kernel_regimes", "learning_rules"}
+              "kernel_regimes", "learning_rules", "deep_linear_dynamics", "catapult"}
 # the studies whose networks also get the after-kernel, CKA and pruning (see below)
 ANALYSED = {"teacher_student", "continual_digits", "edge_of_stability", "instability", "population_digits",
             "kernel_regimes", "learning_rules"}
