@@ -270,6 +270,8 @@ def plot(results):
     curves = finished.curves if finished.curves is not None else finished.runs.iloc[:0]
     for i, k in enumerate(_frequencies(curves)):
         mean = curves.groupby("step")[[f"relative_residual_{k}", f"ntk_eigenvalue_{k}"]].mean()
+        if mean.empty:  # nothing finished yet
+            continue
         steps = np.concatenate([[0], mean.index.to_numpy()])
         ax_res.plot(steps, np.concatenate([[1.0], mean[f"relative_residual_{k}"]]), color=f"C{i}",
                     label=f"k = {k}: network")
