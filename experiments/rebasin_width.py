@@ -29,10 +29,11 @@ test accuracies. Seeds are vmapped; ``width`` is static (one compiled group per 
 
 Claim (``check``, ≥ 3 pairs per width, means): the matched barrier is below the naive barrier at
 every width, and it falls as width grows (every width's matched barrier is below the narrowest
-width's, and the widest's is less than half the narrowest's). Measured by
-``configs/rebasin_width.yaml`` (the ``paper`` variant; 3 pairs, mean ± std):
-
-PAPER_TABLE
+width's, and the widest's is less than half the narrowest's). The ``paper`` variant of
+``configs/rebasin_width.yaml`` (widths 16–256, 3 pairs) has not been run yet (the session that
+wrote this study had no machine time left for it), so there is no table of measured numbers here
+yet. The smoke variant (widths 8 and 64, 300 steps, 1 pair) gives matched barriers of 0.10 and
+0.60, against naive barriers of 0.20 and 0.87.
 """
 
 from __future__ import annotations
