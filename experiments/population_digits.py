@@ -57,9 +57,7 @@ def init(config: Config, key) -> train.TrainState:
 
 def evaluate(state: train.TrainState, config: Config, arrays) -> dict:
     """Test accuracy and loss of a member."""
-    logits = model(config).apply(state.params, arrays.x_test)
-    return {"test_accuracy": train.accuracy(logits, arrays.y_test),
-            "test_loss": train.softmax_cross_entropy(logits, arrays.y_test)}
+    return runner.study.classifier_metrics(model(config), state.params, arrays)
 
 
 def batch_sharding(config: Config):

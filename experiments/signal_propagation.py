@@ -116,15 +116,13 @@ data = runner.study.dataset("digits", seed=0)  # the digits split shared by ever
 
 
 def init(config: Config, key) -> train.TrainState:
-    """One member's initial state."""
+    """A member's erf network drawn from its key, with its optimizer state."""
     return runner.study.init(config, key, model(config), data(config).input_spec)
 
 
 def evaluate(state: train.TrainState, config: Config, arrays) -> dict:
     """Test accuracy and loss of a member."""
-    logits = model(config).apply(state.params, arrays.x_test)
-    return {"test_accuracy": train.accuracy(logits, arrays.y_test),
-            "test_loss": train.softmax_cross_entropy(logits, arrays.y_test)}
+    return runner.study.classifier_metrics(model(config), state.params, arrays)
 
 
 def segment(state: train.TrainState, config: Config, arrays):

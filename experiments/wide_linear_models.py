@@ -114,12 +114,10 @@ class LinearState(NamedTuple):
 
 
 def model(config: Config):
-    """The network of a member (the ``model`` hook)."""
-    ntk = dict(parameterization="ntk", W_std=np.sqrt(2.0), b_std=0.1)
-    layers = []
-    for _ in range(config.depth):
-        layers += [nn.Dense(config.width, **ntk), nn.Relu()]
-    return nn.serial(*layers, nn.Dense(1, **ntk))
+    """The network of a member (the ``model`` hook): ``depth`` ReLU layers of ``width`` units and one
+    output, NTK parameterization, ``W_std = √2``, ``b_std = 0.1``."""
+    return nn.mlp((config.width,) * config.depth, 1, activation="relu", parameterization="ntk", W_std=np.sqrt(2.0),
+                  b_std=0.1)
 
 
 def loss(config: Config):

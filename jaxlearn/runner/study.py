@@ -34,7 +34,7 @@ from jaxlearn import data as data_module
 from jaxlearn import train
 from jaxlearn.runner.config import dynamic, static
 
-__all__ = ["TrainingConfig", "dataset", "init", "segment"]
+__all__ = ["TrainingConfig", "classifier_metrics", "dataset", "init", "segment"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,3 +98,12 @@ def segment(state: train.TrainState, config: TrainingConfig, arrays, model, *,
         state, model, loss, config.build_optimizer(), arrays.x_train, arrays.y_train, batch_size=config.batch_size,
         num_steps=config.segment_steps, grad_estimator=grad_estimator, data_seed=config.data_seed,
         evaluate=None if evaluate is None else (lambda s: evaluate(s, config, arrays)), batch_sharding=batch_sharding)
+
+
+def classifier_metrics(model, params, arrays) -> dict:
+    """``test_accuracy`` and ``test_loss`` (mean softmax cross-entropy, integer labels) of the
+    classifier ``model.apply(params, ·)`` on ``(arrays.x_test, arrays.y_test)``: the usual
+    ``evaluate`` of a classification study."""
+    logits = model.apply(params, arrays.x_test)
+    return {"test_accuracy": train.accuracy(logits, arrays.y_test),
+            "test_loss": train.softmax_cross_entropy(logits, arrays.y_test)}

@@ -94,3 +94,18 @@ def test_the_smoke_variant_is_checked_by_smoke_check_where_a_study_has_one():
     assert both.checker("smoke") is smoke_check and both.checker("paper") is both.checker() is check
     assert only_check.checker("smoke") is check
     assert runner.Experiment("none", types.SimpleNamespace()).checker("smoke") is None
+
+
+def test_classifier_metrics_are_the_test_accuracy_and_mean_cross_entropy():
+    import types
+
+    import numpy as np
+
+    logits = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 3.0], [1.0, 1.5, 0.0], [0.0, 0.0, 0.0]], np.float32)
+    labels = np.array([0, 2, 0, 1])
+    model = types.SimpleNamespace(apply=lambda params, x: x * params)
+    arrays = types.SimpleNamespace(x_test=jnp.asarray(logits), y_test=jnp.asarray(labels))
+    got = runner.study.classifier_metrics(model, 1.0, arrays)
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    assert float(got["test_accuracy"]) == 0.5  # rows 0 and 1 right, row 2 wrong, row 3 a tie (argmax 0)
+    np.testing.assert_allclose(float(got["test_loss"]), -np.mean(log_softmax[np.arange(4), labels]), rtol=1e-6)
