@@ -147,7 +147,8 @@ def _per_run(results) -> list[dict]:
 
 
 def summarize(results) -> list[dict]:
-    """Per learning rate: 2/η, the first and final (last-fifth mean) λ_max, means over seeds."""
+    """Per learning rate: 2/η, the first and final (last-fifth mean) λ_max, means over seeds, and
+    the final λ_max's standard deviation over seeds."""
     rows = []
     per_run = _per_run(results)
     for lr in sorted({r["learning_rate"] for r in per_run}):
@@ -155,7 +156,8 @@ def summarize(results) -> list[dict]:
         final = float(np.mean([r["final"] for r in part]))
         first = float(np.mean([r["first"] for r in part]))
         rows.append({"learning_rate": lr, "two_over_lr": 2 / lr, "first_lambda_max": first, "final_lambda_max": final,
-                     "final_over_threshold": final * lr / 2, "seeds": len(part)})
+                     "final_std": float(np.std([r["final"] for r in part])), "final_over_threshold": final * lr / 2,
+                     "seeds": len(part)})
     return rows
 
 
