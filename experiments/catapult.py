@@ -87,8 +87,7 @@ class Config(runner.TrainingConfig):
                                                               "member as diverged")
 
     def __post_init__(self):
-        if self.batch_size is not None and self.batch_size != self.n_train:
-            raise ValueError(f"batch_size: must be null (full batch, n_train={self.n_train}), got {self.batch_size}")
+        runner.study.check_full_batch_gd(self, self.n_train, "n_train", "whose stability threshold is 2/η")
 
 
 class CatapultState(NamedTuple):

@@ -112,13 +112,8 @@ class Config(runner.TrainingConfig):
     segment_steps: int = runner.static(20, min=1, help="steps per segment (one logged point)")
 
     def __post_init__(self):
-        plain = train.OptimizerSpec()
-        if (self.optimizer.name, self.optimizer.args, self.optimizer.schedule, self.optimizer.warmup_steps) != \
-                (plain.name, plain.args, plain.schedule, plain.warmup_steps):
-            raise ValueError("optimizer: must be plain gradient descent (sgd, no args, constant schedule): the "
-                             "closed form is of gradient flow with τ = 1/η")
-        if self.batch_size is not None and self.batch_size != self.n_train:
-            raise ValueError(f"batch_size: must be null (full batch, n_train={self.n_train}), got {self.batch_size}")
+        runner.study.check_full_batch_gd(self, self.n_train, "n_train", "the closed form is of gradient flow "
+                                                                       "with τ = 1/η")
         if self.n_train < len(self.singular_values):
             raise ValueError(f"n_train: must be >= len(singular_values)={len(self.singular_values)} to whiten, "
                              f"got {self.n_train}")

@@ -55,13 +55,7 @@ class Config(runner.TrainingConfig):
         if self.segment_steps % self.sharpness_every:
             raise ValueError(f"sharpness_every: must divide segment_steps={self.segment_steps}, "
                              f"got {self.sharpness_every}")
-        plain = train.OptimizerSpec()
-        if (self.optimizer.name, self.optimizer.args, self.optimizer.schedule, self.optimizer.warmup_steps) != \
-                (plain.name, plain.args, plain.schedule, plain.warmup_steps):
-            raise ValueError("optimizer: must be plain gradient descent (name sgd, no args, constant schedule, no "
-                             "warmup), whose stability threshold is 2/η")
-        if self.batch_size is not None and self.batch_size != self.n_train:
-            raise ValueError(f"batch_size: must be null (full batch, n_train={self.n_train}), got {self.batch_size}")
+        runner.study.check_full_batch_gd(self, self.n_train, "n_train", "whose stability threshold is 2/η")
 
 
 class SharpnessState(NamedTuple):

@@ -82,11 +82,7 @@ class Config(runner.TrainingConfig):
     segment_steps: int = runner.static(100, min=1, help="steps per segment (metrics and checkpoint after each)")
 
     def __post_init__(self):
-        if self.optimizer != train.OptimizerSpec():
-            raise ValueError(f"optimizer: must be plain constant-step gradient descent (the default), "
-                             f"got {self.optimizer}")
-        if self.batch_size is not None and self.batch_size != self.n_points:
-            raise ValueError(f"batch_size: must be null (full batch, n_points={self.n_points}), got {self.batch_size}")
+        runner.study.check_full_batch_gd(self, self.n_points, "n_points", "the NTK prediction is of gradient descent")
         if 2 * max(self.frequencies) >= self.n_points:
             raise ValueError(f"frequencies: must be below n_points/2 = {self.n_points / 2:g} (Nyquist), "
                              f"got {self.frequencies}")

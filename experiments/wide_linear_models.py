@@ -95,11 +95,8 @@ class Config(runner.TrainingConfig):
     segment_steps: int = runner.static(50, min=1, help="steps between points of the time grid")
 
     def __post_init__(self):
-        if self.optimizer != train.OptimizerSpec():
-            raise ValueError(f"optimizer: must be plain constant-step gradient descent (the default), "
-                             f"got {self.optimizer}")
-        if self.batch_size is not None and self.batch_size != self.n_train:
-            raise ValueError(f"batch_size: must be null (full batch, n_train={self.n_train}), got {self.batch_size}")
+        runner.study.check_full_batch_gd(self, self.n_train, "n_train", "the linearized prediction is of "
+                                                                       "gradient descent")
 
 
 class LinearState(NamedTuple):

@@ -34,7 +34,7 @@ from jaxlearn import data as data_module
 from jaxlearn import train
 from jaxlearn.runner.config import dynamic, static
 
-__all__ = ["TrainingConfig", "classifier_metrics", "dataset", "init", "segment"]
+__all__ = ["TrainingConfig", "check_full_batch_gd", "classifier_metrics", "dataset", "init", "segment"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,3 +107,17 @@ def classifier_metrics(model, params, arrays) -> dict:
     logits = model.apply(params, arrays.x_test)
     return {"test_accuracy": train.accuracy(logits, arrays.y_test),
             "test_loss": train.softmax_cross_entropy(logits, arrays.y_test)}
+
+
+def check_full_batch_gd(config: TrainingConfig, n_examples: int, examples_field: str, why: str) -> None:
+    """For the ``__post_init__`` of a study whose claim is about plain full-batch gradient descent:
+    raises a one-line ``ValueError`` unless ``config.optimizer`` is the default (sgd, no arguments,
+    constant step, no warmup) and ``config.batch_size`` is null or ``n_examples`` (the value of the
+    config field ``examples_field``). ``why`` (the reason the claim needs it) ends the optimizer's
+    message."""
+    if config.optimizer != train.OptimizerSpec():
+        raise ValueError(f"optimizer: must be plain constant-step gradient descent (the default: sgd, no args, "
+                         f"constant schedule, no warmup), {why}; got {config.optimizer}")
+    if config.batch_size is not None and config.batch_size != n_examples:
+        raise ValueError(f"batch_size: must be null (full batch, {examples_field}={n_examples}), "
+                         f"got {config.batch_size}")

@@ -2,6 +2,7 @@
 line), the base fields are validated like any field, and the template writes a study that runs."""
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -109,3 +110,19 @@ def test_classifier_metrics_are_the_test_accuracy_and_mean_cross_entropy():
     log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     assert float(got["test_accuracy"]) == 0.5  # rows 0 and 1 right, row 2 wrong, row 3 a tie (argmax 0)
     np.testing.assert_allclose(float(got["test_loss"]), -np.mean(log_softmax[np.arange(4), labels]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({}, None),
+    ({"batch_size": 8}, None),
+    ({"batch_size": 4}, "batch_size: must be null (full batch, n_train=8), got 4"),
+    ({"optimizer": train.OptimizerSpec(name="adam")}, "optimizer: must be plain constant-step gradient descent"),
+    ({"optimizer": train.OptimizerSpec(schedule="warmup_cosine")}, "because the claim is about GD; got"),
+])
+def test_check_full_batch_gd_names_the_field(changes, message):
+    config = dataclasses.replace(runner.TrainingConfig(batch_size=None), **changes)
+    if message is None:
+        runner.study.check_full_batch_gd(config, 8, "n_train", "because the claim is about GD")
+    else:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            runner.study.check_full_batch_gd(config, 8, "n_train", "because the claim is about GD")
