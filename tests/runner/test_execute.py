@@ -184,7 +184,9 @@ CLI_ARGS = ["--variant", "smoke", *[f"--set={k}={v}" for k, v in TINY.items()], 
 
 
 def _cli(root, cache, kill=None, command=None):
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "XLA_FLAGS": xla_flags(1)}
+    # one compilation cache for every child of the module, holding every program (even sub-second ones)
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "XLA_FLAGS": xla_flags(1)}
     env.pop(KILL_ENV, None)
     if kill:
         env[KILL_ENV] = kill
@@ -202,20 +204,28 @@ def uninterrupted(tmp_path_factory):
     return root, cache
 
 
+# One launch's hook points, in the order it meets them: segment i's ``before_segment:i`` and
+# ``after_metrics:i``, the commit of segment i - 1 (``after_commit:i-1``), ``mid_checkpoint:i``; after the
+# last segment its commit, then ``mid_split`` halfway through writing the members' final files. A rerun
+# resumes from the last commit, which always lies before the next point of this chain, so every launch
+# reaches its point: each crash is then recovered from by a run that itself crashes at the next point.
+KILL_CHAIN = [("after_metrics:1", "rerun"), ("after_commit:0", "rerun"), ("before_segment:2", "rerun"),
+              ("mid_checkpoint:2", "rerun"), ("after_metrics:2", "resume"), ("mid_split:3", "rerun")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("point, how", [("before_segment:2", "rerun"), ("after_metrics:1", "rerun"),
-                                        ("mid_checkpoint:2", "rerun"), ("after_commit:0", "rerun"),
-                                        ("mid_split:3", "rerun"), ("after_metrics:2", "resume")])
-def test_sigkill_then_rerun_is_bit_identical(uninterrupted, tmp_path, point, how):
+def test_sigkill_at_every_point_then_rerun_is_bit_identical(uninterrupted, tmp_path):
+    """A real SIGKILL of the runner process at each hook point in turn (one chain of launches, each
+    resuming the previous one's crash; ``resume`` by run id after ``after_metrics:2``, ``run`` of the
+    same sweep otherwise), then a launch that finishes: every file equals the uninterrupted sweep's."""
     reference, cache = uninterrupted
-    killed = _cli(tmp_path, cache, kill=point)
-    assert killed.returncode == -9, killed.stderr
-    if how == "resume":
-        interrupted = next(p.name for p in (tmp_path / "teacher_student").iterdir())
-        resumed = _cli(tmp_path, cache, command=["resume", interrupted[:8], "--quiet"])
-        assert resumed.returncode == 0 and "resumed group of 4 runs" in resumed.stdout, resumed.stderr
-    else:
-        resumed = _cli(tmp_path, cache)
+    how = "rerun"
+    for point, next_how in KILL_CHAIN:
+        killed = _relaunch(tmp_path, cache, how, kill=point)
+        assert killed.returncode == -9, f"the launch to be killed at {point} exited {killed.returncode}: " \
+                                        f"{killed.stderr[-2000:]}"
+        how = next_how
+    resumed = _relaunch(tmp_path, cache, how)
     assert resumed.returncode == 0, resumed.stderr
     assert not (tmp_path / "_groups").exists() or not any((tmp_path / "_groups").iterdir())
     ids = sorted(p.name for p in (reference / "teacher_student").iterdir())
@@ -226,6 +236,16 @@ def test_sigkill_then_rerun_is_bit_identical(uninterrupted, tmp_path, point, how
         assert store.read_json(a / "status.json")["status"] == store.read_json(b / "status.json")["status"]
         for x, y in zip(leaves(reference, rid), leaves(tmp_path, rid)):
             assert x.dtype == y.dtype and x.tobytes() == y.tobytes()
+
+
+def _relaunch(root, cache, how, kill=None):
+    """``jaxlearn run`` of the sweep, or (``how="resume"``) ``jaxlearn resume`` of its interrupted group."""
+    if how == "resume":
+        interrupted = next(p.name for p in (root / "teacher_student").iterdir())
+        done = _cli(root, cache, kill=kill, command=["resume", interrupted[:8], "--quiet"])
+        assert kill or "resumed group of 4 runs" in done.stdout, done.stderr
+        return done
+    return _cli(root, cache, kill=kill)
 
 
 def test_a_failing_group_marks_its_runs_failed_and_resumes_later(experiment, tmp_path, monkeypatch):
