@@ -1,5 +1,5 @@
 """``python -m jaxlearn`` (also installed as ``jaxlearn``): run, list, show, resume, plot, clean,
-experiments, new-experiment."""
+experiments, fields, new-experiment."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from jaxlearn.runner.experiment import list_experiments, load_experiment
 from jaxlearn.runner.launch import LaunchError, check_options
 from jaxlearn.runner.plan import FINAL_STATUSES, GROUPS_DIR, Group, is_final, read_status, stored_group, stored_run
 from jaxlearn.runner.results import load
+from jaxlearn.runner.tables import FORMATS, render
 
 __all__ = ["main"]
 
@@ -51,6 +52,11 @@ EPILOG = {
     "clean": "examples:\n  jaxlearn clean                 (failed and interrupted runs, stale checkpoints)\n"
              "  jaxlearn clean --experiment population_digits --all --yes",
     "experiments": "examples:\n  jaxlearn experiments",
+    "fields": "examples:\n  jaxlearn fields population_digits\n"
+              "  jaxlearn fields configs/edge_of_stability.yaml --variant smoke   (+ the values the file sets)\n"
+              "  jaxlearn fields population_digits --format json\n"
+              "static fields change the compiled program (one group per value); dynamic ones can be swept\n"
+              "inside one vmapped program. Set them with --set FIELD=VALUE, sweep with --sweep FIELD=VALUES.",
     "new-experiment": "examples:\n"
                       "  jaxlearn new-experiment my_study      (experiments/my_study.py, configs/my_study.yaml,\n"
                       "                                        tests/experiments/test_my_study.py)\n"
@@ -69,6 +75,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_format_option(p, what: str) -> None:
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help=f"{what}: an aligned table (default), CSV or JSON for scripts (other messages go to stderr)")
+
+
 def _add_device_options(p) -> None:
     """--devices and --distributed, shared by `run` and `resume`."""
     p.add_argument("--devices", type=_positive_int, default=None, metavar="N",
@@ -78,14 +89,17 @@ def _add_device_options(p) -> None:
                         "variables, else JAX's cluster detection); every host runs the same command")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(run_fields: str = "") -> argparse.ArgumentParser:
+    """The argument parser; ``run_fields`` (the fields of a config file's experiment) is appended to
+    ``run --help``."""
     parser = argparse.ArgumentParser(prog="jaxlearn", description="jaxlearn experiment runner",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="run `jaxlearn COMMAND --help` for examples")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name, help_text):
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EPILOG[name],
+        epilog = EPILOG[name] + (f"\n\n{run_fields}" if name == "run" and run_fields else "")
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--out", default="runs", help="run root directory (default: runs)")
         return p
@@ -109,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="wait for runs that other processes are computing (and compute those they leave "
                         "unfinished), then summarize and check the whole sweep")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_format_option(p, "the summary")
     _add_device_options(p)
     p.add_argument("--launcher", choices=["local", "ray", "slurm"], default="local",
                    help="where groups run: this process (default), Ray tasks, or SLURM jobs via submitit "
@@ -127,9 +142,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=["running", "finished", "diverged", "failed"])
     p.add_argument("--limit", type=int, default=50, help="show at most this many (newest last)")
     p.add_argument("--rebuild", action="store_true", help="rebuild the index from the run directories first")
+    _add_format_option(p, "the list")
 
     p = command("show", "show a run's config, metrics and provenance")
     p.add_argument("run", help="run id, unique prefix, or experiment/run_id")
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help="text (default); csv: the metric rows; json: one object with everything shown")
 
     p = command("resume", "continue an interrupted run's group from its last checkpoint")
     p.add_argument("run", help="run id, unique prefix, or experiment/run_id")
@@ -146,6 +164,11 @@ def _parser() -> argparse.ArgumentParser:
 
     command("experiments", "list available experiments")
 
+    p = command("fields", "list an experiment's config fields: type, default, static/dynamic, range, help")
+    p.add_argument("target", help="an experiment name, or a config file (adds the values it sets)")
+    p.add_argument("--variant", default="default", help="the config file's variant (default: its base config)")
+    _add_format_option(p, "the fields")
+
     p = sub.add_parser("new-experiment", help="write a working study skeleton (study, config, test)",
                        description="write a working study skeleton on the shared training base: "
                                    "experiments/NAME.py, configs/NAME.yaml (with a smoke variant) and "
@@ -158,7 +181,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    args = _parser(_run_help_fields(argv)).parse_args(argv)
     if getattr(args, "distributed", False):
         from jaxlearn.runner import distributed
 
@@ -211,15 +234,16 @@ def _report_sweep(args, argv, experiment, report) -> int:
         print(f"nothing to check yet: {busy} runs running elsewhere (use --wait)", file=sys.stderr)
         return 2
     sweep_id = _record_sweep(args.out, report, args.config, args.variant, argv)
+    info = sys.stdout if args.format == "table" else sys.stderr  # stdout: only the data, for scripts
     if not args.quiet:
-        print()  # below the progress output
+        print(file=info)  # below the progress output
     print(f"{experiment.name}: {len(report.run_ids)} runs: {len(report.computed)} computed, "
-          f"{len(report.skipped)} already finished, {busy} running elsewhere  (sweep:{sweep_id})")
+          f"{len(report.skipped)} already finished, {busy} running elsewhere  (sweep:{sweep_id})", file=info)
     if any_finished:
-        _print_summary(experiment, results)
+        _print_summary(experiment, results, args.format)
         if not args.no_plot:
             for path in _write_plots(experiment, results, pathlib.Path(args.out) / SWEEPS_DIR / sweep_id):
-                print(f"plot saved to {path}")
+                print(f"plot saved to {path}", file=info)
     checker = experiment.checker(args.variant)
     if args.check and checker:
         if busy:
@@ -232,7 +256,7 @@ def _report_sweep(args, argv, experiment, report) -> int:
             print(f"check failed: {str(err).splitlines()[0] if str(err) else 'the claim does not hold'}",
                   file=sys.stderr)
             return 1
-        print("check passed: the experiment's claim holds")
+        print("check passed: the experiment's claim holds", file=info)
     return 0
 
 
@@ -259,11 +283,11 @@ def _record_sweep(root, report, config_file, variant, argv) -> str:
     return sweep_id
 
 
-def _print_summary(experiment, results) -> None:
+def _print_summary(experiment, results, fmt: str = "table") -> None:
     summarize = experiment.hook("summarize")
     rows = summarize(results) if summarize else _default_rows(experiment, results)
-    if rows:
-        print(_table(rows))
+    if rows or fmt == "json":
+        print(render(rows, fmt))
 
 
 def _default_rows(experiment, results) -> list[dict]:
@@ -273,19 +297,6 @@ def _default_rows(experiment, results) -> list[dict]:
                and "." not in c][:5]
     return [{"run": r["run_id"][:8], **{c: r[c] for c in cfg.dynamic_fields(experiment.config_cls) if c in runs},
              **{m: r[m] for m in metrics}} for _, r in runs.iterrows()]
-
-
-def _table(rows: list[dict]) -> str:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-
-    def fmt(v):
-        return f"{v:.4g}" if isinstance(v, float) else "" if v is None else str(v)
-
-    cells = [[fmt(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = [" | ".join(c.rjust(w) for c, w in zip(columns, widths)), "-+-".join("-" * w for w in widths)]
-    lines += [" | ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
-    return "\n".join(lines)
 
 
 def _write_plots(experiment, results, directory) -> list[pathlib.Path]:
@@ -306,16 +317,17 @@ def _cmd_ls(args, argv) -> int:
         index.rebuild() if args.rebuild else index.sync()
         records = index.rows(experiment=args.experiment, status=args.status)
     if not records:
-        print("no runs")
+        print("[]" if args.format == "json" else "no runs", file=sys.stdout if args.format != "table" else sys.stdout)
         return 0
     rows = []
     for record in records[-args.limit:]:
         metrics = dict(list((record["final_metrics"] or {}).items())[:3])
         rows.append({"run": record["run_id"], "experiment": record["experiment"], "status": record["status"],
                      "step": record["step"], "started": (record["started"] or "")[:19], **metrics})
-    print(_table(rows))
+    print(render(rows, args.format))
     if len(records) > args.limit:
-        print(f"... {len(records) - args.limit} more (use --limit)")
+        print(f"... {len(records) - args.limit} more (use --limit)", file=sys.stdout if args.format == "table"
+              else sys.stderr)
     return 0
 
 
@@ -324,17 +336,24 @@ def _cmd_show(args, argv) -> int:
     record = store.read_json(path / "run.json")
     status = store.read_json(path / "status.json") if (path / "status.json").exists() else {}
     rows = store.read_jsonl(path / "metrics.jsonl")
+    provenance = store.read_json(path / "provenance.json") if (path / "provenance.json").exists() else None
+    if args.format == "json":
+        print(json.dumps({"run": record, "status": status, "metrics": rows, "provenance": provenance}))
+        return 0
+    if args.format == "csv":
+        print(render(rows, "csv"))
+        return 0
     print(f"run {record['run_id']}  ({record['experiment']} version {record['version']})  {path}")
     print(f"status: {status.get('status')} at step {status.get('step')}"
           + (f", diverged at step {status['diverged_step']}" if status.get("diverged_step") is not None else ""))
     print("config:\n" + json.dumps(record["config"], indent=2, sort_keys=True))
     if status.get("final_metrics"):
-        print("final metrics:\n" + _table([status["final_metrics"]]))
+        print("final metrics:\n" + render([status["final_metrics"]]))
     if rows:
         print(f"metrics: {len(rows)} rows, steps {rows[0]['step']}..{rows[-1]['step']}")
-        print(_table(rows if len(rows) <= 6 else rows[:3] + rows[-3:]))
-    if (path / "provenance.json").exists():
-        print("provenance:\n" + json.dumps(store.read_json(path / "provenance.json"), indent=2, sort_keys=True))
+        print(render(rows if len(rows) <= 6 else rows[:3] + rows[-3:]))
+    if provenance is not None:
+        print("provenance:\n" + json.dumps(provenance, indent=2, sort_keys=True))
     return 0
 
 
@@ -464,6 +483,67 @@ def _cmd_experiments(args, argv) -> int:
     return 0
 
 
+def _field_listing(target: str, variant: str = "default") -> tuple[str, list[dict]]:
+    """``(experiment name, rows)`` for ``jaxlearn fields``: every field of an experiment (by name) or of
+    a config file's experiment, then with the ``value`` the file's variant sets and the axes it
+    sweeps (``swept``)."""
+    from jaxlearn.runner.sweep import _repo_root
+
+    if target.endswith((".yaml", ".yml")) or pathlib.Path(target).is_file():
+        file = cfgfile.load_file(target)
+        chosen = file.variant(variant)
+        experiment = load_experiment(file.experiment, _repo_root(pathlib.Path(target)))
+        rows = cfg.field_rows(experiment.config_cls, chosen["config"])
+        for row in rows:
+            axis = chosen["sweep"].get(row["field"])
+            if axis is not None:
+                row["swept"] = (list(axis.values) if axis.kind == "list"
+                                else f"{axis.kind}:{axis.low:g}:{axis.high:g}:{len(axis.values)}")
+        return experiment.name, rows
+    if variant != "default":
+        raise cfg.ConfigError("--variant: only with a config file (an experiment name has no variants)")
+    experiment = load_experiment(target)
+    return experiment.name, cfg.field_rows(experiment.config_cls)
+
+
+def _fields_text(rows: list[dict]) -> str:
+    """The fields as a table for people: ``(required)`` instead of a default where there is none,
+    ``null`` for a ``None`` default, and the ``value``/``swept`` columns only when some field has one."""
+    columns = ["field", "kind", "type", "default", *[c for c in ("value", "swept") if any(c in r for r in rows)],
+               "range", "help"]
+    shown = []
+    for row in rows:
+        default = "(required)" if row["required"] else "null" if row["default"] is None else row["default"]
+        shown.append({c: default if c == "default" else row.get(c) for c in columns})
+    return render(shown)
+
+
+def _run_help_fields(argv) -> str:
+    """For ``jaxlearn run CONFIG --help``: the fields of CONFIG's experiment, as text ("" otherwise)."""
+    if argv[:1] != ["run"] or not {"-h", "--help"} & set(argv):
+        return ""
+    config = next((a for a in argv[1:] if a.endswith((".yaml", ".yml"))), None)
+    if config is None:
+        return ""
+    variant = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--variant"), "default")
+    try:
+        name, rows = _field_listing(config, variant)
+    except (cfg.ConfigError, OSError) as err:
+        return f"(cannot list the fields of {config}: {err})"
+    return f"fields of {name} (--set FIELD=VALUE, --sweep FIELD=VALUES):\n" + _fields_text(rows)
+
+
+def _cmd_fields(args, argv) -> int:
+    name, rows = _field_listing(args.target, args.variant)
+    if args.format == "table":
+        print(f"{name}: {len(rows)} fields (static: one compiled program per value; dynamic: may be swept "
+              f"inside one vmapped program)")
+        print(_fields_text(rows))
+    else:
+        print(render(rows, args.format))
+    return 0
+
+
 def _cmd_new_experiment(args, argv) -> int:
     from jaxlearn.runner.template import new_experiment
 
@@ -474,4 +554,5 @@ def _cmd_new_experiment(args, argv) -> int:
 
 
 COMMANDS = {"run": _cmd_run, "ls": _cmd_ls, "show": _cmd_show, "resume": _cmd_resume, "plot": _cmd_plot,
-            "clean": _cmd_clean, "experiments": _cmd_experiments, "new-experiment": _cmd_new_experiment}
+            "clean": _cmd_clean, "experiments": _cmd_experiments, "fields": _cmd_fields,
+            "new-experiment": _cmd_new_experiment}

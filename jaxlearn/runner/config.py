@@ -122,6 +122,44 @@ def field_help(cls) -> list[tuple[str, str, str, object, str]]:
             for f in init_fields(cls)]
 
 
+def range_text(cls, name: str) -> str:
+    """The accepted values of field ``name`` as the checks see them: ``"one of a, b"``, ``">= 0"``,
+    ``"1..1438"`` (both ends included, as in :func:`static`/:func:`dynamic`), or ``""``."""
+    meta = _meta({f.name: f for f in init_fields(cls)}[name])
+    if meta.get("choices") is not None:
+        return "one of " + ", ".join(map(str, meta["choices"]))
+    lo, hi = meta.get("min"), meta.get("max")
+    return f"{lo}..{hi}" if lo is not None and hi is not None else f">= {lo}" if lo is not None else \
+        f"<= {hi}" if hi is not None else ""
+
+
+def field_rows(cls, values: Mapping[str, Any] | None = None, *, prefix: str = "", defaults=None) -> list[dict]:
+    """One dict per field of config class ``cls`` (what ``jaxlearn fields`` prints): ``field``
+    (a nested config dataclass's fields as ``outer.inner``, the ``--set`` key), ``kind``
+    (``static``: one compiled program per value; ``dynamic``: may be a vmapped axis), ``type``,
+    ``default`` (JSON-ready; ``None`` and ``required`` true when there is none), ``range`` and
+    ``help``. ``values`` (a config file's ``config:`` mapping) adds a ``value`` entry to the fields
+    it sets. ``defaults``: an instance whose attributes replace the class defaults (a nested
+    field's default instance)."""
+    hints, rows, values = field_types(cls), [], values or {}
+    for name, kind, tp_name, default, text in field_help(cls):
+        tp, key = hints[name], prefix + name
+        if defaults is not None:
+            default = getattr(defaults, name)
+        if is_dataclass_type(tp) and is_dataclass_instance(default):
+            inner = values.get(name) if isinstance(values.get(name), Mapping) else None
+            for row in field_rows(tp, inner, prefix=f"{key}.", defaults=default):
+                rows.append({**row, "kind": kind, "help": row["help"] or text})  # the outer field decides the kind
+            continue
+        required = default is MISSING
+        row = {"field": key, "kind": kind, "type": tp_name, "default": None if required else _jsonable(default, key),
+               "required": required, "range": range_text(cls, name), "help": text}
+        if name in values:
+            row["value"] = _jsonable(values[name], key)
+        rows.append(row)
+    return rows
+
+
 # ----------------------------------------------------------------------------- coercion
 def _number(v):
     """The int/float a number or numeric string denotes; None for anything else (bools too)."""

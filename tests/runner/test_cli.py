@@ -1,5 +1,9 @@
 """The command line, in process: validation errors before any compile, and every command."""
 
+import csv
+import dataclasses
+import io
+import json
 import os
 import pathlib
 import subprocess
@@ -69,6 +73,12 @@ def test_every_command_on_a_small_sweep(tmp_path, capsys, monkeypatch):
 
     assert cli.main(["run", TS, *out, "--variant", "smoke", *TINY, "--sweep", "seed=0,1", "--quiet", "--no-plot"]) == 0
     assert "0 computed, 4 already finished" in capsys.readouterr().out
+    # --format json: stdout is the summary alone, one JSON array (the count line goes to stderr)
+    assert cli.main(["run", TS, *out, "--variant", "smoke", *TINY, "--sweep", "seed=0,1", "--quiet", "--no-plot",
+                     "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert isinstance(summary, list) and summary and "0 computed, 4 already finished" in captured.err
 
     def smoke_check(results):  # --check of the smoke variant asserts the study's smoke_check
         assert len(results.runs) == 5, "smoke claim"
@@ -86,10 +96,24 @@ def test_every_command_on_a_small_sweep(tmp_path, capsys, monkeypatch):
     assert cli.main(["ls", "--rebuild", *out]) == 0
     assert capsys.readouterr().out == listing
     run_id = sorted(p.name for p in (tmp_path / "teacher_student").iterdir())[0]
+    assert cli.main(["ls", "--format", "json", *out]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert sorted(r["run"] for r in records) == sorted(p.name for p in (tmp_path / "teacher_student").iterdir())
+    assert all(r["status"] == "finished" and r["step"] == 20 and isinstance(r["test_mse"], float) for r in records)
+    assert cli.main(["ls", "--format", "csv", *out]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["run"] for r in table] == [r["run"] for r in records]
+    assert [float(r["test_mse"]) for r in table] == [r["test_mse"] for r in records]  # full precision
 
     assert cli.main(["show", run_id[:6], *out]) == 0
     shown = capsys.readouterr().out
     assert f"run {run_id}" in shown and "status: finished at step 20" in shown and "git_commit" in shown
+    assert cli.main(["show", run_id[:6], "--format", "json", *out]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["run"]["run_id"] == run_id and record["status"]["status"] == "finished"
+    assert [r["step"] for r in record["metrics"]] == [10, 20] and "git_commit" in record["provenance"]
+    assert cli.main(["show", run_id[:6], "--format", "csv", *out]) == 0
+    assert [int(r["step"]) for r in csv.DictReader(io.StringIO(capsys.readouterr().out))] == [10, 20]
 
     assert cli.main(["show", "../etc", *out]) == 2
     assert "error" in capsys.readouterr().err
@@ -114,6 +138,59 @@ def test_every_command_on_a_small_sweep(tmp_path, capsys, monkeypatch):
     assert not list((tmp_path / "teacher_student").iterdir())
     with store.Index(tmp_path) as index:
         assert index.rows() == []
+
+
+def test_fields_lists_every_field(capsys):
+    """``jaxlearn fields``: every constructor field of the config class (a nested optimizer spec as
+    ``optimizer.*``), with its kind, type, default, range and help, in each format."""
+    assert cli.main(["fields", "edge_of_stability"]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[1].split() == ["field", "kind", "type", "default", "range", "help"]
+    assert cli.main(["fields", "edge_of_stability", "--format", "json"]) == 0
+    rows = {r["field"]: r for r in json.loads(capsys.readouterr().out)}
+    config_cls = runner.load_experiment("edge_of_stability").config_cls
+    top = [f.name for f in dataclasses.fields(config_cls) if f.init]
+    assert [name.split(".")[0] for name in rows] == [n for n in top for _ in
+                                                     (dataclasses.fields(config_cls.optimizer) if n == "optimizer"
+                                                      else [None])]
+    assert rows["learning_rate"] == {"field": "learning_rate", "kind": "dynamic", "type": "float", "default": 0.5,
+                                     "required": False, "range": ">= 0.0",
+                                     "help": "GD step size η; the stability threshold is 2/η"}
+    assert rows["n_train"]["kind"] == "static" and rows["n_train"]["range"] == "1..1438"
+    assert rows["batch_size"]["default"] is None and rows["widths"]["default"] == [64, 64]
+    assert rows["optimizer.name"] == {**rows["optimizer.name"], "kind": "static", "default": "sgd"}
+    for name, row in rows.items():  # every field is named in the text table with its help
+        line = next(line for line in text.splitlines() if line.startswith(name + " "))
+        assert row["kind"] in line and row["help"][:30] in line
+    assert cli.main(["fields", "edge_of_stability", "--format", "csv"]) == 0
+    assert [r["field"] for r in csv.DictReader(io.StringIO(capsys.readouterr().out))] == list(rows)
+
+
+def test_fields_of_a_config_file_and_in_run_help(capsys):
+    """With a config file: the values its variant sets and the axes it sweeps; ``run CONFIG --help``
+    ends with the same table."""
+    config = str(REPO / "configs" / "edge_of_stability.yaml")
+    assert cli.main(["fields", config, "--variant", "smoke", "--format", "json"]) == 0
+    rows = {r["field"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["n_train"]["value"] == 64 and rows["num_steps"]["value"] == 1000
+    assert rows["learning_rate"]["swept"] == [0.5] and "value" not in rows["activation"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["run", config, "--variant", "smoke", "--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "fields of edge_of_stability" in help_text and "sharpness_every" in help_text
+    assert next(line for line in help_text.splitlines() if line.startswith("n_train ")).split()[3:5] == ["256", "64"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["fields", "edge_of_stabilty"], "no experiment 'edge_of_stabilty' (did you mean 'edge_of_stability'?)"),
+    (["fields", "edge_of_stability", "--variant", "smoke"], "--variant: only with a config file"),
+    (["fields", str(REPO / "configs" / "edge_of_stability.yaml"), "--variant", "smok"], "did you mean 'smoke'?"),
+])
+def test_fields_bad_input_is_one_line_error(args, message, capsys):
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
 
 
 @pytest.mark.parametrize("command", list(cli.EPILOG))

@@ -53,6 +53,12 @@ def test_field_kinds_and_help():
     assert rows["widths"][2] == "tuple[int, ...]" and rows["pair"][1] == "static"
     assert rows["extra"][3] == {"a": 1} and Cfg().extra is not Cfg().extra
     assert C.field_help(Required)[0][3] is dataclasses.MISSING
+    required = C.field_rows(Required)
+    assert required[0] == {"field": "name", "kind": "static", "type": "str", "default": None, "required": True,
+                           "range": "", "help": ""}
+    rows = {r["field"]: r for r in C.field_rows(Cfg, {"seed": 3})}
+    assert rows["seed"]["value"] == 3 and rows["seed"]["kind"] == "dynamic" and "value" not in rows["widths"]
+    assert rows["seed"]["range"] == ">= 0" and rows["activation"]["range"] == "one of relu, tanh"
 
 
 def test_defaults_and_coercion():
