@@ -15,50 +15,54 @@ convolutional networks with channels as the width (Arora et al. 2019, "On exact 
 an infinitely wide neural net", §4; Novak et al. 2019).
 
 Each member: an MLP (``architecture: mlp``: ``depth`` hidden Dense layers of ``width`` units) or a
-CNN (``cnn``: ``depth`` 3x3 SAME convolutions of ``width`` channels on the 8x8 images, then
-Flatten and a Dense readout), ReLU, NTK parameterization (``W_std = √2``, ``b_std = 0.1``),
-trained by SGD on MSE to one-hot digits labels. The state keeps ``θ_0``, the empirical NTK ``K_0``
-on a fixed probe set of ``probe`` training images (``jaxlearn.kernels.empirical``, a mean over the
-10 outputs) and that kernel's relative Frobenius distance ``init_kernel_error`` =
-``‖K_0 − Θ‖_F / ‖Θ‖_F`` to the analytic NTK ``Θ`` of the same model (``jaxlearn.kernels.analytic``;
-per output unit, width-independent). Every segment reports, inside the compiled program,
-``relative_weight_change``, ``relative_kernel_change`` (``‖K_t − K_0‖_F / ‖K_0‖_F``),
-``kernel_distance`` (Fort et al.'s cosine distance of ``K_0`` and ``K_t``), ``kernel_alignment``
-(the current NTK against the probe labels' one-hot Gram matrix), ``init_kernel_error``,
-``train_loss`` and ``test_accuracy`` — the diagnostics of :mod:`jaxlearn.kernels.linearize` used
-through the runner's periodic evaluation. Seeds and learning rates are dynamic; architecture,
-width and depth are static (one compiled group each); the config file zips them so that each
-architecture has its own width range.
+CNN (``cnn``: ``depth`` 3x3 SAME convolutions of ``width`` channels on the 8x8 images, the first
+written as a Dense layer on each pixel's 3x3 patch — the same function, see :func:`model` —, then
+2x2 average pooling, Flatten and a Dense readout), ReLU, NTK parameterization (``W_std = √2``,
+``b_std = 0.1``), trained by SGD on MSE to one-hot digits labels. The state keeps ``θ_0`` and the
+empirical NTK ``K_0`` on a fixed probe set of ``probe`` training images
+(``jaxlearn.kernels.empirical``, a mean over the 10 outputs). ``data`` hands every group, next to
+the digits, the probe images and the analytic NTK ``Θ`` of the architecture on them
+(``jaxlearn.kernels.analytic``; per output unit, width-independent, so computed once per
+architecture outside the compiled programs). Every segment reports, inside the compiled program,
+``relative_weight_change`` (``‖θ_t − θ_0‖/‖θ_0‖``), ``relative_kernel_change``
+(``‖K_t − K_0‖_F / ‖K_0‖_F``), ``kernel_distance`` (Fort et al.'s cosine distance of ``K_0`` and
+``K_t``), ``kernel_alignment`` (the current NTK against the probe labels' one-hot Gram matrix),
+``init_kernel_error`` (``‖K_0 − Θ‖_F / ‖Θ‖_F``), ``train_loss`` and ``test_accuracy``. Seeds and
+learning rates are dynamic; architecture, width and depth are static (one compiled group each);
+the config file zips them so that each architecture has its own width range.
 
 Claim (``check``), per architecture: the final relative weight change and kernel distance fall
 with width — the widest network's are at most a third of the narrowest's —, the log-log slopes of
 the relative weight change and the relative kernel change against width are negative, the init
 empirical-vs-analytic NTK error falls from each width to the next, and every width learns (test
 accuracy above 0.5; chance is 0.1). Measured with configs/kernel_regimes.yaml (``paper``: 1000
-steps of SGD, lr 5, batch 64, probe 64; MLP depth 2, CNN depth 1; 3 seeds; mean ± std):
+steps of SGD, lr 5, batch 64, probe 64; MLP depth 2, widths 64/256/1024; CNN depth 1, widths
+16/64/256; 3 seeds; mean ± std):
 
-MLP (all widths finished; depth 2):
+============  =====  ======================  ======================  ===============  ===============  =============
+architecture  width  relative weight change  relative kernel change  kernel distance  init NTK error   test accuracy
+============  =====  ======================  ======================  ===============  ===============  =============
+MLP              64  0.125 ± 0.001           0.33 ± 0.09             9.9e-3 ± 4.1e-3  0.33 ± 0.09      0.928 ± 0.002
+MLP             256  0.042 ± 0.001           0.15 ± 0.01             8.5e-4 ± 1.4e-4  0.10 ± 0.03      0.949 ± 0.013
+MLP            1024  0.011 ± 0.0004          0.061 ± 0.005           1.2e-4 ± 1.4e-5  0.093 ± 0.020    0.952 ± 0.009
+CNN              16  0.189 ± 0.011           0.26 ± 0.11             9.6e-4 ± 8.1e-4  0.32 ± 0.13      0.878 ± 0.005
+CNN              64  0.105 ± 0.005           0.24 ± 0.05             1.3e-4 ± 3.6e-5  0.057 ± 0.010    0.907 ± 0.017
+CNN             256  0.055 ± 0.001           0.047 ± 0.012           1.1e-5 ± 7.8e-7  0.043 ± 0.022    0.928 ± 0.002
+============  =====  ======================  ======================  ===============  ===============  =============
 
-=====  ======================  ======================  ===============  ===============  =============
-width  relative weight change  relative kernel change  kernel distance  init NTK error   test accuracy
-=====  ======================  ======================  ===============  ===============  =============
-   64  0.125 ± 0.001           0.33 ± 0.09             9.9e-3           0.33 ± 0.09      0.928
-  256  0.042 ± 0.001           0.15 ± 0.01             8.5e-4           0.10 ± 0.03      0.949
- 1024  0.011 ± 0.0004          0.061 ± 0.005           1.2e-4           0.093 ± 0.020    0.952
-=====  ======================  ======================  ===============  ===============  =============
-
-log-log slopes against width: weight change −0.87, kernel change −0.61, init NTK error −0.46.
-
-CNN (depth 1): widths 16 and 64 finished (weight change 0.108 → 0.061, kernel change 0.64 →
-0.37, init NTK error 0.38 → 0.11, test accuracy 0.86 → 0.91); the groups of widths 256 and 1024
-did not finish within the time this session had (the empirical NTK of the CNN on the 64 probe
-images, four times per run, dominates their cost), so the paper variant's ``check`` has not been
-run to completion for this version.
+Log-log slopes against width (least squares over the three widths): MLP weight change −0.87,
+kernel change −0.61, init NTK error −0.46; CNN weight change −0.45, kernel change −0.62, init NTK
+error −0.72. Expected (each layer's gradient has an O(1) norm under this parameterization, so
+``‖θ_t − θ_0‖`` stays O(1) while ``‖θ_0‖ ∝ √P``, P ∝ width² for the MLP's width×width layer and ∝ width for the
+one-convolution CNN): −1 and −½ for the weight change; −½ for the kernel change and the init
+error (fluctuations of a mean over width units). The paper variant took 5 min 12 s wall on the
+shared 2-core machine (load average 7–9 from other processes; its own CPU time 4 min 23 s).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -69,7 +73,7 @@ from jaxlearn import data as data_module
 from jaxlearn import kernels, nn, runner, train
 from jaxlearn.runner.plots import legend
 
-VERSION = "3"  # 3: a CNN architecture, the relative kernel change and the init empirical-vs-analytic NTK error
+VERSION = "4"  # 4: the CNN reads out through a global average pool; probe inputs and analytic NTK arrive as data
 
 ARCHITECTURES = ("mlp", "cnn")
 
@@ -81,7 +85,7 @@ class Config(runner.TrainingConfig):
     learning_rate: float = runner.dynamic(5.0, min=0.0, help="SGD step size (width-independent under NTK "
                                                                  "parameterization)")
     architecture: str = runner.static("mlp", help="'mlp' (Dense layers) or 'cnn' (3x3 SAME convolutions on the "
-                                                  "8x8 images, then Flatten and a Dense readout)")
+                                                  "8x8 images, then a global average pool and a Dense readout)")
     width: int = runner.static(256, min=1, help="hidden layer width (the CNN's channels)")
     depth: int = runner.static(2, min=1, help="number of hidden layers (the CNN's convolutions)")
     probe: int = runner.static(64, min=2, max=1437, help="training images on which the kernels are measured")
@@ -92,29 +96,52 @@ class Config(runner.TrainingConfig):
             raise ValueError(f"architecture: expected one of {ARCHITECTURES}, got {self.architecture!r}")
 
 
+class ProbedArrays(NamedTuple):
+    """The digits splits (as :class:`jaxlearn.data.Arrays`, training labels one-hot) and the probe
+    set: ``probe_x (P, ...)``, its one-hot labels ``probe_y (P, 10)`` and the analytic NTK of the
+    architecture on it, ``analytic_ntk (P, P)`` (per output unit; width-independent). Handed to
+    ``segment`` as an argument, so the compiled program neither contains nor constant-folds them."""
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_test: jax.Array
+    y_test: jax.Array
+    probe_x: jax.Array
+    probe_y: jax.Array
+    analytic_ntk: jax.Array
+
+    @property
+    def input_spec(self) -> jax.ShapeDtypeStruct:
+        """Shape and dtype of a batch of one input (a model's ``init`` argument)."""
+        return jax.ShapeDtypeStruct((1, *self.x_train.shape[1:]), self.x_train.dtype)
+
+
 class LazyState(NamedTuple):
-    """A member: its ``train_state``, its initial parameters ``params_0``, its initial empirical
-    NTK ``ntk_0`` on the probe set and that kernel's relative distance ``init_kernel_error`` to the
-    analytic (infinite-width) NTK of the same architecture."""
+    """A member: its ``train_state``, its initial parameters ``params_0`` and its initial empirical
+    NTK ``ntk_0`` on the probe set."""
 
     train_state: train.TrainState
     params_0: Any
     ntk_0: jax.Array
-    init_kernel_error: jax.Array
 
 
 def model(config: Config):
-    """The network of a member (the ``model`` hook): ``depth`` hidden Dense (MLP) or 3x3 SAME Conv
-    (CNN) layers of ``width`` units/channels with ReLU, then (CNN: Flatten and) a Dense readout."""
+    """The network of a member (the ``model`` hook), ReLU after every hidden layer. MLP: ``depth``
+    Dense layers of ``width`` units on the 64 pixels, then a Dense readout. CNN, on the 3x3 patches
+    of the 8x8 images (:func:`image_patches`, ``(N, 8, 8, 9)``): a Dense layer of ``width`` units
+    applied at every position — the 3x3 SAME convolution with ``width`` channels (im2col: the same
+    function, fan-in 9 and NTK scaling as ``nn.Conv(width, (3, 3), padding="SAME")`` on the
+    images) —, ``depth − 1`` more 3x3 SAME convolutions, 2x2 average pooling to 4x4 positions,
+    Flatten and a Dense readout (``16·width·10`` weights)."""
     ntk = dict(parameterization="ntk", W_std=np.sqrt(2.0), b_std=0.1)
-    layers = []
-    for _ in range(config.depth):
-        hidden = nn.Dense(config.width, **ntk) if config.architecture == "mlp" else \
-            nn.Conv(config.width, (3, 3), padding="SAME", **ntk)
-        layers += [hidden, nn.Relu()]
-    if config.architecture == "cnn":
-        layers.append(nn.Flatten())
-    return nn.serial(*layers, nn.Dense(10, **ntk))
+    if config.architecture == "mlp":
+        hidden = [nn.Dense(config.width, **ntk) for _ in range(config.depth)]
+        pool = []
+    else:
+        hidden = [nn.Dense(config.width, **ntk)] + [nn.Conv(config.width, (3, 3), padding="SAME", **ntk)
+                                                     for _ in range(config.depth - 1)]
+        pool = [nn.AvgPool((2, 2)), nn.Flatten()]
+    return nn.serial(*[layer for h in hidden for layer in (h, nn.Relu())], *pool, nn.Dense(10, **ntk))
 
 
 def loss(config: Config):
@@ -123,28 +150,50 @@ def loss(config: Config):
     return train.mse
 
 
-def _inputs(config: Config, x):
-    """Digits rows (N, 64) as the architecture takes them: as they are (MLP) or (N, 8, 8, 1) images (CNN)."""
-    x = jnp.asarray(x)
-    return x if config.architecture == "mlp" else x.reshape(-1, 8, 8, 1)
+def image_patches(images):
+    """The zero-padded 3x3 neighbourhoods of each pixel: ``(N, H, W) -> (N, H, W, 9)``, entry
+    ``3·di + dj`` at ``[n, h, w]`` being ``images[n, h + di − 1, w + dj − 1]`` (0 outside the image),
+    the order of a ``(3, 3, 1, C)`` convolution filter reshaped to ``(9, C)``."""
+    images = np.asarray(images, np.float32)
+    _, height, width = images.shape
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))
+    return np.stack([padded[:, di:di + height, dj:dj + width] for di in range(3) for dj in range(3)], axis=-1)
 
 
-def data(config: Config) -> data_module.Arrays:
-    """The digits split shared by every member, training labels one-hot (MSE targets), images
-    shaped for the architecture."""
-    arrays = data_module.digits(seed=0).arrays()
-    return arrays._replace(x_train=_inputs(config, arrays.x_train), x_test=_inputs(config, arrays.x_test),
-                           y_train=jax.nn.one_hot(arrays.y_train, 10))
+def _inputs(architecture: str, x):
+    """Digits rows (N, 64) as the architecture takes them: as they are (MLP) or the 3x3 patches of
+    the 8x8 images, (N, 8, 8, 9) (CNN; a convolution inside the training loop's ``lax.scan`` is
+    about 5x slower on the CPU than the same layer as a Dense layer on patches)."""
+    x = np.asarray(x, np.float32)
+    return x if architecture == "mlp" else image_patches(x.reshape(-1, 8, 8))
 
 
-def probe_set(config: Config):
-    """The first ``probe`` training images and their one-hot labels (constants of the program)."""
+@functools.lru_cache(maxsize=8)
+def _probed_arrays(architecture: str, depth: int, probe: int) -> ProbedArrays:
+    # One per (architecture, depth, probe), shared by every width (the analytic kernel does not
+    # depend on it). Its cost is compiling it: one jitted program, the probe an argument (not a
+    # constant to fold), compiles in a fraction of the time of the op-by-op evaluation.
     ds = data_module.digits(seed=0)
-    return _inputs(config, ds.x_train[:config.probe]), jax.nn.one_hot(ds.y_train[:config.probe], 10)
+    probe_x = _inputs(architecture, ds.x_train[:probe])
+    net = model(Config(architecture=architecture, depth=depth, probe=probe))
+    analytic = jax.jit(functools.partial(kernels.analytic, net, get="ntk"))(probe_x)
+    one_hot = np.eye(10, dtype=np.float32)
+    return ProbedArrays(jnp.asarray(_inputs(architecture, ds.x_train)), jnp.asarray(one_hot[ds.y_train]),
+                        jnp.asarray(_inputs(architecture, ds.x_test)), jnp.asarray(ds.y_test),
+                        jnp.asarray(probe_x), jnp.asarray(one_hot[ds.y_train[:probe]]), analytic)
 
 
-def _ntk(config: Config, params):
-    return kernels.empirical(model(config).apply, params, probe_set(config)[0])
+def data(config: Config) -> ProbedArrays:
+    """The digits split shared by every member (training labels one-hot: MSE targets; images
+    shaped for the architecture), the probe set (the first ``probe`` training images) and the
+    analytic NTK of the architecture on it (``jaxlearn.kernels.analytic``)."""
+    return _probed_arrays(config.architecture, config.depth, config.probe)
+
+
+def _ntk(config: Config, params, probe_x):
+    """The empirical NTK on the probe images (``jaxlearn.kernels.empirical``, a mean over the 10
+    outputs; its structured method: layer-input and cotangent Gram products, no Jacobian)."""
+    return kernels.empirical(model(config).apply, params, probe_x)
 
 
 def relative_change(k_0, k_t):
@@ -153,25 +202,23 @@ def relative_change(k_0, k_t):
 
 
 def init(config: Config, key) -> LazyState:
-    """The member's train state, its initial parameters, its initial NTK on the probe set and the
-    relative distance of that kernel from the analytic NTK (a per-output kernel, as the empirical
-    one is: a mean over the 10 outputs)."""
-    state = runner.study.init(config, key, model(config), data(config).input_spec)
-    ntk_0 = _ntk(config, state.params)
-    analytic = kernels.analytic(model(config), probe_set(config)[0], get="ntk")
-    return LazyState(state, state.params, ntk_0, relative_change(analytic, ntk_0))
+    """The member's train state, its initial parameters and its initial NTK on the probe set."""
+    arrays = data(config)
+    state = runner.study.init(config, key, model(config), arrays.input_spec)
+    return LazyState(state, state.params, _ntk(config, state.params, arrays.probe_x))
 
 
-def _diagnostics(member: LazyState, config: Config, arrays) -> dict:
+def _diagnostics(member: LazyState, config: Config, arrays: ProbedArrays) -> dict:
     params = member.train_state.params
-    ntk = _ntk(config, params)
+    ntk = _ntk(config, params, arrays.probe_x)
     outputs = model(config).apply(params, arrays.x_test)
     return {
         "relative_weight_change": kernels.relative_weight_change(params, member.params_0),
         "relative_kernel_change": relative_change(member.ntk_0, ntk),
         "kernel_distance": kernels.kernel_distance(member.ntk_0, ntk),
-        "kernel_alignment": kernels.kernel_target_alignment(ntk, probe_set(config)[1]),
-        "init_kernel_error": member.init_kernel_error,
+        "kernel_alignment": kernels.kernel_target_alignment(ntk, arrays.probe_y),
+        # the init empirical NTK against the analytic one (a per-output kernel, as the empirical one is)
+        "init_kernel_error": relative_change(arrays.analytic_ntk, member.ntk_0),
         "test_accuracy": train.accuracy(outputs, arrays.y_test),
     }
 
@@ -252,8 +299,8 @@ def check(results) -> None:
 
 
 def smoke_check(results) -> None:
-    """At toy scale (a few hundred steps, one seed, two widths per architecture; the narrowest CNN
-    has not learned much yet): per architecture, the widest network moves its weights and its
+    """At toy scale (a few hundred steps, two seeds, two widths per architecture 16x or more apart;
+    the narrowest CNN has not learned much yet): per architecture, the widest network moves its weights and its
     kernel less than the narrowest (relative weight change, relative kernel change, kernel
     distance), its init empirical NTK is the closer to the analytic one, and every run is above
     chance (test accuracy > 0.1)."""
