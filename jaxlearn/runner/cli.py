@@ -487,12 +487,10 @@ def _field_listing(target: str, variant: str = "default") -> tuple[str, list[dic
     """``(experiment name, rows)`` for ``jaxlearn fields``: every field of an experiment (by name) or of
     a config file's experiment, then with the ``value`` the file's variant sets and the axes it
     sweeps (``swept``)."""
-    from jaxlearn.runner.sweep import _repo_root
+    from jaxlearn.runner.sweep import load_variant
 
     if target.endswith((".yaml", ".yml")) or pathlib.Path(target).is_file():
-        file = cfgfile.load_file(target)
-        chosen = file.variant(variant)
-        experiment = load_experiment(file.experiment, _repo_root(pathlib.Path(target)))
+        experiment, chosen = load_variant(target, variant)
         rows = cfg.field_rows(experiment.config_cls, chosen["config"])
         for row in rows:
             axis = chosen["sweep"].get(row["field"])

@@ -41,8 +41,8 @@ from jaxlearn.runner.plan import (
 )
 from jaxlearn.runner.progress import Progress
 
-__all__ = ["resolve", "run_sweep", "compute_group", "SweepReport", "enable_compilation_cache", "until_settled",
-           "wait_for_runs"]
+__all__ = ["resolve", "load_variant", "run_sweep", "compute_group", "SweepReport", "enable_compilation_cache",
+           "until_settled", "wait_for_runs"]
 
 _RUN_FILES = ("status.json", "metrics.jsonl", "state_final.npz", "outputs.npz")
 _RUN_DIRS = ("snapshots", "events", "plots")
@@ -64,14 +64,20 @@ def _repo_root(path: pathlib.Path) -> list[pathlib.Path]:
     return [path.parent.parent, path.parent]
 
 
+def load_variant(config_file, variant: str = "default") -> tuple[Experiment, dict]:
+    """A config file's experiment (found beside the file's folder first) and its variant ``variant``
+    (``{"config", "sweep", "mode", "num"}``, unexpanded: see :func:`resolve`)."""
+    file = cfgfile.load_file(config_file)
+    chosen = file.variant(variant)
+    return load_experiment(file.experiment, _repo_root(pathlib.Path(config_file))), chosen
+
+
 def resolve(config_file, *, variant: str = "default", overrides=(), sweeps=(), mode: str | None = None,
             num: int | None = None, seed: int = 0) -> tuple[Experiment, list]:
     """Loads a config file's variant, applies ``key=value`` overrides and ``key=...`` sweep axes
     (CLI syntax; axes given here are added to the file's, replacing one of the same name) and
     returns the experiment and its validated configs, one per run."""
-    file = cfgfile.load_file(config_file)
-    chosen = file.variant(variant)
-    experiment = load_experiment(file.experiment, _repo_root(pathlib.Path(config_file)))
+    experiment, chosen = load_variant(config_file, variant)
     base = dict(chosen["config"])
     for text in overrides:
         key, value = cfgfile.parse_assignment(text)
