@@ -269,6 +269,20 @@ def summarize(results) -> list[dict]:
     return sorted(rows, key=lambda r: (r["architecture"], r["width"]))
 
 
+def _by_architecture(results, who: str) -> dict:
+    """``{architecture: summary rows by width}``, after asserting that both architectures finished
+    at two or more widths (``who`` names the check in the messages)."""
+    rows = summarize(results)
+    found = sorted({r["architecture"] for r in rows})
+    assert found == sorted(ARCHITECTURES), f"{who} needs both architectures {ARCHITECTURES}, got {found}"
+    out = {}
+    for architecture in ARCHITECTURES:
+        out[architecture] = [r for r in rows if r["architecture"] == architecture]
+        assert len(out[architecture]) >= 2, \
+            f"{architecture}: {who} needs at least two widths, got {len(out[architecture])}"
+    return out
+
+
 def check(results) -> None:
     """The lazy-regime claims, per architecture: the widest network moves its weights and its
     kernel at most a third as much as the narrowest (relative weight change and kernel distance),
@@ -276,12 +290,7 @@ def check(results) -> None:
     empirical NTK at initialisation approaches the analytic one as the width grows (its relative
     error falls from each width to the next), and every width learns (test accuracy > 0.5;
     chance is 0.1). Both architectures must be present."""
-    rows = summarize(results)
-    found = sorted({r["architecture"] for r in rows})
-    assert found == sorted(ARCHITECTURES), f"check needs both architectures {ARCHITECTURES}, got {found}"
-    for architecture in ARCHITECTURES:
-        mine = [r for r in rows if r["architecture"] == architecture]
-        assert len(mine) >= 2, f"{architecture}: check needs at least two widths, got {len(mine)}"
+    for architecture, mine in _by_architecture(results, "check").items():
         narrow, wide = mine[0], mine[-1]
         for key in ("relative_weight_change", "kernel_distance"):
             assert wide[key] <= narrow[key] / 3, (
@@ -304,12 +313,7 @@ def smoke_check(results) -> None:
     kernel less than the narrowest (relative weight change, relative kernel change, kernel
     distance), its init empirical NTK is the closer to the analytic one, and every run is above
     chance (test accuracy > 0.1)."""
-    rows = summarize(results)
-    found = sorted({r["architecture"] for r in rows})
-    assert found == sorted(ARCHITECTURES), f"smoke_check needs both architectures {ARCHITECTURES}, got {found}"
-    for architecture in ARCHITECTURES:
-        mine = [r for r in rows if r["architecture"] == architecture]
-        assert len(mine) >= 2, f"{architecture}: smoke_check needs at least two widths, got {len(mine)}"
+    for architecture, mine in _by_architecture(results, "smoke_check").items():
         narrow, wide = mine[0], mine[-1]
         for key in ("relative_weight_change", "relative_kernel_change", "kernel_distance", "init_kernel_error"):
             assert wide[key] < narrow[key], (f"{architecture} {key}: width {wide['width']} gives {wide[key]:.4g}, "
