@@ -317,7 +317,8 @@ def _cmd_ls(args, argv) -> int:
         index.rebuild() if args.rebuild else index.sync()
         records = index.rows(experiment=args.experiment, status=args.status)
     if not records:
-        print("[]" if args.format == "json" else "no runs", file=sys.stdout if args.format != "table" else sys.stdout)
+        if args.format != "csv":  # CSV: no header without columns
+            print("[]" if args.format == "json" else "no runs")
         return 0
     rows = []
     for record in records[-args.limit:]:
