@@ -193,6 +193,12 @@ def test_fields_bad_input_is_one_line_error(args, message, capsys):
     assert message in err and len(err.splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("fmt, printed", [("table", "no runs\n"), ("json", "[]\n"), ("csv", "")])
+def test_ls_of_an_empty_store_in_each_format(fmt, printed, tmp_path, capsys):
+    assert cli.main(["ls", "--out", str(tmp_path), "--format", fmt]) == 0
+    assert capsys.readouterr().out == printed
+
+
 @pytest.mark.parametrize("command", list(cli.EPILOG))
 def test_help_has_examples(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
