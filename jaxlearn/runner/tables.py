@@ -21,9 +21,9 @@ def _missing(v) -> bool:
 
 
 def _plain(v):
-    """A JSON-ready cell: numpy scalars as Python numbers, non-finite floats as None."""
-    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
-        v = v.item()
+    """A JSON-ready cell: numpy scalars and arrays as Python numbers and lists, non-finite floats as None."""
+    if hasattr(v, "tolist") and not isinstance(v, (list, dict, str)):
+        v = v.tolist()
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, (list, tuple)):
@@ -34,13 +34,19 @@ def _plain(v):
 
 
 def _text(v) -> str:
-    if _missing(v):
+    v = _plain(v)
+    if v is None:
         return ""
-    if isinstance(v, (list, tuple, dict)):
-        return json.dumps(_plain(v))
+    if isinstance(v, (list, dict)):
+        return json.dumps(v)
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def _csv_cell(v):
+    v = _plain(v)
+    return "" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else v
 
 
 def render(rows: list[dict], fmt: str = "table") -> str:
@@ -57,9 +63,7 @@ def render(rows: list[dict], fmt: str = "table") -> str:
         return ""
     frame = pd.DataFrame([[row.get(c) for c in columns] for row in rows], columns=columns, dtype=object)
     if fmt == "csv":
-        cells = frame.map(lambda v: "" if _missing(v) else json.dumps(_plain(v)) if isinstance(v, (list, tuple, dict))
-                          else _plain(v))
-        return cells.to_csv(index=False, lineterminator="\n").rstrip("\n")
+        return frame.map(_csv_cell).to_csv(index=False, lineterminator="\n").rstrip("\n")
     cells = frame.map(_text)
     for c in columns:  # numbers right-aligned, text left-aligned (pandas would right-align every string)
         numeric = all(isinstance(v, numbers.Number) and not isinstance(v, bool) or _missing(v) for v in frame[c])
