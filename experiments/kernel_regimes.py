@@ -240,13 +240,6 @@ def _final(results):
     return results.finished("architecture", "width", *_FINAL).runs
 
 
-def loglog_slope(widths, values) -> float:
-    """Least-squares slope of ``log value`` against ``log width`` (NaN for fewer than two widths)."""
-    if len(widths) < 2:
-        return float("nan")
-    return float(np.polyfit(np.log(np.asarray(widths, float)), np.log(np.asarray(values, float)), 1)[0])
-
-
 def summarize(results) -> list[dict]:
     """Per architecture and width: final relative weight change, relative kernel change, kernel
     distance, alignment, init empirical-vs-analytic NTK error and test accuracy (means and stds
@@ -262,7 +255,7 @@ def summarize(results) -> list[dict]:
         rows.append(row)
     for architecture in {r["architecture"] for r in rows}:
         mine = [r for r in rows if r["architecture"] == architecture]
-        slopes = {name: loglog_slope([r["width"] for r in mine], [r[key] for r in mine])
+        slopes = {name: runner.study.loglog_slope([r["width"] for r in mine], [r[key] for r in mine])
                   for key, name in _SLOPES.items()}
         for r in mine:
             r.update(slopes)

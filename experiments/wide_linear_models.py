@@ -199,14 +199,6 @@ def _per_run(results):
     return runs.merge(peak, left_on="run_id", right_index=True, how="inner")
 
 
-def loglog_slope(widths, errors) -> float:
-    """Least-squares slope of ``log error`` against ``log width`` (NaN for fewer than two widths)."""
-    widths, errors = np.asarray(widths, float), np.asarray(errors, float)
-    if len(widths) < 2:
-        return float("nan")
-    return float(np.polyfit(np.log(widths), np.log(errors), 1)[0])
-
-
 def summarize(results) -> list[dict]:
     """Per width: the final test and train trajectory errors and the largest per-time test error,
     mean and std over seeds, and the log-log slope of the test trajectory error over all widths."""
@@ -216,7 +208,7 @@ def summarize(results) -> list[dict]:
         for key in _FINAL:
             row[key], row[f"{key}_std"] = float(part[key].mean()), float(part[key].std(ddof=0))
         rows.append(row)
-    slope = loglog_slope([r["width"] for r in rows], [r["trajectory_error"] for r in rows])
+    slope = runner.study.loglog_slope([r["width"] for r in rows], [r["trajectory_error"] for r in rows])
     return [{**row, "loglog_slope": slope} for row in sorted(rows, key=lambda r: r["width"])]
 
 

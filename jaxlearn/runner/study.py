@@ -30,11 +30,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+import numpy as np
+
 from jaxlearn import data as data_module
 from jaxlearn import train
 from jaxlearn.runner.config import dynamic, static
 
-__all__ = ["TrainingConfig", "check_full_batch_gd", "classifier_metrics", "dataset", "init", "segment"]
+__all__ = ["TrainingConfig", "check_full_batch_gd", "classifier_metrics", "dataset", "init", "loglog_slope",
+           "segment"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +110,15 @@ def classifier_metrics(model, params, arrays) -> dict:
     logits = model.apply(params, arrays.x_test)
     return {"test_accuracy": train.accuracy(logits, arrays.y_test),
             "test_loss": train.softmax_cross_entropy(logits, arrays.y_test)}
+
+
+def loglog_slope(xs, ys) -> float:
+    """Least-squares slope of ``log y`` against ``log x`` (e.g. an error against the width: ``−½``
+    for ``y ∝ x^−½``); NaN for fewer than two points."""
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    if len(xs) < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
 def check_full_batch_gd(config: TrainingConfig, n_examples: int, examples_field: str, why: str) -> None:

@@ -48,9 +48,3 @@ def test_standardized_inputs_have_unit_input_kernel_diagonal_and_zero_train_mean
     np.testing.assert_allclose((b ** 2).sum(1) / 7, 1.0, rtol=1e-12)
     centred = x_train - x_train.mean(0)
     np.testing.assert_allclose(a, centred / np.linalg.norm(centred, axis=1, keepdims=True) * np.sqrt(7))
-
-
-def test_loglog_slope_of_a_power_law():
-    widths = np.array([128, 256, 1024, 4096])
-    assert study.loglog_slope(widths, 3.0 * widths ** -0.5) == pytest.approx(-0.5, abs=1e-12)
-    assert np.isnan(study.loglog_slope([128], [0.1]))

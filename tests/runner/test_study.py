@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jaxlearn import runner, train
@@ -126,3 +127,9 @@ def test_check_full_batch_gd_names_the_field(changes, message):
     else:
         with pytest.raises(ValueError, match=re.escape(message)):
             runner.study.check_full_batch_gd(config, 8, "n_train", "because the claim is about GD")
+
+
+def test_loglog_slope_of_a_power_law():
+    widths = np.array([128, 256, 1024, 4096])
+    assert runner.study.loglog_slope(widths, 3.0 * widths ** -0.5) == pytest.approx(-0.5, abs=1e-12)
+    assert np.isnan(runner.study.loglog_slope([128], [0.1]))
