@@ -171,7 +171,9 @@ def top_eigenvalues(loss, params, k: int = 5, *, method: str = "lanczos", num_it
     ``method="lanczos"`` (default): ``m = num_iters`` Lanczos steps (default ``min(max(4k, 64), P)``,
     ``P`` the block size) with full reorthogonalization from a random unit start vector (Gaussian
     from ``key``, projected onto the block); the ``k`` largest (``which="largest"``) or smallest
-    (``"smallest"``) Ritz values of ``T_m``. Extreme Ritz values converge first; with ``m = P``
+    (``"smallest"``) Ritz values of ``T_m``, or both ends from the same Krylov space
+    (``"both"``: one run for the two ends, e.g. for the ratio ``|λ_min/λ_max|`` of Li et al.
+    2018, §6). Extreme Ritz values converge first; with ``m = P``
     they are the eigenvalues (up to rounding). A single start vector sees each *distinct*
     eigenvalue once, so multiplicities (e.g. the GGN's many zeros) are not resolved, and when the
     Krylov space is invariant with dimension ``d < k`` (fewer than ``k`` distinct eigenvalues
@@ -184,15 +186,17 @@ def top_eigenvalues(loss, params, k: int = 5, *, method: str = "lanczos", num_it
 
     Returns ``values (k,)``, sorted decreasing (``"largest"``) or increasing (``"smallest"``); with
     ``return_vectors``, ``(values, vectors)`` where ``vectors`` is a pytree like ``params`` with a
-    leading ``k`` axis, unit norm in the flat inner product (sign arbitrary).
+    leading ``k`` axis, unit norm in the flat inner product (sign arbitrary). ``which="both"``
+    returns the pair ``(smallest, largest)`` of those results (each as ``"smallest"`` and
+    ``"largest"`` return them), from one set of ``m`` operator products.
     """
     if method not in ("lanczos", "power"):
         raise ValueError(f"method: expected 'lanczos' or 'power', got {method!r}")
-    if which not in ("largest", "smallest"):
-        raise ValueError(f"which: expected 'largest' or 'smallest', got {which!r}")
-    if method == "power" and which == "smallest":
-        raise ValueError("which: power iteration finds the largest-magnitude eigenvalues; use method='lanczos' "
-                         "for which='smallest'")
+    if which not in ("largest", "smallest", "both"):
+        raise ValueError(f"which: expected 'largest', 'smallest' or 'both', got {which!r}")
+    if method == "power" and which != "largest":
+        raise ValueError(f"which: power iteration finds the largest-magnitude eigenvalues; use method='lanczos' "
+                         f"for which={which!r}")
     flat, unravel, matvec = _flat_operator(loss, params, kind, block)
     size = flat.shape[0]
     dim = _block_size(params, block)
@@ -205,25 +209,35 @@ def top_eigenvalues(loss, params, k: int = 5, *, method: str = "lanczos", num_it
     if method == "power":
         values, vectors = power_iteration(matvec, v0, 100 if num_iters is None else num_iters, k)
         order = jnp.argsort(-values)
-        values, vectors = values[order], vectors[order]
-    else:
-        m = min(max(4 * k, 64), dim) if num_iters is None else num_iters
-        if not k <= m <= size:
-            raise ValueError(f"num_iters: expected an int in [k={k}, P={size}], got {m}")
-        alphas, betas, basis = lanczos(matvec, v0, m, tol=tol)
-        # After a breakdown the trailing block of T_m is zero; move its (spurious) Ritz values
-        # beyond the Gershgorin bound of the live block so they are never among the k extremes.
-        live = jnp.concatenate([jnp.ones(1, bool), jnp.cumprod(betas > 0).astype(bool)])
-        off = jnp.abs(jnp.concatenate([betas, jnp.zeros(1, flat.dtype)]))
-        off = off + jnp.abs(jnp.concatenate([jnp.zeros(1, flat.dtype), betas]))
-        sign = -1.0 if which == "largest" else 1.0
-        bound = jnp.max(jnp.where(live, sign * alphas + off, -jnp.inf))
-        alphas = jnp.where(live, alphas, sign * (bound + 1.0))
-        ritz_values, ritz_vectors = jnp.linalg.eigh(_tridiagonal(alphas, betas))
-        order = jnp.arange(m - 1, m - 1 - k, -1) if which == "largest" else jnp.arange(k)
-        found = jnp.arange(k) < jnp.sum(live)  # False beyond the dimension of an invariant Krylov space
-        values = jnp.where(found, ritz_values[order], jnp.nan)
-        vectors = jnp.where(found[:, None], (basis.T @ ritz_vectors[:, order]).T, jnp.nan)
+        return _eigen_result(values[order], vectors[order], unravel, return_vectors)
+    m = min(max(4 * k, 64), dim) if num_iters is None else num_iters
+    if not k <= m <= size:
+        raise ValueError(f"num_iters: expected an int in [k={k}, P={size}], got {m}")
+    alphas, betas, basis = lanczos(matvec, v0, m, tol=tol)
+    wanted = ("smallest", "largest") if which == "both" else (which,)
+    ends = [_eigen_result(*_ritz_end(alphas, betas, basis, k, end), unravel, return_vectors) for end in wanted]
+    return tuple(ends) if which == "both" else ends[0]
+
+
+def _ritz_end(alphas, betas, basis, k: int, which: str):
+    """The ``k`` Ritz pairs of ``T_m`` at one end of the spectrum (``basis``-expanded vectors)."""
+    m, dtype = alphas.shape[0], alphas.dtype
+    # After a breakdown the trailing block of T_m is zero; move its (spurious) Ritz values
+    # beyond the Gershgorin bound of the live block so they are never among the k extremes.
+    live = jnp.concatenate([jnp.ones(1, bool), jnp.cumprod(betas > 0).astype(bool)])
+    off = jnp.abs(jnp.concatenate([betas, jnp.zeros(1, dtype)]))
+    off = off + jnp.abs(jnp.concatenate([jnp.zeros(1, dtype), betas]))
+    sign = -1.0 if which == "largest" else 1.0
+    bound = jnp.max(jnp.where(live, sign * alphas + off, -jnp.inf))
+    alphas = jnp.where(live, alphas, sign * (bound + 1.0))
+    ritz_values, ritz_vectors = jnp.linalg.eigh(_tridiagonal(alphas, betas))
+    order = jnp.arange(m - 1, m - 1 - k, -1) if which == "largest" else jnp.arange(k)
+    found = jnp.arange(k) < jnp.sum(live)  # False beyond the dimension of an invariant Krylov space
+    values = jnp.where(found, ritz_values[order], jnp.nan)
+    return values, jnp.where(found[:, None], (basis.T @ ritz_vectors[:, order]).T, jnp.nan)
+
+
+def _eigen_result(values, vectors, unravel, return_vectors: bool):
     if not return_vectors:
         return values
     vectors = vectors / jnp.linalg.norm(vectors, axis=1, keepdims=True)

@@ -150,6 +150,41 @@ def test_block_eigenvalues_on_quadratic_match_sub_matrix():
 
 
 @pytest.mark.float64
+@pytest.mark.parametrize("num_iters", [31, 12])  # 31 = P (breakdown-free, exact); 12 < P (Ritz values)
+def test_both_ends_from_one_krylov_space_equal_separate_calls(num_iters):
+    a, params = _quadratic(_SPREAD, seed=4)
+    loss_fn = functools.partial(_quadratic_loss, jnp.asarray(a))
+    calls = jax.jit(lambda p: [spectrum.top_eigenvalues(loss_fn, p, k=2, num_iters=num_iters, which=which,
+                                                        return_vectors=True)
+                               for which in ("both", "smallest", "largest")])
+    ((both_small, vec_small), (both_large, vec_large)), (small, v_small), (large, v_large) = calls(params)
+    np.testing.assert_array_equal(both_small, small)
+    np.testing.assert_array_equal(both_large, large)
+    for got, want in ((vec_small, v_small), (vec_large, v_large)):
+        np.testing.assert_array_equal(_flat_rows(got), _flat_rows(want))
+    if num_iters == a.shape[0]:
+        np.testing.assert_allclose(both_small, [-8.0, -1.0], rtol=1e-10)
+        np.testing.assert_allclose(both_large, [10.0, 6.0], rtol=1e-10)
+    else:  # Ritz values lie inside the spectrum (Cauchy interlacing)
+        assert -8.0 - 1e-9 <= both_small[0] <= both_small[1] and both_large[1] <= both_large[0] <= 10.0 + 1e-9
+
+
+@pytest.mark.float64
+def test_both_ends_through_a_breakdown_skip_the_zero_block():
+    # A diagonal quadratic with the distinct eigenvalues 5, 2, -3 and 0 on the block: the Krylov space is
+    # invariant after 4 steps (then the betas are 0), so both ends come from the live 4 x 4 block only.
+    eigenvalues = np.zeros(31)
+    eigenvalues[:3] = [5.0, 2.0, -3.0]
+    a, params = _quadratic(eigenvalues, diagonal=True)
+    loss_fn = functools.partial(_quadratic_loss, jnp.asarray(a))
+    block = {"a": True, "b": False}
+    smallest, largest = jax.jit(lambda p: spectrum.top_eigenvalues(loss_fn, p, k=2, num_iters=10, which="both",
+                                                                   block=block))(params)
+    np.testing.assert_allclose(smallest, [-3.0, 0.0], atol=1e-10)
+    np.testing.assert_allclose(largest, [5.0, 2.0], rtol=1e-10)
+
+
+@pytest.mark.float64
 def test_hutchinson_within_three_standard_errors_and_exact_on_diagonals():
     _, params = _quadratic(_SPREAD)
     trace = jax.jit(lambda a: spectrum.hessian_trace(functools.partial(_quadratic_loss, a), params, num_probes=200,
@@ -270,6 +305,7 @@ def test_lanczos_breakdown_stays_finite_and_static():
     (lambda p: spectrum.top_eigenvalues(_quartic, p, method="arnoldi"), "^method: "),
     (lambda p: spectrum.top_eigenvalues(_quartic, p, which="middle"), "^which: "),
     (lambda p: spectrum.top_eigenvalues(_quartic, p, k=2, method="power", which="smallest"), "^which: .*lanczos"),
+    (lambda p: spectrum.top_eigenvalues(_quartic, p, k=2, method="power", which="both"), "^which: .*lanczos"),
     (lambda p: spectrum.top_eigenvalues(_quartic, p, k=2, num_iters=20), "^num_iters: "),
     (lambda p: spectrum.top_eigenvalues(_quartic, p, kind="fisher"), "^kind: "),
     (lambda p: spectrum.top_eigenvalues(lambda q: jnp.ones(2) * _quartic(q), p), "^loss_fn: "),
