@@ -7,13 +7,16 @@ by ``MlflowClient`` on a local file store; W&B's offline run from its transactio
 ``wandb sync`` uploads), written by a ``jaxlearn run`` child with a timeout.
 """
 
+import contextlib
 import importlib.machinery
+import json
 import os
 import pathlib
 import signal
 import struct
 import subprocess
 import sys
+import time
 import types
 
 import numpy as np
@@ -35,6 +38,17 @@ STEPS = [10, 20, 30, 40]
 @pytest.fixture(scope="module")
 def experiment():
     return runner.load_experiment("teacher_student", [REPO])
+
+
+@pytest.fixture(scope="module")
+def child_env(tmp_path_factory):
+    """The environment of a ``jaxlearn run`` child: one device, no sink or kill setting inherited, and
+    one compilation cache for the module's children (the second one reads what the first compiled)."""
+    env = {**os.environ, "XLA_FLAGS": xla_flags(1), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache"))}
+    for name in (sinks.LOG_ENV, KILL_ENV, "WANDB_PROJECT", "WANDB_API_KEY"):
+        env.pop(name, None)
+    return env
 
 
 def configs(experiment, **axes):
@@ -140,25 +154,26 @@ def test_hparams_dashboard_shows_each_run_as_a_session(live):
         assert value == pytest.approx(status(root, rid)["final_metrics"]["test_mse"], rel=1e-6)
 
 
-def test_sigkill_then_resume_leaves_each_step_once(tmp_path):
+def test_sigkill_then_resume_leaves_each_step_once(tmp_path, child_env):
     """``jaxlearn run`` killed (SIGKILL) after segment 2's metrics were appended but before segment
     1 was committed: the events hold only the committed step 10 although metrics.jsonl had 30;
-    the same command then resumes from step 10, and every step is in the events exactly once."""
-    args = ["run", TS, *CLI_TINY, "--sweep", "seed=0", "--sweep", "learning_rate=0.05", "--out", str(tmp_path)]
-    env = {**os.environ, KILL_ENV: "after_metrics:2", "XLA_FLAGS": xla_flags(1)}
-    env.pop(sinks.LOG_ENV, None)
-    killed = subprocess.run([sys.executable, "-m", "jaxlearn", *args], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=240)
+    the same command (in process) then resumes from step 10, and every step is in the events
+    exactly once."""
+    args = ["run", TS, *CLI_TINY, "--sweep", "seed=0", "--sweep", "learning_rate=0.05,0.2", "--out", str(tmp_path)]
+    killed = subprocess.run([sys.executable, "-m", "jaxlearn", *args], cwd=REPO, capture_output=True, text=True,
+                            env={**child_env, KILL_ENV: "after_metrics:2"}, timeout=240)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    (run_dir,) = (tmp_path / "teacher_student").iterdir()
-    assert [r["step"] for r in store.read_jsonl(run_dir / "metrics.jsonl")] == [10, 20, 30]
-    assert scalar_steps(events(run_dir), "train_loss") == [10]
+    run_dirs = sorted((tmp_path / "teacher_student").iterdir())
+    for run_dir in run_dirs:
+        assert [r["step"] for r in store.read_jsonl(run_dir / "metrics.jsonl")] == [10, 20, 30]
+        assert scalar_steps(events(run_dir), "train_loss") == [10]
     assert cli.main(args) == 0
-    found = events(run_dir)
-    for tag in {t for t, _, _ in found if not t.startswith(("_hparams_/", sinks.FINAL_PREFIX))}:
-        assert scalar_steps(found, tag) == STEPS, tag
-    hparams = [t for t, _, _ in found if t.startswith("_hparams_/")]
-    assert sorted(hparams) == ["_hparams_/session_end_info", "_hparams_/session_start_info"]
+    for run_dir in run_dirs:
+        found = events(run_dir)
+        for tag in {t for t, _, _ in found if not t.startswith(("_hparams_/", sinks.FINAL_PREFIX))}:
+            assert scalar_steps(found, tag) == STEPS, tag
+        hparams = [t for t, _, _ in found if t.startswith("_hparams_/")]
+        assert sorted(hparams) == ["_hparams_/session_end_info", "_hparams_/session_start_info"]
 
 
 def test_a_failing_sink_warns_once_and_the_store_is_intact(experiment, tmp_path, monkeypatch):
@@ -282,6 +297,29 @@ def test_mlflow_runs_params_metrics_and_sweep_plots(experiment, tmp_path, monkey
         assert client.get_run(found[rid].info.run_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
 
 
+def test_a_launcher_worker_opens_the_sinks_named_by_the_driver(experiment, tmp_path, monkeypatch):
+    """A launcher's task carries the sink names and the sweep id; the worker (here: in process)
+    opens them for its group's runs, whatever its own environment says."""
+    pytest.importorskip("mlflow", reason="pip install 'jaxlearn[mlflow]' (make test installs it)")
+    from mlflow.tracking import MlflowClient
+
+    from jaxlearn.runner import launch
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv(sinks.LOG_ENV, "tensorboard")  # the worker's own setting does not count
+    cs = configs(experiment, seed=[5, 6])  # two members, as elsewhere in the module: the same compiled program
+    ids = tuple(runner.run_id("teacher_student", experiment.version, c) for c in cs)
+    task = launch.GroupTask("teacher_student", (str(REPO),), tuple(runner.to_dict(c) for c in cs), ids,
+                            str(tmp_path / "runs"), sinks=("mlflow",), sweep="0123456789ab")
+    assert launch.run_task(task)["computed"] == dict.fromkeys(ids, "finished")
+    client = MlflowClient()
+    found = client.search_runs([client.get_experiment_by_name("teacher_student").experiment_id])
+    assert sorted(r.data.tags["jaxlearn.run_id"] for r in found) == sorted(ids)
+    assert {r.data.tags["jaxlearn.sweep"] for r in found} == {"0123456789ab"}
+    assert not (store.run_dir(tmp_path / "runs", "teacher_student", ids[0]) / "events").exists()
+
+
 # --- W&B: offline, in a child process with a timeout ------------------------------------------------------
 
 
@@ -307,69 +345,83 @@ def wandb_records(path) -> list:
     return records
 
 
-def _key(item) -> str:
-    return item.key or "/".join(item.nested_key)
-
-
-def test_wandb_offline_run_has_config_history_and_summary(tmp_path):
+def test_wandb_offline_run_has_config_history_and_summary(tmp_path, child_env):
     pytest.importorskip("wandb", reason="pip install 'jaxlearn[wandb]' (make test installs it)")
-    import json
-
     root = tmp_path / "runs"
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true",
-           "WANDB_INIT_TIMEOUT": "60", "XLA_FLAGS": xla_flags(1)}
-    for name in (sinks.LOG_ENV, KILL_ENV, "WANDB_PROJECT", "WANDB_API_KEY"):
-        env.pop(name, None)
+    env = {**child_env, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true",
+           "WANDB_INIT_TIMEOUT": "60"}
     command = [sys.executable, "-m", "jaxlearn", "run", TS, *CLI_TINY, "--sweep", "seed=0", "--sweep",
-               "learning_rate=0.05", "--out", str(root), "--log", "wandb,tensorboard"]
-    # its own process group: W&B's service process, a child of it, is ended with it whatever happens
+               "learning_rate=0.05,0.2", "--out", str(root), "--log", "wandb,tensorboard"]
     child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, start_new_session=True)
+                             text=True)
     try:
         output = child.communicate(timeout=150)[0]
     finally:
-        leftover = _end_group(child)
+        if child.poll() is None:  # hung (W&B's service, say): the test fails, the suite goes on
+            child.kill()
+            child.communicate()
+        leftover = _end_services(child.pid)
     assert child.returncode == 0, output[-3000:]
-    assert not leftover, "a W&B service process outlived the run"
-    (run_dir,) = (root / "teacher_student").iterdir()
-    rid = run_dir.name
+    assert not leftover, f"W&B service processes {leftover} outlived the run"
     sweep = output.split("(sweep:")[1].split(")")[0]
-    (log_file,) = tmp_path.glob(f"wandb/offline-run-*-{rid}/run-{rid}.wandb")
-    records = wandb_records(log_file)
-    (run,) = [r.run for r in records if r.HasField("run")]
-    assert run.run_id == rid and run.run_group == sweep and run.project == "teacher_student"
-    config = {_key(u): json.loads(u.value_json) for u in run.config.update}
-    for r in records:
-        if r.HasField("config"):
-            config.update({_key(u): json.loads(u.value_json) for u in r.config.update})
-    assert config["learning_rate"] == 0.05 and config["width"] == 8 and config["optimizer"]["name"]
-    history = {}
-    for r in records:
-        if r.HasField("history"):
-            items = {_key(i): json.loads(i.value_json) for i in r.history.item}
-            history[items["_step"]] = items
-    assert sorted(history) == STEPS
-    for row in rows(root, rid):
-        assert history[row["step"]]["train_loss"] == pytest.approx(row["train_loss"], rel=1e-6)
-    summary = {}
-    for r in records:
-        if r.HasField("summary"):
-            summary.update({_key(u): json.loads(u.value_json) for u in r.summary.update})
-    assert summary["test_mse"] == pytest.approx(status(root, rid)["final_metrics"]["test_mse"], rel=1e-6)
-    assert summary["jaxlearn_status"] == "finished"
-    assert [r.exit.exit_code for r in records if r.HasField("exit")] == [0]
-    assert (run_dir / "events").is_dir()  # and tensorboard beside it
+    run_dirs = sorted((root / "teacher_student").iterdir())
+    assert len(run_dirs) == 2  # two W&B runs open side by side in one process
+    for run_dir in run_dirs:
+        rid = run_dir.name
+        (log_file,) = tmp_path.glob(f"wandb/offline-run-*-{rid}/run-{rid}.wandb")
+        records = wandb_records(log_file)
+        (run,) = [r.run for r in records if r.HasField("run")]
+        assert run.run_id == rid and run.run_group == sweep and run.project == "teacher_student"
+        config = _items(run.config.update)
+        for r in records:
+            if r.HasField("config"):
+                config.update(_items(r.config.update))
+        assert config == store.read_json(run_dir / "run.json")["config"] | {"_wandb": config["_wandb"]}
+        history = {}
+        for r in records:
+            if r.HasField("history"):
+                items = _items(r.history.item)
+                history[items["_step"]] = items
+        assert sorted(history) == STEPS
+        for row in rows(root, rid):
+            assert history[row["step"]]["train_loss"] == pytest.approx(row["train_loss"], rel=1e-6)
+        summary = {}
+        for r in records:
+            if r.HasField("summary"):
+                summary.update(_items(r.summary.update))
+        assert summary["test_mse"] == pytest.approx(status(root, rid)["final_metrics"]["test_mse"], rel=1e-6)
+        assert summary["jaxlearn_status"] == "finished"
+        assert [r.exit.exit_code for r in records if r.HasField("exit")] == [0]
+        assert (run_dir / "events").is_dir()  # and tensorboard beside it
 
 
-def _end_group(child) -> bool:
-    """Kills ``child``'s process group (``child`` and what it started) if anything of it is left;
-    returns whether something was."""
-    if child.poll() is None:
-        child.kill()
-        child.communicate()
-    try:
-        os.killpg(child.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return False
-    return True
+def _items(items) -> dict:
+    return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items}
 
+
+def _services(parent: int) -> list[int]:
+    """The W&B service processes (``wandb-core``, in a session of their own) serving ``parent``."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:  # it exited meanwhile
+                continue
+            if b"wandb-core" in args[0] and b"--pid" in args and args[args.index(b"--pid") + 1:][:1] == [
+                    str(parent).encode()]:
+                found.append(int(entry.name))
+    return found
+
+
+def _end_services(parent: int, timeout: float = 30.0) -> list[int]:
+    """Waits for the W&B services of the ended process ``parent`` to exit (they watch it), kills
+    the ones still there after ``timeout`` seconds, and returns those."""
+    deadline = time.monotonic() + timeout
+    while _services(parent) and time.monotonic() < deadline:
+        time.sleep(0.1)  # a wait on a condition (they exit), bounded
+    left = _services(parent)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left
