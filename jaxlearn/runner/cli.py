@@ -240,7 +240,7 @@ def _cmd_run(args, argv) -> int:
     return _report_sweep(args, argv, experiment, report, sinks)
 
 
-def _report_sweep(args, argv, experiment, report, sinks=()) -> int:
+def _report_sweep(args, argv, experiment, report, sinks) -> int:
     """What ``jaxlearn run`` prints once its sweep is computed, for any state of the sweep: a
     count line, the summary and plots of the finished runs, the check (``--check``) when every
     run is done. Returns the exit code: 0, 1 when the check fails, 2 when it cannot run yet."""

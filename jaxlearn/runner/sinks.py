@@ -1,7 +1,7 @@
 """Live tracking sinks: each run's metrics sent, as the executor commits them, to TensorBoard,
 MLflow or Weights & Biases.
 
-A *sink* follows one run through five calls (:class:`Sink`): ``start(run, history)`` (``history``:
+A *sink* follows one run through four calls (:class:`Sink`): ``start(run, history)`` (``history``:
 the metric rows the run has already committed, empty for a fresh run, so a resumed run continues
 without duplicate steps), ``log(step, metrics)`` after each committed segment, ``summary(metrics)``
 with the final metrics, and ``finish(status)``. The executor calls them on the process that owns
@@ -15,17 +15,18 @@ Sinks by name (``jaxlearn run --log tensorboard,mlflow,wandb``, else ``$JAXLEARN
 ``tensorboard``; ``none`` for no sink):
 
 * ``tensorboard`` (tensorboardX, always installed): scalars in ``<run dir>/events/``, rewritten
-  from ``metrics.jsonl`` when a run resumes; the resolved config as TensorBoard HParams (session
-  start/end and the experiment summary, in the run's own event directory, so the HParams
-  dashboard shows one session per run) whose metrics are the final metrics, logged as scalars
-  ``final/<name>``. View with ``jaxlearn tensorboard runs`` (``pip install 'jaxlearn[tensorboard]'``).
+  from ``metrics.jsonl`` when a run resumes; the resolved config (flattened: ``optimizer.name``)
+  as a TensorBoard HParams session (start and end, in the run's own event directory, so the
+  HParams dashboard shows one session per run), whose metrics include the final metrics, logged as
+  scalars ``final/<name>`` at the last step. View with ``jaxlearn tensorboard runs``
+  (``pip install 'jaxlearn[tensorboard]'``).
 * ``mlflow`` (``pip install 'jaxlearn[mlflow]'``, mlflow-skinny): one MLflow run per jaxlearn run in
   the MLflow experiment named after the jaxlearn experiment (``$MLFLOW_EXPERIMENT_NAME`` overrides),
   at ``$MLFLOW_TRACKING_URI``; tags ``jaxlearn.run_id``, ``jaxlearn.sweep``, ``jaxlearn.group``;
   params: the flattened config (``optimizer.name``); metrics at their steps; final metrics as
-  ``final/<name>``. A resumed run reopens the MLflow run with its tag and logs only the steps
-  after the last one MLflow has. :func:`log_sweep_plots` adds a sweep's plots to a parent run
-  ``sweep:<id>`` under which the sweep's runs are nested.
+  ``final/<name>``. A resumed (or ``--force``d) run reopens the MLflow run with its tag and sends
+  only the steps after the last one MLflow has, so none is there twice. :func:`log_sweep_plots`
+  adds a sweep's plots to a parent run ``sweep:<id>`` under which the sweep's runs are nested.
 * ``wandb`` (``pip install 'jaxlearn[wandb]'``): ``wandb.init(id=run_id, group=sweep id,
   resume="allow", config=resolved config)``, project ``$WANDB_PROJECT`` or the experiment's name,
   ``$WANDB_MODE``/``$WANDB_DIR`` as usual; metrics with ``step=``; final metrics in the summary.
@@ -46,7 +47,8 @@ from jaxlearn._checks import is_real
 from jaxlearn.runner.config import ConfigError
 from jaxlearn.runner.results import flatten
 
-__all__ = ["KNOWN_SINKS", "LOG_ENV", "LiveLog", "RunInfo", "Sink", "SinkWarning", "log_sweep_plots", "make_sink",
+__all__ = ["DEFAULT_SINKS", "FINAL_PREFIX", "KNOWN_SINKS", "LOG_ENV", "LiveLog", "MLflowSink", "RunInfo", "Sink",
+           "SinkWarning", "TensorBoardSink", "WandbSink", "hparam_values", "log_sweep_plots", "make_sink",
            "sink_names"]
 
 LOG_ENV = "JAXLEARN_LOG"
@@ -307,6 +309,8 @@ class MLflowSink:
 
         self.client = MlflowClient()
         self._run = None
+        self._known = -1  # the last step MLflow had when the run was opened: later steps only are sent
+        self._step = 0
 
     def start(self, run: RunInfo, history: list[dict]) -> None:
         experiment = _mlflow_experiment(self.client, os.environ.get("MLFLOW_EXPERIMENT_NAME") or run.experiment)
@@ -318,7 +322,7 @@ class MLflowSink:
         if found:
             self._run = found[0].info.run_id
             self.client.update_run(self._run, status="RUNNING")
-            last = self._last_step(history)
+            self._known = self._last_step()
             for key, value in tags.items():
                 self.client.set_tag(self._run, key, value)
         else:
@@ -328,20 +332,15 @@ class MLflowSink:
             params = [Param(k, str(v)[:6000]) for k, v in hparam_values(run.config).items()]
             for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
                 self.client.log_batch(self._run, params=params[i:i + 100])
-            last = None
         for row in history:
-            if last is None or row["step"] > last:
-                self.log(int(row["step"]), _scalars(row))
+            self.log(int(row["step"]), _scalars(row))
 
-    def _last_step(self, history: list[dict]) -> int | None:
-        """The last step MLflow has of this run (of the first metric of the rows), if any."""
-        names = [k for row in history for k in _scalars(row)]
-        if not names:
-            return None
-        steps = [m.step for m in self.client.get_metric_history(self._run, names[0])]
-        return max(steps) if steps else None
+    def _last_step(self) -> int:
+        """The last step of the metrics MLflow has of this run (final metrics aside; -1: none)."""
+        names = [k for k in self.client.get_run(self._run).data.metrics if not k.startswith(FINAL_PREFIX)]
+        return max((m.step for name in names for m in self.client.get_metric_history(self._run, name)), default=-1)
 
-    def log(self, step: int, metrics: dict) -> None:
+    def _send(self, step: int, metrics: dict) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -349,8 +348,13 @@ class MLflowSink:
         for i in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
             self.client.log_batch(self._run, metrics=batch[i:i + 1000])
 
+    def log(self, step: int, metrics: dict) -> None:
+        self._step = max(self._step, step)
+        if step > self._known:  # else MLflow has it from before the run resumed
+            self._send(step, metrics)
+
     def summary(self, metrics: dict) -> None:
-        self.log(0, {FINAL_PREFIX + k: v for k, v in metrics.items()})
+        self._send(self._step, {FINAL_PREFIX + k: v for k, v in metrics.items()})
 
     def finish(self, status: str) -> None:
         self.client.set_tag(self._run, "jaxlearn.status", status)

@@ -276,17 +276,19 @@ def test_mlflow_runs_params_metrics_and_sweep_plots(experiment, tmp_path, monkey
         assert run.data.metrics["final/test_mse"] == pytest.approx(final, rel=1e-6)
     assert not (root / "teacher_student" / report.run_ids[0] / "events").exists()  # --log mlflow only
 
-    # a resumed run reopens its MLflow run and sends only what MLflow lacks: no new run, no step twice
+    # the same run again (resumed after step 30; or --force): its MLflow run reopened, and only what
+    # MLflow lacks is sent, so no new run and no step twice; a later step is sent
     rid = report.run_ids[0]
     sink = sinks.make_sink("mlflow")
     info = sinks.RunInfo(rid, "teacher_student", "g", None, store.run_dir(root, "teacher_student", rid),
                          runner.to_dict(cs[0]))
     sink.start(info, rows(root, rid)[:3])
     sink.log(40, {"train_loss": 1.0})
+    sink.log(50, {"train_loss": 2.0})
     sink.finish("finished")
     assert len(client.search_runs([exp.experiment_id])) == 2
-    steps = [m.step for m in client.get_metric_history(found[rid].info.run_id, "train_loss")]
-    assert sorted(steps) == [10, 20, 30, 40, 40]  # the earlier runs' steps once; 40 re-sent by hand above
+    history = sorted((m.step, m.value) for m in client.get_metric_history(found[rid].info.run_id, "train_loss"))
+    assert [s for s, _ in history] == [*STEPS, 50] and history[-2][1] != 1.0 and history[-1][1] == 2.0
 
     plot = tmp_path / "curves.png"
     plot.write_bytes(b"\x89PNG not really")
