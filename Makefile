@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The tests also exercise the optional extras: the cluster launchers (Ray, submitit) and the live
-# tracking sinks (TensorBoard's reader, mlflow-skinny, wandb; about a minute more on a fresh venv).
+# tracking sinks (TensorBoard's reader, mlflow-skinny, wandb: ~140 MB, 1 to 1.5 min more on a fresh venv).
 $(EXTRAS_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,cluster,tensorboard,mlflow,wandb]'
 	touch $(EXTRAS_STAMP)
