@@ -8,7 +8,8 @@ DataFrames. See ``jaxlearn.runner.experiment`` for the protocol an experiment mo
 :mod:`jaxlearn.runner.study` for the shared training base of a study (:class:`TrainingConfig`, the
 supervised ``study.init``/``study.segment``).
 :func:`launch_sweep` sends a sweep's groups to Ray tasks or SLURM jobs instead
-(``jaxlearn.runner.launch``).
+(``jaxlearn.runner.launch``). Runs are tracked live by sinks (:mod:`jaxlearn.runner.sinks`:
+TensorBoard by default, MLflow, W&B; ``run_sweep(..., log="tensorboard,mlflow")``).
 """
 
 from jaxlearn.runner import study
@@ -36,9 +37,10 @@ from jaxlearn.runner.results import (
     load_state,
     load_trajectory,
 )
+from jaxlearn.runner.sinks import RunInfo, Sink, SinkWarning, log_sweep_plots, make_sink, sink_names
 from jaxlearn.runner.store import Index, StoreError, resolve_run
 from jaxlearn.runner.study import TrainingConfig
-from jaxlearn.runner.sweep import SweepReport, enable_compilation_cache, resolve, run_sweep
+from jaxlearn.runner.sweep import SweepReport, enable_compilation_cache, resolve, run_sweep, sweep_id
 
 __all__ = [
     "after_kernel", "Axis", "Network", "ConfigError", "Experiment", "Index", "LaunchError", "launch_sweep", "Results",
@@ -47,4 +49,5 @@ __all__ = [
     "load_experiment", "load_file", "load_networks", "load_state", "load_trajectory", "parse_assignment",
     "parse_config", "parse_sweep", "resolve", "resolve_run", "run_id",
     "run_sweep", "static", "static_fields", "study", "to_dict", "TrainingConfig",
+    "RunInfo", "Sink", "SinkWarning", "log_sweep_plots", "make_sink", "sink_names", "sweep_id",
 ]

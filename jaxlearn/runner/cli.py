@@ -1,13 +1,14 @@
 """``python -m jaxlearn`` (also installed as ``jaxlearn``): run, list, show, resume, plot, clean,
-experiments, fields, new-experiment."""
+experiments, fields, new-experiment, tensorboard."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
-import hashlib
+import importlib.util
 import json
+import os
 import pathlib
 import shutil
 import sys
@@ -20,6 +21,7 @@ from jaxlearn.runner.experiment import list_experiments, load_experiment
 from jaxlearn.runner.launch import LaunchError, check_options
 from jaxlearn.runner.plan import FINAL_STATUSES, GROUPS_DIR, Group, is_final, read_status, stored_group, stored_run
 from jaxlearn.runner.results import load
+from jaxlearn.runner.sinks import KNOWN_SINKS, LOG_ENV, log_sweep_plots, sink_names
 from jaxlearn.runner.tables import FORMATS, render
 
 __all__ = ["main"]
@@ -41,6 +43,8 @@ EPILOG = {
            "--launcher-opt gpus_per_node=1 --launcher-opt timeout_min=120\n"
            "  srun jaxlearn run configs/population_digits.yaml --distributed                 "
            "(one task per host: one job over all hosts' devices)\n"
+           "  jaxlearn run configs/population_digits.yaml --log tensorboard,mlflow          "
+           "(live tracking; then: jaxlearn tensorboard runs)\n"
            "sweep values: v1,v2,...  |  lin:START:STOP:NUM  |  log:START:STOP:NUM  (--random samples inside ranges)",
     "ls": "examples:\n  jaxlearn ls\n  jaxlearn ls --experiment population_digits --status finished\n"
           "  jaxlearn ls --rebuild        (index.sqlite lost or copied between machines)",
@@ -57,6 +61,9 @@ EPILOG = {
               "  jaxlearn fields population_digits --format json\n"
               "static fields change the compiled program (one group per value); dynamic ones can be swept\n"
               "inside one vmapped program. Set them with --set FIELD=VALUE, sweep with --sweep FIELD=VALUES.",
+    "tensorboard": "examples:\n  jaxlearn tensorboard               (TensorBoard on runs/: scalars live, HParams)\n"
+                   "  jaxlearn tensorboard runs/teacher_student --port 6007\n"
+                   "needs the tensorboard package: pip install 'jaxlearn[tensorboard]'",
     "new-experiment": "examples:\n"
                       "  jaxlearn new-experiment my_study      (experiments/my_study.py, configs/my_study.yaml,\n"
                       "                                        tests/experiments/test_my_study.py)\n"
@@ -81,12 +88,16 @@ def _add_format_option(p, what: str) -> None:
 
 
 def _add_device_options(p) -> None:
-    """--devices and --distributed, shared by `run` and `resume`."""
+    """--devices, --distributed and --log, shared by `run` and `resume`."""
     p.add_argument("--devices", type=_positive_int, default=None, metavar="N",
                    help="shard each group's runs over at most N local devices (default: all)")
     p.add_argument("--distributed", action="store_true",
                    help="join a multi-host job first (jax.distributed; settings from JAXLEARN_* or SLURM "
                         "variables, else JAX's cluster detection); every host runs the same command")
+    p.add_argument("--log", default=None, metavar="SINKS",
+                   help=f"live tracking sinks, comma-separated: {', '.join(KNOWN_SINKS)}, or none "
+                        f"(default: ${LOG_ENV}, else tensorboard); mlflow and wandb need "
+                        "pip install 'jaxlearn[mlflow]' / 'jaxlearn[wandb]'")
 
 
 def _parser(run_fields: str = "") -> argparse.ArgumentParser:
@@ -164,6 +175,10 @@ def _parser(run_fields: str = "") -> argparse.ArgumentParser:
 
     command("experiments", "list available experiments")
 
+    p = command("tensorboard", "open TensorBoard on the run root (live scalars, HParams of every run)")
+    p.add_argument("root", nargs="?", default=None, help="the directory to show (default: --out, i.e. runs)")
+    p.add_argument("--port", type=_positive_int, default=None, help="TensorBoard's port (default: its own, 6006)")
+
     p = command("fields", "list an experiment's config fields: type, default, static/dynamic, range, help")
     p.add_argument("target", help="an experiment name, or a config file (adds the values it sets)")
     p.add_argument("--variant", default="default", help="the config file's variant (default: its base config)")
@@ -206,6 +221,7 @@ def _cmd_run(args, argv) -> int:
     if args.distributed and args.wait:
         raise cfg.ConfigError("--wait: not with --distributed (start the job once the other processes are done)")
     options = _launcher_options(args)  # checked before anything is planned
+    sinks = sink_names(args.log)  # an unknown or missing sink stops here, before anything compiles
     mode = "zip" if args.zip else "random" if args.random is not None else None
     experiment, configs = resolve(args.config, variant=args.variant, overrides=args.overrides, sweeps=args.sweeps,
                                   mode=mode, num=args.random, seed=args.seed)
@@ -213,17 +229,18 @@ def _cmd_run(args, argv) -> int:
         enable_compilation_cache(args.out)
         report = run_sweep(experiment, configs, root=args.out, force=args.force, progress=not args.quiet,
                            max_group_size=args.max_group_size, argv=["jaxlearn", *argv], devices=args.devices,
-                           wait=args.wait, hook=env_hook())
+                           wait=args.wait, hook=env_hook(), log=sinks)
     else:
         report = launch_sweep(experiment, configs, root=args.out, launcher=args.launcher, force=args.force,
                               max_group_size=args.max_group_size, argv=["jaxlearn", *argv], devices=args.devices,
-                              address=args.address, options=options, retries=args.retries, wait=args.wait)
+                              address=args.address, options=options, retries=args.retries, wait=args.wait,
+                              log=sinks)
     if not is_writer():
         return 0  # another process of a --distributed job: process 0 records, prints and plots
-    return _report_sweep(args, argv, experiment, report)
+    return _report_sweep(args, argv, experiment, report, sinks)
 
 
-def _report_sweep(args, argv, experiment, report) -> int:
+def _report_sweep(args, argv, experiment, report, sinks) -> int:
     """What ``jaxlearn run`` prints once its sweep is computed, for any state of the sweep: a
     count line, the summary and plots of the finished runs, the check (``--check``) when every
     run is done. Returns the exit code: 0, 1 when the check fails, 2 when it cannot run yet."""
@@ -242,8 +259,10 @@ def _report_sweep(args, argv, experiment, report) -> int:
     if any_finished:
         _print_summary(experiment, results, args.format)
         if not args.no_plot:
-            for path in _write_plots(experiment, results, pathlib.Path(args.out) / SWEEPS_DIR / sweep_id):
+            plots = _write_plots(experiment, results, pathlib.Path(args.out) / SWEEPS_DIR / sweep_id)
+            for path in plots:
                 print(f"plot saved to {path}", file=info)
+            log_sweep_plots(sinks, sweep_id, experiment.name, report.run_ids, plots)
     checker = experiment.checker(args.variant)
     if args.check and checker:
         if busy:
@@ -275,8 +294,9 @@ def _launcher_options(args) -> dict:
 
 
 def _record_sweep(root, report, config_file, variant, argv) -> str:
-    ids = sorted(report.run_ids)
-    sweep_id = hashlib.sha256(cfg.canonical_json([report.experiment, ids]).encode()).hexdigest()[:12]
+    from jaxlearn.runner.sweep import sweep_id as make_sweep_id
+
+    sweep_id = make_sweep_id(report.experiment, report.run_ids)
     store.atomic_write_json(pathlib.Path(root) / SWEEPS_DIR / f"{sweep_id}.json",
                             {"experiment": report.experiment, "run_ids": list(report.run_ids),
                              "config": str(config_file), "variant": variant, "argv": argv, "time": store.now_iso()})
@@ -364,6 +384,7 @@ def _cmd_resume(args, argv) -> int:
     from jaxlearn.runner.progress import Progress
     from jaxlearn.runner.sweep import enable_compilation_cache
 
+    sinks = sink_names(args.log)
     path = store.resolve_run(args.out, args.run)
     record = store.read_json(path / "run.json")
     status = read_status(path) or {}
@@ -396,7 +417,7 @@ def _cmd_resume(args, argv) -> int:
         with store.Index(args.out) if is_writer() else contextlib.nullcontext() as index:
             statuses = run_group(group, args.out, index,
                                  progress=Progress(1, len(runs), enabled=not args.quiet and is_writer()),
-                                 argv=["jaxlearn", *argv], devices=args.devices, hook=env_hook())
+                                 argv=["jaxlearn", *argv], devices=args.devices, hook=env_hook(), sinks=sinks)
     finally:
         for claim in claims:
             claim.release()
@@ -543,6 +564,21 @@ def _cmd_fields(args, argv) -> int:
     return 0
 
 
+def _cmd_tensorboard(args, argv) -> int:
+    """Replaces this process by ``tensorboard --logdir ROOT`` (the same Python's)."""
+    root = pathlib.Path(args.root if args.root is not None else args.out)
+    if importlib.util.find_spec("tensorboard") is None:
+        raise cfg.ConfigError("needs the tensorboard package: pip install 'jaxlearn[tensorboard]'")
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such directory (runs are written under --out, default runs)")
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(root)]
+    if args.port is not None:
+        command += ["--port", str(args.port)]
+    sys.stdout.flush()
+    os.execv(sys.executable, command)
+    return 0  # not reached: execv does not return
+
+
 def _cmd_new_experiment(args, argv) -> int:
     from jaxlearn.runner.template import new_experiment
 
@@ -554,4 +590,4 @@ def _cmd_new_experiment(args, argv) -> int:
 
 COMMANDS = {"run": _cmd_run, "ls": _cmd_ls, "show": _cmd_show, "resume": _cmd_resume, "plot": _cmd_plot,
             "clean": _cmd_clean, "experiments": _cmd_experiments, "fields": _cmd_fields,
-            "new-experiment": _cmd_new_experiment}
+            "new-experiment": _cmd_new_experiment, "tensorboard": _cmd_tensorboard}

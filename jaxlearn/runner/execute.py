@@ -8,11 +8,16 @@ is written; the commit pointer ``committed.json`` is replaced atomically. A cras
 bit-identical params, optimizer state and metrics to an uninterrupted run (same group, same
 devices, CPU).
 
+The rows of a segment go to the members' live tracking sinks (:mod:`jaxlearn.runner.sinks`;
+TensorBoard events by default) right after the commit that makes them durable; on resume each
+sink starts from the committed rows (TensorBoard's events are rewritten from them), so a crash at
+any point leaves no step twice in a sink.
+
 A member whose state or metrics become non-finite is frozen (its state stops changing, its
 metrics stop being appended) and marked ``diverged`` with the step of the segment end at which
 the divergence was seen; the rest of the group goes on. When the group is done, each member's
-final state, TensorBoard events and status go to its own run directory and the group's
-checkpoint is deleted.
+final state and status go to its own run directory (its final metrics and status to its sinks)
+and the group's checkpoint is deleted.
 
 The member axis is sharded over ``d = min(devices, members)`` local devices (default: all of
 them): a 1-D mesh with axis ``"runs"``, member-axis arrays (dynamic values, states, the
@@ -56,6 +61,7 @@ from jaxlearn.runner.distributed import broadcast_json, is_multiprocess, is_writ
 from jaxlearn.runner.group_files import GroupFiles
 from jaxlearn.runner.placement import Placement, group_devices
 from jaxlearn.runner.plan import Group, group_dir, is_final, static_key
+from jaxlearn.runner.sinks import sink_names
 
 __all__ = ["run_group", "env_hook", "segment_schedule", "snapshot_steps", "member_template", "KILL_ENV", "PAUSE_ENV",
            "RESUME_ENV"]
@@ -219,7 +225,7 @@ def _scalars(metrics: dict, where: str, fetch=jax.device_get) -> dict[str, np.nd
 
 
 def run_group(group: Group, root, index, *, progress=None, argv=None, devices: int | None = None,
-              hook=None) -> dict[str, str]:
+              hook=None, sinks=None, sweep: str | None = None) -> dict[str, str]:
     """Computes (or resumes) ``group``; returns ``{run_id: final status}``.
 
     The caller holds the claims of every member. ``progress`` (optional) gets
@@ -233,7 +239,9 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
     run's up to the last bits (XLA compiles a per-device program for fewer members, whose
     floating-point reductions may associate differently); checkpoints written under one
     placement resume under any other. ``hook(point, index)`` (tests; default: none) is called
-    at the points of segment ``index`` listed in :func:`env_hook`.
+    at the points of segment ``index`` listed in :func:`env_hook`. ``sinks``: the live tracking
+    sinks of the members (:func:`jaxlearn.runner.sinks.sink_names`: names, or ``None`` for
+    ``$JAXLEARN_LOG`` else TensorBoard), ``sweep`` the sweep id they are grouped under.
 
     Several processes: every process calls it with the same ``group``; the member axis is
     sharded over ``devices`` local devices of *every* process (``None``: all of them; see
@@ -242,9 +250,19 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
     ``data_parallel > 1`` is refused there (``ValueError``).
     """
     hook = hook or _no_hook
+    names = sink_names(sinks)
     placement = Placement(group_devices(_member_devices(group, devices), len(group.runs)), len(group.runs))
     writable, committed = _resume_point(group, root)
-    files = GroupFiles(group, root, index, writable, enabled=is_writer())
+    files = GroupFiles(group, root, index, writable, enabled=is_writer(), sinks=names, sweep=sweep)
+    try:
+        return _compute(group, files, committed, placement, progress, argv, hook)
+    except BaseException as err:
+        files.abandon("interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
+        raise
+
+
+def _compute(group: Group, files: GroupFiles, committed, placement: Placement, progress, argv, hook):
+    """:func:`run_group` once its files and resume point are known."""
     files.start(argv)
     experiment = group.experiment
     data = experiment.module.data(group.config) if experiment.has_data else None

@@ -1,9 +1,12 @@
 """Every file a group of runs writes while the executor computes it, in one object.
 
 :class:`GroupFiles` writes the members' run directories (``run.json``, provenance, status,
-metrics, snapshots, final states, TensorBoard events, the index) and the group's own directory
-(``members.json``, the ``committed.json`` pointer, stale checkpoints) for
-:func:`jaxlearn.runner.execute.run_group`. Built with ``enabled=False`` — every process but
+metrics, snapshots, final states, the index) and the group's own directory (``members.json``, the
+``committed.json`` pointer, stale checkpoints) for :func:`jaxlearn.runner.execute.run_group`, and
+sends what it commits to the members' live tracking sinks (:mod:`jaxlearn.runner.sinks`: TensorBoard
+events, MLflow, W&B): each member's sinks open once its resume point is known (with the rows it has
+committed), get each segment's rows right after the commit that makes them durable, and its final
+metrics and status when it finishes. Built with ``enabled=False`` — every process but
 process 0 of a multi-process job (:func:`jaxlearn.runner.distributed.is_writer`) — each of its
 writes does nothing, so the executor's steps read the same on every process. Only members that
 are *writable* (not final when the group started: a resumed group recomputes, but never
@@ -13,16 +16,15 @@ rewrites, a member that had already finished) are written.
 from __future__ import annotations
 
 import functools
-import shutil
 
 import jax
 import numpy as np
 
-from jaxlearn._checks import is_real
 from jaxlearn.runner import arrays, store
 from jaxlearn.runner import config as cfg
 from jaxlearn.runner.distributed import is_multiprocess
 from jaxlearn.runner.plan import Group, group_dir
+from jaxlearn.runner.sinks import DEFAULT_SINKS, LiveLog, RunInfo
 
 __all__ = ["GroupFiles", "metrics_row"]
 
@@ -51,12 +53,22 @@ def _writes(method):
 
 class GroupFiles:
     """The files of ``group`` under ``root``; ``index`` is the run store's index (unused, and
-    may be ``None``, when not ``enabled``); ``writable[m]``: member ``m`` may be written."""
+    may be ``None``, when not ``enabled``); ``writable[m]``: member ``m`` may be written;
+    ``sinks``: the names of the live tracking sinks (:func:`jaxlearn.runner.sinks.sink_names`),
+    ``sweep`` the id of the sweep that computes the group (``None``: unknown)."""
 
-    def __init__(self, group: Group, root, index, writable, *, enabled: bool):
+    def __init__(self, group: Group, root, index, writable, *, enabled: bool, sinks=DEFAULT_SINKS,
+                 sweep: str | None = None):
         self.group, self.root, self.index, self.enabled = group, root, index, enabled
         self.writable = np.asarray(writable, bool)
         self.dir = group_dir(root, group.group_id)
+        self.live = LiveLog(sinks, sweep)
+        self._unlogged: list[tuple[int, dict]] = []  # (member, row) appended, not yet committed
+
+    def _open_sinks(self, m: int, history: list[dict]) -> None:
+        run = self.group.runs[m]
+        self.live.open(m, RunInfo(run.run_id, run.experiment, self.group.group_id, self.live.sweep,
+                                  run.dir(self.root), cfg.to_dict(run.config)), history)
 
     def _members(self, mask=None):
         """``(m, run directory)`` of the writable members (and, given ``mask``, where it holds)."""
@@ -100,14 +112,17 @@ class GroupFiles:
                 if committed is None or entry.name != committed["checkpoint"].split("/")[-1]:
                     arrays.remove_tree(entry)
         step = 0 if committed is None else committed["step"]
-        for _, path in self._members():
+        for m, path in self._members():
             store.truncate_jsonl(path / "metrics.jsonl", lambda row: row.get("step", 0) <= step)
+            self._open_sinks(m, store.read_jsonl(path / "metrics.jsonl"))
 
     @_writes
     def append_metrics(self, step: int, metrics: dict, active) -> None:
         """Each active member's metrics row of the segment that ended at ``step``."""
         for m, path in self._members(active):
-            store.append_jsonl(path / "metrics.jsonl", [metrics_row(step, metrics, m)])
+            row = metrics_row(step, metrics, m)
+            store.append_jsonl(path / "metrics.jsonl", [row])
+            self._unlogged.append((m, row))
 
     @_writes
     def snapshot(self, step: int, states, active) -> None:
@@ -118,17 +133,22 @@ class GroupFiles:
     @_writes
     def commit(self, record: dict, previous: dict | None) -> None:
         """``committed.json`` atomically replaced by ``record`` (its checkpoint is complete), then
-        the ``previous`` commit's checkpoint removed."""
+        the ``previous`` commit's checkpoint removed; the rows it made durable sent to the sinks."""
         store.atomic_write_json(self.dir / "committed.json", record)
         if previous is not None:
             arrays.remove_tree(self.dir / previous["checkpoint"])
+        durable = [(m, row) for m, row in self._unlogged if row["step"] <= record["step"]]
+        self._unlogged = [(m, row) for m, row in self._unlogged if row["step"] > record["step"]]
+        for m, row in durable:
+            self.live.log(m, row)
 
     def finish_member(self, m: int, status: str, metrics: dict, *, states=None, step: int | None = None,
                       diverged_step: int | None = None) -> None:
         """Member ``m``'s final files, its final metrics taken from ``metrics`` (per-member host
         arrays). A trained member (``states``: every member's final state, host arrays): the
-        last finite row of its metrics updated by them, its final state, its TensorBoard events.
-        A study: they are its results and its only metrics row. Then ``status.json``."""
+        last finite row of its metrics updated by them, its final state. A study: they are its
+        results and its only metrics row. Then ``status.json``, and the final metrics and status
+        sent to its sinks (a study's sinks open here)."""
         if not (self.enabled and self.writable[m]):
             return
         path = self.group.runs[m].dir(self.root)
@@ -138,6 +158,8 @@ class GroupFiles:
             store.append_jsonl(path / "metrics.jsonl", [row])
             row.pop("step")
             _write_status(path, status, group=None, final_metrics=row, finished=store.now_iso())
+            self._open_sinks(m, [])
+            final = row
         else:
             rows = store.read_jsonl(path / "metrics.jsonl")
             finite_rows = [r for r in rows if diverged_step is None or r["step"] < diverged_step]
@@ -145,10 +167,12 @@ class GroupFiles:
             last.pop("step", None)
             last.update({k: v for k, v in row.items() if k != "step"})
             arrays.save_npz(path / "state_final.npz", jax.tree.map(lambda x: x[m], states))
-            _write_events(path, rows)
             _write_status(path, status, step=int(step), group=None, final_metrics=last, diverged_step=diverged_step,
                           finished=store.now_iso())
+            final = last
         self.index.upsert(path)
+        self.live.summary(m, final)
+        self.live.finish(m, status)
 
     @_writes
     def save_outputs(self, m: int, outputs: dict) -> None:
@@ -161,6 +185,12 @@ class GroupFiles:
         """The group's directory (checkpoints, pointer, members) removed: every member is final."""
         arrays.remove_tree(self.dir)
 
+    @_writes
+    def abandon(self, status: str) -> None:
+        """The group stopped before its end (an error, an interrupt): the sinks still open are
+        finished with ``status``; the run files stay as the last commit left them."""
+        self.live.abort(status)
+
 
 def _write_status(path, status: str, **fields) -> None:
     record = store.read_json(path / "status.json") if (path / "status.json").exists() else {"started": store.now_iso()}
@@ -171,16 +201,3 @@ def _write_status(path, status: str, **fields) -> None:
     record.setdefault("error", None)
     store.atomic_write_json(path / "status.json", record)
 
-
-def _write_events(path, rows: list[dict]) -> None:
-    """TensorBoard event files (tensorboardX, no TensorFlow) rewritten from the metrics."""
-    from tensorboardX import SummaryWriter
-
-    events = path / "events"
-    if events.exists():
-        shutil.rmtree(events)
-    with SummaryWriter(logdir=str(events)) as writer:
-        for row in rows:
-            for name, value in row.items():
-                if name != "step" and is_real(value):
-                    writer.add_scalar(name, value, row["step"])

@@ -47,7 +47,15 @@ from jaxlearn.runner import store
 from jaxlearn.runner.execute import env_hook
 from jaxlearn.runner.experiment import Experiment, load_experiment
 from jaxlearn.runner.plan import Group, group_dir, make_runs, plan_runs
-from jaxlearn.runner.sweep import SweepReport, clear_run, compute_group, enable_compilation_cache, until_settled
+from jaxlearn.runner.sinks import sink_names
+from jaxlearn.runner.sweep import (
+    SweepReport,
+    clear_run,
+    compute_group,
+    enable_compilation_cache,
+    sweep_id,
+    until_settled,
+)
 
 __all__ = ["LAUNCHERS", "GroupTask", "LaunchError", "check_options", "launch_sweep", "run_task"]
 
@@ -67,7 +75,9 @@ class GroupTask:
 
     ``configs`` are the members' configs as JSON values (:func:`jaxlearn.runner.to_dict`),
     ``run_ids`` the ids the driver computed for them, ``search_paths`` where the worker looks for
-    the experiment module. Calling the task computes the group (:func:`run_task`).
+    the experiment module, ``sinks`` the live tracking sinks the worker opens for the runs (it owns
+    them: it writes them) and ``sweep`` the sweep id they are grouped under. Calling the task
+    computes the group (:func:`run_task`).
     """
 
     experiment: str
@@ -77,6 +87,8 @@ class GroupTask:
     root: str
     devices: int | None = None
     argv: tuple[str, ...] = ()
+    sinks: tuple[str, ...] = ("tensorboard",)
+    sweep: str | None = None
 
     def __call__(self) -> dict:
         return run_task(self)
@@ -107,7 +119,7 @@ def run_task(task: GroupTask) -> dict:
     resumed = store.read_json(committed)["step"] if committed.exists() else None
     with store.Index(task.root) as index:
         computed, busy = compute_group(group, task.root, index, progress=None, argv=list(task.argv) or None,
-                                       devices=task.devices, hook=env_hook())
+                                       devices=task.devices, hook=env_hook(), sinks=task.sinks, sweep=task.sweep)
     return {"group": group.group_id, "computed": computed, "busy": list(busy),
             "resumed_from": resumed if computed else None,
             "worker": f"{socket.gethostname()}:{os.getpid()}"}
@@ -163,7 +175,8 @@ def _import(name: str):
 def launch_sweep(experiment: Experiment, configs, *, root="runs", launcher: str = "ray", force: bool = False,
                  max_group_size: int | None = None, argv=None, devices: int | None = None,
                  address: str | None = None, options: dict | None = None, retries: int = 2,
-                 cluster: str = "slurm", stream=None, poll_s: float = 2.0, wait: bool = False) -> SweepReport:
+                 cluster: str = "slurm", stream=None, poll_s: float = 2.0, wait: bool = False,
+                 log=None) -> SweepReport:
     """Computes the runs of ``configs`` that are not finished yet, one launcher task per group.
 
     ``launcher``: ``"ray"`` (uses the Ray this process already joined with ``ray.init``, else
@@ -176,12 +189,16 @@ def launch_sweep(experiment: Experiment, configs, *, root="runs", launcher: str 
     run again at most ``retries`` times. ``devices`` caps the devices each worker shards a group
     over. Prints one line per finished group to ``stream`` (default stderr). ``wait``: runs
     claimed by other processes are waited for and the sweep launched again until none is busy
-    (as :func:`jaxlearn.runner.run_sweep`).
+    (as :func:`jaxlearn.runner.run_sweep`). ``log``: the live tracking sinks, resolved here (the
+    driver's ``$JAXLEARN_LOG``) and opened by each worker for its group's runs (as
+    :func:`jaxlearn.runner.run_sweep`).
     """
     if launcher not in LAUNCHERS:
         raise cfg.ConfigError(f"launcher: expected one of {', '.join(LAUNCHERS)}, got {launcher!r}")
     check_int(retries, "retries", minimum=0, error=cfg.ConfigError)
     options = check_options(launcher, options or {})
+    sinks = sink_names(log)
+    sweep = sweep_id(experiment.name, [run.run_id for run in make_runs(experiment, configs)])
     module = _import("ray" if launcher == "ray" else "submitit")
     root = pathlib.Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -189,13 +206,14 @@ def launch_sweep(experiment: Experiment, configs, *, root="runs", launcher: str 
     def once(force: bool) -> SweepReport:
         return _launch_once(module, experiment, configs, root=root, launcher=launcher, force=force,
                             max_group_size=max_group_size, argv=argv, devices=devices, address=address,
-                            options=options, retries=retries, cluster=cluster, stream=stream, poll_s=poll_s)
+                            options=options, retries=retries, cluster=cluster, stream=stream, poll_s=poll_s,
+                            sinks=sinks, sweep=sweep)
 
     return until_settled(once, experiment, configs, root, force=force, wait=wait, stream=stream, poll_s=poll_s)
 
 
 def _launch_once(module, experiment: Experiment, configs, *, root, launcher, force, max_group_size, argv, devices,
-                 address, options, retries, cluster, stream, poll_s) -> SweepReport:
+                 address, options, retries, cluster, stream, poll_s, sinks, sweep) -> SweepReport:
     runs = make_runs(experiment, configs)
     plan = plan_runs(experiment, runs, root, force=force, max_group_size=max_group_size)
     busy: list[str] = []
@@ -210,7 +228,7 @@ def _launch_once(module, experiment: Experiment, configs, *, root, launcher, for
                 continue
             group = Group(experiment, members) if len(members) != len(group.runs) else group
         tasks.append(GroupTask(experiment.name, paths, tuple(cfg.to_dict(r.config) for r in group.runs),
-                               tuple(r.run_id for r in group.runs), str(root), devices, argv))
+                               tuple(r.run_id for r in group.runs), str(root), devices, argv, sinks, sweep))
     log = _Log(len(tasks), stream)
     dispatch = _dispatch_ray if launcher == "ray" else _dispatch_submitit
     results, failures = dispatch(module, tasks, root=root, options=options, retries=retries, address=address,

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import pathlib
 import shutil
 import time
 
 import jax
 
+from jaxlearn.runner import config as cfg
 from jaxlearn.runner import configfile as cfgfile
 from jaxlearn.runner import distributed, store
 from jaxlearn.runner.execute import run_group
@@ -40,9 +42,10 @@ from jaxlearn.runner.plan import (
     stored_run,
 )
 from jaxlearn.runner.progress import Progress
+from jaxlearn.runner.sinks import sink_names
 
 __all__ = ["resolve", "load_variant", "run_sweep", "compute_group", "SweepReport", "enable_compilation_cache",
-           "until_settled", "wait_for_runs"]
+           "until_settled", "wait_for_runs", "sweep_id"]
 
 _RUN_FILES = ("status.json", "metrics.jsonl", "state_final.npz", "outputs.npz")
 _RUN_DIRS = ("snapshots", "events", "plots")
@@ -56,6 +59,12 @@ class SweepReport:
     skipped: tuple[str, ...]          # already finished
     busy: tuple[str, ...]             # being computed by another process
     resumed: dict = dataclasses.field(default_factory=dict)  # group_id -> step, groups a launcher resumed
+
+
+def sweep_id(experiment: str, run_ids) -> str:
+    """A sweep's id: 12 hex chars of the sha256 of its experiment and sorted run ids (the same set
+    of runs is the same sweep, whatever the order or the command that produced it)."""
+    return hashlib.sha256(cfg.canonical_json([experiment, sorted(run_ids)]).encode()).hexdigest()[:12]
 
 
 def _repo_root(path: pathlib.Path) -> list[pathlib.Path]:
@@ -115,7 +124,7 @@ def clear_run(path: pathlib.Path) -> None:
 
 def run_sweep(experiment: Experiment, configs, *, root="runs", force: bool = False, progress: bool = True,
               max_group_size: int | None = None, argv=None, stream=None, devices: int | None = None,
-              wait: bool = False, poll_s: float = 0.5, hook=None) -> SweepReport:
+              wait: bool = False, poll_s: float = 0.5, hook=None, log=None) -> SweepReport:
     """Computes the runs of ``configs`` that are not finished yet, group by group; each group's
     runs are sharded over at most ``devices`` local devices (default: all; 1: unsharded).
 
@@ -128,14 +137,20 @@ def run_sweep(experiment: Experiment, configs, *, root="runs", force: bool = Fal
     members from it and compute every group together with it, over ``devices`` local devices of
     every process. All processes return the same report, once process 0 has written everything.
     ``wait`` is refused there (process 0 would wait while the others sit in a collective).
-    ``hook``: a test hook for :func:`jaxlearn.runner.execute.run_group`.
+    ``hook``: a test hook for :func:`jaxlearn.runner.execute.run_group`. ``log``: the live tracking
+    sinks (``"tensorboard,mlflow,wandb"``, a sequence of names, ``"none"``; ``None``:
+    ``$JAXLEARN_LOG``, else TensorBoard; see :mod:`jaxlearn.runner.sinks`), checked before anything
+    compiles; runs are grouped there under the sweep's :func:`sweep_id`.
     """
     if wait and distributed.is_multiprocess():
         raise ValueError("run_sweep(wait=True): not in a job of several processes")
+    sinks = sink_names(log)
+    sweep = sweep_id(experiment.name, [run.run_id for run in make_runs(experiment, configs)])
 
     def once(force: bool) -> SweepReport:
         return _sweep_once(experiment, configs, root=root, force=force, progress=progress,
-                           max_group_size=max_group_size, argv=argv, stream=stream, devices=devices, hook=hook)
+                           max_group_size=max_group_size, argv=argv, stream=stream, devices=devices, hook=hook,
+                           sinks=sinks, sweep=sweep)
 
     return until_settled(once, experiment, configs, root, force=force, wait=wait, progress=progress, stream=stream,
                          poll_s=poll_s)
@@ -214,7 +229,7 @@ def _done_steps(root, runs) -> int:
 
 
 def _sweep_once(experiment: Experiment, configs, *, root, force, progress, max_group_size, argv, stream,
-                devices, hook) -> SweepReport:
+                devices, hook, sinks, sweep) -> SweepReport:
     multi, writer = distributed.is_multiprocess(), distributed.is_writer()
     root = pathlib.Path(root)
     if writer:
@@ -229,7 +244,7 @@ def _sweep_once(experiment: Experiment, configs, *, root, force, progress, max_g
     with store.Index(root) if writer else contextlib.nullcontext() as index:
         for group in plan.groups:
             done, taken = compute_group(group, root, index, force=force, progress=bar, argv=argv, devices=devices,
-                                        hook=hook)
+                                        hook=hook, sinks=sinks, sweep=sweep)
             computed.update(done)
             busy.extend(taken)
     if multi:  # sent once process 0 has written everything: every process returns after that
@@ -240,7 +255,7 @@ def _sweep_once(experiment: Experiment, configs, *, root, force, progress, max_g
 
 
 def compute_group(group: Group, root, index, *, force: bool = False, progress=None, argv=None,
-                  devices: int | None = None, hook=None) -> tuple[dict, list]:
+                  devices: int | None = None, hook=None, sinks=None, sweep: str | None = None) -> tuple[dict, list]:
     """Claims ``group``'s runs and computes (or resumes) the ones it could claim; returns
     ``({run_id: final status}, [run ids claimed by another process])``.
 
@@ -251,6 +266,9 @@ def compute_group(group: Group, root, index, *, force: bool = False, progress=No
     Several processes: every process calls it with the same group; process 0 alone takes the
     claims, decides the members and sends them to the others (``index`` is used by process 0
     only and may be ``None`` elsewhere); all of them compute the group together.
+
+    ``sinks`` and ``sweep``: the live tracking sinks and the sweep id, as for
+    :func:`jaxlearn.runner.execute.run_group`.
     """
     experiment = group.experiment
     writer = distributed.is_writer()
@@ -285,7 +303,8 @@ def compute_group(group: Group, root, index, *, force: bool = False, progress=No
             if group_dir(root, group.group_id).exists():
                 shutil.rmtree(group_dir(root, group.group_id))
         try:
-            return run_group(group, root, index, progress=progress, argv=argv, devices=devices, hook=hook), busy
+            return run_group(group, root, index, progress=progress, argv=argv, devices=devices, hook=hook,
+                             sinks=sinks, sweep=sweep), busy
         except BaseException as err:
             for run in group.runs if writer else ():
                 record = read_status(run.dir(root))

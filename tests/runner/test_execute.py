@@ -77,7 +77,7 @@ def test_group_members_equal_their_solo_runs(experiment, solo, tmp_path, monkeyp
 
 def _tensorboard_scalars(events_dir) -> dict:
     """Scalars of TensorBoard event files, parsed from the TFRecord framing (length, crc,
-    payload, crc) and the Event protocol buffer."""
+    payload, crc) and the Event protocol buffer; HParams summaries (no scalar) left out."""
     from tensorboardX.proto import event_pb2
 
     scalars = {}
@@ -89,7 +89,8 @@ def _tensorboard_scalars(events_dir) -> dict:
             event.ParseFromString(data[i + 12:i + 12 + n])
             i += 12 + n + 4
             for value in event.summary.value:
-                scalars[(event.step, value.tag)] = value.simple_value
+                if not value.tag.startswith("_hparams_/"):
+                    scalars[(event.step, value.tag)] = value.simple_value
     return scalars
 
 
@@ -99,8 +100,11 @@ def test_tensorboard_events_hold_the_metrics(solo):
     expected = {(r["step"], k): v
                 for r in store.read_jsonl(path / "metrics.jsonl") for k, v in r.items() if k != "step"}
     got = _tensorboard_scalars(path / "events")
+    final = {k: got.pop(k) for k in list(got) if k[1].startswith("final/")}  # the final metrics, at the last step
     assert got.keys() == expected.keys() and len(got) == 8
     np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-6)
+    status = store.read_json(path / "status.json")
+    assert final == pytest.approx({(40, f"final/{k}"): v for k, v in status["final_metrics"].items()}, rel=1e-6)
 
 
 def test_dedup_skips_finished_and_overlap_computes_only_new(experiment, tmp_path):
