@@ -20,9 +20,8 @@ first ``n_landscape`` training images):
   (:func:`plane_measures`, in the same pass as the surface) — a scalar for "how fast the loss
   rises around the minimiser";
 * ``lambda_max``, ``lambda_min`` and ``eig_ratio = |λ_min/λ_max|`` of the Hessian ``∇²L(θ*)``
-  (§6.5), the extreme Ritz values of ONE run of ``lanczos_steps`` Lanczos steps
-  (:func:`extreme_eigenvalues`, on :func:`jaxlearn.landscape.lanczos` with exact Hessian-vector
-  products).
+  (§6.5), the extreme Ritz values of ONE run of ``lanczos_steps`` Lanczos steps with exact
+  Hessian-vector products (:func:`jaxlearn.landscape.top_eigenvalues` with ``which="both"``).
 
 The network (``model``): 8×8 digits images, a stride-2 stem convolution to 4×4×``channels``,
 ``(depth − 2)/2`` blocks of two 3×3 convolutions ``F(h) = conv(relu(conv(relu(h))))``, a ReLU,
@@ -38,32 +37,29 @@ and all seeds of a depth are one vmapped program. Initial weights: He normal, dr
 
 Claim (``check``, over ≥ 3 seeds, means): the gap ``no-skip − skip`` of each of ``lambda_max``,
 ``eig_ratio`` and ``loss_rise`` is larger at the deepest depth than at the shallowest and
-positive there. Measured by ``configs/skip_connections.yaml`` (the ``paper`` variant; seeds 0–2,
-mean ± std; landscape loss and test accuracy are means):
+positive there. Measured by ``configs/skip_connections.yaml`` (the ``paper`` variant: lr 0.01,
+1600 steps, seeds 0–4, mean ± std; landscape loss and test accuracy are means):
 
 =====  =====  ==============  =================  ============  =============  =============
 depth  skip   λ_max           |λ_min/λ_max|      loss_rise     landscape L    test accuracy
 =====  =====  ==============  =================  ============  =============  =============
-    4  yes    46.6 ± 8.9      0.0037 ± 0.0014    4.3 ± 2.5     0.43           0.88
-    4  no     31.6 ± 1.2      0.0053 ± 0.0012    5.3 ± 1.9     0.28           0.92
-   12  yes    21.8 ± 3.4      0.013 ± 0.003      7.7 ± 3.4     0.036          0.96
-   12  no     19.4 ± 6.5      0.023 ± 0.003      8.5 ± 2.1     0.035          0.96
-   20  yes    16.7 ± 3.1      0.036 ± 0.010      6.8 ± 1.9     0.032          0.96
-   20  no     132 ± 71        0.018 ± 0.018      6.7 ± 1.5     0.74           0.72
+    4  yes    58.8 ± 14.9     0.0037 ± 0.0009    6.4 ± 3.7     0.51           0.86
+    4  no     52.8 ± 3.4      0.0048 ± 0.0008    8.2 ± 2.7     0.27           0.92
+   12  yes    21.1 ± 5.7      0.0085 ± 0.0017    10.7 ± 2.9    0.013          0.97
+   12  no     13.4 ± 4.6      0.016 ± 0.011      19.7 ± 4.0    0.011          0.97
+   20  yes    15.1 ± 22.3     0.0099 ± 0.0015    13.9 ± 9.5    0.20           0.88
+   20  no     88 ± 120        0.054 ± 0.072      12.6 ± 7.0    0.82           0.66
 =====  =====  ==============  =================  ============  =============  =============
 
-Gaps (no-skip − skip) at depths 4 / 12 / 20: λ_max −15.0 / −2.4 / 115; ratio 0.0016 / 0.0099 /
-−0.018; loss rise 1.06 / 0.80 / −0.07: **the check fails** (λ_max holds; the ratio and the loss
-rise do not). The depth-20 plain nets train badly and sit at the stability edge of momentum SGD
-(λ_max 169 / 194 / 33 per seed, against ``2(1 + β)/η = 190``): their λ_min is as negative as the
-skip nets' or more (−1.15 / −0.71 / −1.42 against −1.05 / −0.44 / −0.41), but the ratio is divided
-by that large λ_max. At radius 0.5 a filter-normalised step moves every filter by half its norm;
-both architectures then reach a loss ≈ 7 (the loss of a randomised network), so the rise does
-not tell them apart. An earlier version (another initialisation stream) passed, carried by one
-depth-20 plain net that never left the ln 10 plateau and one with λ_max 519: the criterion is
-not robust at this scale with 3 seeds. Paper variant: 14 min 46 s wall on the shared 2-core
-machine at load average 5–7 (20 min 34 s user CPU, of 6 sharded virtual devices); not measured
-on a quiet machine.
+Gaps (no-skip − skip) at depths 4 / 12 / 20: λ_max −6.1 / −7.7 / 73; ratio 0.0011 / 0.0074 /
+0.044; loss rise 1.8 / 9.0 / −1.3: **the check fails on the loss rise** (λ_max and the ratio
+hold). Two depth-20 trainings decide it: a plain net that never leaves the ln 10 plateau (a
+constant network, rise 0.004) and a skip net that does not converge (loss 0.99, rise 32.6,
+against 6.8–10.9 for the other four). Over the networks that trained (loss < 0.1) the plain nets
+rise more (13.8 and 21.4 at depth 20; 9.0 more on average at depth 12, where all train), as the
+paper says; at depth 4 no network fits the data. docs/reproductions.md has the details and what
+did not help (the ratio over the plane, depth 56). Paper variant: 15 min 28 s wall on the shared
+2-core machine at load average ≈ 4 (10 min 45 s user CPU).
 """
 
 from __future__ import annotations
@@ -76,7 +72,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from jaxlearn import data as data_module
 from jaxlearn import landscape, nn, runner, train
@@ -92,14 +87,14 @@ class Config(runner.TrainingConfig):
     """One member: a conv net of ``depth`` weight layers, with or without skips, trained on digits,
     then its landscape measured (module docstring)."""
 
-    learning_rate: float = runner.dynamic(0.02, min=0.0, help="peak learning rate")
+    learning_rate: float = runner.dynamic(0.01, min=0.0, help="peak learning rate")
     optimizer: train.OptimizerSpec = runner.static(
         train.OptimizerSpec(args={"momentum": 0.9}, schedule="warmup_cosine", warmup_steps=100),
         help="optax optimizer and schedule (the paper: SGD with momentum 0.9)")
     depth: int = runner.static(8, min=4, help="weight layers: stem conv + 2·blocks convs + Dense (even)")
     skip: bool = runner.dynamic(True, help="residual blocks (h + F(h))/√2 (true) or plain F(h) (false)")
     channels: int = runner.static(8, min=1, help="channels of every convolution")
-    num_steps: int = runner.static(800, min=1, help="training steps")
+    num_steps: int = runner.static(1600, min=1, help="training steps")
     segment_steps: int = runner.static(400, min=1, help="steps per segment (metrics and checkpoint after each)")
     n_landscape: int = runner.static(256, min=1, max=1438, help="training images on which L, its Hessian and "
                                                                 "surface are computed")
@@ -184,29 +179,6 @@ def segment(state: train.TrainState, config: Config, arrays):
 
 
 # -- the measurements (study-specific mathematics; tested in tests/experiments/test_skip_connections.py) --------
-def extreme_eigenvalues(loss_fn, params, key, num_steps: int):
-    """``(λ_min, λ_max)``: the extreme Ritz values of ``num_steps`` Lanczos steps on the Hessian of
-    the scalar ``loss_fn`` at ``params``, from a Gaussian start vector drawn from ``key``.
-
-    One Krylov space gives both ends of the spectrum (they converge first; with ``num_steps = P``
-    they are the extreme eigenvalues). After a breakdown (an invariant Krylov space, betas 0 from
-    there on) the trailing block of ``T_m`` is zero; its diagonal is set to ``α_0 = q_0ᵀ H q_0``, a
-    Rayleigh quotient of the live block and so inside its Ritz range: it never becomes an extreme.
-    Pure; ``num_steps`` static.
-    """
-    flat, unravel = ravel_pytree(params)
-
-    def matvec(v):
-        return ravel_pytree(landscape.hvp(loss_fn, params, unravel(v)))[0]
-
-    v0 = jax.random.normal(key, flat.shape, flat.dtype)
-    alphas, betas, _ = landscape.lanczos(matvec, v0, num_steps)
-    live = jnp.concatenate([jnp.ones(1, bool), jnp.cumprod(betas != 0).astype(bool)])
-    alphas = jnp.where(live, alphas, alphas[0])
-    ritz = jnp.linalg.eigvalsh(jnp.diag(alphas) + jnp.diag(betas, 1) + jnp.diag(betas, -1))
-    return ritz[0], ritz[-1]
-
-
 def plane_measures(loss_fn, params, d1, d2, axis, radius, num_angles: int):
     """``(surface, loss_rise)`` from one pass over the points of the plane ``θ + α·d1 + β·d2``.
 
@@ -246,7 +218,8 @@ def evaluate(state: train.TrainState, config: Config, arrays) -> dict:
 
     params = state.params
     k_lanczos, k_plane = (jax.random.fold_in(state.key, 1000 + i) for i in range(2))
-    lam_min, lam_max = extreme_eigenvalues(loss_fn, params, k_lanczos, config.lanczos_steps)
+    (lam_min,), (lam_max,) = landscape.top_eigenvalues(loss_fn, params, k=1, num_iters=config.lanczos_steps,
+                                                        key=k_lanczos, which="both")
     # both directions from one call (one set of vmapped draws to compile), each filter-normalised to θ*
     d1, d2 = landscape.random_direction(k_plane, (params, params), "filter", ignore_bias=True)
     axis = landscape.symmetric_grid(config.grid, config.extent)
