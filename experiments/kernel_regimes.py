@@ -338,11 +338,11 @@ def check(results) -> None:
 
 
 def smoke_check(results) -> None:
-    """At toy scale (a few hundred steps, two seeds, two widths per architecture 16x or more apart;
-    the narrowest CNN has not learned much yet): per architecture, the widest network moves its weights and its
-    kernel less than the narrowest (relative weight change, relative kernel change, kernel
-    distance), its init empirical NTK is the closer to the analytic one, and every run is above
-    chance (test accuracy > 0.1)."""
+    """At toy scale (100 steps, two seeds, two widths per architecture 8x or more apart: MLP 32 and
+    512, CNN 8 and 64; the narrowest CNN has not learned much yet): per architecture, the widest
+    network moves its weights and its kernel less than the narrowest (relative weight change,
+    relative kernel change, kernel distance), its init empirical NTK is the closer to the
+    analytic one, and every run is above chance (test accuracy > 0.1)."""
     for architecture, mine in _by_architecture(results, "smoke_check").items():
         narrow, wide = mine[0], mine[-1]
         for key in ("relative_weight_change", "relative_kernel_change", "kernel_distance", "init_kernel_error"):
