@@ -25,8 +25,12 @@ Each member: an MLP of ``depth`` hidden layers of width ``width`` on MNIST-1D (4
 signals of length 40, 10 classes; Greydanus 2020), softmax cross-entropy, Adam at constant
 learning rate ``η`` for ``num_steps`` steps of ``batch_size``. Metrics: the segment's mean
 minibatch loss ``train_loss``, and after every segment the loss on the whole training set
-``full_train_loss``, the ``test_loss`` and the ``test_accuracy``. Seeds and learning rates are
-dynamic (one vmapped group per width and parameterization).
+``full_train_loss``, the ``test_loss`` and the ``test_accuracy`` (the last segment's are the final
+metrics). Seeds, learning rates and the parameterization (``mup``, a bool) are dynamic: the two
+parameterizations have the same forward pass (``z = x W + b``) and parameter shapes, and differ
+only in the readout's init scale and in the learning-rate multipliers, which are selected inside
+the program (:class:`ParameterizedDraw`, :func:`lr_multipliers`), so all members of a width are one
+vmapped program; width and depth are static (one compiled group per width).
 
 Claim (``check``, TP V Fig. 1): the learning rate that minimises the final ``full_train_loss``
 (mean over ≥ 3 seeds, on a factor-2 grid) stays within one grid step across widths under muP,
@@ -42,7 +46,7 @@ width  SP best log2 η               SP loss      muP best log2 η              
    64  -7  (-7.0 [-7, -7])          1.32 ± 0.04  -7  (-7.0 [-7, -7])          1.33 ± 0.01
   128  -7  (-7.0 [-7, -7])          1.18 ± 0.03  -7  (-7.0 [-7, -7])          1.27 ± 0.02
   256  -8  (-8.0 [-8, -8])          1.07 ± 0.02  -7  (-6.7 [-7, -6])          1.19 ± 0.02
-  512  -9  (-8.7 [-9, -8])          1.05 ± 0.02  -6  (-6.3 [-7, -6])          1.13 ± 0.04
+  512  -9  (-8.7 [-9, -8])          1.05 ± 0.02  -6  (-6.3 [-7, -6])          1.13 ± 0.05
  1024  -10 (-10.0 [-10, -10])       1.03 ± 0.03  -6  (-6.0 [-6, -6])          1.10 ± 0.02
 =====  ===========================  ===========  ===========================  ===========
 
@@ -61,8 +65,10 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -70,7 +76,7 @@ from jaxlearn import data as data_module
 from jaxlearn import nn, runner, train
 from jaxlearn.runner.plots import legend
 
-VERSION = "1"
+VERSION = "2"  # 2: the parameterization is the dynamic bool `mup` (one program per width); the same math
 
 _DATASET = dict(num_samples=5000, seed=42)  # the published MNIST-1D: 4000 training, 1000 test signals
 _ADAM_LIKE = ("adam", "adamw", "adamax", "nadam", "nadamw", "radam", "amsgrad")
@@ -78,7 +84,7 @@ _ADAM_LIKE = ("adam", "adamw", "adamax", "nadam", "nadamw", "radam", "amsgrad")
 
 @dataclasses.dataclass(frozen=True)
 class Config(runner.TrainingConfig):
-    """One member: a ReLU MLP of ``depth`` hidden layers of ``width`` units, in ``parameterization``,
+    """One member: a ReLU MLP of ``depth`` hidden layers of ``width`` units, in muP or SP (``mup``),
     trained by Adam on MNIST-1D."""
 
     learning_rate: float = runner.dynamic(2.0 ** -6, min=0.0, help="Adam learning rate η (muP: at width "
@@ -88,12 +94,12 @@ class Config(runner.TrainingConfig):
     num_steps: int = runner.static(200, min=1, help="training steps")
     width: int = runner.static(256, min=1, help="hidden layer width n")
     depth: int = runner.static(2, min=1, help="number of hidden layers")
-    parameterization: str = runner.static("mup", help="'standard' (SP) or 'mup'")
+    mup: bool = runner.dynamic(True, help="muP (true) or the standard parameterization (SP, false); "
+                                          "the readout's init and the Adam lr multipliers differ, the forward "
+                                          "pass does not: both are one vmapped program")
     base_width: int = runner.static(64, min=1, help="muP base width n₀: lr multipliers are m(n)/m(n₀)")
 
     def __post_init__(self):
-        if self.parameterization not in ("standard", "mup"):
-            raise ValueError(f"parameterization: expected 'standard' or 'mup', got {self.parameterization!r}")
         if self.optimizer.name not in _ADAM_LIKE:
             raise ValueError(f"optimizer: the muP multipliers here are Adam's (Table 3); expected one of "
                              f"{list(_ADAM_LIKE)}, got {self.optimizer.name!r}")
@@ -104,25 +110,59 @@ class Config(runner.TrainingConfig):
         return optax.chain(base, train.scale_by_multipliers(lr_multipliers(self)))
 
 
-def _network(config: Config, width: int):
-    return nn.mlp([width] * config.depth, 10, activation="relu", parameterization=config.parameterization,
+def _network(config: Config, width: int, parameterization: str):
+    return nn.mlp([width] * config.depth, 10, activation="relu", parameterization=parameterization,
                   W_std=np.sqrt(2.0))
 
 
+def _select(mup, if_mup, if_sp):
+    """``if_mup`` or ``if_sp`` (pytrees alike) as ``mup`` says: a Python choice for a concrete bool,
+    a leafwise ``jnp.where`` for a traced one (inside the runner's vmapped group)."""
+    if isinstance(mup, (bool, np.bool_)):
+        return if_mup if mup else if_sp
+    return jax.tree.map(lambda a, b: jnp.where(mup, a, b), if_mup, if_sp)
+
+
 def model(config: Config):
-    """The network of a member (the ``model`` hook)."""
-    return _network(config, config.width)
+    """The network of a member (the ``model`` hook), in its parameterization (``config.mup``
+    concrete). Its ``apply`` is the same under both (:func:`forward`)."""
+    return _network(config, config.width, "mup" if config.mup else "standard")
+
+
+def forward(config: Config):
+    """The network whose ``apply`` every member uses, whatever ``config.mup`` (which may be
+    traced): SP's and muP's forward passes are the same function, ``z = x W + b`` per layer
+    (:mod:`jaxlearn.nn.parameterization`)."""
+    return _network(config, config.width, "standard")
+
+
+class ParameterizedDraw(NamedTuple):
+    """``init`` of a member's network in the parameterization ``config.mup`` says (may be traced):
+    both parameterizations' networks are drawn from the same key — the same normal draws, which
+    XLA computes once; only the readout's scale differs — and their params are selected leafwise,
+    so a member gets exactly its parameterization's draw (``model(config).init``)."""
+
+    config: Config
+
+    def init(self, key, input_spec):
+        sp, mup = (_network(self.config, self.config.width, p).init(key, input_spec) for p in ("standard", "mup"))
+        return _select(self.config.mup, mup, sp)
 
 
 def lr_multipliers(config: Config):
     """Per-parameter learning-rate multipliers relative to the base width (TP V §4, base shapes):
     ``m(width) / m(base_width)`` with ``m`` the Adam multipliers of
     :meth:`jaxlearn.nn.Layer.lr_multipliers` — ``base_width / width`` for hidden and output weights,
-    1 for the input layer and biases under muP; all ones under SP."""
+    1 for the input layer and biases under muP; all ones under SP. Python floats for a concrete
+    ``config.mup``, arrays selected by a traced one."""
     spec = _input_spec()
-    here = model(config).lr_multipliers(spec, "adam")
-    base = _network(config, config.base_width).lr_multipliers(spec, "adam")
-    return jax.tree.map(operator.truediv, here, base)
+
+    def relative(parameterization):
+        here = _network(config, config.width, parameterization).lr_multipliers(spec, "adam")
+        base = _network(config, config.base_width, parameterization).lr_multipliers(spec, "adam")
+        return jax.tree.map(operator.truediv, here, base)
+
+    return _select(config.mup, relative("mup"), relative("standard"))
 
 
 def _input_spec():
@@ -139,13 +179,16 @@ data = runner.study.dataset("mnist1d", **_DATASET)
 
 
 def init(config: Config, key) -> train.TrainState:
-    """The member's network (drawn from its seed) and its optimizer state."""
-    return runner.study.init(config, key, model(config), _input_spec())
+    """The member's network (drawn from its seed in its parameterization: :class:`ParameterizedDraw`)
+    and its optimizer state."""
+    return runner.study.init(config, key, ParameterizedDraw(config), _input_spec())
 
 
-def evaluate(state: train.TrainState, config: Config, arrays) -> dict:
-    """Loss on the whole training set, test loss and test accuracy."""
-    net = model(config)
+def measure(state: train.TrainState, config: Config, arrays) -> dict:
+    """Loss on the whole training set, test loss and test accuracy. Run at the end of every
+    segment; not the ``evaluate`` hook, whose program would compute again the last segment's
+    values (a final metric is the last segment's)."""
+    net = forward(config)
     train_out = net.apply(state.params, arrays.x_train)
     test_out = net.apply(state.params, arrays.x_test)
     return {"full_train_loss": train.softmax_cross_entropy(train_out, arrays.y_train),
@@ -154,18 +197,21 @@ def evaluate(state: train.TrainState, config: Config, arrays) -> dict:
 
 
 def segment(state: train.TrainState, config: Config, arrays):
-    """``segment_steps`` Adam steps (per-layer multipliers), then :func:`evaluate`."""
-    return runner.study.segment(state, config, arrays, model(config), loss=loss(config), evaluate=evaluate)
+    """``segment_steps`` Adam steps (per-layer multipliers), then :func:`measure`."""
+    return runner.study.segment(state, config, arrays, forward(config), loss=loss(config), evaluate=measure)
 
 
 # ----------------------------------------------------------------------------- analysis
 
-_COLUMNS = ("parameterization", "width", "learning_rate", "seed", "full_train_loss")
+_COLUMNS = ("mup", "width", "learning_rate", "seed", "full_train_loss")
 
 
 def _finished(results):
+    """The finished runs with a finite final loss, and a ``parameterization`` column ("mup" or
+    "standard", from the config's ``mup``)."""
     runs = results.finished(*_COLUMNS).runs
-    return runs[np.isfinite(runs["full_train_loss"].astype(float))]
+    runs = runs[np.isfinite(runs["full_train_loss"].astype(float))]
+    return runs.assign(parameterization=np.where(runs["mup"].astype(bool), "mup", "standard"))
 
 
 def loss_curves(results) -> dict:

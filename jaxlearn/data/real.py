@@ -3,7 +3,10 @@ locally, and user arrays saved as ``.npz``."""
 from __future__ import annotations
 
 import functools
+import gzip
+import importlib.util
 import os
+import pathlib
 import random
 
 import numpy as np
@@ -17,8 +20,9 @@ _NPZ_REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 def digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     """The 8x8 handwritten digits bundled with scikit-learn (1797 images, 10 classes).
 
-    Read from the copy shipped inside scikit-learn (``sklearn.datasets.load_digits``), so it
-    needs no network. Pixels (integers 0..16) are divided by 16.
+    Read from the copy shipped inside scikit-learn (the file ``sklearn.datasets.load_digits``
+    reads, without importing scikit-learn), so it needs no network. Pixels (integers 0..16) are
+    divided by 16.
 
     Args:
       seed: the examples are shuffled by ``np.random.default_rng(seed).permutation`` before
@@ -33,15 +37,35 @@ def digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     seed = check_int(seed, "seed", minimum=0, where="digits", noun="integer")
     test_fraction = check_real(test_fraction, "test_fraction", minimum=0, maximum=1, open_minimum=True,
                                open_maximum=True, where="digits")
-    from sklearn.datasets import load_digits  # deferred: sklearn is slow to import
-
-    x, y = load_digits(return_X_y=True)
+    x, y = _bundled_digits()
     x = (x / 16.0).astype(np.float32)
     y = y.astype(np.int32)
     n_test = split_sizes("test_fraction", test_fraction, len(y))
     perm = np.random.default_rng(seed).permutation(len(y))
     test, train = perm[:n_test], perm[n_test:]
     return Dataset(x[train], y[train], x[test], y[test], num_classes=10, name="digits")
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as ``load_digits(return_X_y=True)`` gives them (float64 pixels
+    ``(1797, 64)``, int labels), read-only: its bundled ``datasets/data/digits.csv.gz`` read as
+    ``load_digits`` reads it (``np.loadtxt``, last column the label), without importing
+    scikit-learn, which takes seconds; ``load_digits`` itself where the file is not there."""
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    locations = list(spec.submodule_search_locations or ()) if spec is not None else []
+    path = pathlib.Path(locations[0], "datasets", "data", "digits.csv.gz") if locations else None
+    if path is not None and path.is_file():
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            table = np.loadtxt(f, delimiter=",")
+        x, y = table[:, :-1], table[:, -1].astype(int)
+    else:
+        from sklearn.datasets import load_digits
+
+        x, y = load_digits(return_X_y=True)
+    for a in (x, y):
+        a.setflags(write=False)
+    return x, y
 
 
 def mnist1d(num_samples: int = 5000, seed: int = 42) -> Dataset:

@@ -34,6 +34,26 @@ def test_digits_shapes_and_range(test_fraction):
     assert arrays.input_spec == ds.input_spec
 
 
+def test_digits_are_scikit_learns_without_importing_it():
+    """The bundled file read directly gives load_digits' arrays exactly, and the split is the
+    documented permutation of them; scikit-learn is not imported to read it (a fresh process)."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    ds = data.digits(seed=3)
+    perm = np.random.default_rng(3).permutation(len(y))
+    n_test = round(0.2 * len(y))
+    np.testing.assert_array_equal(ds.x_test, (x[perm[:n_test]] / 16.0).astype(np.float32))
+    np.testing.assert_array_equal(ds.x_train, (x[perm[n_test:]] / 16.0).astype(np.float32))
+    np.testing.assert_array_equal(np.concatenate([ds.y_test, ds.y_train]), y[perm])
+    code = "import sys; from jaxlearn import data; data.digits(); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
 def test_digits_seed():
     a, b, c = data.digits(seed=0), data.digits(seed=0), data.digits(seed=1)
     for u, v in zip(a[:4], b[:4]):

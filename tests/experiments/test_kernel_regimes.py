@@ -1,8 +1,8 @@
 """kernel_regimes' own mathematics: the relative Frobenius distance against NumPy; the CNN's first
 layer (a Dense layer on image_patches) against nn.Conv on the images (the same outputs and the same
-empirical NTK for the same filter); and the empirical NTK at initialisation of both architectures
-approaching the analytic NTK of the same model as the width grows (the analytic kernel is
-width-independent; the empirical one's fluctuations are O(width^-1/2))."""
+empirical NTK for the same filter); NTKDraw against the network's own init; and the empirical NTK
+at initialisation of both architectures approaching the analytic NTK of the same model as the width
+grows (the analytic kernel is width-independent; the empirical one's fluctuations are O(width^-1/2))."""
 
 import pathlib
 
@@ -49,6 +49,18 @@ def test_the_cnn_is_a_3x3_same_convolution_network():
     outputs = jax.jit(conv.apply)(conv_params, images)
     assert np.abs(outputs).max() > 0.1
     np.testing.assert_allclose(jax.jit(net.apply)(params, patches), outputs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "cnn"])
+def test_ntk_draw_gives_the_networks_own_initial_parameters(architecture):
+    """NTKDraw (all layers' keys and draws at once) against the network's own init, layer by
+    layer (depth 2: the CNN's second layer is an nn.Conv)."""
+    net = study.model(study.Config(architecture=architecture, width=8, depth=2, probe=4))
+    x = study._inputs(architecture, np.zeros((1, 64)))
+    expected = jax.jit(lambda k: net.init(k, x))(jax.random.key(7))
+    drawn = jax.jit(lambda k: study.NTKDraw(net).init(k, x))(jax.random.key(7))
+    assert jax.tree.structure(drawn) == jax.tree.structure(expected)
+    jax.tree.map(np.testing.assert_array_equal, drawn, expected)
 
 
 @pytest.mark.parametrize("architecture, widths", [("mlp", (16, 1024)), ("cnn", (4, 256))])

@@ -109,7 +109,7 @@ RECOMPUTED = {"teacher_student", "continual_digits", "edge_of_stability", "insta
               "kernel_regimes", "learning_rules", "deep_linear_dynamics", "catapult"}
 # the studies whose networks also get the after-kernel, CKA and pruning (see below)
 ANALYSED = {"teacher_student", "continual_digits", "edge_of_stability", "instability", "population_digits",
-            "kernel_regimes", "learning_rules"}
+            "learning_rules"}
 TRAINING = [p for p in CONFIGS if runner.load_experiment(runner.load_file(p).experiment, [REPO]).trains]
 
 
