@@ -40,14 +40,14 @@ from jaxlearn.runner.results import (
 from jaxlearn.runner.sinks import RunInfo, Sink, SinkWarning, log_sweep_plots, make_sink, sink_names
 from jaxlearn.runner.store import Index, StoreError, resolve_run
 from jaxlearn.runner.study import TrainingConfig
-from jaxlearn.runner.sweep import SweepReport, enable_compilation_cache, resolve, run_sweep, sweep_id
+from jaxlearn.runner.sweep import SweepReport, enable_compilation_cache, find_config, resolve, run_sweep, sweep_id
 
 __all__ = [
     "after_kernel", "Axis", "Network", "ConfigError", "Experiment", "Index", "LaunchError", "launch_sweep", "Results",
     "StoreError", "Trajectory", "SweepReport", "canonical_json",
     "dynamic", "dynamic_fields", "enable_compilation_cache", "expand", "list_experiments", "load",
     "load_experiment", "load_file", "load_networks", "load_state", "load_trajectory", "parse_assignment",
-    "parse_config", "parse_sweep", "resolve", "resolve_run", "run_id",
+    "parse_config", "parse_sweep", "find_config", "resolve", "resolve_run", "run_id",
     "run_sweep", "static", "static_fields", "study", "to_dict", "TrainingConfig",
     "RunInfo", "Sink", "SinkWarning", "log_sweep_plots", "make_sink", "sink_names", "sweep_id",
 ]

@@ -116,7 +116,8 @@ def _parser(run_fields: str = "") -> argparse.ArgumentParser:
         return p
 
     p = command("run", "run a config file's sweep (finished runs are skipped)")
-    p.add_argument("config", help="YAML config file in configs/")
+    p.add_argument("config", help="a YAML config file, or a study's name (its configs/NAME.yaml here, else the "
+                                  "one installed with jaxlearn)")
     p.add_argument("--variant", default="default", help="named variant of the config file (e.g. smoke, paper)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value")
@@ -497,7 +498,7 @@ def _clean(args, claims) -> int:
 def _cmd_experiments(args, argv) -> int:
     found = list_experiments()
     if not found:
-        print("no experiments found (run from the repository root, where experiments/ lives)")
+        print("no experiments found (neither an experiments/ package here nor the studies installed with jaxlearn)")
         return 1
     width = max(map(len, found))
     for name, description in found.items():
@@ -511,8 +512,8 @@ def _field_listing(target: str, variant: str = "default") -> tuple[str, list[dic
     sweeps (``swept``)."""
     from jaxlearn.runner.sweep import load_variant
 
-    if target.endswith((".yaml", ".yml")) or pathlib.Path(target).is_file():
-        experiment, chosen = load_variant(target, variant)
+    if target.endswith((".yaml", ".yml")) or pathlib.Path(target).is_file() or variant != "default":
+        experiment, chosen = load_variant(target, variant)  # a path, or a study's config by name
         rows = cfg.field_rows(experiment.config_cls, chosen["config"])
         for row in rows:
             axis = chosen["sweep"].get(row["field"])
@@ -520,8 +521,6 @@ def _field_listing(target: str, variant: str = "default") -> tuple[str, list[dic
                 row["swept"] = (list(axis.values) if axis.kind == "list"
                                 else f"{axis.kind}:{axis.low:g}:{axis.high:g}:{len(axis.values)}")
         return experiment.name, rows
-    if variant != "default":
-        raise cfg.ConfigError("--variant: only with a config file (an experiment name has no variants)")
     experiment = load_experiment(target)
     return experiment.name, cfg.field_rows(experiment.config_cls)
 
@@ -543,11 +542,15 @@ def _run_help_fields(argv) -> str:
     if argv[:1] != ["run"] or not {"-h", "--help"} & set(argv):
         return ""
     config = next((a for a in argv[1:] if a.endswith((".yaml", ".yml"))), None)
+    if config is None and len(argv) > 1 and not argv[1].startswith("-"):
+        config = argv[1]  # a study's name (jaxlearn run population_digits --help)
     if config is None:
         return ""
     variant = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--variant"), "default")
     try:
-        name, rows = _field_listing(config, variant)
+        from jaxlearn.runner.sweep import find_config
+
+        name, rows = _field_listing(str(find_config(config)), variant)
     except (cfg.ConfigError, OSError) as err:
         return f"(cannot list the fields of {config}: {err})"
     return f"fields of {name} (--set FIELD=VALUE, --sweep FIELD=VALUES):\n" + _fields_text(rows)

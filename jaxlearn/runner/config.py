@@ -34,6 +34,18 @@ class ConfigError(ValueError):
     """A bad config value, key, sweep or file; the message is one line naming the culprit."""
 
 
+def flatten(mapping: dict, prefix: str = "") -> dict:
+    """Nested dicts -> one level with dotted keys; lists become tuples (hashable, groupable)."""
+    flat = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
 def describe_value(v) -> str:
     """A value for an error message: numbers as themselves, anything else with its type."""
     return repr(v) if is_real(v) else f"{v!r} ({type(v).__name__})"

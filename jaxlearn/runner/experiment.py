@@ -39,6 +39,13 @@ An experiment is a Python module (by default ``experiments/<name>.py``) that def
   and curves as pandas DataFrames).
 
 Everything here is looked up and checked before anything compiles.
+
+Where a name is looked up: a user's own ``experiments`` package first (a directory
+``experiments/`` with an ``__init__.py`` in the working directory or a given search path, e.g.
+a clone of the repository, or a project of one's own made by ``jaxlearn new-experiment``), then
+the studies installed with jaxlearn (:data:`INSTALLED`: the repository's ``experiments/``
+installed as ``jaxlearn.experiments``, so ``pip install jaxlearn`` brings them). A dotted name
+(``mypackage.my_study``) is imported as it is.
 """
 
 from __future__ import annotations
@@ -53,7 +60,9 @@ import types
 from jaxlearn._checks import did_you_mean
 from jaxlearn.runner.config import ConfigError
 
-__all__ = ["Experiment", "load_experiment", "list_experiments"]
+__all__ = ["Experiment", "load_experiment", "list_experiments", "INSTALLED"]
+
+INSTALLED = "jaxlearn.experiments"  # the studies that ship with jaxlearn (the repository's experiments/)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,24 +118,25 @@ def _import(module_name: str, extra_paths=()):
 
 
 def load_experiment(name: str, search_paths=()) -> Experiment:
-    """Imports ``experiments.<name>`` (or a dotted module path) and checks its protocol.
+    """Imports the experiment ``name``: ``experiments.<name>`` from the working directory or
+    ``search_paths`` (the runner passes the repository root of the config file), else the
+    installed ``jaxlearn.experiments.<name>``; a dotted name as it is. Checks its protocol.
 
-    ``search_paths`` are extra directories to look in (the runner passes the repository root of
-    the config file). Raises :class:`ConfigError` with a one-line message for a missing module or
-    a module that does not follow the protocol.
+    Raises :class:`ConfigError` with a one-line message for a missing module or a module that
+    does not follow the protocol.
     """
     if not isinstance(name, str) or not name or any(part == "" or not part.isidentifier() for part in name.split(".")):
         raise ConfigError(f"experiment: expected a module name such as 'population_digits', got {name!r}")
-    module_name = name if "." in name else f"experiments.{name}"
-    try:
-        module = _import(module_name, search_paths)
-    except ModuleNotFoundError as err:
-        if err.name is not None and not module_name.startswith(err.name):
-            raise  # the experiment exists but one of its own imports is missing
-        known = list_experiments(search_paths)
-        raise ConfigError(f"experiment: no experiment {name!r}{did_you_mean(name, known)}; "
-                          f"known: {', '.join(known) or 'none'}") from None
-    return _check(name, module)
+    candidates = [name] if "." in name else [f"experiments.{name}", f"{INSTALLED}.{name}"]
+    for module_name in candidates:
+        try:
+            return _check(name, _import(module_name, search_paths))
+        except ModuleNotFoundError as err:
+            if err.name is None or not module_name.startswith(err.name):
+                raise  # the experiment exists but one of its own imports is missing
+    known = list_experiments(search_paths)
+    raise ConfigError(f"experiment: no experiment {name!r}{did_you_mean(name, known)}; "
+                      f"known: {', '.join(known) or 'none'}")
 
 
 def _check(name: str, module) -> Experiment:
@@ -151,17 +161,19 @@ def _check(name: str, module) -> Experiment:
 
 
 def list_experiments(search_paths=()) -> dict[str, str]:
-    """``{name: one-line description}`` of the modules in the ``experiments`` package."""
-    try:
-        package = _import("experiments", search_paths)
-    except ModuleNotFoundError:
-        return {}
+    """``{name: one-line description}`` of the experiments found by name (module docstring): the
+    user's ``experiments`` package, then the installed studies it does not shadow."""
     found = {}
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
+    for package_name in ("experiments", INSTALLED):
         try:
-            found[info.name] = load_experiment(info.name, search_paths).description
-        except ConfigError:
-            continue  # a helper module, not an experiment
-    return found
+            package = _import(package_name, search_paths)
+        except ModuleNotFoundError:
+            continue
+        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+            if info.name.startswith("_") or info.name in found:
+                continue
+            try:
+                found[info.name] = load_experiment(info.name, search_paths).description
+            except ConfigError:
+                continue  # a helper module, not an experiment
+    return dict(sorted(found.items()))

@@ -1,18 +1,37 @@
-"""Progress reporting for the runner: a tqdm bar on a terminal, plain lines otherwise.
+"""Progress reporting for the runner: a tqdm bar on a terminal or in a notebook, plain lines otherwise.
 
-Shows steps of the current group, runs done out of the total, and an ETA. When the output is
-not a terminal (a log file, CI, a SLURM job) it prints one line at most every ``interval``
-seconds instead of redrawing a bar.
+Shows steps of the current group, runs done out of the total, and an ETA. In a Jupyter or Colab
+kernel the bar is tqdm's notebook widget (``tqdm.auto``; its text bar where ``ipywidgets`` is
+not installed). When the output is neither (a log file, CI, a SLURM job) it prints one line at
+most every ``interval`` seconds instead of redrawing a bar.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 
 import numpy as np
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "in_notebook"]
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter (or Colab) kernel: IPython is running with a kernel app
+    (not the terminal IPython, whose output is a terminal anyway)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def _bar_class(notebook: bool):
+    """tqdm's notebook widget in a kernel that can show it, else its text bar."""
+    if notebook and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm
 
 
 class Progress:
@@ -21,7 +40,8 @@ class Progress:
 
     def __init__(self, num_groups: int, num_runs: int, *, stream=None, interval: float = 10.0, enabled: bool = True):
         self.stream = stream if stream is not None else sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.notebook = stream is None and in_notebook()
+        self.tty = self.notebook or bool(getattr(self.stream, "isatty", lambda: False)())
         self.enabled, self.interval = enabled, interval
         self.num_groups, self.num_runs = num_groups, num_runs
         self.groups_done = self.runs_done = 0
@@ -37,10 +57,8 @@ class Progress:
         runs = getattr(group, "runs", group)
         label = label or f"group {self.groups_done + 1}/{self.num_groups} ({len(runs)} runs, {group.experiment.name})"
         if self.tty:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total_steps, initial=done_steps, desc=label, unit="step", file=self.stream,
-                             dynamic_ncols=True)
+            self._bar = _bar_class(self.notebook)(total=total_steps, initial=done_steps, desc=label, unit="step",
+                                                  file=self.stream, dynamic_ncols=True)
         else:
             print(f"{label}: starting at step {done_steps}/{total_steps}", file=self.stream, flush=True)
 

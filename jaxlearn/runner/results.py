@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxlearn.runner import arrays, store
 from jaxlearn.runner import config as cfg
+from jaxlearn.runner.config import flatten
 from jaxlearn.runner.experiment import load_experiment
 
 __all__ = ["RUN_COLUMNS", "Results", "Trajectory", "after_kernel", "load", "load_state", "load_trajectory", "flatten"]
@@ -62,18 +63,6 @@ def _with_columns(frame, columns):
     """``frame`` with every name of ``columns`` as a column (NaN where it had none)."""
     missing = [c for c in dict.fromkeys(columns) if c not in frame.columns]
     return frame.assign(**{c: float("nan") for c in missing}) if missing else frame
-
-
-def flatten(mapping: dict, prefix: str = "") -> dict:
-    """Nested dicts -> one level with dotted keys; lists become tuples (hashable, groupable)."""
-    flat = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = tuple(value) if isinstance(value, list) else value
-    return flat
 
 
 def load(root="runs", *, experiment: str | None = None, status: str | None = None, run_ids=None,

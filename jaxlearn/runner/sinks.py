@@ -44,8 +44,7 @@ import warnings
 from typing import NamedTuple, Protocol
 
 from jaxlearn._checks import is_real
-from jaxlearn.runner.config import ConfigError
-from jaxlearn.runner.results import flatten
+from jaxlearn.runner.config import ConfigError, flatten
 
 __all__ = ["DEFAULT_SINKS", "FINAL_PREFIX", "KNOWN_SINKS", "LOG_ENV", "LiveLog", "MLflowSink", "RunInfo", "Sink",
            "SinkWarning", "TensorBoardSink", "WandbSink", "hparam_values", "log_sweep_plots", "make_sink",

@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.util
 import pathlib
 import shutil
 import time
 
 import jax
 
+from jaxlearn._checks import did_you_mean
 from jaxlearn.runner import config as cfg
 from jaxlearn.runner import configfile as cfgfile
 from jaxlearn.runner import distributed, store
@@ -44,8 +46,8 @@ from jaxlearn.runner.plan import (
 from jaxlearn.runner.progress import Progress
 from jaxlearn.runner.sinks import sink_names
 
-__all__ = ["resolve", "load_variant", "run_sweep", "compute_group", "SweepReport", "enable_compilation_cache",
-           "until_settled", "wait_for_runs", "sweep_id"]
+__all__ = ["resolve", "load_variant", "find_config", "installed_configs", "config_names", "run_sweep",
+           "compute_group", "SweepReport", "enable_compilation_cache", "until_settled", "wait_for_runs", "sweep_id"]
 
 _RUN_FILES = ("status.json", "metrics.jsonl", "state_final.npz", "outputs.npz")
 _RUN_DIRS = ("snapshots", "events", "plots")
@@ -68,17 +70,62 @@ def sweep_id(experiment: str, run_ids) -> str:
 
 
 def _repo_root(path: pathlib.Path) -> list[pathlib.Path]:
-    """Directories to look for the ``experiments`` package: beside the config file's folder."""
+    """Directories to look for the ``experiments`` package: beside the config file's folder; none
+    for a config installed inside the jaxlearn package (its studies are ``jaxlearn.experiments``)."""
     path = path.resolve()
+    if (path.parent.parent / "__init__.py").exists():
+        return []
     return [path.parent.parent, path.parent]
+
+
+def installed_configs() -> pathlib.Path | None:
+    """The directory of the config files installed with jaxlearn (the repository's ``configs/``,
+    installed as the package data ``jaxlearn.configs``), or ``None``."""
+    for package, relative in (("jaxlearn.configs", "."), ("jaxlearn.experiments", "../configs")):
+        # an editable install maps the packages but cannot find the data-only jaxlearn.configs:
+        # the configs are then beside the experiments (the repository's layout)
+        spec = importlib.util.find_spec(package)
+        locations = list(spec.submodule_search_locations or ()) if spec is not None else []
+        if locations and (folder := (pathlib.Path(locations[0]) / relative).resolve()).is_dir():
+            return folder
+    return None
+
+
+def config_names() -> list[str]:
+    """The names ``find_config`` accepts: the config files in ``./configs`` and the installed ones."""
+    dirs = [pathlib.Path("configs"), installed_configs()]
+    return sorted({f.stem for d in dirs if d is not None and d.is_dir() for f in d.glob("*.yaml")})
+
+
+def find_config(target) -> pathlib.Path:
+    """The config file ``target`` names: a path to a file, or a study's name (``population_digits``,
+    with or without ``.yaml``) looked up as ``configs/<name>.yaml`` in the working directory, then
+    among the configs installed with jaxlearn (:func:`installed_configs`), so that
+    ``jaxlearn run population_digits`` works after ``pip install jaxlearn`` from any directory.
+    A missing one is a :class:`~jaxlearn.runner.config.ConfigError` naming the known names."""
+    path = pathlib.Path(target)
+    if path.is_file():
+        return path
+    text = str(target)
+    name = text[:-len(".yaml")] if text.endswith(".yaml") else text
+    if name.isidentifier():
+        for folder in (pathlib.Path("configs"), installed_configs()):
+            if folder is not None and (folder / f"{name}.yaml").is_file():
+                return folder / f"{name}.yaml"
+    known = config_names()
+    hint = did_you_mean(name, known) if name.isidentifier() else ""
+    raise cfg.ConfigError(f"{text}: no such config file, nor a study of that name{hint}; "
+                      f"known: {', '.join(known) or 'none'}")
 
 
 def load_variant(config_file, variant: str = "default") -> tuple[Experiment, dict]:
     """A config file's experiment (found beside the file's folder first) and its variant ``variant``
-    (``{"config", "sweep", "mode", "num"}``, unexpanded: see :func:`resolve`)."""
-    file = cfgfile.load_file(config_file)
+    (``{"config", "sweep", "mode", "num"}``, unexpanded: see :func:`resolve`). ``config_file``: a
+    path, or a study's name (:func:`find_config`)."""
+    path = find_config(config_file)
+    file = cfgfile.load_file(path)
     chosen = file.variant(variant)
-    return load_experiment(file.experiment, _repo_root(pathlib.Path(config_file))), chosen
+    return load_experiment(file.experiment, _repo_root(path)), chosen
 
 
 def resolve(config_file, *, variant: str = "default", overrides=(), sweeps=(), mode: str | None = None,

@@ -166,10 +166,10 @@ def test_fields_lists_every_field(capsys):
     assert [r["field"] for r in csv.DictReader(io.StringIO(capsys.readouterr().out))] == list(rows)
 
 
-def test_fields_of_a_config_file_and_in_run_help(capsys):
-    """With a config file: the values its variant sets and the axes it sweeps; ``run CONFIG --help``
-    ends with the same table."""
-    config = str(REPO / "configs" / "edge_of_stability.yaml")
+@pytest.mark.parametrize("config", [str(REPO / "configs" / "edge_of_stability.yaml"), "edge_of_stability"])
+def test_fields_of_a_config_file_and_in_run_help(config, capsys):
+    """With a config file (a path, or a study's name with --variant): the values its variant sets
+    and the axes it sweeps; ``run CONFIG --help`` ends with the same table."""
     assert cli.main(["fields", config, "--variant", "smoke", "--format", "json"]) == 0
     rows = {r["field"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["n_train"]["value"] == 64 and rows["num_steps"]["value"] == 1000
@@ -184,7 +184,8 @@ def test_fields_of_a_config_file_and_in_run_help(capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["fields", "edge_of_stabilty"], "no experiment 'edge_of_stabilty' (did you mean 'edge_of_stability'?)"),
-    (["fields", "edge_of_stability", "--variant", "smoke"], "--variant: only with a config file"),
+    (["fields", "edge_of_stabilty", "--variant", "smoke"],
+     "edge_of_stabilty: no such config file, nor a study of that name (did you mean 'edge_of_stability'?)"),
     (["fields", str(REPO / "configs" / "edge_of_stability.yaml"), "--variant", "smok"], "did you mean 'smoke'?"),
 ])
 def test_fields_bad_input_is_one_line_error(args, message, capsys):

@@ -1,9 +1,12 @@
-"""Progress output: plain lines (no carriage returns) when the stream is not a terminal."""
+"""Progress output: plain lines (no carriage returns) when the stream is not a terminal; a bar in a
+notebook kernel."""
 
+import importlib.util
 import io
+import sys
 import types
 
-from jaxlearn.runner.progress import Progress
+from jaxlearn.runner.progress import Progress, in_notebook
 
 
 def _group(n):
@@ -38,3 +41,26 @@ def test_disabled_prints_nothing():
     progress.update(10, {"loss": [1.0]})
     progress.close()
     assert stream.getvalue() == ""
+
+
+def _fake_ipython(config):
+    shell = types.SimpleNamespace(config=config)
+    return types.SimpleNamespace(get_ipython=lambda: shell)
+
+
+def test_a_bar_in_a_notebook_kernel_not_periodic_lines(monkeypatch, capsys):
+    """In a Jupyter/Colab kernel stderr is not a terminal, yet the progress is a tqdm bar (the
+    notebook widget where ipywidgets is installed, its text bar otherwise); a terminal IPython
+    without a kernel app is not a notebook."""
+    monkeypatch.setitem(sys.modules, "IPython", _fake_ipython({"IPKernelApp": {}}))
+    assert in_notebook()
+    progress = Progress(1, 2)
+    progress.start(_group(2), 10, 0)
+    progress.update(10, {"loss": [1.0, 3.0]})
+    assert progress._bar is not None
+    expected = "tqdm.notebook" if importlib.util.find_spec("ipywidgets") else "tqdm.std"
+    assert type(progress._bar).__module__ == expected
+    progress.close()
+    assert "starting at step" not in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "IPython", _fake_ipython({"TerminalIPythonApp": {}}))
+    assert not in_notebook()
