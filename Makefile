@@ -9,7 +9,7 @@ TEST_ENV := XLA_FLAGS=$(DEVICES)
 # pytest exits 5 when it collected no test; one of the two processes may legitimately have none.
 PYTEST_OK := || [ $$? -eq 5 ]
 
-.PHONY: install run lint test test-fast test-float32 test-float64 bench clean
+.PHONY: install run lint test test-fast test-float32 test-float64 docs bench clean
 
 install: $(STAMP)
 
@@ -19,10 +19,11 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The tests also exercise the optional extras: the cluster launchers (Ray, submitit) and the live
-# tracking sinks (TensorBoard's reader, mlflow-skinny, wandb: ~140 MB, 1 to 1.5 min more on a fresh venv).
+# The tests also exercise the optional extras: the cluster launchers (Ray, submitit), the live
+# tracking sinks (TensorBoard's reader, mlflow-skinny, wandb: ~140 MB, 1 to 1.5 min more on a fresh venv)
+# and the documentation site (mkdocs, mkdocs-material, mkdocstrings: ~120 MB, 30 s; tests/docs builds it).
 $(EXTRAS_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,cluster,tensorboard,mlflow,wandb]'
+	$(PY) -m pip install --quiet -e '.[dev,cluster,tensorboard,mlflow,wandb,docs]'
 	touch $(EXTRAS_STAMP)
 
 run: $(STAMP)
@@ -53,8 +54,12 @@ test-fast: $(EXTRAS_STAMP)
 	$(TEST_ENV) JAX_ENABLE_X64=0 $(PY) -m pytest -q -x -m "not slow" $(PYTEST_OK)
 	$(TEST_ENV) JAX_ENABLE_X64=1 $(PY) -m pytest -q -x -m "not slow" $(PYTEST_OK)
 
+# The documentation site under site/ (the strict build that make test checks, tests/docs/test_site.py).
+docs: $(EXTRAS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache

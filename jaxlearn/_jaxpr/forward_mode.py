@@ -82,6 +82,15 @@ def forward_mode_safe(fn_or_model, *example_args) -> ForwardModeReport:
       params and state initialised abstractly.
 
     Tracing only (``jax.make_jaxpr``): the model is not evaluated, and it is fine to call at trace time.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxlearn import nn, rules
+        >>> spec = jax.ShapeDtypeStruct((1, 4), jnp.float32)
+        >>> rules.forward_mode_safe(nn.mlp([16], 3), spec).safe
+        True
+        >>> rules.forward_mode_safe(nn.serial(rules.FADense(16), nn.Relu(), rules.FADense(3)), spec).blocking
+        ('feedback_alignment',)
     """
     if _is_model(fn_or_model):
         if len(example_args) != 1:

@@ -204,6 +204,14 @@ def gradient_noise_scale(per_example_grads) -> NoiseScale:
     for i.i.d. examples: the plug-in ``|Ĝ|²`` is biased upward by ``tr(Σ)/n`` (``E|G_B|² = |G|² + tr(Σ)/B``,
     McCandlish et al. 2018, App. A.1; the estimate equals :func:`noise_scale_from_norms` with
     ``B_small = 1``, ``B_big = n``). ``b_simple = trace_cov / grad_sq`` (eq. 2.8). Returns scalars.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import analysis as an
+        >>> grads = {"w": jnp.array([[1.0, 0.0], [3.0, 0.0]])}     # two per-example gradients
+        >>> ns = an.gradient_noise_scale(grads)
+        >>> float(ns.trace_cov), float(ns.grad_sq), round(float(ns.b_simple), 4)
+        (2.0, 3.0, 0.6667)
     """
     n = _check_grads("per_example_grads", per_example_grads, minimum=2)
     mean = jax.tree.map(lambda g: jnp.mean(g, axis=0), per_example_grads)

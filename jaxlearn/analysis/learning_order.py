@@ -132,6 +132,15 @@ def first_learned_step(history, *, check_every: int = 1, first_step: int = 0, st
     is wrong at the last check. A check index ``t`` is reported as the step ``first_step + t·check_every``
     (``first_step``: the step of row 0; for a history from ``train(eval_every=k)`` use ``check_every=k``,
     ``first_step=k``).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import analysis as an
+        >>> history = jnp.array([[True, False, False], [False, True, False], [True, True, False]])
+        >>> an.first_learned_step(history, check_every=10, first_step=10).tolist()
+        [10, 20, -1]
+        >>> an.first_learned_step(history, check_every=10, first_step=10, stay=True).tolist()
+        [30, 20, -1]
     """
     history = _check_history(history)
     check_every = check_int(check_every, "check_every", minimum=1, form="must", noun="integer")
@@ -145,7 +154,15 @@ def first_learned_step(history, *, check_every: int = 1, first_step: int = 0, st
 
 def forgetting_events(history):
     """Forgetting events per example: the number of checks ``t`` with ``history[t]`` correct and
-    ``history[t+1]`` wrong. int32 ``(N,)`` (0 for an example never learnt; see :func:`never_learned`)."""
+    ``history[t+1]`` wrong. int32 ``(N,)`` (0 for an example never learnt; see :func:`never_learned`).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import analysis as an
+        >>> history = jnp.array([[True, False], [False, True], [True, True]])   # (checks, examples)
+        >>> an.forgetting_events(history).tolist()
+        [1, 0]
+    """
     history = _check_history(history)
     return jnp.sum(history[:-1] & ~history[1:], axis=0, dtype=jnp.int32)
 

@@ -140,6 +140,16 @@ def magnitude_mask(params, sparsity, *, scope: str = "global", mask=None, prunab
     Count: ``round(sparsity · n_kept)`` entries are pruned (per leaf for ``"layer"``), rounding
     half to even; ties in ``|w|`` go by position (module docstring). Under ``"layer"`` a tiny leaf
     with a high rate may lose all its candidates (``round(0.96 · 10) = 10``).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import analysis as an
+        >>> params = {"W": jnp.array([[0.1, -3.0], [0.5, 2.0]]), "b": jnp.zeros(2)}
+        >>> mask = an.magnitude_mask(params, 0.5)           # prunable by default: leaves of rank >= 2
+        >>> mask["W"].tolist(), mask["b"].tolist()
+        ([[False, True], [False, True]], [True, True])
+        >>> an.magnitude_mask(params, 0.5, mask=mask)["W"].tolist()   # iterated: half of the rest
+        [[False, True], [False, False]]
     """
     _check_scope("magnitude_mask", scope)
     frac = _fraction("magnitude_mask", "sparsity", sparsity)
@@ -168,7 +178,14 @@ def _put_back(masks, chosen, new):
 
 def apply_mask(params, mask):
     """``params`` with the pruned entries (``mask`` False) set to zero: ``where(mask, params, 0)``,
-    leaf by leaf, dtype kept. Leaves that are all ``True`` in ``mask`` (non-prunable) are unchanged."""
+    leaf by leaf, dtype kept. Leaves that are all ``True`` in ``mask`` (non-prunable) are unchanged.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import analysis as an
+        >>> an.apply_mask({"W": jnp.array([1.0, 2.0])}, {"W": jnp.array([True, False])})["W"].tolist()
+        [1.0, 0.0]
+    """
     _check_mask("mask", mask, params)
     return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
 
@@ -219,7 +236,16 @@ def random_reinit(key, init_fn: Callable, mask):
 def density(mask, prunable=None):
     """``(overall, per_leaf)``: the fraction of kept entries among all prunable entries (a scalar), and
     of each leaf (a pytree like ``mask`` of scalars, every leaf including the non-prunable ones, which
-    are ``1.0`` for masks built here). Float of the default dtype; ``vmap`` over masks works."""
+    are ``1.0`` for masks built here). Float of the default dtype; ``vmap`` over masks works.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import analysis as an
+        >>> mask = {"a": jnp.array([[True, False]]), "b": jnp.array([[True, True]])}
+        >>> overall, per_leaf = an.density(mask)
+        >>> float(overall), float(per_leaf["a"])
+        (0.75, 0.5)
+    """
     _check_mask("mask", mask, mask)
     flags = _prunable_flags("density", prunable, mask)
     _require_some("density", flags, "mask")

@@ -191,6 +191,13 @@ def hsic(gram_k, gram_l, *, debiased: bool = False):
     ``debiased=False``: ``tr(K H L H) / (n − 1)²`` (Kornblith et al. 2019, §3; needs ``n ≥ 2``).
     ``debiased=True``: the unbiased estimator ``HSIC_1`` of Song et al. 2012, eq. (5) (needs ``n ≥ 4``).
     Returns a 0-d array.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import analysis as an
+        >>> k = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+        >>> round(float(an.hsic(k, k)), 4)                          # tr(KHLH)/(n−1)²
+        1.0
     """
     _check_flag("debiased", debiased)
     k, l = _check_grams(gram_k, gram_l, debiased)
@@ -214,6 +221,13 @@ def linear_cka(x, y, *, debiased: bool = False):
     al. 2012, eq. (5)) in feature space. The feature- or Gram-space evaluation is chosen from the static
     shapes, whichever costs fewer flops. Invariant to orthogonal transforms, isotropic scaling and
     translation of either representation (Kornblith et al. 2019, §3). Returns a 0-d array.
+
+    Examples:
+        >>> import numpy as np
+        >>> from jaxlearn import analysis as an
+        >>> x = np.random.default_rng(0).normal(size=(50, 8))
+        >>> round(float(an.linear_cka(x, 2.0 * x + 1.0)), 4)        # invariant to scale and translation
+        1.0
     """
     _check_flag("debiased", debiased)
     x, y = _check_pair(("x", "y"), x, y, 2, "(n examples, features)", debiased)

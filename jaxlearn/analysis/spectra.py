@@ -68,7 +68,13 @@ def spectrum_effective_rank(singular_values):
     """Effective rank ``exp(−Σ p_k log p_k)``, ``p_k = |s_k| / Σ|s_j|`` (Roy & Vetterli 2007, Def. 1–2), of a
     spectrum ``singular_values: (r,)`` (non-negative singular values; entries are taken in absolute value,
     so the eigenvalues of a symmetric matrix may be passed). Zeros contribute ``0 log 0 = 0``; an all-zero
-    spectrum gives 0. Returns a 0-d array."""
+    spectrum gives 0. Returns a 0-d array.
+
+    Examples:
+        >>> from jaxlearn import analysis as an
+        >>> round(float(an.spectrum_effective_rank([1.0, 1.0, 0.0])), 4)
+        2.0
+    """
     s = jnp.abs(_check_array("singular_values", singular_values, 1, "(r,) of singular values"))
     total = jnp.sum(s)
     p = _safe_ratio(s, total)
@@ -91,7 +97,14 @@ def effective_rank(x, *, center: bool = False):
     (rows = examples), i.e. of the representation's spread about its mean. Invariant to orthogonal
     transforms on either side (``center=False``; right side only with centring) and to scaling. The
     gradient exists where the nonzero singular values are distinct (that of the SVD). Returns a 0-d
-    array."""
+    array.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import analysis as an
+        >>> round(float(an.effective_rank(jnp.eye(4))), 4), round(float(an.effective_rank(jnp.ones((4, 4)))), 4)
+        (4.0, 1.0)
+    """
     _check_center(center)
     x = _check_array("x", x, 2, "(n, p)")
     return spectrum_effective_rank(jnp.linalg.svd(_centered(x, center), compute_uv=False))
@@ -102,7 +115,15 @@ def participation_ratio(x, *, center: bool = True):
     representation ``x: (n, p)`` (rows = examples; Gao et al. 2017; Recanatesi et al. 2019), computed
     as ``‖x_c‖_F⁴ / ‖x_cᵀx_c‖_F²`` (equal, since ``λ_k ∝ σ_k(x_c)²``). ``center=False``: of the
     uncentred second moment ``xᵀx / n`` instead. Invariant to orthogonal transforms of the features and
-    to scaling. Returns a 0-d array."""
+    to scaling. Returns a 0-d array.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import analysis as an
+        >>> x = jnp.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])   # isotropic in 2-D
+        >>> round(float(an.participation_ratio(x)), 4)
+        2.0
+    """
     _check_center(center)
     xc = _centered(_check_array("x", x, 2, "(n examples, p features)"), center)
     n, p = xc.shape

@@ -52,6 +52,16 @@ def batch_indices(key: jax.Array, step, num_examples: int, batch_size: int | Non
 
     Returns:
       int32 array of shape ``(batch_size,)``.
+
+    Examples:
+        >>> import jax
+        >>> from jaxlearn import data
+        >>> key = jax.random.key(0)
+        >>> epoch = [data.batch_indices(key, s, 10, 5).tolist() for s in (0, 1)]
+        >>> sorted(epoch[0] + epoch[1]) == list(range(10))       # one epoch: each example once
+        True
+        >>> data.batch_indices(key, 1, 10, 5).tolist() == epoch[1]   # a pure function of (key, step)
+        True
     """
     num_examples, batch_size = _check_sizes(num_examples, batch_size, "batch_indices")
     if is_int(step) and step < 0:
@@ -120,6 +130,14 @@ def get_batch(key: jax.Array, step, x, y, batch_size: int | None):
 
     Returns:
       ``(x_b, y_b)`` of jax arrays.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxlearn import data
+        >>> x, y = jnp.arange(20.0).reshape(10, 2), jnp.arange(10)
+        >>> xb, yb = data.get_batch(jax.random.key(0), 0, x, y, batch_size=4)
+        >>> xb.shape, bool((xb[:, 0] == 2 * yb).all())
+        ((4, 2), True)
     """
     leaves = jax.tree.leaves((x, y))
     if not leaves:

@@ -50,6 +50,13 @@ def random_labels(ds: Dataset, seed: int = 0) -> Dataset:
     Returns:
       A new ``Dataset`` with ``y_train`` int32 of the same shape and name
       ``"<name>+random_labels"``; inputs and the test split are the same arrays.
+
+    Examples:
+        >>> from jaxlearn import data
+        >>> ds = data.digits(seed=0)
+        >>> shuffled = data.random_labels(ds, seed=1)
+        >>> shuffled.x_train is ds.x_train, bool((shuffled.y_test == ds.y_test).all())
+        (True, True)
     """
     num_classes = _classification(ds, "random_labels")
     seed = check_int(seed, "seed", minimum=0, where="random_labels", noun="integer")
@@ -114,6 +121,14 @@ def corrupt_labels(key: jax.Array, labels: jax.Array, rate, num_classes: int) ->
 
     Returns:
       Array with the shape and dtype of ``labels``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxlearn import data
+        >>> y = jnp.zeros(1000, jnp.int32)
+        >>> noisy = data.corrupt_labels(jax.random.key(0), y, 0.0, 10)
+        >>> bool((noisy == y).all())                               # rate 0: unchanged
+        True
     """
     num_classes = check_int(num_classes, "num_classes", minimum=2, where="corrupt_labels", noun="integer")
     _check_concrete_rate(rate)

@@ -33,6 +33,12 @@ def digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     Returns:
       ``Dataset`` with ``x`` float32 ``(n, 64)`` in [0, 1] (row-major 8x8 images), ``y``
       int32 ``(n,)``, ``num_classes=10``, name ``"digits"``.
+
+    Examples:
+        >>> from jaxlearn import data
+        >>> ds = data.digits(seed=0)
+        >>> ds.x_train.shape, ds.x_test.shape, ds.num_classes, ds.input_spec.shape
+        ((1438, 64), (359, 64), 10, (1, 64))
     """
     seed = check_int(seed, "seed", minimum=0, where="digits", noun="integer")
     test_fraction = check_real(test_fraction, "test_fraction", minimum=0, maximum=1, open_minimum=True,

@@ -42,6 +42,11 @@ def load(name: str, **kwargs) -> Dataset:
     Raises:
       ValueError: unknown ``name`` (the message suggests the closest names).
       TypeError: a keyword the dataset does not take, or a required one missing.
+
+    Examples:
+        >>> from jaxlearn import data
+        >>> data.load("teacher_student", seed=0, n_train=8, n_test=4, d_in=3).x_train.shape
+        (8, 3)
     """
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, _REGISTRY, n=3)}; "

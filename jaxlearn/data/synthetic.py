@@ -62,6 +62,14 @@ def modular_arithmetic(p: int = 97, op: str = "+", train_fraction: float = 0.5,
       ``Dataset`` with ``x`` int32 ``(n, 2)`` tokens ``(a, b)``, ``y`` int32 ``(n,)``,
       ``num_classes=p``, name ``"modular_arithmetic"``. Models embed the two tokens (the
       equals sign of the original sequence format carries no information and is omitted).
+
+    Examples:
+        >>> from jaxlearn import data
+        >>> ds = data.modular_arithmetic(p=5, op="+", train_fraction=0.6, seed=0)
+        >>> ds.num_train + ds.num_test, ds.x_train.dtype.name, ds.num_classes
+        (25, 'int32', 5)
+        >>> bool(((ds.x_train[:, 0] + ds.x_train[:, 1]) % 5 == ds.y_train).all())
+        True
     """
     p = check_int(p, "p", minimum=2, where="modular_arithmetic", noun="integer")
     op = check_choice(op, "op", MODULAR_OPS, where="modular_arithmetic")
@@ -116,6 +124,12 @@ def teacher_student(seed: int = 0, n_train: int = 1000, n_test: int = 1000, d_in
     Returns:
       ``Dataset`` with ``x`` float32 ``(n, d_in)``, ``y`` float32 ``(n, d_out)``,
       ``num_classes=None``, name ``"teacher_student"``.
+
+    Examples:
+        >>> from jaxlearn import data
+        >>> ds = data.teacher_student(seed=0, n_train=100, n_test=20, d_in=4, hidden=8)
+        >>> ds.x_train.shape, ds.y_train.shape, ds.num_classes
+        ((100, 4), (100, 1), None)
     """
     seed = check_int(seed, "seed", minimum=0, where="teacher_student", noun="integer")
     n_train = check_int(n_train, "n_train", minimum=1, where="teacher_student", noun="integer")
@@ -232,6 +246,12 @@ def sparse_parity(n_bits: int = 20, k: int = 3, n_train: int = 1000, n_test: int
     Returns:
       ``Dataset`` with ``x`` float32 ``(n, n_bits)`` in {-1, +1}, ``y`` int32 ``(n,)`` in
       {0, 1}, ``num_classes=2``, name ``"sparse_parity"``.
+
+    Examples:
+        >>> from jaxlearn import data
+        >>> ds = data.sparse_parity(n_bits=8, k=3, n_train=16, n_test=4, seed=0)
+        >>> ds.x_train.shape, ds.num_classes
+        ((16, 8), 2)
     """
     n_bits = check_int(n_bits, "n_bits", minimum=1, where="sparse_parity", noun="integer")
     k = check_int(k, "k", minimum=1, where="sparse_parity", noun="integer")

@@ -113,6 +113,14 @@ def analytic(model, x1, x2=None, *, get=None, batch_size: int | str | None = "au
     is read off its jaxpr by :func:`jaxlearn.kernels.flax_layer` (recognised patterns, and how
     ``W_std``/``b_std`` come from its initialisers unless given here); the first unsupported
     primitive raises, naming it. ``W_std``/``b_std`` are only for flax modules.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import kernels, nn
+        >>> model = nn.serial(nn.Dense(1, W_std=1.0, parameterization="ntk"))
+        >>> x = jnp.array([[1.0, 0.0], [0.0, 2.0]])
+        >>> kernels.analytic(model, x, get="nngp").tolist()        # σ_w² x·x'/d
+        [[0.5, 0.0], [0.0, 2.0]]
     """
     from jaxlearn.kernels.flax_kernel import flax_layer, is_flax_module
 

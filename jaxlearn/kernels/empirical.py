@@ -159,6 +159,14 @@ def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", tra
     device, each against all of ``x2``. Each block runs the single-device program, so the numbers
     match it (to float rounding of the smaller blocks' contractions).
     For the kernel of a trained run (its after-kernel): :func:`jaxlearn.runner.after_kernel`.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxlearn import kernels
+        >>> apply = lambda p, x: x @ p                              # linear model: Θ = x x'ᵀ
+        >>> x = jnp.array([[1.0, 2.0], [3.0, 4.0]])
+        >>> kernels.empirical(apply, jnp.zeros((2, 1)), x).tolist()
+        [[5.0, 11.0], [11.0, 25.0]]
     """
     if kind not in _KINDS:
         raise ValueError(f"kind: expected 'ntk' or 'nngp', got {kind!r}")

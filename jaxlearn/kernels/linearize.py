@@ -29,6 +29,14 @@ def linearize(apply_fn: Callable, params_0) -> Callable:
     arguments, e.g. a BatchNorm ``state``, are held fixed). Needs forward mode: models with
     ``custom_vjp`` learning rules (feedback alignment, few-bit backward) raise a one-line error
     naming them — their backward pass is a rule's surrogate, not a derivative to expand in.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import kernels
+        >>> f = lambda p, x: jnp.sin(p * x)
+        >>> f_lin = kernels.linearize(f, jnp.array(0.0))          # f(0, x) + x·(p − 0)
+        >>> f_lin(jnp.array(0.5), jnp.array([1.0, 2.0])).tolist()
+        [0.5, 1.0]
     """
 
     from jaxlearn._jaxpr.forward_mode import require_forward_mode
@@ -48,7 +56,15 @@ def linearize(apply_fn: Callable, params_0) -> Callable:
 def relative_weight_change(params_t, params_0):
     """``‖θ_t − θ_0‖ / ‖θ_0‖`` over all leaves (Frobenius/Euclidean norm of the flattened
     parameters); ``→ 0`` as width grows in the NTK (lazy) regime (Lee et al. 2019, Fig. 1;
-    Chizat, Oyallon & Bach 2019)."""
+    Chizat, Oyallon & Bach 2019).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import kernels
+        >>> p0 = {"W": jnp.ones((2, 2))}
+        >>> round(float(kernels.relative_weight_change({"W": 1.1 * jnp.ones((2, 2))}, p0)), 3)
+        0.1
+    """
     a, b = ravel_pytree(params_t)[0], ravel_pytree(params_0)[0]
     if a.shape != b.shape:
         raise ValueError(f"params_t: expected {b.size} parameters like params_0, got {a.size}")
@@ -63,7 +79,17 @@ def _check_same(k0, kt, names=("k_0", "k_t")):
 
 def kernel_distance(k_0, k_t):
     """``1 − ⟨K_0, K_t⟩_F / (‖K_0‖_F ‖K_t‖_F)``: 0 for kernels equal up to scale, up to 2 (Fort et
-    al. 2020, "Deep learning versus kernel learning", eq. 3). Any matching shapes."""
+    al. 2020, "Deep learning versus kernel learning", eq. 3). Any matching shapes.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import kernels
+        >>> k = jnp.array([[2.0, 1.0], [1.0, 2.0]])
+        >>> round(float(kernels.kernel_distance(k, 3.0 * k)), 6)   # equal up to scale
+        0.0
+        >>> round(float(kernels.kernel_distance(k, jnp.eye(2))), 3)
+        0.106
+    """
     _check_same(k_0, k_t)
     k_0, k_t = jnp.ravel(k_0), jnp.ravel(k_t)
     return 1 - jnp.vdot(k_0, k_t) / (jnp.linalg.norm(k_0) * jnp.linalg.norm(k_t))

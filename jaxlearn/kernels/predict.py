@@ -295,6 +295,14 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0
       array of any shape. ``t=None`` means t → ∞: ``fx_train_t`` is exactly ``y_train`` (as in
       neural-tangents, even when ``diag_reg > 0`` keeps the regularised flow from interpolating)
       and ``fx_test_t = f_test(0) + Θ_*x Θ⁻¹ (y − f_train(0))``, for which Θ must be PD.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import kernels
+        >>> predict = kernels.gradient_descent_mse(jnp.eye(2), jnp.array([1.0, -1.0]), learning_rate=1.0)
+        >>> f_train, _ = predict(t=jnp.array([0.0, 2.0]))          # a = η·t/n: e^{-1} of the residual left at t=2
+        >>> [round(float(v), 3) for v in f_train[1]], f_train[0].tolist()
+        ([0.632, -0.632], [0.0, 0.0])
     """
     k_nn = _shape(k_train_train, "k_train_train", -1, None)
     n_train = k_nn.shape[0]
@@ -345,6 +353,14 @@ def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale: 
       covariance)`` when ``k_test_test`` is given. ``get`` is a kind (returns its value) or a tuple
       of distinct kinds (returns a namedtuple ``Predictions`` with those fields, in that order, so
       it unpacks like the result of neural-tangents).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import kernels
+        >>> k = jnp.array([[1.0, 0.5], [0.5, 1.0]])
+        >>> predict = kernels.gp_inference(k, jnp.array([1.0, 1.0]))
+        >>> predict("nngp", k).round(4).tolist()                   # the posterior mean at the training points
+        [1.0, 1.0]
     """
     names = ("k_train_train", "k_test_train", "k_test_test")
     return _gp_inference(k_train_train, y_train, diag_reg, diag_reg_absolute_scale, check, names)[0]

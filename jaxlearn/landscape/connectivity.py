@@ -62,6 +62,12 @@ def interpolate(params_a, params_b, alpha):
     their own dtype — from the nearer end, so ``α = 0`` and ``α = 1`` give the endpoints and
     ``θ_a = θ_b`` gives ``θ_a`` *exactly*; non-floating leaves (integer counters) are ``params_a``'s.
     Pure: works under ``jit``, ``vmap`` (over ``α`` or the endpoints) and ``grad``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import landscape as ls
+        >>> ls.interpolate({"w": jnp.zeros(2)}, {"w": jnp.array([2.0, 4.0])}, 0.25)["w"].tolist()
+        [0.5, 1.0]
     """
     check_like("params_b", params_b, params_a, "params_a")
     return jax.tree.map(lambda a, b: _lerp(a, b, alpha), params_a, params_b)
@@ -139,6 +145,13 @@ def barrier(values, alphas) -> Barrier:
     from ``alphas[0] = 0`` to ``alphas[-1] = 1`` (checked when concrete), so ``L(0) = values[..., 0]``
     and ``L(1) = values[..., -1]``. Returns a :class:`Barrier` of ``(...)`` arrays. The maximum is
     over the sampled ``α`` only (a barrier between samples is missed: sample densely). Pure.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import landscape as ls
+        >>> b = ls.barrier(jnp.array([1.0, 3.0, 2.0]), jnp.array([0.0, 0.5, 1.0]))
+        >>> float(b.linear), float(b.mean)                         # above the chord (1.5 at α=½), above the mean (1.5)
+        (1.5, 1.5)
     """
     values = jnp.asarray(values)
     alphas = jnp.asarray(alphas)

@@ -102,7 +102,15 @@ def _hvp_scalar(loss_fn: Callable, params, v):
 
 def hvp(loss, params, v, *, block=None):
     """``H v`` (a pytree like ``params``) for ``loss`` = a scalar ``loss_fn(params)`` or a
-    :class:`~jaxlearn.landscape.objective.ModelObjective` (accumulated over chunks)."""
+    :class:`~jaxlearn.landscape.objective.ModelObjective` (accumulated over chunks).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import landscape as ls
+        >>> loss = lambda p: p[0] ** 2 + 3 * p[0] * p[1]          # H = [[2, 3], [3, 0]]
+        >>> ls.hvp(loss, jnp.zeros(2), jnp.array([1.0, 0.0])).tolist()
+        [2.0, 3.0]
+    """
     check_like("v", v, params)
     v = restrict(v, block)
     if isinstance(loss, ModelObjective):

@@ -87,6 +87,14 @@ def normalize_direction(direction, params, normalization: str = "filter", ignore
 
     Norms are accumulated in at least float32; the result has the dtypes of ``params``.
     ``normalization`` and ``ignore_bias`` are static under ``jit``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import landscape as ls
+        >>> params = {"W": jnp.array([[3.0, 0.0], [4.0, 1.0]]), "b": jnp.ones(2)}
+        >>> d = ls.normalize_direction({"W": jnp.ones((2, 2)), "b": jnp.ones(2)}, params, "filter")
+        >>> jnp.linalg.norm(d["W"], axis=0).round(4).tolist(), d["b"].tolist()   # per output unit; biases ignored
+        ([5.0, 1.0], [0.0, 0.0])
     """
     _check_normalization(normalization)
     check_like("direction", direction, params)
@@ -236,6 +244,13 @@ def plane(p0, p1, p2):
     ``d1`` and ``d2``: ``[[0, 0], [1, 0], [a, 1]]``, so ``p_k = origin + x_k·d1 + y_k·d2``. Unlike
     Garipov et al., ``d1`` and ``d2`` are not scaled to unit norm: pass them with these ``coords`` to
     :func:`jaxlearn.landscape.surface.surface_2d` and the plots.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import landscape as ls
+        >>> origin, d1, d2, coords = ls.plane(jnp.zeros(2), jnp.array([2.0, 0.0]), jnp.array([1.0, 1.0]))
+        >>> d1.tolist(), d2.tolist(), coords.tolist()
+        ([2.0, 0.0], [0.0, 1.0], [[0.0, 0.0], [1.0, 0.0], [0.5, 1.0]])
     """
     check_like("p1", p1, p0, "p0")
     check_like("p2", p2, p0, "p0")

@@ -189,6 +189,15 @@ def top_eigenvalues(loss, params, k: int = 5, *, method: str = "lanczos", num_it
     leading ``k`` axis, unit norm in the flat inner product (sign arbitrary). ``which="both"``
     returns the pair ``(smallest, largest)`` of those results (each as ``"smallest"`` and
     ``"largest"`` return them), from one set of ``m`` operator products.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import landscape as ls
+        >>> loss = lambda p: 0.5 * (3 * p[0] ** 2 + p[1] ** 2 - 2 * p[2] ** 2)   # H = diag(3, 1, -2)
+        >>> ls.top_eigenvalues(loss, jnp.zeros(3), k=2).round(4).tolist()
+        [3.0, 1.0]
+        >>> ls.top_eigenvalues(loss, jnp.zeros(3), k=1, which="smallest").round(4).tolist()
+        [-2.0]
     """
     if method not in ("lanczos", "power"):
         raise ValueError(f"method: expected 'lanczos' or 'power', got {method!r}")
@@ -271,6 +280,14 @@ def hessian_trace(loss, params, *, num_probes: int = 100, key=None, probes=None,
     ``n = 1``). Probes are processed one at a time (``lax.map``), so memory is one product's. Each
     sample ``zᵀ M z`` comes from :func:`~jaxlearn.landscape.curvature.quadratic_form` (two forward
     passes instead of a full HVP; about 20% faster than ``⟨z, H z⟩``, see ``benchmarks/landscape.py``).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import landscape as ls
+        >>> loss = lambda p: 0.5 * (3 * p[0] ** 2 + p[1] ** 2)    # tr H = 4; exact for a diagonal H
+        >>> estimate, stderr = ls.hessian_trace(loss, jnp.zeros(2), num_probes=4)
+        >>> round(float(estimate), 4), round(float(stderr), 4)
+        (4.0, 0.0)
     """
     curvature.check_kind(kind)
     flat, unravel = ravel_pytree(params)

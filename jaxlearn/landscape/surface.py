@@ -36,7 +36,13 @@ def symmetric_grid(num: int, extent=1.0):
     ``linspace``), shape ``(num,)``, computed as ``extent · (2k − (num − 1)) / (num − 1)`` so the grid
     is exactly symmetric, the endpoints are exactly ``±extent`` and, for odd ``num``, the centre is exactly
     ``0.0`` (the unperturbed ``θ``). ``num = 1`` gives ``[0.0]``. Default float dtype; ``extent``
-    may be traced."""
+    may be traced.
+
+    Examples:
+        >>> from jaxlearn import landscape as ls
+        >>> ls.symmetric_grid(5).tolist()
+        [-1.0, -0.5, 0.0, 0.5, 1.0]
+    """
     check_int(num, "num", minimum=1, form="must")
     unit = (2 * np.arange(num) - (num - 1)) / max(num - 1, 1)     # exact 0 and ±1, symmetric
     dtype = jnp.result_type(float)
@@ -156,6 +162,14 @@ def surface_1d(fn: Callable, params, d, alphas, *, chunk_size: int | str | None 
     on CPU small chunks are several times faster than one big ``vmap``, see
     ``benchmarks/landscape.py``) or 1 GiB on accelerators.
     Non-floating leaves of ``params`` are not moved.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import landscape as ls
+        >>> params = {"w": jnp.array([1.0, 0.0])}
+        >>> loss = lambda p: jnp.sum(p["w"] ** 2)
+        >>> ls.surface_1d(loss, params, {"w": jnp.array([0.0, 1.0])}, ls.symmetric_grid(3)).tolist()
+        [2.0, 1.0, 2.0]
     """
     alphas = _axis("alphas", alphas)
     check_like("d", d, params)
@@ -171,6 +185,15 @@ def surface_2d(fn: Callable, params, d1, d2, xs, ys, *, chunk_size: int | str | 
     pytree of ``(X, Y)`` arrays. ``chunk_size``: grid points per ``vmap`` (flattened ``xs``-major,
     the last chunk padded; default ``"auto"``, see :func:`surface_1d`), ``None``: all ``X·Y`` at once. Plot with
     :func:`jaxlearn.landscape.plots.contour`, which takes the same ``(xs, ys, values)``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import landscape as ls
+        >>> params = jnp.zeros(2)
+        >>> values = ls.surface_2d(lambda p: p[0] + 10 * p[1], params, jnp.array([1.0, 0.0]),
+        ...                        jnp.array([0.0, 1.0]), jnp.array([0.0, 1.0]), jnp.array([0.0, 1.0, 2.0]))
+        >>> values.tolist()                                        # [i, j]: xs[i]·d1 + ys[j]·d2
+        [[0.0, 10.0, 20.0], [1.0, 11.0, 21.0]]
     """
     xs, ys = _axis("xs", xs), _axis("ys", ys)
     check_like("d1", d1, params)

@@ -113,7 +113,17 @@ ACTIVATIONS: dict[str, Callable[..., Layer]] = {
 
 
 def activation(name: str, **kwargs) -> Layer:
-    """Builds an activation layer by name (``"relu"``, ``"tanh"``, ...; see ``ACTIVATIONS``)."""
+    """Builds an activation layer by name (``"relu"``, ``"tanh"``, ...; see ``ACTIVATIONS``).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import nn
+        >>> relu = nn.activation("relu")
+        >>> relu.apply((), jnp.array([-1.0, 2.0])).tolist()
+        [0.0, 2.0]
+        >>> nn.activation("erf", a=2.0).apply((), jnp.array([0.0, 10.0])).tolist()   # a·erf(b·x) + c
+        [0.0, 2.0]
+    """
     if name not in ACTIVATIONS:
         raise LayerError(f"activation: unknown name {name!r}{did_you_mean(name, ACTIVATIONS)}; "
                          f"expected one of {sorted(ACTIVATIONS)}")

@@ -179,7 +179,18 @@ def _check_layers(fn_name, layers):
 
 
 def serial(*layers: Layer) -> Layer:
-    """Composition ``layers[-1] ∘ … ∘ layers[0]``. Params and state are tuples, one entry per layer."""
+    """Composition ``layers[-1] ∘ … ∘ layers[0]``. Params and state are tuples, one entry per layer.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxlearn import nn
+        >>> model = nn.serial(nn.Dense(16), nn.Relu(), nn.Dense(3))
+        >>> params, state = model.init(jax.random.key(0), jax.ShapeDtypeStruct((1, 4), jnp.float32))
+        >>> len(params), state
+        (3, ((), (), ()))
+        >>> model.apply(params, jnp.ones((5, 4))).shape
+        (5, 3)
+    """
     _check_layers("serial", layers)
 
     def init_fn(key, spec):
@@ -404,7 +415,17 @@ def fanin_concat(axis: int = -1) -> Layer:
 
 
 def residual(*layers: Layer, shortcut: Layer | None = None) -> Layer:
-    """``y = serial(*layers)(x) + shortcut(x)``; the shortcut defaults to the identity."""
+    """``y = serial(*layers)(x) + shortcut(x)``; the shortcut defaults to the identity.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxlearn import nn
+        >>> block = nn.residual(nn.serial(nn.Relu(), nn.Dense(4)))
+        >>> params, _ = block.init(jax.random.key(0), jax.ShapeDtypeStruct((1, 4), jnp.float32))
+        >>> zero = jax.tree.map(jnp.zeros_like, params)           # f = 0, so the block is the identity
+        >>> bool((block.apply(zero, jnp.arange(4.0)[None]) == jnp.arange(4.0)).all())
+        True
+    """
     main = serial(*layers)
 
     def mismatch(spec):

@@ -100,7 +100,15 @@ def self_pair_shape(first: bool, q):
 def input_kernel(x1, x2=None) -> Kernel:
     """``K0`` of two input batches: ``K0 = Σ_c x·x' / C`` per pair of examples and positions,
     ``Θ0 = 0``. ``x1 (N1, *P, C)``, ``x2 (N2, *P', C)`` (``None``: ``x1``); vectors ``(N, d)``,
-    sequences NWC, images NHWC."""
+    sequences NWC, images NHWC.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import nn
+        >>> k = nn.input_kernel(jnp.array([[1.0, 1.0], [2.0, 0.0]]))
+        >>> k.nngp.tolist(), k.ntk.tolist()                      # x·x'/d and Θ0 = 0
+        ([[1.0, 1.0], [1.0, 2.0]], [[0.0, 0.0], [0.0, 0.0]])
+    """
     x1 = jnp.asarray(x1)
     dtype = jnp.result_type(x1.dtype, float)
     x1 = x1.astype(dtype)

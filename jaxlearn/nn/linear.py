@@ -82,6 +82,16 @@ def Dense(  # noqa: N802
     Infinite-width kernel (:func:`jaxlearn.nn.kernel.affine_kernel`): ``K ← σ_w² K + σ_b²``;
     ``Θ ← K_new + σ_w² Θ`` (``ntk``) or ``Θ ← n_in·K + σ_w² Θ + 1`` (``standard``, ``+1`` only with a
     bias); ``mup`` has no NTK limit and raises.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxlearn import nn
+        >>> layer = nn.Dense(3, W_std=2.0, b_std=0.1, parameterization="ntk")
+        >>> params, state = layer.init(jax.random.key(0), jax.ShapeDtypeStruct((1, 4), jnp.float32))
+        >>> {k: v.shape for k, v in params.items()}, state
+        ({'W': (4, 3), 'b': (3,)}, ())
+        >>> layer.apply(params, jnp.ones((2, 4))).shape
+        (2, 3)
     """
     name = f"Dense({out_dim})"
     P.check_positive_int(name, "out_dim", out_dim)

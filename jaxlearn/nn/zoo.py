@@ -55,7 +55,16 @@ def mlp(
     W_std=1.0,
     b_std=0.0,
 ) -> Layer:
-    """``Dense(w_1) → act → … → Dense(w_L) → act → Dense(out_dim)`` on the last axis."""
+    """``Dense(w_1) → act → … → Dense(w_L) → act → Dense(out_dim)`` on the last axis.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxlearn import nn
+        >>> model = nn.mlp([16], 3, activation="relu", W_std=2**0.5)
+        >>> params, _ = model.init(jax.random.key(0), jax.ShapeDtypeStruct((1, 4), jnp.float32))
+        >>> [p["W"].shape for p in params if p]
+        [(4, 16), (16, 3)]
+    """
     widths = _widths("mlp", "widths", widths)
     P.check_positive_int("mlp", "out_dim", out_dim)
     roles = _roles("mlp", len(widths) + 1, parameterization)

@@ -72,7 +72,14 @@ ESTIMATORS = {
 def estimator(name: str, **kwargs):
     """The gradient estimator ``name`` (table above) built with ``kwargs`` (e.g.
     ``estimator("forward_gradient", num_tangents=4)``). Unknown names or arguments raise a
-    one-line ``ValueError`` with a suggestion, before anything is traced."""
+    one-line ``ValueError`` with a suggestion, before anything is traced.
+
+    Examples:
+        >>> from jaxlearn import rules
+        >>> estimate = rules.estimator("forward_gradient", num_tangents=4)
+        >>> callable(estimate), sorted(rules.ESTIMATORS)[:3]
+        (True, ['activity_forward_gradient', 'backprop', 'dfa'])
+    """
     if name not in ESTIMATORS:
         raise ValueError(f"estimator: unknown name {name!r}{did_you_mean(name, ESTIMATORS)}; expected one of "
                          f"{sorted(ESTIMATORS)}")

@@ -155,6 +155,13 @@ def sign_ste(x, backward: str = "identity"):
     ``1{|x| ≤ 1}`` (``backward="clipped"``, ``±1`` included).
 
     ``x``: any shape, floating dtype; the output has the shape and dtype of ``x``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxlearn import rules
+        >>> x = jnp.array([-0.5, 0.3, 2.0])
+        >>> rules.sign_ste(x).tolist(), jax.grad(lambda x: rules.sign_ste(x, "clipped").sum())(x).tolist()
+        ([-1.0, 1.0, 1.0], [1.0, 1.0, 0.0])
     """
     clipped = _check_backward("sign_ste", backward)
     return _signed(_check_x("sign_ste", x), clipped=clipped)
@@ -178,6 +185,15 @@ def quantize_ste(x, bits: int, lo=-1.0, hi=1.0, backward: str = "identity"):
 
     ``x``: any shape, floating dtype; ``lo < hi``: scalars or arrays broadcasting with ``x``, may
     be traced (their derivatives are zero); ``bits``, ``backward``: static.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxlearn import rules
+        >>> x = jnp.array([-0.9, 0.1, 0.6])
+        >>> [round(float(v), 4) for v in rules.quantize_ste(x, 2)]     # 4 levels in [-1, 1]
+        [-1.0, 0.3333, 0.3333]
+        >>> jax.grad(lambda x: rules.quantize_ste(x, 2).sum())(x).tolist()
+        [1.0, 1.0, 1.0]
     """
     levels = _check_bits("quantize_ste", bits)
     clipped = _check_backward("quantize_ste", backward)

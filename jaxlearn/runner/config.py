@@ -321,7 +321,20 @@ def _parse(cls, values, where: str, prefix: str, defaults=None):
 def parse_config(cls, values: Mapping[str, Any], *, where: str = "config"):
     """Builds ``cls(**defaults updated by values)``, coercing each value by its field type and checking
     ``min``/``max``/``choices``. A mapping given for a nested dataclass field is merged over that
-    field's default; a dict field is replaced. ``where`` replaces "config" in error messages."""
+    field's default; a dict field is replaced. ``where`` replaces "config" in error messages.
+
+    Examples:
+        >>> import dataclasses
+        >>> from jaxlearn import runner
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Config:
+        ...     seed: int = runner.dynamic(0, min=0)
+        ...     width: int = runner.static(32, min=1)
+        >>> runner.parse_config(Config, {"width": "64"})
+        Config(seed=0, width=64)
+        >>> runner.dynamic_fields(Config), runner.static_fields(Config)
+        (('seed',), ('width',))
+    """
     return _parse(cls if isinstance(cls, type) else type(cls), values, where, "")
 
 
@@ -383,11 +396,24 @@ def to_dict(config) -> dict:
 
 def canonical_json(obj) -> str:
     """Stable JSON: sorted keys, no spaces, floats as ``repr(float(x))`` (so ``1e-3`` and ``0.001``
-    agree), tuples as lists, numpy scalars as Python numbers; NaN/inf raise :class:`ConfigError`."""
+    agree), tuples as lists, numpy scalars as Python numbers; NaN/inf raise :class:`ConfigError`.
+
+    Examples:
+        >>> from jaxlearn import runner
+        >>> runner.canonical_json({"lr": 1e-3, "widths": (64, 64)})
+        '{"lr":0.001,"widths":[64,64]}'
+    """
     return json.dumps(_jsonable(obj, "value"), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def run_id(experiment: str, version: str, config) -> str:
-    """First 16 hex chars of the sha256 of the canonical JSON of experiment, version and config."""
+    """First 16 hex chars of the sha256 of the canonical JSON of experiment, version and config.
+
+    Examples:
+        >>> from jaxlearn import runner
+        >>> a = runner.run_id("study", "1", {"lr": 1e-3})
+        >>> a == runner.run_id("study", "1", {"lr": 0.001}), len(a)
+        (True, 16)
+    """
     payload = {"experiment": experiment, "version": version, "config": to_dict(config)}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]

@@ -78,7 +78,13 @@ def _yaml_value(raw: str, where: str):
 
 def parse_assignment(text: str) -> tuple[str, Any]:
     """``--set key=value``: the key may be dotted; the value is read with ``yaml.safe_load`` (``1e-3``
-    stays a string, coerced by field type later; ``[128, 64]`` is a list)."""
+    stays a string, coerced by field type later; ``[128, 64]`` is a list).
+
+    Examples:
+        >>> from jaxlearn import runner
+        >>> runner.parse_assignment("optimizer.args.b2=0.98"), runner.parse_assignment("widths=[64, 64]")
+        (('optimizer.args.b2', 0.98), ('widths', [64, 64]))
+    """
     key, raw = _split(text, "--set", "key=value (e.g. learning_rate=0.01 or optimizer.name=adam)")
     return key, _yaml_value(raw, f"--set {text!r}")
 
@@ -129,7 +135,14 @@ def axis_values(spec, *, where: str = "sweep") -> Axis:
 
 def parse_sweep(text: str) -> tuple[str, Axis]:
     """``--sweep`` text: ``key=v1,v2,...`` | ``key=lin:start:stop:num`` | ``key=log:start:stop:num``;
-    list items are read with ``yaml.safe_load`` like ``--set`` values."""
+    list items are read with ``yaml.safe_load`` like ``--set`` values.
+
+    Examples:
+        >>> from jaxlearn import runner
+        >>> key, axis = runner.parse_sweep("learning_rate=log:1e-3:1e-1:3")
+        >>> key, [round(v, 6) for v in axis.values]
+        ('learning_rate', [0.001, 0.01, 0.1])
+    """
     key, raw = _split(text, "--sweep", _SWEEP_FORMS)
     where = f"--sweep {text!r}"
     return key, axis_values(raw if not raw or _range_kind(raw) else _text_items(raw, where), where=where)

@@ -202,7 +202,15 @@ hinge = BatchMeanLoss(per_example_hinge, "hinge")
 
 
 def accuracy(logits, targets):
-    """Fraction of examples whose arg-max output is the label (integer or one-hot targets)."""
+    """Fraction of examples whose arg-max output is the label (integer or one-hot targets).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import train
+        >>> logits = jnp.array([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
+        >>> round(float(train.accuracy(logits, jnp.array([0, 1, 1]))), 4)
+        0.6667
+    """
     labels = targets if jnp.issubdtype(targets.dtype, jnp.integer) else jnp.argmax(targets, axis=-1)
     # float64 for float64 logits (a mean of bools is float32 even under jax_enable_x64), else float32
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels, dtype=jnp.promote_types(logits.dtype, jnp.float32))
@@ -212,7 +220,15 @@ LOSSES = {"softmax_cross_entropy": softmax_cross_entropy, "mse": mse, "hinge": h
 
 
 def loss_by_name(name: str):
-    """The batch-mean loss registered under ``name`` (see ``LOSSES``)."""
+    """The batch-mean loss registered under ``name`` (see ``LOSSES``).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import train
+        >>> mse = train.loss_by_name("mse")                      # ½ · mean over all entries
+        >>> float(mse(jnp.array([[1.0, 3.0]]), jnp.zeros((1, 2))))
+        2.5
+    """
     if name not in LOSSES:
         raise ValueError(f"loss: unknown name {name!r}{did_you_mean(name, LOSSES)}; expected one of {sorted(LOSSES)}")
     return LOSSES[name]

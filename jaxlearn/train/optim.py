@@ -30,6 +30,14 @@ def optimizer(name: str, **hyperparams) -> optax.GradientTransformation:
     Hyperparameters may be traced arrays (build the optimizer inside the vmapped function) or
     optax schedules; callables for non-numeric arguments (adamw's ``mask``, ``mu_dtype``) pass
     through unchanged. Unknown names or arguments raise a one-line ``ValueError``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import train
+        >>> opt = train.optimizer("sgd", learning_rate=0.1, momentum=0.9)
+        >>> state = opt.init({"w": jnp.zeros(2)})
+        >>> round(float(state.hyperparams["learning_rate"]), 6)  # kept in the state: may differ per member
+        0.1
     """
     if name not in _OPTIMIZERS:
         raise ValueError(f"optimizer: unknown name {name!r}{did_you_mean(name, _OPTIMIZERS)}; expected an optax "
@@ -79,7 +87,17 @@ def scale_by_multipliers(multipliers) -> optax.GradientTransformation:
 def freeze(opt: optax.GradientTransformation, trainable) -> optax.GradientTransformation:
     """Applies ``opt`` to the leaves where ``trainable`` (a pytree of bools like params) is True and
     leaves the others untouched: no update, no weight decay, no optimizer state. Use it for fixed
-    feedback matrices, pruning masks and other non-trainable leaves kept among the params."""
+    feedback matrices, pruning masks and other non-trainable leaves kept among the params.
+
+    Examples:
+        >>> import jax.numpy as jnp, optax
+        >>> from jaxlearn import train
+        >>> params = {"w": jnp.ones(2), "feedback": jnp.ones(2)}
+        >>> opt = train.freeze(optax.sgd(1.0), {"w": True, "feedback": False})
+        >>> updates, _ = opt.update({"w": jnp.ones(2), "feedback": jnp.ones(2)}, opt.init(params), params)
+        >>> updates["w"].tolist(), updates["feedback"].tolist()
+        ([-1.0, -1.0], [0.0, 0.0])
+    """
     labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
     return optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()}, labels)
 
@@ -95,6 +113,12 @@ def schedule(name: str, peak, num_steps: int, *, warmup_steps: int = 0, end_scal
     * ``warmup_cosine``: linear warmup 0 → peak over ``warmup_steps``, then cosine decay to
       ``end_scale * peak`` at ``num_steps`` (Loshchilov & Hutter 2017, without restarts);
     * ``step``: ``peak * factor ** (number of boundaries <= count)`` (after the warmup).
+
+    Examples:
+        >>> from jaxlearn import train
+        >>> lr = train.schedule("warmup_cosine", 1.0, 100, warmup_steps=10)
+        >>> [round(float(lr(t)), 3) for t in (0, 5, 10, 55, 100)]
+        [0.1, 0.6, 1.0, 0.5, 0.0]
     """
     if name not in SCHEDULES:
         raise ValueError(f"schedule: unknown name {name!r}{did_you_mean(name, SCHEDULES)}; "

@@ -24,6 +24,12 @@ def grid(**axes) -> dict[str, np.ndarray]:
     ``grid(seed=[0, 1], learning_rate=[0.1, 0.3])`` gives 4 members in row-major order (the last
     axis varies fastest): ``{"seed": [0, 0, 1, 1], "learning_rate": [0.1, 0.3, 0.1, 0.3]}``.
     Integer axes become int32, real axes JAX's default float (float32, or float64 under x64).
+
+    Examples:
+        >>> from jaxlearn import train
+        >>> hp = train.grid(seed=[0, 1], learning_rate=[0.1, 0.3])
+        >>> hp["seed"].tolist(), [round(float(v), 6) for v in hp["learning_rate"]]
+        ([0, 0, 1, 1], [0.1, 0.3, 0.1, 0.3])
     """
     if not axes:
         raise ValueError("grid: give at least one axis, e.g. grid(seed=[0, 1, 2])")
@@ -44,7 +50,13 @@ def grid(**axes) -> dict[str, np.ndarray]:
 
 
 def population_size(hparams: Mapping[str, np.ndarray]) -> int:
-    """Number of members in a dict of per-member arrays (all must share the leading axis)."""
+    """Number of members in a dict of per-member arrays (all must share the leading axis).
+
+    Examples:
+        >>> from jaxlearn import train
+        >>> train.population_size(train.grid(seed=[0, 1, 2], learning_rate=[0.1, 0.3]))
+        6
+    """
     sizes = {name: np.shape(v)[0] if np.ndim(v) else None for name, v in hparams.items()}
     distinct = set(sizes.values())
     if len(distinct) != 1 or None in distinct:
@@ -58,6 +70,13 @@ def population(member_fn: Callable) -> Callable:
     ``hparams`` maps names to arrays with a leading member axis (e.g. from :func:`grid`); every
     result leaf gains that leading axis. The members run as one vmapped program; wrap the returned
     function in ``jax.jit`` to compile it once.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import train
+        >>> run = train.population(lambda seed, scale: scale * (seed + 1))
+        >>> run(train.grid(seed=[0, 1], scale=[1.0, 10.0])).tolist()
+        [1.0, 10.0, 2.0, 20.0]
     """
 
     def run(hparams: Mapping[str, jax.Array]):

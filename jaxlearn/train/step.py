@@ -51,6 +51,15 @@ def init(model, optimizer: optax.GradientTransformation, key, input_spec) -> Tra
     """Initialises ``model`` (anything with ``init(key, spec) -> (params, state)``) and ``optimizer``.
 
     ``key`` is split once: one half draws the parameters, the other becomes ``TrainState.key``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxlearn import nn, train
+        >>> model = nn.mlp([16], 3)
+        >>> state = train.init(model, train.optimizer("sgd", learning_rate=0.1), jax.random.key(0),
+        ...                    jax.ShapeDtypeStruct((1, 4), jnp.float32))
+        >>> int(state.step), state.model_state
+        (0, ((), (), ()))
     """
     k_params, k_run = jax.random.split(key)
     params, model_state = model.init(k_params, input_spec)
