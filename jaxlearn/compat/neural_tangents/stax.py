@@ -15,6 +15,7 @@ is built; layers of neural-tangents that jaxlearn has no kernel for raise when c
 
 from __future__ import annotations
 
+import enum
 import math
 
 import jax
@@ -28,8 +29,23 @@ from jaxlearn.nn.dual import DualPair, gelu_dual
 __all__ = [
     "serial", "parallel", "repeat", "FanOut", "FanInSum", "FanInConcat", "Identity", "Dense", "Conv", "AvgPool",
     "GlobalAvgPool", "Flatten", "LayerNorm", "Dropout", "Relu", "LeakyRelu", "ABRelu", "Abs", "Erf", "Gelu", "Sin",
-    "Cos", "Sign", "Sigmoid_like", "Elementwise", "UNSUPPORTED",
+    "Cos", "Sign", "Sigmoid_like", "Elementwise", "Padding", "UNSUPPORTED",
 ]
+
+
+class Padding(enum.Enum):
+    """neural-tangents' padding names (``Conv``/``AvgPool`` also take the strings);
+    ``CIRCULAR`` is not supported."""
+    CIRCULAR = "CIRCULAR"
+    SAME = "SAME"
+    VALID = "VALID"
+
+
+def _padding(name, padding):
+    padding = padding.value if isinstance(padding, Padding) else padding
+    if padding not in ("SAME", "VALID"):
+        raise NotImplementedError(f"{name}: padding={padding!r} is not supported (only 'SAME' and 'VALID')")
+    return padding
 
 # -- format adapters ---------------------------------------------------------------------------
 
@@ -156,8 +172,7 @@ def Conv(out_chan: int, filter_shape, strides=None, padding: str = "VALID", W_st
     name = f"stax.Conv({out_chan}, {tuple(filter_shape)})"
     p = _check_parameterization(name, parameterization, s)
     n = len(filter_shape)
-    if padding not in ("SAME", "VALID"):
-        raise NotImplementedError(f"{name}: padding={padding!r} is not supported (only 'SAME' and 'VALID')")
+    padding = _padding(name, padding)
     default_numbers = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}.get(n)
     if default_numbers is None:
         raise NotImplementedError(f"{name}: {n}-D convolutions are not supported (only 1-D and 2-D)")
@@ -177,8 +192,7 @@ def AvgPool(window_shape, strides=None, padding: str = "VALID", normalize_edges:
     default, unlike jaxlearn's); ``normalize_edges=True`` divides by the real inputs of each window."""
     name = f"stax.AvgPool({tuple(window_shape)})"
     _check_axes(name, batch_axis, channel_axis)
-    if padding not in ("SAME", "VALID"):
-        raise NotImplementedError(f"{name}: padding={padding!r} is not supported (only 'SAME' and 'VALID')")
+    padding = _padding(name, padding)
     strides = (1,) * len(window_shape) if strides is None else tuple(strides)
     inner = nn.AvgPool(tuple(window_shape), strides, padding, count_include_pad=not normalize_edges)
     return StaxLayer(_renamed(inner, name))
@@ -328,6 +342,17 @@ UNSUPPORTED = {
     "Monomial": "jaxlearn.nn.dual has no closed form for monomials",
     "RectifiedMonomial": "jaxlearn.nn.dual has no closed form for rectified monomials",
     "Polynomial": "jaxlearn.nn.dual has no closed form for polynomials",
+    # neural-tangents' tools for writing new layers: jaxlearn layers are written with jaxlearn.nn
+    "layer": "write new layers as jaxlearn.nn layers (nn.Layer, nn.Elementwise) and pass them to stax.serial",
+    "requires": "kernel requirements are neural-tangents internals; write new layers with jaxlearn.nn",
+    "supports_masking": "masking is not supported",
+    "unmask_fn": "masking is not supported",
+    "MaskedArray": "masking is not supported",
+    "Diagonal": "kernel requirements are neural-tangents internals",
+    "Bool": "kernel requirements are neural-tangents internals",
+    "PositionalEmbedding": "attention layers are not supported",
+    "AttentionMechanism": "attention layers are not supported",
+    "AggregateImplementation": "graph aggregation is not supported",
 }
 
 
@@ -340,3 +365,4 @@ def _unsupported(name: str, why: str):
 
 
 globals().update({name: _unsupported(name, why) for name, why in UNSUPPORTED.items()})
+__all__ += list(UNSUPPORTED)
