@@ -183,7 +183,8 @@ def layer_zoo(stax):
             stax.Dense(8), stax.Abs(), stax.Dense(8, 1.1, 0.3), stax.Sin(1.2, 0.8, 0.3),
             stax.Dense(8), stax.Cos(0.7, 1.1, 0.2), stax.Dense(8, 1.4), stax.Sigmoid_like(),
             stax.Dense(8, 1.3, 0.2), stax.Erf(0.5, 2., 0.1), stax.Dense(8), stax.Gelu(approximate=True),
-            stax.Dense(8), stax.Elementwise(jax.scipy.special.erf, _erf_nngp), stax.Dense(2)), (4, 5)),
+            stax.Dense(8), stax.Elementwise(jax.scipy.special.erf, _erf_nngp), stax.Dense(8, 1.2, 0.1),
+            stax.Sign(), stax.Dense(2)), (4, 5)),
         "cnn": (stax.serial(
             stax.Conv(8, (3, 3), (2, 1), 'SAME', W_std=1.4, b_std=0.1), stax.Relu(),
             stax.Conv(8, (2, 3), padding='VALID', W_std=1.2, parameterization='standard', b_std=0.3),

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jaxlearn import nn
 from jaxlearn.compat.neural_tangents.triple import StaxLayer, as_layer
 from jaxlearn.nn import Layer
-from jaxlearn.nn.dual import DualPair, gelu_dual
+from jaxlearn.nn.dual import DualPair, gelu_dual, sign_dual
 
 __all__ = [
     "serial", "parallel", "repeat", "FanOut", "FanInSum", "FanInConcat", "Identity", "Dense", "Conv", "AvgPool",
@@ -288,11 +288,9 @@ def Cos(a: float = 1., b: float = 1., c: float = 0.) -> StaxLayer:  # noqa: N802
 
 
 def Sign() -> StaxLayer:  # noqa: N802
-    """``sign(x)``: ``apply_fn`` only; its kernel raises (jaxlearn has no dual for it)."""
-    def dual_missing(q11, q12, q22):
-        raise NotImplementedError("stax.Sign: its infinite-width kernel is not supported (jaxlearn.nn.dual has no "
-                                  "closed form for sign); use monte_carlo_kernel_fn")
-    return StaxLayer(_renamed(nn.Elementwise(jnp.sign, "stax.Sign", dual_missing), "stax.Sign"))
+    """``sign(x)``; kernel :func:`jaxlearn.nn.dual.sign_dual` (``2/π·arcsin ρ``; the NTK through it
+    is zero, as autodiff's derivative of ``sign``)."""
+    return StaxLayer(_renamed(nn.Elementwise(jnp.sign, "stax.Sign", sign_dual), "stax.Sign"))
 
 
 def Elementwise(fn=None, nngp_fn=None, d_nngp_fn=None) -> StaxLayer:  # noqa: N802
