@@ -95,6 +95,9 @@ def test_get_conventions():
     assert kernel_fn(x1, x2, ('cov1', 'is_gaussian')).is_gaussian is True
     with pytest.raises(ValueError, match="not a field"):
         kernel_fn(x1, x2, 'nope')
+    doubled = kernel.replace(nngp=2 * kernel.nngp)
+    np.testing.assert_array_equal(doubled.nngp, 2 * kernel.nngp)
+    np.testing.assert_array_equal(doubled.ntk, kernel.ntk)
 
 
 def test_kernel_of_kernel_composes():

@@ -83,7 +83,13 @@ class Kernel:
         return self._view(self.native.cov2, 1)
 
     def replace(self, **changes) -> "Kernel":
-        return dataclasses.replace(self, **changes)
+        """A copy with fields changed: the arrays (``nngp``, ``ntk``, ``cov1``, ``cov2``, in the layout
+        of the full kernel), ``is_gaussian``, or this view's own fields (``shape1``, ...)."""
+        native = {k: changes.pop(k) for k in ("nngp", "ntk", "cov1", "cov2", "is_gaussian") if k in changes}
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"Kernel.replace: unknown or fixed fields {sorted(unknown)}")
+        return dataclasses.replace(self, native=self.native.replace(**native), **changes)
 
     def asdict(self) -> dict:
         """Every field by name, as neural-tangents' ``Kernel.asdict``."""
