@@ -4,8 +4,8 @@ Every object is a pure function or a pytree, so models, data pipelines and train
 compose with ``jit``, ``vmap`` and ``grad``.
 
 ``data``, ``nn`` and ``train`` are imported with the package; ``kernels``, ``landscape``,
-``rules``, ``analysis`` and ``runner`` on first use (``jaxlearn.landscape``), so ``import jaxlearn`` does not pay for
-pandas, SQLite or matplotlib.
+``rules``, ``analysis``, ``runner`` and ``compat`` on first use (``jaxlearn.landscape``), so ``import jaxlearn`` does
+not pay for pandas, SQLite or matplotlib.
 """
 
 import importlib
@@ -13,9 +13,9 @@ import importlib
 from jaxlearn import data, nn, train
 
 __version__ = "0.1.0"
-__all__ = ["analysis", "data", "kernels", "landscape", "nn", "rules", "runner", "train", "__version__"]
+__all__ = ["analysis", "compat", "data", "kernels", "landscape", "nn", "rules", "runner", "train", "__version__"]
 
-_LAZY = ("analysis", "kernels", "landscape", "rules", "runner")
+_LAZY = ("analysis", "compat", "kernels", "landscape", "rules", "runner")
 
 
 def __getattr__(name):

@@ -84,6 +84,7 @@ __all__ = [
     "erf_dual",
     "gelu_dual",
     "sin_dual",
+    "sign_dual",
     "DUALS",
     "dual",
     "identify_activation",
@@ -331,6 +332,23 @@ def sin_dual(q11, q12, q22, a=1.0, b=1.0, c=0.0) -> DualPair:
     k = (a * a) / 2 * (e_minus - cos2c * e_plus)
     kdot = (a * a) * (b * b) / 2 * (e_minus + cos2c * e_plus)
     return DualPair(k, kdot)
+
+
+def sign_dual(q11, q12, q22) -> DualPair:
+    r"""``φ(x) = sign(x)``: :math:`k = \frac{2}{\pi}\arcsin\rho = 1 - \frac{2\theta}{\pi}`
+    (the degree-0 arc-cosine kernel, rescaled: ``sign = 2·step − 1``), ``kdot = 0``.
+
+    ``kdot`` is that of the derivative autodiff sees, zero wherever ``sign`` is differentiable,
+    so no gradient flows through the layer and the NTK of the layers below it vanishes
+    (neural-tangents' ``stax.Sign`` convention); the distributional ``E[φ'φ']`` is infinite on the
+    diagonal. Zero variance: ``u = 0`` almost surely and ``k = 0`` (``sign(0) = 0``). Not in
+    :data:`DUALS` (``jaxlearn.nn`` has no sign activation layer); ``nn.Elementwise(jnp.sign,
+    dual=sign_dual)`` is one.
+    """
+    q11, q12, q22 = _inputs(q11, q12, q22, broadcast=False)
+    _, theta = _sine_and_angle(q11, q12, q22)
+    k = jnp.where(q11 * q22 > 0, 1 - 2 * theta / _PI, 0.0)
+    return DualPair(k, jnp.zeros_like(k))
 
 
 # -- registry -----------------------------------------------------------------------------------

@@ -1,0 +1,63 @@
+"""Compatibility-layer benchmarks (issue 25: ``jaxlearn.compat.neural_tangents``).
+
+``compat_nt_mlp`` — neural-tangents' ``kernel_fn(x1, x2, ("nngp", "ntk"))`` of the depth-3 ReLU MLP
+(three ``stax.Dense(512, 1.5, 0.05)`` + ``stax.Relu()``, then ``stax.Dense(1, 1.5, 0.05)``, NTK
+parameterization) against the native :func:`jaxlearn.kernels.analytic` of the same network
+(:func:`benchmarks.kernels_analytic._mlp`'s sizes: d=64, 1000×1000 and 2000×2000, float32), both
+warm. The compat call is timed as ported code makes it, eagerly (the compat ``kernel_fn`` compiles
+once per input shape); the native one under ``jax.jit``. Native and compat alternate over rounds
+(and which goes first) and each keeps its best time, so a load spike on the shared machine does not
+land on one side only. The compat program also returns ``cov1``/``cov2`` (neural-tangents' Kernel).
+Target: overhead ≤ 5% at each size.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from benchmarks.harness import best_time, report
+from jaxlearn import kernels, nn
+from jaxlearn.compat.neural_tangents import stax
+
+_OVERHEAD_TARGET = 0.05
+_ROUNDS = 3
+
+
+def _native_mlp():
+    p = dict(W_std=1.5, b_std=0.05, parameterization="ntk")
+    return nn.serial(nn.Dense(512, **p), nn.Relu(), nn.Dense(512, **p), nn.Relu(), nn.Dense(512, **p), nn.Relu(),
+                     nn.Dense(1, **p))
+
+
+def _compat_mlp():
+    return stax.serial(stax.Dense(512, 1.5, 0.05), stax.Relu(), stax.Dense(512, 1.5, 0.05), stax.Relu(),
+                       stax.Dense(512, 1.5, 0.05), stax.Relu(), stax.Dense(1, 1.5, 0.05))
+
+
+def compat_nt_mlp() -> dict:
+    model = _native_mlp()
+    _, _, kernel_fn = _compat_mlp()
+    native = jax.jit(lambda a, b: kernels.analytic(model, a, b, get=("nngp", "ntk")))
+    cases, extra, missed = {}, {}, []
+    for n in (1000, 2000):
+        x1 = jax.random.normal(jax.random.key(0), (n, 64))
+        x2 = jax.random.normal(jax.random.key(1), (n, 64))
+        calls = {"native": lambda: native(x1, x2), "compat": lambda: tuple(kernel_fn(x1, x2, ("nngp", "ntk")))}
+        best = dict.fromkeys(calls, float("inf"))
+        for r in range(2 * _ROUNDS):  # alternate which side goes first
+            for side in (("native", "compat") if r % 2 == 0 else ("compat", "native")):
+                best[side] = min(best[side], best_time(calls[side], repeats=3))
+        t_native, t_compat = best["native"], best["compat"]
+        cases[f"native analytic {n}x{n}"] = t_native
+        cases[f"compat kernel_fn {n}x{n}"] = t_compat
+        overhead = t_compat / t_native - 1
+        extra[f"overhead_{n}"] = overhead
+        print(f"  {n}x{n}: native {t_native * 1e3:.1f} ms, compat {t_compat * 1e3:.1f} ms, ratio "
+              f"{t_compat / t_native:.3f} (overhead {overhead:+.1%}, target <= {_OVERHEAD_TARGET:.0%})")
+        if overhead > _OVERHEAD_TARGET:
+            missed.append(f"compat kernel_fn {n}x{n}: overhead {overhead:.1%} > {_OVERHEAD_TARGET:.0%}")
+    return report("compat_nt_mlp", cases, baseline="native analytic 1000x1000", target={},
+                  extra={**extra, "missed": missed})
+
+
+BENCHMARKS = [compat_nt_mlp]
