@@ -4,11 +4,11 @@ a named check of its payload, or a message in its payload's ``"missed"`` list (a
 
 import sys
 
-from benchmarks import compat, kernels_analytic, kernels_empirical, landscape, rules, runner, train_loop
+from benchmarks import compat, kernels_analytic, kernels_empirical, landscape, nn_init, rules, runner, train_loop
 
 ALL = {fn.__name__: fn for fn in
        train_loop.BENCHMARKS + runner.BENCHMARKS + landscape.BENCHMARKS + kernels_analytic.BENCHMARKS
-       + kernels_empirical.BENCHMARKS + rules.BENCHMARKS + compat.BENCHMARKS}
+       + kernels_empirical.BENCHMARKS + rules.BENCHMARKS + compat.BENCHMARKS + nn_init.BENCHMARKS}
 
 
 def main(names):

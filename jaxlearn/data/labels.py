@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn import _random
 from jaxlearn._checks import check_int, is_real, is_traced
 from jaxlearn.data.dataset import Dataset
 
@@ -145,6 +146,6 @@ def _corrupt(key, labels, rate, num_classes):
     if not jnp.issubdtype(rate.dtype, jnp.floating):  # bernoulli wants a floating probability
         rate = rate.astype(float)
     k1, k2 = jax.random.split(key)
-    flip = jax.random.bernoulli(k1, rate, labels.shape)
-    offset = jax.random.randint(k2, labels.shape, 1, num_classes, dtype=labels.dtype)
+    flip = _random.bernoulli(k1, rate, labels.shape)
+    offset = _random.randint(k2, labels.shape, 1, num_classes, dtype=labels.dtype)
     return jnp.where(flip, (labels + offset) % num_classes, labels)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxlearn import _random
 from jaxlearn._checks import is_traced
 from jaxlearn.nn.core import Layer, LayerError, describe_spec
 from jaxlearn.nn.spatial_kernel import layer_norm_kernel
@@ -146,7 +147,7 @@ def Dropout(rate) -> Layer:  # noqa: N802
         if key is None:
             raise LayerError("Dropout in training mode needs a PRNG key: call apply(..., key=key, train=True)")
         keep = 1.0 - rate
-        mask = jax.random.bernoulli(key, keep, x.shape)
+        mask = _random.bernoulli(key, keep, x.shape)
         return jnp.where(mask, x / keep, jnp.zeros_like(x)), state
 
     return Layer(init_fn, apply_fn, None, f"Dropout({rate})")

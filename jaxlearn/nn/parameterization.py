@@ -31,9 +31,9 @@ For a weight layer with fan-in ``n`` (Dense: input features; Conv: in_channels Ã
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
+from jaxlearn import _random
 from jaxlearn._checks import check_int, is_traced
 from jaxlearn.nn.core import LayerError
 
@@ -75,7 +75,7 @@ def check_positive_int(layer: str, name: str, value) -> int:
 
 def init_weight(key, shape, fan_in, W_std, parameterization, role, dtype):
     """Draws the trainable weight array for ``shape`` (see the module table)."""
-    w = jax.random.normal(key, shape, dtype)
+    w = _random.normal(key, shape, dtype)
     if parameterization == "ntk":
         return w
     scale = W_std / jnp.sqrt(jnp.asarray(fan_in, dtype))
@@ -85,7 +85,7 @@ def init_weight(key, shape, fan_in, W_std, parameterization, role, dtype):
 
 
 def init_bias(key, shape, b_std, parameterization, dtype):
-    b = jax.random.normal(key, shape, dtype)
+    b = _random.normal(key, shape, dtype)
     return b if parameterization == "ntk" else (b_std * b).astype(dtype)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxlearn import _random
 from jaxlearn.nn import activation as activation_layer
 from jaxlearn.nn.core import Layer, LayerError, serial
 from jaxlearn.nn.linear import Dense
@@ -81,7 +82,7 @@ class BlockRequest(Request):
 
 def _noise(keys, index, like):
     """``u_{l,k}`` for layer ``index``: shape ``(K,) + like.shape``, standard normal."""
-    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, index), like.shape, like.dtype))(keys)
+    return jax.vmap(lambda k: _random.normal(jax.random.fold_in(k, index), like.shape, like.dtype))(keys)
 
 
 @jax.custom_vjp
@@ -145,7 +146,7 @@ def block_serial(*layers: Layer, feedback_std=1.0) -> Layer:
         k_feedback = jax.random.fold_in(key, n)
         out_dim = out.shape[-1]
         feedback = tuple(
-            feedback_std * jax.random.normal(jax.random.fold_in(k_feedback, l), (out_dim, h.shape[-1]), h.dtype)
+            feedback_std * _random.normal(jax.random.fold_in(k_feedback, l), (out_dim, h.shape[-1]), h.dtype)
             / jnp.sqrt(jnp.asarray(out_dim, h.dtype))
             for l, h in enumerate(hidden)
         )

@@ -40,6 +40,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxlearn import _random
 from jaxlearn._checks import check_int, is_real
 from jaxlearn.train.losses import (
     PerExampleLoss,
@@ -82,7 +83,7 @@ _LIKELIHOODS = {
     "softmax_cross_entropy": _Likelihood(per_example_softmax_cross_entropy, jax.random.categorical,
                                          lambda out: jnp.zeros((), jnp.int32)),
     "mse": _Likelihood(PerExampleLoss(_gaussian_nll, _gaussian_nll_hvp, "gaussian_nll"),
-                       lambda key, out: out + jax.random.normal(key, out.shape, out.dtype),
+                       lambda key, out: out + _random.normal(key, out.shape, out.dtype),
                        lambda out: out),
 }
 

@@ -89,6 +89,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxlearn import _random
 from jaxlearn._checks import check_bool, check_choice, check_int, check_real, is_int, is_real, is_traced
 from jaxlearn.nn.core import Layer, LayerError, describe_spec
 from jaxlearn.rules.blocks import Request
@@ -337,7 +338,7 @@ def eqprop_network(widths, out_dim: int, activation: str = "hard_sigmoid", *, W_
         params, fan_in = [], spec.shape[-1]
         for l, n in enumerate(sizes):
             k_w, k_b = jax.random.split(jax.random.fold_in(key, l))
-            W = W_std * jax.random.normal(k_w, (fan_in, n), dtype) / math.sqrt(fan_in)
+            W = W_std * _random.normal(k_w, (fan_in, n), dtype) / math.sqrt(fan_in)
             b = b_std * jax.random.normal(k_b, (n,), dtype)
             params.append({"W": W.astype(dtype), "b": b.astype(dtype)})
             fan_in = n

@@ -29,6 +29,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxlearn import _random
 from jaxlearn._checks import check_int
 from jaxlearn._jaxpr.forward_mode import require_forward_mode
 from jaxlearn.rules.blocks import BlockRequest, block_request_errors, routed_value_and_grad
@@ -63,7 +64,7 @@ def sample_tangents(key, params, num_tangents: int, distribution: str = "normal"
     # One draw for all leaves, then cut: each random-number call costs compile time of its own.
     sizes = [int(jnp.size(leaf)) for leaf in leaves]
     dtype = jnp.result_type(*leaves)
-    draw = jax.random.normal if distribution == "normal" else jax.random.rademacher
+    draw = _random.normal if distribution == "normal" else _random.rademacher
     flat = draw(key, (num_tangents, sum(sizes)), dtype=dtype)
     cuts = [sum(sizes[:i]) for i in range(1, len(sizes))]
     tangents = [part.reshape((num_tangents,) + jnp.shape(leaf)).astype(jnp.result_type(leaf))

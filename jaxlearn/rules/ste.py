@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn import _random
 from jaxlearn._checks import check_int, is_traced
 from jaxlearn.nn.activations import Elementwise
 from jaxlearn.nn.core import Layer, LayerError, describe_spec
@@ -104,7 +105,7 @@ def _round_to_grid(fn, x, key, levels, lo, hi, clipped):
 # jitted so that eager calls compile once per shape instead of dispatching op by op
 @functools.partial(jax.jit, static_argnames=("levels", "clipped"))
 def _rounded(x, key, lo, hi, *, levels, clipped):
-    noise = None if key is None else jax.random.uniform(key, x.shape, x.dtype)
+    noise = None if key is None else _random.uniform(key, x.shape, x.dtype)
     if lo is None:  # unbounded integer grid; the window of the jvp rule is then never used
         inf = jnp.asarray(jnp.inf, x.dtype)
         return _straight_through(_grid_quantizer(None, False), False, x, -inf, inf, noise)

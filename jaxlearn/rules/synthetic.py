@@ -45,6 +45,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxlearn import _random
 from jaxlearn._checks import check_real
 from jaxlearn.nn.core import Layer, LayerError, serial
 from jaxlearn.rules.blocks import BlockRequest, Request, replace_cotangent
@@ -104,7 +105,7 @@ def _predictor(kind: str, width: int, dtype):
             return h @ phi["W"] + phi["b"]
     else:
         def init(key):
-            W1 = jax.random.normal(key, (width, width), dtype) / jnp.sqrt(jnp.asarray(width, dtype))
+            W1 = _random.normal(key, (width, width), dtype) / jnp.sqrt(jnp.asarray(width, dtype))
             return {"W1": W1, "b1": jnp.zeros((width,), dtype), "W2": jnp.zeros((width, width), dtype),
                     "b2": jnp.zeros((width,), dtype)}
 
