@@ -53,10 +53,10 @@ import numpy as np
 
 from jaxlearn import kernels, nn, train
 
-WIDTHS = [128] if FAST else [64, 256, 1024, 4096]
-MC_SAMPLES = 8 if FAST else 64
-WIDE = 128 if FAST else 4096
-STEPS = 100 if FAST else 1000
+WIDTHS = [128] if FAST else [64, 256, 1024, 2048]
+MC_SAMPLES = 8 if FAST else 32
+WIDE = 128 if FAST else 2048
+STEPS = 100 if FAST else 500
 GRID = 6 if FAST else 41
 
 # %% [markdown]

@@ -52,6 +52,7 @@ FAST = os.environ.get("JAXLEARN_NOTEBOOK_FAST", "0") == "1"
 # %%
 import jax
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import numpy as np
 
 from jaxlearn import data, nn, train
@@ -103,7 +104,13 @@ d1, d2 = (ls.random_direction(jax.random.key(10 + i), params_a, normalization="f
 xs = ys = ls.symmetric_grid(GRID)
 surface = ls.surface_2d(lambda p: ls.dataset_loss(objective, p), params_a, d1, d2, xs, ys)
 print(f"loss at the centre {float(surface[GRID // 2, GRID // 2]):.3f}, at the corners up to {float(surface.max()):.3f}")
-ls.plots.contour(xs, ys, surface, log=True, ax_labels=("d1", "d2"), title="log10 training loss around network a")
+fig, ax = plt.subplots(figsize=(5, 4))
+# surface[i, j] is at (xs[i], ys[j]); matplotlib's contour wants rows along y: hence the transpose
+lines = ax.contourf(xs, ys, jnp.log10(surface).T, levels=20)
+fig.colorbar(lines, label="log10 training loss")
+ax.plot(0, 0, "w*", markersize=10)
+ax.set(xlabel="d1", ylabel="d2", title="around network a (filter-normalised directions)")
+plt.show()
 
 # %% [markdown]
 # ## The Hessian spectrum
@@ -123,7 +130,13 @@ density = ls.smooth_density(nodes, weights, grid, sigma=0.1)
 print("top Hessian eigenvalues (Lanczos):", np.round(np.asarray(top), 3))
 print(f"largest SLQ node {float(nodes.max()):.3f}; the density integrates to "
       f"{float(jnp.sum(density) * (grid[1] - grid[0])):.3f}")
-ls.plots.spectral_density(grid, density, eigenvalues=top, title="Hessian spectral density (SLQ) at network a")
+fig, ax = plt.subplots(figsize=(6, 3.5))
+ax.semilogy(grid, jnp.where(density > 0, density, jnp.nan), label="SLQ density")
+for i, value in enumerate(top):
+    ax.axvline(value, color="tab:red", linestyle=":", label="top eigenvalues (Lanczos)" if i == 0 else None)
+ax.set(xlabel="Hessian eigenvalue", ylabel="density", title="Hessian spectrum at network a")
+ax.legend()
+plt.show()
 
 # %% [markdown]
 # ## Linear mode connectivity, before and after weight matching
@@ -143,8 +156,12 @@ before = ls.linear_path(objective, params_a, params_b, num_points=PATH_POINTS)
 after = ls.linear_path(objective, params_a, aligned, num_points=PATH_POINTS)
 for name, path in (("before", before), ("after", after)):
     print(f"barrier {name} weight matching: {float(ls.barrier(path['loss'], path['alpha']).linear):.3f}")
-ls.plots.curves_1d(before["alpha"], {"b as trained": before["loss"], "b permuted to match a": after["loss"]},
-                   title="training loss along the linear path from a to b")
+fig, ax = plt.subplots(figsize=(6, 3.5))
+ax.plot(before["alpha"], before["loss"], "o-", label="b as trained")
+ax.plot(after["alpha"], after["loss"], "s-", label="b permuted to match a")
+ax.set(xlabel=r"$\alpha$ (0: network a, 1: network b)", ylabel="training loss", title="the linear path from a to b")
+ax.legend()
+plt.show()
 
 # %% [markdown]
 # Which device ran this notebook:

@@ -99,10 +99,13 @@ results = {
     "feedback alignment": final(nn.serial(rules.FADense(HIDDEN, W_std=2**0.5), nn.Relu(), rules.FADense(10))),
     "direct feedback alignment": final(mlp, rules.estimator("dfa")),
     "sign activations (STE)": final(nn.serial(nn.Dense(HIDDEN, W_std=2**0.5), rules.SignSTE("clipped"), nn.Dense(10))),
-    "forward gradient": final(mlp, rules.estimator("forward_gradient"), learning_rate=0.005),
+    "forward gradient": final(mlp, rules.estimator("forward_gradient"), learning_rate=5e-4),
 }
 
 # %%
+for name, (loss, accuracy) in results.items():
+    print(f"{name:27s} final training loss {float(loss[-10:].mean()):.3f}, test accuracy {float(accuracy):.3f}")
+
 fig, ax = plt.subplots(figsize=(7, 4))
 for name, (loss, accuracy) in results.items():
     smooth = jnp.convolve(loss, jnp.ones(10) / 10, mode="valid") if STEPS > 10 else loss
@@ -112,10 +115,10 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# Backprop learns fastest; FA and DFA follow once the forward weights have aligned with the feedback
-# (Lillicrap et al. 2016), the binarised network pays for its one-bit activations, and the forward
-# gradient, whose variance grows with the number of parameters, needs a smaller learning rate and
-# many more steps.
+# At full size FA, DFA and the binarised network end close to backprop on this small problem (FA and
+# DFA learn once the forward weights have come to align with the fixed feedback; Lillicrap et al. 2016).
+# The forward gradient is unbiased but its variance grows with the number of parameters: it needs a
+# hundred times smaller learning rate and is still far behind after the same number of steps.
 
 # %% [markdown]
 # Which device ran this notebook:

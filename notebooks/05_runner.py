@@ -84,12 +84,15 @@ print(f"the same sweep again: {len(again.computed)} computed, {len(again.skipped
 # %% [markdown]
 # ## Results as DataFrames
 #
-# `res.runs` has one row per run (its config fields and final metrics), `res.curves` one row per run
-# and logged step.
+# `runner.load(...).runs` has one row per run (its config fields, status and final metrics), `.curves`
+# one row per run and logged step. A member whose loss became NaN/Inf (too large a learning rate) was
+# frozen and marked `diverged` while the rest of its group trained on; `.finished()` keeps the runs that
+# finished.
 
 # %%
-res = runner.load("runs", experiment="teacher_student", curves=True).finished("learning_rate", "seed", "test_mse")
-res.runs[["run_id", "learning_rate", "seed", "status", "test_mse"]].sort_values(["learning_rate", "seed"])
+stored = runner.load("runs", experiment="teacher_student", curves=True)
+res = stored.finished("learning_rate", "seed", "test_mse")
+stored.runs[["run_id", "learning_rate", "seed", "status", "test_mse"]].sort_values(["learning_rate", "seed"])
 
 # %%
 fig, (ax_curve, ax_final) = plt.subplots(1, 2, figsize=(10, 3.5))

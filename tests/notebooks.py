@@ -13,6 +13,7 @@ writes its ``runs/``). Used by tests/test_notebooks.py (``FAST`` on) and by ``ma
     python -m tests.notebooks            # all six at full size, with their times (make notebooks)
     python -m tests.notebooks --fast     # as make test runs them
     python -m tests.notebooks --sync     # rewrite each .ipynb from its .py (make notebooks-sync)
+    python -m tests.notebooks --out DIR 02  # notebook 02 only, its outputs written to DIR/02_infinite_width.ipynb
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.notebooks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help=f"FAST on ({FAST_ENV}=1), as make test runs them")
     parser.add_argument("--sync", action="store_true", help="rewrite each .ipynb from its .py and exit")
+    parser.add_argument("--out", type=pathlib.Path, help="write the executed notebooks (with outputs) here")
     parser.add_argument("names", nargs="*", help="notebooks to run (default: all)")
     args = parser.parse_args(argv)
     if args.sync:
@@ -129,8 +131,13 @@ def main(argv=None) -> int:
         for script in chosen:
             with tempfile.TemporaryDirectory() as cwd:
                 start = time.perf_counter()
-                execute(script, pathlib.Path(cwd), name)
+                executed = execute(script, pathlib.Path(cwd), name)
                 times[script.stem] = time.perf_counter() - start
+            if args.out:
+                import nbformat
+
+                args.out.mkdir(parents=True, exist_ok=True)
+                nbformat.write(executed, args.out / f"{script.stem}.ipynb")
             print(f"{script.stem:40s} {times[script.stem]:6.1f} s", flush=True)
     print(f"{'total':40s} {sum(times.values()):6.1f} s")
     return 0
