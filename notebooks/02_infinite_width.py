@@ -46,6 +46,8 @@ import os
 FAST = os.environ.get("JAXLEARN_NOTEBOOK_FAST", "0") == "1"
 
 # %%
+import functools
+
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
@@ -97,16 +99,28 @@ def mlp(width):
 # A single draw fluctuates by `O(1/√width)` around the limit (Hanin & Nica 2020).
 
 # %%
-analytic = kernels.analytic(mlp(WIDTHS[0]), x_train).ntk
 spec = jax.ShapeDtypeStruct(x_train.shape, x_train.dtype)
-rel = lambda k: float(jnp.linalg.norm(k - analytic) / jnp.linalg.norm(analytic))  # noqa: E731
+analytic = jax.jit(lambda x: kernels.analytic(mlp(WIDTHS[0]), x).ntk)(x_train)  # any width: the same limit
+
+
+@functools.partial(jax.jit, static_argnums=0)  # one program per width
+def empirical_and_monte_carlo(width, key):
+    model = mlp(width)
+    params, _ = model.init(key, spec)
+    one = kernels.empirical(model.apply, params, x_train)
+    mean = kernels.monte_carlo(model, key, x_train, n_samples=MC_SAMPLES, kind="ntk")
+    return one, mean
+
+
+def rel(k):
+    return float(jnp.linalg.norm(k - analytic) / jnp.linalg.norm(analytic))
+
 
 single, averaged = [], []
 for width in WIDTHS:
-    model = mlp(width)
-    params, _ = model.init(jax.random.key(0), spec)
-    single.append(rel(kernels.empirical(model.apply, params, x_train)))
-    averaged.append(rel(kernels.monte_carlo(model, jax.random.key(1), x_train, n_samples=MC_SAMPLES, kind="ntk")))
+    one, mean = empirical_and_monte_carlo(width, jax.random.key(0))
+    single.append(rel(one))
+    averaged.append(rel(mean))
     print(f"width {width:5d}: relative distance to the analytic NTK: one draw {single[-1]:.3f}, "
           f"mean of {MC_SAMPLES} draws {averaged[-1]:.3f}")
 
@@ -131,16 +145,22 @@ plt.show()
 LR = 1.0
 model = mlp(WIDE)
 opt = train.optimizer("sgd", learning_rate=LR)
-state = train.init(model, opt, jax.random.key(2), spec)
-f0_train, f0_test = model.apply(state.params, x_train), model.apply(state.params, x_test)
 step = train.make_step(model.apply_with_state, train.mse, opt)
-state, metrics = jax.jit(lambda s: train.train(s, step, lambda k, i: (x_train, y_train), STEPS))(state)
-f_net = model.apply(state.params, x_test)
 
-k_train = kernels.analytic(model, x_train).ntk
-k_test = kernels.analytic(model, x_test, x_train).ntk
-predict = kernels.gradient_descent_mse(k_train, y_train, learning_rate=LR)
-_, f_kernel = predict(t=STEPS, fx_train_0=f0_train, fx_test_0=f0_test, k_test_train=k_test)
+
+@jax.jit
+def network_and_kernel(key):
+    state = train.init(model, opt, key, spec)
+    f0_train, f0_test = model.apply(state.params, x_train), model.apply(state.params, x_test)
+    state, metrics = train.train(state, step, lambda k, i: (x_train, y_train), STEPS)
+    k_train = kernels.analytic(model, x_train).ntk
+    k_test = kernels.analytic(model, x_test, x_train).ntk
+    predict = kernels.gradient_descent_mse(k_train, y_train, learning_rate=LR)
+    _, f_kernel = predict(t=STEPS, fx_train_0=f0_train, fx_test_0=f0_test, k_test_train=k_test)
+    return model.apply(state.params, x_test), f_kernel, metrics
+
+
+f_net, f_kernel, metrics = network_and_kernel(jax.random.key(2))
 print(f"width {WIDE}, {STEPS} steps: training loss {float(metrics['train']['loss'][-1]):.2e}; "
       f"max |network − kernel| on the test grid {float(jnp.abs(f_net - f_kernel).max()):.3f}")
 

@@ -123,8 +123,13 @@ plt.show()
 # bulk sits near zero (Ghorbani et al. 2019, Fig. 1; Sagun et al. 2017).
 
 # %%
-top = ls.top_eigenvalues(objective, params_a, k=3, num_iters=LANCZOS)
-nodes, weights = ls.spectral_density(objective, params_a, num_steps=LANCZOS, num_probes=PROBES, key=jax.random.key(3))
+@jax.jit  # both from the same Hessian-vector products: one compiled program
+def spectrum(params, key):
+    top = ls.top_eigenvalues(objective, params, k=3, num_iters=LANCZOS)
+    return top, ls.spectral_density(objective, params, num_steps=LANCZOS, num_probes=PROBES, key=key)
+
+
+top, (nodes, weights) = spectrum(params_a, jax.random.key(3))
 grid = jnp.linspace(float(nodes.min()) - 1.0, float(nodes.max()) + 1.0, 400)
 density = ls.smooth_density(nodes, weights, grid, sigma=0.1)
 print("top Hessian eigenvalues (Lanczos):", np.round(np.asarray(top), 3))

@@ -85,10 +85,13 @@ model = nn.serial(dense(WIDTH), nn.Relu(), dense(WIDTH), nn.Relu(), dense(1))
 
 # %% [markdown]
 # ## Infinite width: `kernel_fn` and `kernels.analytic`
+#
+# Both are pure functions of the inputs, so both `jit` (neural-tangents' idiom:
+# `jax.jit(kernel_fn, static_argnames="get")`): one compiled program each.
 
 # %%
-ported = kernel_fn(x_test, x_train, ("nngp", "ntk"))
-native = kernels.analytic(model, x_test, x_train)
+ported = jax.jit(kernel_fn, static_argnames="get")(x_test, x_train, ("nngp", "ntk"))
+native = jax.jit(lambda x1, x2: kernels.analytic(model, x1, x2))(x_test, x_train)
 np.testing.assert_allclose(ported.nngp, native.nngp, rtol=RTOL, atol=RTOL)
 np.testing.assert_allclose(ported.ntk, native.ntk, rtol=RTOL, atol=RTOL)
 print("NNGP and NTK equal:", ported.ntk.shape, f"NTK[0, :3] = {np.round(np.asarray(native.ntk[0, :3]), 4)}")
@@ -101,12 +104,13 @@ print("NNGP and NTK equal:", ported.ntk.shape, f"NTK[0, :3] = {np.round(np.asarr
 # `W` and `b`, so the port of the parameters is a change of container: `{"W": W, "b": b[0]}`.
 
 # %%
-_, nt_params = init_fn(k4, x_train.shape)
+_, nt_params = jax.jit(init_fn, static_argnums=1)(k4, x_train.shape)
 native_params = tuple({"W": p[0], "b": p[1][0]} if p else () for p in nt_params)
-np.testing.assert_allclose(apply_fn(nt_params, x_test), model.apply(native_params, x_test), rtol=RTOL, atol=RTOL)
+np.testing.assert_allclose(jax.jit(apply_fn)(nt_params, x_test), jax.jit(model.apply)(native_params, x_test),
+                           rtol=RTOL, atol=RTOL)
 
-ntk_ported = nt.empirical_ntk_fn(apply_fn)(x_test, x_train, nt_params)
-ntk_native = kernels.empirical(model.apply, native_params, x_test, x_train)
+ntk_ported = jax.jit(nt.empirical_ntk_fn(apply_fn))(x_test, x_train, nt_params)
+ntk_native = jax.jit(lambda p, x1, x2: kernels.empirical(model.apply, p, x1, x2))(native_params, x_test, x_train)
 np.testing.assert_allclose(ntk_ported, ntk_native, rtol=10 * RTOL, atol=10 * RTOL)
 gap = float(jnp.linalg.norm(ntk_native - native.ntk) / jnp.linalg.norm(native.ntk))
 print(f"empirical NTKs equal; at width {WIDTH} they are {gap:.3f} (relative) from the infinite-width NTK")
@@ -116,14 +120,19 @@ print(f"empirical NTKs equal; at width {WIDTH} they are {gap:.3f} (relative) fro
 #
 # `nt.predict.gradient_descent_mse_ensemble` and `kernels.gradient_descent_mse_ensemble` (Lee et al.
 # 2019, eqs. 14–15): the mean and covariance over initialisations of infinitely wide networks trained
-# for `t` steps.
+# for `t` steps. Building a predictor and predicting are pure too: the whole comparison is one jitted
+# function.
 
 # %%
-t = jnp.array([10.0, 100.0, 1000.0])
-predict_ported = nt.predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, diag_reg=1e-4)
-predict_native = kernels.gradient_descent_mse_ensemble(model, x_train, y_train, diag_reg=1e-4)
-mean_p, cov_p = predict_ported(t=t, x_test=x_test, get="ntk", compute_cov=True)
-mean_n, cov_n = predict_native(t=t, x_test=x_test, get="ntk", compute_cov=True)
+@jax.jit
+def ensembles(t, x_test):
+    predict_ported = nt.predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, diag_reg=1e-4)
+    predict_native = kernels.gradient_descent_mse_ensemble(model, x_train, y_train, diag_reg=1e-4)
+    return (predict_ported(t=t, x_test=x_test, get="ntk", compute_cov=True),
+            predict_native(t=t, x_test=x_test, get="ntk", compute_cov=True))
+
+
+(mean_p, cov_p), (mean_n, cov_n) = ensembles(jnp.array([10.0, 100.0, 1000.0]), x_test)
 np.testing.assert_allclose(mean_p, mean_n, rtol=10 * RTOL, atol=10 * RTOL)
 np.testing.assert_allclose(cov_p, cov_n, rtol=10 * RTOL, atol=10 * RTOL)
 print("ensemble predictions equal:", mean_n.shape, cov_n.shape)
