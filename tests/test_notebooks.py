@@ -3,10 +3,12 @@ Colab badges and install cells derive from ``[project.urls]``.
 
 Execution: each notebook runs with ``FAST`` on in a fresh Jupyter kernel of this interpreter, in float32 at
 XLA's backend optimisation level 0 on 8 emulated devices, from a scratch directory (tests/notebooks.py).
-All six take about 50 s of the 90 s they are allowed (two cores, the machine otherwise idle), nearly all of
-it kernel start-up, imports and compilation; like ``tests/docs/test_examples.py::test_examples_run`` they
-are marked ``float64`` so that they run from the float64 process of ``make test``, which has the slack, and
-start their own float32 kernels. The other checks are cheap and run in the float32 process.
+All six take about 40 s of kernel CPU time (their budget: 90 s of wall time on two idle cores; 64 s of wall
+time measured at a load average of 10), nearly all of it kernel start-up, imports and compilation, so each
+section of a notebook is one jitted function rather than eager calls that compile op by op. Like
+``tests/docs/test_examples.py::test_examples_run`` they are marked ``float64`` so that they run from the
+float64 process of ``make test``, which has the slack, and start their own float32 kernels. The other
+checks are cheap and run in the float32 process.
 """
 
 import json
@@ -28,6 +30,7 @@ BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 # (a backslash ends a URL: in the .ipynb's JSON strings a quote after it is escaped)
 COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/[^\s)\"'\\]+")
 GIT_URL = re.compile(r"git\+[^\s\"'\\]+")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # IPython colours its tracebacks
 
 
 def colab_url(name: str) -> str:
@@ -53,7 +56,7 @@ def test_notebook_runs(name, kernel_name, tmp_path):
     try:
         executed = notebooks.execute(notebooks.NOTEBOOKS / f"{name}.py", tmp_path, kernel_name, cell_timeout=120)
     except CellExecutionError as err:
-        pytest.fail(f"notebooks/{name}.ipynb: a cell failed:\n{err}", pytrace=False)
+        pytest.fail(f"notebooks/{name}.ipynb: a cell failed:\n{ANSI.sub('', str(err))}", pytrace=False)
     assert notebooks.kernel_python(executed) == sys.executable, "the kernel is not this test environment's Python"
     devices = "".join(o.get("text", "") for o in executed.cells[-2].outputs)
     assert "CpuDevice" in devices, f"the last cell should print jax.devices(), got {devices!r}"
