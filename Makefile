@@ -9,7 +9,7 @@ TEST_ENV := XLA_FLAGS=$(DEVICES)
 # pytest exits 5 when it collected no test; one of the two processes may legitimately have none.
 PYTEST_OK := || [ $$? -eq 5 ]
 
-.PHONY: install run lint test test-fast test-float32 test-float64 docs bench clean
+.PHONY: install run lint test test-fast test-float32 test-float64 docs bench notebooks notebooks-sync clean
 
 install: $(STAMP)
 
@@ -60,6 +60,15 @@ docs: $(EXTRAS_STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# The six notebooks at full size (FAST off), each in a fresh Jupyter kernel of the venv from a scratch
+# directory, with their times (each under 3 minutes on a 2-core CPU). make test runs them with FAST on.
+notebooks: $(STAMP)
+	$(PY) -m tests.notebooks
+
+# Rewrites each notebooks/NN_name.ipynb from its jupytext percent script notebooks/NN_name.py (edit the .py).
+notebooks-sync: $(STAMP)
+	$(PY) -m tests.notebooks --sync
 
 clean:
 	rm -rf $(VENV) build site *.egg-info .pytest_cache
