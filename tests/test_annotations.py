@@ -2,11 +2,16 @@
 its annotations (every forward reference names something importable from its module) and they
 cover every parameter except ``*args``/``**kwargs``, and the return.
 
-Public: the callables in ``__all__`` of the packages below that are not classes. A callable object
+Names imported under ``if TYPE_CHECKING:`` (to avoid an import cycle, or a heavy import such as
+matplotlib's ``Figure``) count as resolvable: the module's ``TYPE_CHECKING`` blocks are run for the
+check. Public: the callables in ``__all__`` of the packages below that are not classes. A callable object
 (a loss of :mod:`jaxlearn.train.losses`) is checked through its class's ``__call__``.
 """
+import ast
+import functools
 import importlib
 import inspect
+import sys
 import typing
 
 import pytest
@@ -30,10 +35,22 @@ def public_functions():
     return found
 
 
+@functools.cache
+def annotation_namespace(module_name: str) -> dict:
+    """The module's globals, plus what its top-level ``if TYPE_CHECKING:`` blocks import."""
+    module = sys.modules[module_name]
+    namespace = dict(vars(module))
+    tree = ast.parse(inspect.getsource(module))
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            exec(compile(ast.Module(body=node.body, type_ignores=[]), module.__file__, "exec"), namespace)
+    return namespace
+
+
 def missing_annotations(obj) -> list:
     """What of ``obj``'s signature its resolved type hints do not cover (raises if they do not resolve)."""
     target = obj if inspect.isroutine(inspect.unwrap(obj)) else type(obj).__call__
-    hints = typing.get_type_hints(target)
+    hints = typing.get_type_hints(target, globalns=annotation_namespace(inspect.unwrap(target).__module__))
     signature = inspect.signature(target)
     missing = [p.name for p in signature.parameters.values()
                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self" and p.name not in hints]
