@@ -87,6 +87,10 @@ def step_keys(state: TrainState) -> jax.Array:
     return jax.random.split(jax.random.fold_in(jax.random.fold_in(state.key, _STEP), state.step))
 
 
+# a gradient estimator: ``estimator(objective, params, key) -> ((loss, aux), grads)`` (see backprop)
+Estimator = Callable[[Callable, PyTree, jax.Array], tuple[tuple[jax.Array, Any], PyTree]]
+
+
 def backprop(objective: Callable[[PyTree], tuple[jax.Array, Any]], params: PyTree,
              key: jax.Array | None) -> tuple[tuple[jax.Array, Any], PyTree]:
     """The default gradient estimator: exact reverse-mode gradients.
