@@ -35,7 +35,7 @@ be negative when noise dominates; average ``grad_sq`` and ``trace_cov`` over man
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,11 +43,9 @@ import optax
 from jax import lax
 
 from jaxlearn._checks import check_int, is_real
-from jaxlearn._types import Array, ArrayLike
+from jaxlearn._types import Array, ArrayLike, PyTree
 from jaxlearn.data import merge_rows, row_blocks, split_rows
 from jaxlearn.train.losses import check_per_example_loss
-
-PyTree = Any
 
 __all__ = ["NoiseScale", "GradientSNR", "per_example_grads", "per_example_grad_norms", "gradient_noise_scale",
            "model_gradient_noise_scale", "noise_scale_from_norms", "gradient_snr"]

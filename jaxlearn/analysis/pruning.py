@@ -49,13 +49,12 @@ from jax.flatten_util import ravel_pytree
 from jax.tree_util import keystr, tree_flatten_with_path
 
 from jaxlearn._checks import check_int, is_traced
-from jaxlearn._types import Array, Scalar
+from jaxlearn._types import Array, PyTree, Scalar
 from jaxlearn.train.pytrees import check_like
 
 __all__ = ["IMPResult", "apply_mask", "density", "imp", "magnitude_mask", "masked", "random_mask",
            "random_reinit", "sparsity"]
 
-PyTree = Any
 # ``prunable``: None (the leaves with ndim >= 2), a predicate (path, leaf) -> bool, or a pytree of bools like params
 Prunable = Callable[[tuple, Any], bool] | PyTree | None
 _SCOPES = ("global", "layer")

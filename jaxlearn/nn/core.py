@@ -32,9 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxlearn._checks import check_int
-from jaxlearn._types import ArrayLike
+from jaxlearn._types import ArrayLike, PyTree
 
-PyTree = Any
 Spec = Any  # a jax.ShapeDtypeStruct, or a tuple of them for multi-input layers
 
 __all__ = [

@@ -15,9 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxlearn._types import PyTree
 from jaxlearn.nn.core import Layer, Spec
-
-PyTree = Any
 
 __all__ = [
     "TrainState",
