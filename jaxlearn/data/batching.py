@@ -28,7 +28,7 @@ def _check_sizes(num_examples, batch_size, where: str) -> tuple[int, int]:
     return num_examples, batch_size
 
 
-def batch_indices(key: jax.Array, step: ArrayLike, num_examples: int, batch_size: int | None) -> jax.Array:
+def batch_indices(key: jax.Array, step: int | jax.Array, num_examples: int, batch_size: int | None) -> jax.Array:
     """Indices of the examples in the minibatch at ``step``: epoch-wise shuffling without
     replacement.
 
@@ -120,7 +120,8 @@ def _epoch_slice(key, step, num_examples, batch_size):
     return permute_index(jax.random.fold_in(key, epoch), positions, num_examples)
 
 
-def get_batch(key: jax.Array, step: ArrayLike, x: PyTree, y: PyTree, batch_size: int | None) -> tuple[PyTree, PyTree]:
+def get_batch(key: jax.Array, step: int | jax.Array, x: PyTree, y: PyTree,
+              batch_size: int | None) -> tuple[PyTree, PyTree]:
     """The minibatch ``(x_b, y_b)`` at ``step``, gathered with :func:`batch_indices`.
 
     ``x`` and ``y`` are arrays or pytrees of arrays (numpy or jax) whose leaves share a

@@ -112,7 +112,8 @@ def _nngp_kernel(f, params, x1, x2, axes):
 # -- choosing a method ------------------------------------------------------------------------
 
 
-def choose_method(f: Callable, params: PyTree, x1: Array, x2: Array | None = None) -> str:
+def choose_method(f: Callable, params: PyTree, x1: Array,
+                  x2: Array | None = None) -> Literal["structured", "jacobian", "ntvp"]:
     """The method ``"auto"`` uses: ``"structured"`` when forward mode is not needed by it and the
     model's weights are recognised, else ``"jacobian"`` where forward mode is unavailable
     (``custom_vjp`` rules), else the cheaper of ``"jacobian"``/``"ntvp"`` by a FLOP model.

@@ -321,7 +321,7 @@ def _parse(cls, values, where: str, prefix: str, defaults=None):
                           else f"{where}: {err}") from None
 
 
-def parse_config(cls: type[ConfigT] | ConfigT, values: Mapping[str, Any], *, where: str = "config") -> ConfigT:
+def parse_config(cls: type[ConfigT], values: Mapping[str, Any], *, where: str = "config") -> ConfigT:
     """Builds ``cls(**defaults updated by values)``, coercing each value by its field type and checking
     ``min``/``max``/``choices``. A mapping given for a nested dataclass field is merged over that
     field's default; a dict field is replaced. ``where`` replaces "config" in error messages.

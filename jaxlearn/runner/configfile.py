@@ -179,7 +179,7 @@ def _draw(rng, a: Axis):
     return float(rng.uniform(a.low, a.high))
 
 
-def expand(cls: type[ConfigT] | ConfigT, base: Mapping[str, Any], axes: Mapping[str, Axis], *,
+def expand(cls: type[ConfigT], base: Mapping[str, Any], axes: Mapping[str, Axis], *,
            mode: Literal["grid", "zip", "random"] = "grid", num: int | None = None, seed: int = 0) -> list[ConfigT]:
     """The validated ``cls`` instances of a sweep of ``axes`` (dotted keys allowed) over ``base``.
 

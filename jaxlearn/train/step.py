@@ -87,7 +87,8 @@ def step_keys(state: TrainState) -> jax.Array:
 
 
 # a gradient estimator: ``estimator(objective, params, key) -> ((loss, aux), grads)`` (see backprop)
-Estimator = Callable[[Callable, PyTree, jax.Array], tuple[tuple[jax.Array, Any], PyTree]]
+Estimator = Callable[[Callable[[PyTree], tuple[jax.Array, Any]], PyTree, jax.Array],
+                     tuple[tuple[jax.Array, Any], PyTree]]
 
 
 def backprop(objective: Callable[[PyTree], tuple[jax.Array, Any]], params: PyTree,
