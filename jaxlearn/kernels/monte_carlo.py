@@ -26,7 +26,8 @@ __all__ = ["monte_carlo"]
 
 def monte_carlo(model: Layer, key: jax.Array, x1: ArrayLike, x2: ArrayLike | None = None, *, n_samples: int = 64,
                 kind: Literal["nngp", "ntk"] | Sequence[Literal["nngp", "ntk"]] = ("nngp", "ntk"),
-                trace_axes: Sequence[int] = (-1,), diagonal_axes: Sequence[int] = (), method: str = "auto",
+                trace_axes: Sequence[int] = (-1,), diagonal_axes: Sequence[int] = (),
+                method: Literal["auto", "jacobian", "ntvp", "structured"] = "auto",
                 samples_per_batch: int = 8) -> Array | tuple[Array, ...]:
     """The NNGP and/or NTK of ``model`` averaged over ``n_samples`` initialisations.
 
