@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from jaxlearn._types import Array, ArrayLike
+
 
 def row_blocks(num_rows: int, max_rows: int) -> tuple[int, int]:
     """``(num, rows)``: the fewest blocks of at most ``max_rows`` rows covering ``num_rows``, all of
@@ -18,7 +20,7 @@ def row_blocks(num_rows: int, max_rows: int) -> tuple[int, int]:
     return num, -(-num_rows // num)
 
 
-def pad_rows(a, num_rows: int):
+def pad_rows(a: ArrayLike, num_rows: int) -> Array:
     """``(N, …) -> (num_rows, …)`` with ``num_rows ≥ N``: the extra rows repeat the last one (valid
     values: no NaN, the same program), to be cut off afterwards. Copies only when padding."""
     a = jnp.asarray(a)
@@ -28,7 +30,7 @@ def pad_rows(a, num_rows: int):
     return jnp.concatenate([a, jnp.broadcast_to(a[-1:], (extra,) + a.shape[1:])])
 
 
-def split_rows(a, max_rows: int):
+def split_rows(a: ArrayLike, max_rows: int) -> Array:
     """``(N, …) -> (num, rows, …)`` by :func:`row_blocks`, for a ``lax.map``/``scan`` over blocks of
     a leading axis with bounded memory. Padding (:func:`pad_rows`) repeats the last row;
     :func:`merge_rows` cuts it off. Copies only when padding is needed."""
@@ -37,12 +39,12 @@ def split_rows(a, max_rows: int):
     return pad_rows(a, num * rows).reshape((num, rows) + a.shape[1:])
 
 
-def merge_rows(a, num_rows: int):
+def merge_rows(a: Array, num_rows: int) -> Array:
     """``(num, rows, …) -> (num_rows, …)``: the inverse of :func:`split_rows` (a reshape, then a cut)."""
     return a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:])[:num_rows]
 
 
-def merge_grid(a, num_rows: int, num_cols: int):
+def merge_grid(a: Array, num_rows: int, num_cols: int) -> Array:
     """``(num1, num2, rows, cols, …) -> (num_rows, num_cols, …)``: a ``lax.map`` over row blocks of
     a ``lax.map`` over column blocks (both by :func:`split_rows`) reassembled, padding cut off."""
     a = jnp.moveaxis(a, 2, 1)

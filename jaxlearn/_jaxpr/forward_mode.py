@@ -19,7 +19,7 @@ requests (``method="ntvp"``, ``kernels.linearize``, forward gradients) raise nam
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 
@@ -72,7 +72,8 @@ def _blocking_names(fn, args) -> tuple[str, ...]:
     return tuple(sorted({names.get(bwd) or getattr(bwd, "__qualname__", "custom_vjp rule") for bwd in backwards}))
 
 
-def forward_mode_safe(fn_or_model, *example_args) -> ForwardModeReport:
+# fn_or_model: a function, or a jaxlearn.nn.Layer (recognised by its methods: _jaxpr is below nn and does not import it)
+def forward_mode_safe(fn_or_model: Callable | Any, *example_args: Any) -> ForwardModeReport:
     """Whether ``jax.jvp`` can differentiate ``fn_or_model``, and which rules prevent it.
 
     * a function: ``forward_mode_safe(fn, *args)`` — ``jvp`` w.r.t. every argument (arrays or

@@ -35,7 +35,7 @@ be negative when noise dominates; average ``grad_sq`` and ``trace_cov`` over man
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,10 +43,9 @@ import optax
 from jax import lax
 
 from jaxlearn._checks import check_int, is_real
+from jaxlearn._types import Array, ArrayLike, PyTree
 from jaxlearn.data import merge_rows, row_blocks, split_rows
 from jaxlearn.train.losses import check_per_example_loss
-
-PyTree = Any
 
 __all__ = ["NoiseScale", "GradientSNR", "per_example_grads", "per_example_grad_norms", "gradient_noise_scale",
            "model_gradient_noise_scale", "noise_scale_from_norms", "gradient_snr"]
@@ -169,7 +168,8 @@ def _sq_norms(tree):
 
 # -- public ----------------------------------------------------------------------------------------------------
 
-def per_example_grads(apply_fn: Callable, per_example_loss: Callable, params, x, y, *, chunk_size=None):
+def per_example_grads(apply_fn: Callable, per_example_loss: Callable, params: PyTree, x: PyTree, y: PyTree, *,
+                      chunk_size: int | None = None) -> PyTree:
     """``g_i = ∇_θ ℓ(apply_fn(θ, x_i[None])[0], y_i)`` for every example ``i``: a pytree like ``params``
     with a leading axis ``n`` on every leaf.
 
@@ -183,7 +183,8 @@ def per_example_grads(apply_fn: Callable, per_example_loss: Callable, params, x,
     return _map_chunks(_chunk_grads(apply_fn, per_example_loss, params), x, y, n, size)
 
 
-def per_example_grad_norms(apply_fn: Callable, per_example_loss: Callable, params, x, y, *, chunk_size=None):
+def per_example_grad_norms(apply_fn: Callable, per_example_loss: Callable, params: PyTree, x: PyTree, y: PyTree, *,
+                           chunk_size: int | None = None) -> Array:
     """``‖g_i‖₂`` over all leaves of the per-example gradient (:func:`per_example_grads`), shape ``(n,)``;
     only one chunk's gradients exist at a time."""
     n, size = _check_model(apply_fn, per_example_loss, params, x, y, chunk_size)
@@ -196,7 +197,7 @@ def _noise_scale(grad_sq_plugin, trace_cov, n):
     return NoiseScale(grad_sq, trace_cov, trace_cov / grad_sq)
 
 
-def gradient_noise_scale(per_example_grads) -> NoiseScale:
+def gradient_noise_scale(per_example_grads: PyTree) -> NoiseScale:
     """Unbiased ``|G|²``, ``tr(Σ)`` and ``B_simple`` from ``n ≥ 2`` per-example gradients (a pytree
     with a leading axis ``n``, e.g. from :func:`per_example_grads`).
 
@@ -220,8 +221,8 @@ def gradient_noise_scale(per_example_grads) -> NoiseScale:
     return _noise_scale(optax.tree_utils.tree_norm(mean, squared=True), trace_cov, n)
 
 
-def model_gradient_noise_scale(apply_fn: Callable, per_example_loss: Callable, params, x, y, *,
-                               chunk_size=None) -> NoiseScale:
+def model_gradient_noise_scale(apply_fn: Callable, per_example_loss: Callable, params: PyTree, x: PyTree, y: PyTree, *,
+                               chunk_size: int | None = None) -> NoiseScale:
     """:func:`gradient_noise_scale` of the per-example gradients of the ``n ≥ 2`` examples ``(x, y)``
     (conventions of :func:`per_example_grads`), computed chunk by chunk without holding all gradients:
     a first pass accumulates ``Ĝ``, a second ``Σ_i |g_i − Ĝ|²`` (two passes, not ``Σ|g_i|² − n|Ĝ|²``,
@@ -254,7 +255,8 @@ def _check_batch_sizes(b_small, b_big) -> None:
         raise ValueError(f"b_big: expected a batch size larger than b_small={b_small!r}, got {b_big!r}")
 
 
-def noise_scale_from_norms(g_small_sq, g_big_sq, b_small, b_big) -> NoiseScale:
+def noise_scale_from_norms(g_small_sq: ArrayLike, g_big_sq: ArrayLike, b_small: ArrayLike,
+                           b_big: ArrayLike) -> NoiseScale:
     """Unbiased ``|G|²`` and ``tr(Σ)`` from the squared norms of the mean gradients of two batch sizes
     (McCandlish et al. 2018, App. A.1).
 
@@ -275,7 +277,7 @@ def noise_scale_from_norms(g_small_sq, g_big_sq, b_small, b_big) -> NoiseScale:
     return NoiseScale(grad_sq, trace_cov, trace_cov / grad_sq)
 
 
-def gradient_snr(per_example_grads) -> GradientSNR:
+def gradient_snr(per_example_grads: PyTree) -> GradientSNR:
     """Gradient signal-to-noise ratio from ``n ≥ 2`` per-example gradients (a pytree, leading axis ``n``).
 
     Per parameter ``j`` (Liu et al. 2020, "Understanding Why Neural Networks Generalize Well Through

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxlearn._checks import check_bool, check_int
+from jaxlearn._types import Array, ArrayLike, PyTree
 from jaxlearn.data import merge_rows, split_rows
 
 __all__ = ["correctness", "correctness_eval_fn", "first_learned_step", "forgetting_events", "learning_events",
@@ -62,7 +63,7 @@ def _num_examples(x) -> int:
     return sizes.pop()
 
 
-def correctness(apply_fn: Callable, params, x, y, *, chunk_size=None):
+def correctness(apply_fn: Callable, params: PyTree, x: PyTree, y: ArrayLike, *, chunk_size: int | None = None) -> Array:
     """``argmax_c apply_fn(params, x)[i, c] == label_i`` for every example: bool ``(n,)``.
 
     ``apply_fn(params, x) -> (n, C)`` on a batch (leading example axis on every leaf of ``x``); ``y``:
@@ -88,7 +89,8 @@ def correctness(apply_fn: Callable, params, x, y, *, chunk_size=None):
     return merge_rows(lax.map(lambda c: chunk(*c), (xs, ls)), n)
 
 
-def correctness_eval_fn(apply_fn: Callable, x, y, *, chunk_size=None, with_model_state: bool = False) -> Callable:
+def correctness_eval_fn(apply_fn: Callable, x: PyTree, y: ArrayLike, *, chunk_size: int | None = None,
+                        with_model_state: bool = False) -> Callable:
     """An ``eval_fn(state) -> (N,) bool`` for :func:`jaxlearn.train.train`: the :func:`correctness` of the
     tracked examples ``(x, y)`` under ``state.params``, computed inside the jitted scan.
 
@@ -123,7 +125,7 @@ def _check_history(history):
     return jnp.asarray(history)
 
 
-def first_learned_step(history, *, check_every: int = 1, first_step: int = 0, stay: bool = False):
+def first_learned_step(history: ArrayLike, *, check_every: int = 1, first_step: int = 0, stay: bool = False) -> Array:
     """The training step at which each example is first learnt: int32 ``(N,)``, ``-1`` if never.
 
     ``stay=False`` (Toneva et al. 2019: *learnt* = first classified correctly): the first check ``t``
@@ -152,7 +154,7 @@ def first_learned_step(history, *, check_every: int = 1, first_step: int = 0, st
     return jnp.where(jnp.any(history, axis=0), first_step + index * check_every, jnp.int32(NEVER))
 
 
-def forgetting_events(history):
+def forgetting_events(history: ArrayLike) -> Array:
     """Forgetting events per example: the number of checks ``t`` with ``history[t]`` correct and
     ``history[t+1]`` wrong. int32 ``(N,)`` (0 for an example never learnt; see :func:`never_learned`).
 
@@ -167,20 +169,20 @@ def forgetting_events(history):
     return jnp.sum(history[:-1] & ~history[1:], axis=0, dtype=jnp.int32)
 
 
-def learning_events(history):
+def learning_events(history: ArrayLike) -> Array:
     """Learning events per example: the number of checks ``t`` with ``history[t]`` wrong and
     ``history[t+1]`` correct. int32 ``(N,)``."""
     history = _check_history(history)
     return jnp.sum(~history[:-1] & history[1:], axis=0, dtype=jnp.int32)
 
 
-def unforgettable(history):
+def unforgettable(history: ArrayLike) -> Array:
     """Examples correct at some check and never forgotten (no forgetting event): bool ``(N,)``. Their
     history is wrong…wrong, correct…correct."""
     history = _check_history(history)
     return jnp.any(history, axis=0) & (forgetting_events(history) == 0)
 
 
-def never_learned(history):
+def never_learned(history: ArrayLike) -> Array:
     """Examples correct at no check: bool ``(N,)``."""
     return ~jnp.any(_check_history(history), axis=0)

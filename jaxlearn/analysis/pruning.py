@@ -38,7 +38,7 @@ original lottery-ticket procedure (Frankle & Carbin 2019, §1, "identifying winn
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,12 +49,14 @@ from jax.flatten_util import ravel_pytree
 from jax.tree_util import keystr, tree_flatten_with_path
 
 from jaxlearn._checks import check_int, is_traced
+from jaxlearn._types import Array, PyTree, Scalar
 from jaxlearn.train.pytrees import check_like
 
 __all__ = ["IMPResult", "apply_mask", "density", "imp", "magnitude_mask", "masked", "random_mask",
            "random_reinit", "sparsity"]
 
-PyTree = Any
+# ``prunable``: None (the leaves with ndim >= 2), a predicate (path, leaf) -> bool, or a pytree of bools like params
+Prunable = Callable[[tuple, Any], bool] | PyTree | None
 _SCOPES = ("global", "layer")
 
 
@@ -125,7 +127,8 @@ def _prune_flat(magnitude, keep, frac):
     return jnp.zeros((n,), bool).at[order].set(jnp.arange(n) >= (n - n_kept) + k)
 
 
-def magnitude_mask(params, sparsity, *, scope: str = "global", mask=None, prunable=None):
+def magnitude_mask(params: PyTree, sparsity: Scalar, *, scope: Literal["global", "layer"] = "global",
+                   mask: PyTree | None = None, prunable: Prunable = None) -> PyTree:
     """A mask that prunes the fraction ``sparsity`` of the kept prunable weights of smallest ``|w|``.
 
     ``params``: any pytree of arrays. ``sparsity``: a scalar in ``[0, 1)`` (may be traced; a traced
@@ -176,7 +179,7 @@ def _put_back(masks, chosen, new):
         masks[i] = m
 
 
-def apply_mask(params, mask):
+def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
     """``params`` with the pruned entries (``mask`` False) set to zero: ``where(mask, params, 0)``,
     leaf by leaf, dtype kept. Leaves that are all ``True`` in ``mask`` (non-prunable) are unchanged.
 
@@ -190,7 +193,8 @@ def apply_mask(params, mask):
     return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), params, mask)
 
 
-def random_mask(key, mask, *, scope: str = "layer", prunable=None):
+def random_mask(key: jax.Array, mask: PyTree, *, scope: Literal["global", "layer"] = "layer",
+                prunable: Prunable = None) -> PyTree:
     """A uniformly random mask with the kept counts of ``mask`` — the random-pruning control.
 
     ``scope="layer"``: within each prunable leaf the kept positions are a uniformly random subset of
@@ -221,7 +225,7 @@ def random_mask(key, mask, *, scope: str = "layer", prunable=None):
     return jax.tree.unflatten(treedef, masks)
 
 
-def random_reinit(key, init_fn: Callable, mask):
+def random_reinit(key: jax.Array, init_fn: Callable[[jax.Array], PyTree], mask: PyTree) -> PyTree:
     """The random-reinitialization control of Frankle & Carbin 2019 (§2): the ticket's ``mask`` applied
     to a fresh draw of the initial weights, ``apply_mask(init_fn(key), mask)`` with ``θ'₀ ~ D_θ``.
 
@@ -233,7 +237,7 @@ def random_reinit(key, init_fn: Callable, mask):
     return apply_mask(init_fn(key), mask)
 
 
-def density(mask, prunable=None):
+def density(mask: PyTree, prunable: Prunable = None) -> tuple[Array, PyTree]:
     """``(overall, per_leaf)``: the fraction of kept entries among all prunable entries (a scalar), and
     of each leaf (a pytree like ``mask`` of scalars, every leaf including the non-prunable ones, which
     are ``1.0`` for masks built here). Float of the default dtype; ``vmap`` over masks works.
@@ -256,14 +260,14 @@ def density(mask, prunable=None):
     return kept.astype(dtype) / total, jax.tree.map(lambda m: jnp.mean(m, dtype=dtype), mask)
 
 
-def sparsity(mask, prunable=None):
+def sparsity(mask: PyTree, prunable: Prunable = None) -> tuple[Array, PyTree]:
     """``(overall, per_leaf)``: the fraction of *pruned* entries, ``1 − density`` (see :func:`density`)."""
     overall, per_leaf = density(mask, prunable)
     return 1 - overall, jax.tree.map(lambda d: 1 - d, per_leaf)
 
 
 # -- training a subnetwork -------------------------------------------------------------------------
-def masked(optimizer: optax.GradientTransformation, mask) -> optax.GradientTransformationExtraArgs:
+def masked(optimizer: optax.GradientTransformation, mask: PyTree) -> optax.GradientTransformationExtraArgs:
     """``optimizer`` restricted to the kept entries of ``mask``: pruned entries are never updated.
 
     ``update(g, state, params)`` computes ``u, state = optimizer.update(g ⊙ m, state, params)`` and
@@ -315,8 +319,9 @@ class IMPResult(NamedTuple):
     params: PyTree
 
 
-def imp(train_fn: Callable, rewind_params, *, rounds: int, rate, scope: str = "global", prunable=None,
-        mask=None, scan: bool = True) -> IMPResult:
+def imp(train_fn: Callable[[PyTree, PyTree], PyTree], rewind_params: PyTree, *, rounds: int, rate: Scalar,
+        scope: Literal["global", "layer"] = "global", prunable: Prunable = None, mask: PyTree | None = None,
+        scan: bool = True) -> IMPResult:
     """Iterative magnitude pruning with rewinding (Frankle et al. 2020, §5, Algorithm 2).
 
     Starting from ``m₀ = mask`` (default all kept), round ``r = 0, …, rounds`` trains

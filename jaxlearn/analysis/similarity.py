@@ -33,11 +33,14 @@ inputs' (promoted) floating dtype.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn._checks import check_bool, is_real
+from jaxlearn._types import Array, ArrayLike, Scalar
 
 __all__ = ["hsic", "cka", "linear_cka", "rbf_cka", "minibatch_cka"]
 
@@ -185,7 +188,7 @@ def _alignment(hsic_kl, hsic_kk, hsic_ll):
 
 # -- public API ----------------------------------------------------------------------------------------
 
-def hsic(gram_k, gram_l, *, debiased: bool = False):
+def hsic(gram_k: ArrayLike, gram_l: ArrayLike, *, debiased: bool = False) -> Array:
     """HSIC of two Gram matrices ``gram_k, gram_l: (n, n)`` (symmetric) of the same ``n`` examples.
 
     ``debiased=False``: ``tr(K H L H) / (n − 1)²`` (Kornblith et al. 2019, §3; needs ``n ≥ 2``).
@@ -204,7 +207,7 @@ def hsic(gram_k, gram_l, *, debiased: bool = False):
     return _gram_hsic(k, l, debiased)
 
 
-def cka(gram_k, gram_l, *, debiased: bool = False):
+def cka(gram_k: ArrayLike, gram_l: ArrayLike, *, debiased: bool = False) -> Array:
     """Centered kernel alignment ``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` of two Gram matrices
     ``(n, n)`` (Kornblith et al. 2019, §3; debiased: ``HSIC_1`` throughout, Nguyen et al. 2021).
     The ``1/(n−1)²`` (or ``1/(n(n−3))``) normalisation cancels. Returns a 0-d array.
@@ -214,7 +217,7 @@ def cka(gram_k, gram_l, *, debiased: bool = False):
     return _alignment(*_gram_hsic_triplet(k, l, debiased))
 
 
-def linear_cka(x, y, *, debiased: bool = False):
+def linear_cka(x: ArrayLike, y: ArrayLike, *, debiased: bool = False) -> Array:
     """CKA with linear kernels ``K = x xᵀ``, ``L = y yᵀ`` of representations ``x: (n, p)``, ``y: (n, q)``
     (rows = the same examples). Biased: ``‖y_cᵀx_c‖_F² / (‖x_cᵀx_c‖_F ‖y_cᵀy_c‖_F)`` with column-centred
     ``x_c, y_c``, which equals the Gram form ``cka(x xᵀ, y yᵀ)`` exactly; debiased: ``HSIC_1`` (Song et
@@ -234,7 +237,7 @@ def linear_cka(x, y, *, debiased: bool = False):
     return _alignment(*_representation_triplet(x, y, "linear", None, debiased))
 
 
-def rbf_cka(x, y, *, sigma=0.8, debiased: bool = False):
+def rbf_cka(x: ArrayLike, y: ArrayLike, *, sigma: Scalar = 0.8, debiased: bool = False) -> Array:
     """CKA with RBF kernels ``k(a, b) = exp(−‖a − b‖² / (2 σ² m²))`` of ``x: (n, p)``, ``y: (n, q)``,
     where ``m`` is the median of the Euclidean distances ``‖x_i − x_j‖`` over pairs ``i < j`` of the
     representation the kernel is built on (its own ``m`` for ``x`` and for ``y``; Kornblith et al.
@@ -248,7 +251,8 @@ def rbf_cka(x, y, *, sigma=0.8, debiased: bool = False):
     return _alignment(*_representation_triplet(x, y, "rbf", sigma, debiased))
 
 
-def minibatch_cka(xs, ys, *, debiased: bool = True, kernel: str = "linear", sigma=0.8):
+def minibatch_cka(xs: ArrayLike, ys: ArrayLike, *, debiased: bool = True, kernel: Literal["linear", "rbf"] = "linear",
+                  sigma: Scalar = 0.8) -> Array:
     """Minibatch CKA (Nguyen, Raghu & Kornblith 2021, §3) of ``xs: (k, b, p)``, ``ys: (k, b, q)``: ``k``
     minibatches of the same ``b`` examples in both.
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxlearn._checks import check_bool
+from jaxlearn._types import Array, ArrayLike
 
 __all__ = ["effective_rank", "participation_ratio", "spectrum_effective_rank", "spectrum_participation_ratio"]
 
@@ -64,7 +65,7 @@ def _safe_ratio(numerator, denominator):
     return jnp.where(positive, numerator / jnp.where(positive, denominator, 1), 0)
 
 
-def spectrum_effective_rank(singular_values):
+def spectrum_effective_rank(singular_values: ArrayLike) -> Array:
     """Effective rank ``exp(−Σ p_k log p_k)``, ``p_k = |s_k| / Σ|s_j|`` (Roy & Vetterli 2007, Def. 1–2), of a
     spectrum ``singular_values: (r,)`` (non-negative singular values; entries are taken in absolute value,
     so the eigenvalues of a symmetric matrix may be passed). Zeros contribute ``0 log 0 = 0``; an all-zero
@@ -83,7 +84,7 @@ def spectrum_effective_rank(singular_values):
     return jnp.where(total > 0, jnp.exp(-jnp.sum(plogp)), 0)
 
 
-def spectrum_participation_ratio(eigenvalues):
+def spectrum_participation_ratio(eigenvalues: ArrayLike) -> Array:
     """Participation ratio ``(Σ λ_k)² / Σ λ_k²`` of ``eigenvalues: (r,)`` of a covariance or other PSD
     matrix (Gao et al. 2017; Recanatesi et al. 2019). An all-zero spectrum gives 0. Returns a 0-d
     array."""
@@ -91,7 +92,7 @@ def spectrum_participation_ratio(eigenvalues):
     return _safe_ratio(jnp.square(jnp.sum(lam)), jnp.sum(jnp.square(lam)))
 
 
-def effective_rank(x, *, center: bool = False):
+def effective_rank(x: ArrayLike, *, center: bool = False) -> Array:
     """Effective rank (Roy & Vetterli 2007) of a matrix ``x: (n, p)`` from its ``min(n, p)`` singular
     values (``jnp.linalg.svd``, ``compute_uv=False``). ``center=True``: of the column-centred ``x``
     (rows = examples), i.e. of the representation's spread about its mean. Invariant to orthogonal
@@ -110,7 +111,7 @@ def effective_rank(x, *, center: bool = False):
     return spectrum_effective_rank(jnp.linalg.svd(_centered(x, center), compute_uv=False))
 
 
-def participation_ratio(x, *, center: bool = True):
+def participation_ratio(x: ArrayLike, *, center: bool = True) -> Array:
     """Participation ratio ``(Σ λ)² / Σ λ²`` of the eigenvalues ``λ`` of the covariance of a
     representation ``x: (n, p)`` (rows = examples; Gao et al. 2017; Recanatesi et al. 2019), computed
     as ``‖x_c‖_F⁴ / ‖x_cᵀx_c‖_F²`` (equal, since ``λ_k ∝ σ_k(x_c)²``). ``center=False``: of the

@@ -14,6 +14,7 @@ from jax import lax
 
 from jaxlearn._checks import check_int, is_int
 from jaxlearn._rows import merge_grid, merge_rows, pad_rows, row_blocks, split_rows  # noqa: F401 (public here)
+from jaxlearn._types import ArrayLike, PyTree
 
 
 def _check_sizes(num_examples, batch_size, where: str) -> tuple[int, int]:
@@ -27,7 +28,7 @@ def _check_sizes(num_examples, batch_size, where: str) -> tuple[int, int]:
     return num_examples, batch_size
 
 
-def batch_indices(key: jax.Array, step, num_examples: int, batch_size: int | None) -> jax.Array:
+def batch_indices(key: jax.Array, step: int | jax.Array, num_examples: int, batch_size: int | None) -> jax.Array:
     """Indices of the examples in the minibatch at ``step``: epoch-wise shuffling without
     replacement.
 
@@ -89,7 +90,7 @@ def _mix32(x, k):
     return h ^ (h >> 16)
 
 
-def permute_index(key: jax.Array, index, num_examples: int):
+def permute_index(key: jax.Array, index: ArrayLike, num_examples: int) -> jax.Array:
     """``π(index)`` for the keyed pseudorandom bijection ``π`` of ``[0, num_examples)`` that
     :func:`batch_indices` uses (see there); ``index`` is an int array with values in range."""
     half = max(1, ((num_examples - 1).bit_length() + 1) // 2)
@@ -119,7 +120,8 @@ def _epoch_slice(key, step, num_examples, batch_size):
     return permute_index(jax.random.fold_in(key, epoch), positions, num_examples)
 
 
-def get_batch(key: jax.Array, step, x, y, batch_size: int | None):
+def get_batch(key: jax.Array, step: int | jax.Array, x: PyTree, y: PyTree,
+              batch_size: int | None) -> tuple[PyTree, PyTree]:
     """The minibatch ``(x_b, y_b)`` at ``step``, gathered with :func:`batch_indices`.
 
     ``x`` and ``y`` are arrays or pytrees of arrays (numpy or jax) whose leaves share a

@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxlearn import _random
 from jaxlearn._checks import check_int, is_real, is_traced
+from jaxlearn._types import Scalar
 from jaxlearn.data.dataset import Dataset
 
 
@@ -99,7 +100,7 @@ def label_noise(ds: Dataset, rate: float, seed: int = 0) -> Dataset:
     return ds._replace(y_train=y, name=f"{ds.name}+label_noise({rate:g})")
 
 
-def corrupt_labels(key: jax.Array, labels: jax.Array, rate, num_classes: int) -> jax.Array:
+def corrupt_labels(key: jax.Array, labels: jax.Array, rate: Scalar, num_classes: int) -> jax.Array:
     """Independently replace each label, with probability ``rate``, by a uniformly random
     *different* class (symmetric label noise, drawn inside a traced program).
 

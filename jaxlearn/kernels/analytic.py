@@ -15,14 +15,17 @@ program), so it composes with ``jit``, ``vmap`` and ``grad``.
 
 from __future__ import annotations
 
+import flax.linen as linen
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from jaxlearn._checks import check_int
+from jaxlearn._types import Array, ArrayLike
 from jaxlearn.data.batching import merge_grid, merge_rows
-from jaxlearn.kernels.devices import map_kernel_blocks, resolve_devices
+from jaxlearn.kernels.devices import Devices, map_kernel_blocks, resolve_devices
 from jaxlearn.nn.core import Layer
-from jaxlearn.nn.kernel import input_kernel
+from jaxlearn.nn.kernel import Kernel, input_kernel
 
 __all__ = ["analytic", "KINDS"]
 
@@ -80,8 +83,9 @@ def _auto_rows(x1, x2) -> int:
     return max(1, _AUTO_ENTRIES // max(n2 * spatial, 1))
 
 
-def analytic(model, x1, x2=None, *, get=None, batch_size: int | str | None = "auto", devices=None, W_std=None,
-             b_std=None):
+def analytic(model: Layer | linen.Module | nnx.Module, x1: ArrayLike, x2: ArrayLike | None = None, *,
+             get: str | tuple[str, ...] | None = None, batch_size: int | str | None = "auto", devices: Devices = None,
+             W_std: float | None = None, b_std: float | None = None) -> Kernel | Array | tuple[Array, ...]:
     """The infinite-width kernels of ``model`` between ``x1`` and ``x2``.
 
     ``model``: a :class:`jaxlearn.nn.Layer` whose layers all have kernel maps (e.g.

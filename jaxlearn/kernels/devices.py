@@ -22,12 +22,15 @@ from jax.sharding import Mesh, PartitionSpec
 from jaxlearn._checks import is_int
 from jaxlearn._rows import pad_rows, split_rows
 
-__all__ = ["resolve_devices", "map_blocks", "map_kernel_blocks"]
+__all__ = ["Devices", "resolve_devices", "map_blocks", "map_kernel_blocks"]
+
+# what ``devices=`` accepts: None (one device), an int n (the first n local devices), "all", or local devices
+Devices = int | str | Sequence[jax.Device] | None
 
 _AXIS = "blocks"
 
 
-def resolve_devices(devices) -> tuple | None:
+def resolve_devices(devices: Devices) -> tuple | None:
     """``devices`` as a tuple of at least two distinct local devices, or ``None`` for the ordinary
     single-device program.
 

@@ -44,17 +44,18 @@ pure JAX (``jit``, ``vmap``, ``grad`` compose); models with state (BatchNorm) pa
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Literal, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jaxlearn._checks import check_int
 from jaxlearn._jaxpr.forward_mode import forward_mode_safe, require_forward_mode
+from jaxlearn._types import Array, ArrayLike, PyTree
 from jaxlearn.data.batching import merge_grid, merge_rows, split_rows
 from jaxlearn.kernels.analytic import check_inputs
 from jaxlearn.kernels.contract import Axes, contract, full_to_kernel
-from jaxlearn.kernels.devices import map_kernel_blocks, resolve_devices
+from jaxlearn.kernels.devices import Devices, map_kernel_blocks, resolve_devices
 from jaxlearn.kernels.structured import is_supported, structured_kernel
 
 __all__ = ["empirical", "METHODS", "choose_method"]
@@ -111,7 +112,8 @@ def _nngp_kernel(f, params, x1, x2, axes):
 # -- choosing a method ------------------------------------------------------------------------
 
 
-def choose_method(f, params, x1, x2=None) -> str:
+def choose_method(f: Callable, params: PyTree, x1: Array,
+                  x2: Array | None = None) -> Literal["structured", "jacobian", "ntvp"]:
     """The method ``"auto"`` uses: ``"structured"`` when forward mode is not needed by it and the
     model's weights are recognised, else ``"jacobian"`` where forward mode is unavailable
     (``custom_vjp`` rules), else the cheaper of ``"jacobian"``/``"ntvp"`` by a FLOP model.
@@ -140,8 +142,10 @@ def choose_method(f, params, x1, x2=None) -> str:
 # -- the public function ----------------------------------------------------------------------
 
 
-def empirical(apply_fn: Callable, params, x1, x2=None, *, kind: str = "ntk", trace_axes=(-1,), diagonal_axes=(),
-              method: str = "auto", batch_size: int | None = None, devices=None):
+def empirical(apply_fn: Callable, params: PyTree, x1: ArrayLike, x2: ArrayLike | None = None, *,
+              kind: Literal["ntk", "nngp"] = "ntk", trace_axes: Sequence[int] = (-1,),
+              diagonal_axes: Sequence[int] = (), method: Literal["auto", "jacobian", "ntvp", "structured"] = "auto",
+              batch_size: int | None = None, devices: Devices = None) -> Array:
     """The empirical NTK (``kind="ntk"``) or NNGP (``"nngp"``) of ``apply_fn`` at ``params``.
 
     ``apply_fn(params, x) -> (N, *out)``; ``x1 (N1, ...)``, ``x2 (N2, ...)`` or ``None`` (x1 against

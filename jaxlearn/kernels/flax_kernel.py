@@ -65,15 +65,18 @@ import dataclasses
 import math
 from typing import Any, Callable
 
+import flax.linen as linen
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from jaxlearn._checks import check_real
 from jaxlearn._jaxpr.equations import bind
 from jaxlearn._jaxpr.interpreter import Interpreter
 from jaxlearn._jaxpr.primitives import BROADCASTS, CALLS, CONVERSIONS, ELEMENTWISE, RESHAPES
 from jaxlearn._jaxpr.tracing import trace
+from jaxlearn._types import ArrayLike, PyTree
 from jaxlearn.nn.core import Layer, LayerError, fanin_sum_kernel
 from jaxlearn.nn.dual import identify_activation, identify_power
 from jaxlearn.nn.flax_adapters import ParamInit, flax_forward, is_flax_module
@@ -420,7 +423,8 @@ def _sort(ins):
             [v for v in ins if isinstance(v, _Stat)])
 
 
-def flax_layer(module, example, *, variables=None, W_std=None, b_std=None) -> Layer:
+def flax_layer(module: linen.Module | nnx.Module, example: ArrayLike, *, variables: PyTree | None = None,
+               W_std: float | None = None, b_std: float | None = None) -> Layer:
     """``module`` (a ``flax.linen.Module`` or an ``nnx.Module``) as a :class:`jaxlearn.nn.Layer`
     with its infinite-width kernel map (module docstring: recognised patterns, initialisers).
 

@@ -18,10 +18,12 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from jaxlearn._types import Array, ArrayLike, PyTree
+
 __all__ = ["linearize", "relative_weight_change", "kernel_distance", "kernel_target_alignment"]
 
 
-def linearize(apply_fn: Callable, params_0) -> Callable:
+def linearize(apply_fn: Callable, params_0: PyTree) -> Callable:
     """``f_lin(params, x, *args, **kwargs) = f(θ0, x) + J(θ0, x)·(params − θ0)`` with
     ``f = apply_fn`` and ``θ0 = params_0`` (one ``jax.jvp``: a forward pass and its tangent).
 
@@ -53,7 +55,7 @@ def linearize(apply_fn: Callable, params_0) -> Callable:
     return f_lin
 
 
-def relative_weight_change(params_t, params_0):
+def relative_weight_change(params_t: PyTree, params_0: PyTree) -> Array:
     """``‖θ_t − θ_0‖ / ‖θ_0‖`` over all leaves (Frobenius/Euclidean norm of the flattened
     parameters); ``→ 0`` as width grows in the NTK (lazy) regime (Lee et al. 2019, Fig. 1;
     Chizat, Oyallon & Bach 2019).
@@ -77,7 +79,7 @@ def _check_same(k0, kt, names=("k_0", "k_t")):
                          f"{tuple(jnp.shape(kt))}")
 
 
-def kernel_distance(k_0, k_t):
+def kernel_distance(k_0: ArrayLike, k_t: ArrayLike) -> Array:
     """``1 − ⟨K_0, K_t⟩_F / (‖K_0‖_F ‖K_t‖_F)``: 0 for kernels equal up to scale, up to 2 (Fort et
     al. 2020, "Deep learning versus kernel learning", eq. 3). Any matching shapes.
 
@@ -95,7 +97,7 @@ def kernel_distance(k_0, k_t):
     return 1 - jnp.vdot(k_0, k_t) / (jnp.linalg.norm(k_0) * jnp.linalg.norm(k_t))
 
 
-def kernel_target_alignment(k, y):
+def kernel_target_alignment(k: ArrayLike, y: ArrayLike) -> Array:
     """``⟨K, Y Yᵀ⟩_F / (‖K‖_F ‖Y Yᵀ‖_F)`` for ``k (N, N)`` and targets ``y (N,)`` or ``(N, C)``
     (e.g. one-hot labels, or centred ones): the cosine between the kernel and the ideal kernel
     of the targets (Cristianini, Shawe-Taylor, Elisseeff & Kandola 2002, Def. 1; used for trained

@@ -10,18 +10,25 @@ Jacot et al. 2018); at finite width the average is the finite-width expectation,
 
 from __future__ import annotations
 
+from typing import Literal, Sequence
+
 import jax
 import jax.numpy as jnp
 
 from jaxlearn._checks import check_int
+from jaxlearn._types import Array, ArrayLike
 from jaxlearn.data.batching import split_rows
 from jaxlearn.kernels.empirical import empirical
+from jaxlearn.nn.core import Layer
 
 __all__ = ["monte_carlo"]
 
 
-def monte_carlo(model, key, x1, x2=None, *, n_samples: int = 64, kind=("nngp", "ntk"), trace_axes=(-1,),
-                diagonal_axes=(), method: str = "auto", samples_per_batch: int = 8):
+def monte_carlo(model: Layer, key: jax.Array, x1: ArrayLike, x2: ArrayLike | None = None, *, n_samples: int = 64,
+                kind: Literal["nngp", "ntk"] | Sequence[Literal["nngp", "ntk"]] = ("nngp", "ntk"),
+                trace_axes: Sequence[int] = (-1,), diagonal_axes: Sequence[int] = (),
+                method: Literal["auto", "jacobian", "ntvp", "structured"] = "auto",
+                samples_per_batch: int = 8) -> Array | tuple[Array, ...]:
     """The NNGP and/or NTK of ``model`` averaged over ``n_samples`` initialisations.
 
     ``model``: anything with ``init(key, input_spec) -> (params, state)`` and

@@ -65,13 +65,17 @@ about ``tol/(1 - rate)`` (for :math:`c^*`: up to :math:`O(1/\text{max\_steps})`)
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlearn.nn.dual import DUALS
+from jaxlearn._types import ArrayLike, Scalar
+from jaxlearn.nn.dual import DUALS, DualPair
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["PhasePoint", "fixed_point", "phase_diagram", "plot_phase_diagram"]
 
@@ -100,7 +104,8 @@ def _resolve(dual) -> Callable:
     return dual
 
 
-def fixed_point(dual, w_std, b_std, *, q0=1.0, max_steps: int = 1000, tol=None) -> PhasePoint:
+def fixed_point(dual: Callable[..., DualPair] | str, w_std: Scalar, b_std: Scalar, *, q0: Scalar = 1.0,
+                max_steps: int = 1000, tol: float | None = None) -> PhasePoint:
     r"""Mean-field fixed point :math:`(q^*, c^*, \chi_1, \xi_c)` for weight/bias std ``w_std``, ``b_std``.
 
     ``dual``: ``(q11, q12, q22) -> (k, kdot)``, e.g. :func:`jaxlearn.nn.dual.relu_dual` or
@@ -175,7 +180,8 @@ def _grid(dual, w, b, q0, tol, max_steps):
     return jax.vmap(lambda ws, bs: fixed_point(dual, ws, bs, q0=q0, max_steps=max_steps, tol=tol))(w, b)
 
 
-def phase_diagram(dual, w_stds, b_stds, *, q0=1.0, max_steps: int = 1000, tol=None) -> PhasePoint:
+def phase_diagram(dual: Callable[..., DualPair] | str, w_stds: ArrayLike, b_stds: ArrayLike, *, q0: Scalar = 1.0,
+                  max_steps: int = 1000, tol: float | None = None) -> PhasePoint:
     """:func:`fixed_point` on the grid ``w_stds × b_stds``, as one jitted, vmapped program.
 
     ``w_stds`` ``(W,)``, ``b_stds`` ``(B,)``: 1-D arrays of standard deviations. Returns a
@@ -198,7 +204,8 @@ def phase_diagram(dual, w_stds, b_stds, *, q0=1.0, max_steps: int = 1000, tol=No
     return PhasePoint(*(x.reshape(W.shape) for x in out))
 
 
-def plot_phase_diagram(result: PhasePoint, w_stds, b_stds, *, field: str = "chi_1", title=None):
+def plot_phase_diagram(result: PhasePoint, w_stds: ArrayLike, b_stds: ArrayLike, *,
+                       field: Literal["chi_1", "xi_c"] = "chi_1", title: str | None = None) -> Figure:
     r"""A :class:`matplotlib.figure.Figure` of a :func:`phase_diagram` result.
 
     Horizontal axis :math:`\sigma_w` (``w_stds``), vertical :math:`\sigma_b` (``b_stds``); the colour is

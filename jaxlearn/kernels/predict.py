@@ -37,6 +37,7 @@ from jax.experimental import checkify
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 from jaxlearn._checks import concrete
+from jaxlearn._types import ArrayLike, Scalar
 from jaxlearn.kernels.analytic import analytic
 from jaxlearn.nn.core import Layer
 
@@ -271,7 +272,8 @@ def _part(kernel, kind: str, name: str):
 # ----------------------------------------------------------------------------- public API
 
 
-def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0,
+def gradient_descent_mse(k_train_train: ArrayLike, y_train: ArrayLike, learning_rate: Scalar = 1.0,
+                         diag_reg: Scalar = 0.0,
                          diag_reg_absolute_scale: bool = False, *, check: bool = False) -> Callable:
     """Outputs of a linearized network trained by gradient flow on MSE, in closed form.
 
@@ -329,7 +331,9 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0
     return predict
 
 
-def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale: bool = False, *,
+# k_train_train: an object with .nngp and/or .ntk arrays (a Kernel, neural-tangents' Kernel, ...) or an array
+def gp_inference(k_train_train: Any, y_train: ArrayLike, diag_reg: Scalar = 0.0,
+                 diag_reg_absolute_scale: bool = False, *,
                  check: bool = False) -> Callable:
     """t → ∞ predictive Gaussians of infinitely wide networks: NNGP, NTK ensemble, NTK-GP.
 
@@ -413,8 +417,9 @@ def _gp_inference(k_train_train, y_train, diag_reg, absolute, check, names):
     return predict, train, y, dtype
 
 
-def gradient_descent_mse_ensemble(kernel_fn: Callable[[Any, Any], Any], x_train, y_train, learning_rate=1.0,
-                                  diag_reg=0.0, diag_reg_absolute_scale: bool = False, *,
+def gradient_descent_mse_ensemble(kernel_fn: Layer | Callable[[Any, Any], Any], x_train: ArrayLike,
+                                  y_train: ArrayLike, learning_rate: Scalar = 1.0,
+                                  diag_reg: Scalar = 0.0, diag_reg_absolute_scale: bool = False, *,
                                   check: bool = False) -> Callable:
     """Mean and covariance of an infinite ensemble of infinitely wide networks trained by GD on MSE.
 

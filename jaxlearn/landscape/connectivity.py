@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn._checks import check_int, concrete, is_int
+from jaxlearn._types import ArrayLike, PyTree, Scalar
 from jaxlearn.landscape.objective import ModelObjective, dataset_metrics
 from jaxlearn.train.pytrees import check_like
 
@@ -53,7 +54,7 @@ def _lerp(a, b, alpha):
     return jnp.where(alpha < 0.5, a + alpha * d, b - (1 - alpha) * d)
 
 
-def interpolate(params_a, params_b, alpha):
+def interpolate(params_a: PyTree, params_b: PyTree, alpha: Scalar) -> PyTree:
     """The point ``θ(α) = (1 − α) θ_a + α θ_b`` on the segment between two parameter pytrees.
 
     ``params_a``/``params_b``: pytrees of the same structure and leaf shapes (a ValueError names
@@ -73,8 +74,8 @@ def interpolate(params_a, params_b, alpha):
     return jax.tree.map(lambda a, b: _lerp(a, b, alpha), params_a, params_b)
 
 
-def linear_path(objective: ModelObjective, params_a, params_b, num_points: int = 25, *, alphas=None,
-                reset: Callable | None = None) -> dict:
+def linear_path(objective: ModelObjective, params_a: PyTree, params_b: PyTree, num_points: int = 25, *,
+                alphas: ArrayLike | None = None, reset: Callable | None = None) -> dict:
     """Loss and accuracy along the segment from ``params_a`` (``α = 0``) to ``params_b`` (``α = 1``).
 
     At each ``α`` the point is :func:`interpolate` ``(params_a, params_b, α)``, then
@@ -138,7 +139,7 @@ class Barrier(NamedTuple):
     mean: jax.Array
 
 
-def barrier(values, alphas) -> Barrier:
+def barrier(values: ArrayLike, alphas: ArrayLike) -> Barrier:
     """The barrier heights of ``values = L(α)`` sampled at ``alphas`` (:class:`Barrier`).
 
     ``values``: ``(..., P)`` (leading axes are independent paths); ``alphas``: ``(P,)``, increasing
@@ -169,7 +170,8 @@ def barrier(values, alphas) -> Barrier:
                    mean=jnp.max(values, axis=-1) - 0.5 * (start[..., 0] + end[..., 0]))
 
 
-def reset_batch_stats(apply_with_state: Callable, params, state, x, batch_size: int | None = None):
+def reset_batch_stats(apply_with_state: Callable, params: PyTree, state: PyTree, x: ArrayLike,
+                      batch_size: int | None = None) -> PyTree:
     """Running statistics recomputed from data: the *reset* of BatchNorm statistics that
     interpolated (or permuted, or otherwise edited) networks need (Ainsworth et al. 2022, §4;
     Jordan et al. 2023, "REPAIR", §3).
@@ -236,7 +238,7 @@ def reset_batch_stats(apply_with_state: Callable, params, state, x, batch_size: 
     return jax.tree.unflatten(treedef, [average(*leaf) for leaf in leaves])
 
 
-def batch_stats_reset(apply_with_state: Callable, x, batch_size: int | None = None) -> Callable:
+def batch_stats_reset(apply_with_state: Callable, x: ArrayLike, batch_size: int | None = None) -> Callable:
     """``reset((params, state)) -> (params, reset_batch_stats(apply_with_state, params, state, x,
     batch_size))``: the ``reset`` argument of :func:`linear_path` for networks with BatchNorm, whose
     points are ``(params, state)`` pairs (the interpolated state is discarded)."""

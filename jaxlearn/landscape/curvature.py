@@ -34,20 +34,21 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Callable
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxlearn.landscape.objective import ModelObjective, as_loss_fn, chunk_loss, chunked_sum
+from jaxlearn._types import Array, PyTree
+from jaxlearn.landscape.objective import Loss, ModelObjective, as_loss_fn, chunk_loss, chunked_sum
 from jaxlearn.train.losses import output_hessian_vp
 from jaxlearn.train.pytrees import check_like
 
 __all__ = ["hvp", "ggn_vp", "quadratic_form", "operator", "restrict", "project", "has_forward_mode"]
 
 
-def restrict(v, block):
+def restrict(v: PyTree, block: PyTree | None) -> PyTree:
     """``v`` restricted to a parameter block: the leaves (or entries) outside ``block`` set to zero
     (the coordinate projection ``P v``); ``block=None`` keeps all. ``block``: a pytree of bools like
     ``v`` (leaves or arrays broadcastable to the leaves)."""
@@ -100,7 +101,7 @@ def _hvp_scalar(loss_fn: Callable, params, v):
     return jax.grad(lambda p: optax.tree_utils.tree_vdot(grad(p), v))(params)
 
 
-def hvp(loss, params, v, *, block=None):
+def hvp(loss: Loss, params: PyTree, v: PyTree, *, block: PyTree | None = None) -> PyTree:
     """``H v`` (a pytree like ``params``) for ``loss`` = a scalar ``loss_fn(params)`` or a
     :class:`~jaxlearn.landscape.objective.ModelObjective` (accumulated over chunks).
 
@@ -129,7 +130,7 @@ def _output_hvp(per_example_loss: Callable, outputs, targets, u):
     return jax.vmap(functools.partial(output_hessian_vp, per_example_loss))(outputs, targets, u)
 
 
-def ggn_vp(objective: ModelObjective, params, v, *, block=None):
+def ggn_vp(objective: ModelObjective, params: PyTree, v: PyTree, *, block: PyTree | None = None) -> PyTree:
     """``G v``, the generalized Gauss–Newton (= true Fisher for softmax cross-entropy and MSE)
     times ``v``; see the module docstring. Models without forward mode (``custom_vjp`` rules)
     get ``J v`` as the transpose of their (rule-defined) ``vjp``."""
@@ -177,7 +178,8 @@ def _second_directional(loss_fn: Callable, params, v):
     return jax.jvp(slope, (t0,), (jnp.ones_like(t0),))[1]
 
 
-def quadratic_form(loss, params, v, *, kind: str = "hessian", block=None):
+def quadratic_form(loss: Loss, params: PyTree, v: PyTree, *, kind: Literal["hessian", "ggn"] = "hessian",
+                   block: PyTree | None = None) -> Array:
     """``vᵀ M v`` (a scalar) with ``M`` the Hessian or Gauss–Newton matrix (``kind="ggn"``, model
     objectives only) on ``block`` — equal to ``⟨v, operator(...)(v)⟩`` but cheaper: Hessian:
     ``d²/dt² L(θ + t v)|₀`` by two forward-mode passes (no backward pass); GGN:
@@ -214,7 +216,8 @@ def quadratic_form(loss, params, v, *, kind: str = "hessian", block=None):
     return optax.tree_utils.tree_vdot(v, _hvp_scalar(loss_fn, params, v))
 
 
-def operator(loss, params, *, kind: str = "hessian", block=None) -> Callable:
+def operator(loss: Loss, params: PyTree, *, kind: Literal["hessian", "ggn"] = "hessian",
+             block: PyTree | None = None) -> Callable[[PyTree], PyTree]:
     """The matrix-free operator ``v ↦ M v`` with ``M`` the Hessian (``kind="hessian"``) or the
     Gauss–Newton matrix (``kind="ggn"``, model objectives only), restricted to ``block``."""
     check_kind(kind)

@@ -32,13 +32,14 @@ recompute them at every ``t``); pass ``reset=batch_stats_reset(...)`` to :func:`
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn._checks import check_choice, concrete, is_traced
+from jaxlearn._types import ArrayLike, PyTree, Scalar
 from jaxlearn.landscape.connectivity import path_positions
 from jaxlearn.landscape.objective import ModelObjective, dataset_metrics
 from jaxlearn.nn.core import Layer, as_spec
@@ -75,7 +76,8 @@ def _check_t(t):
     return t
 
 
-def curve_point(w1, bend, w2, t, kind: str = "bezier"):
+def curve_point(w1: PyTree, bend: PyTree, w2: PyTree, t: Scalar,
+                kind: Literal["bezier", "polychain"] = "bezier") -> PyTree:
     """The point ``φ_θ(t)`` of the curve with endpoints ``w1``, ``w2`` and bend ``θ = bend``
     (Garipov et al. 2018, §3.2; formulas in the module docstring).
 
@@ -102,7 +104,7 @@ def curve_point(w1, bend, w2, t, kind: str = "bezier"):
     return jax.tree.map(combine, w1, bend, w2)
 
 
-def curve_model(model: Layer, w1, w2, kind: str = "bezier") -> Layer:
+def curve_model(model: Layer, w1: PyTree, w2: PyTree, kind: Literal["bezier", "polychain"] = "bezier") -> Layer:
     """``model`` along the curve from ``w1`` to ``w2``: a :class:`jaxlearn.nn.Layer` whose params are
     the bend ``θ`` and whose forward pass is the model at ``φ_θ(t)`` for ``t ∼ U[0, 1]`` drawn from
     its key — the stochastic objective ``E_t L(φ_θ(t))`` of Garipov et al. 2018 (§3.1), trained by
@@ -152,7 +154,8 @@ def curve_model(model: Layer, w1, w2, kind: str = "bezier") -> Layer:
     return Layer(init_fn, apply_fn, None, name=f"{kind}_curve({model.name})")
 
 
-def curve_path(objective: ModelObjective, w1, bend, w2, num_points: int = 25, *, kind: str = "bezier", ts=None,
+def curve_path(objective: ModelObjective, w1: PyTree, bend: PyTree, w2: PyTree, num_points: int = 25, *,
+               kind: Literal["bezier", "polychain"] = "bezier", ts: ArrayLike | None = None,
                reset: Callable | None = None) -> dict:
     """Loss and accuracy along the curve ``φ_θ`` from ``w1`` (``t = 0``) to ``w2`` (``t = 1``) with
     bend ``θ = bend`` — :func:`~jaxlearn.landscape.linear_path` for curves (Garipov et al. 2018,

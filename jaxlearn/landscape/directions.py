@@ -17,12 +17,14 @@ leaf's dtype, and they enter no inner product.
 from __future__ import annotations
 
 from functools import partial
+from typing import Literal, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from jaxlearn._checks import is_int
+from jaxlearn._types import Array, PyTree
 from jaxlearn.train.pytrees import check_like
 
 __all__ = ["NORMALIZATIONS", "random_direction", "normalize_direction", "pca_directions", "plane", "project"]
@@ -66,7 +68,8 @@ def _normalize_leaf(d, theta, normalization, ignore_bias):
     return _rescale(d, theta, tuple(range(theta.ndim - 1)) if theta.ndim >= 2 else ())
 
 
-def normalize_direction(direction, params, normalization: str = "filter", ignore_bias: bool = True):
+def normalize_direction(direction: PyTree, params: PyTree, normalization: Literal["filter", "layer", "none"] = "filter",
+                        ignore_bias: bool = True) -> PyTree:
     """Rescale ``direction`` to the scale of ``params`` (Li et al. 2018, §4, "filter normalization").
 
     Leaf by leaf, with ``d`` the direction leaf and ``θ`` the parameter leaf:
@@ -108,7 +111,8 @@ def _normalize(direction, params, normalization, ignore_bias):
     return jax.tree.map(lambda d, t: _normalize_leaf(d, t, normalization, ignore_bias), direction, params)
 
 
-def random_direction(key, params, normalization: str = "filter", ignore_bias: bool = True):
+def random_direction(key: jax.Array, params: PyTree, normalization: Literal["filter", "layer", "none"] = "filter",
+                     ignore_bias: bool = True) -> PyTree:
     """A random direction like ``params`` (Li et al. 2018, §4): i.i.d. N(0, 1) entries, then
     :func:`normalize_direction` with the same ``normalization`` and ``ignore_bias``.
 
@@ -188,7 +192,8 @@ def _stacked(name: str, points):
     return points
 
 
-def pca_directions(trajectory, final=None, num: int = 2):
+def pca_directions(trajectory: PyTree | list[PyTree], final: PyTree | None = None,
+                   num: int = 2) -> tuple[tuple[PyTree, ...], Array]:
     """Principal directions of an optimisation trajectory (Li et al. 2018, §6).
 
     ``trajectory``: a pytree whose leaves have a leading axis ``T`` (stacked snapshots θ_0..θ_{T-1})
@@ -233,7 +238,7 @@ def _sub(a, b):
     return jax.tree.map(lambda x, y: x - y if _is_float(x) else jnp.zeros_like(x), a, b)
 
 
-def plane(p0, p1, p2):
+def plane(p0: PyTree, p1: PyTree, p2: PyTree) -> tuple[PyTree, PyTree, PyTree, Array]:
     """The plane through three parameter points (Garipov et al. 2018, §3), e.g. an initialisation
     and two trained solutions.
 
@@ -269,7 +274,7 @@ def _plane(p0, p1, p2):
     return p0, d1, d2, coords
 
 
-def project(points, origin, directions):
+def project(points: PyTree | list[PyTree], origin: PyTree, directions: Sequence[PyTree]) -> Array:
     """Coordinates ``c`` of parameter points in the span of ``directions``: the least-squares
     solution of ``p_t − origin ≈ Σ_k c[t, k] d_k`` in the flattened inner product, i.e.
     ``G c_t = (⟨p_t − origin, d_k⟩)_k`` with the Gram matrix ``G_kl = ⟨d_k, d_l⟩`` (for the

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxlearn._types import PyTree
+
 # hidden_activations lives with the model walk it reads; re-exported here beside activation_matching
 from jaxlearn.landscape.permutation import (
     PermutationSpec,
@@ -58,7 +60,8 @@ def _result(spec, perms, params_b, state_b):
     return Matching(perms, *apply_permutation(spec, perms, params_b, state_b))
 
 
-def weight_matching(spec: PermutationSpec, params_a, params_b, state_b=None, *, max_iter: int = 100,
+def weight_matching(spec: PermutationSpec, params_a: PyTree, params_b: PyTree, state_b: PyTree | None = None, *,
+                    max_iter: int = 100,
                     seed: int = 0) -> Matching:
     """Aligns ``b`` to ``a`` by weight matching (Ainsworth et al. 2022, §3.2, Algorithm 1).
 
@@ -99,8 +102,8 @@ def weight_matching(spec: PermutationSpec, params_a, params_b, state_b=None, *, 
     return _result(spec, perms, params_b, state_b)
 
 
-def activation_matching(spec: PermutationSpec, activations_a: dict, activations_b: dict, params_b, state_b=None, *,
-                        normalize: bool = False) -> Matching:
+def activation_matching(spec: PermutationSpec, activations_a: dict, activations_b: dict, params_b: PyTree,
+                        state_b: PyTree | None = None, *, normalize: bool = False) -> Matching:
     """Aligns ``b`` to ``a`` by activation matching (Ainsworth et al. 2022, §3.1; Li et al. 2016,
     "Convergent Learning"): for each group independently,
     ``π_g = argmax_π Σ_i C[i, π(i)]`` with ``C = Z_aᵀ Z_b``, ``Z`` the group's activations on the

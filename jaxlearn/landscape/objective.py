@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxlearn._types import Array, PyTree
 from jaxlearn.data.batching import row_blocks, split_rows
 from jaxlearn.train.losses import check_per_example_loss
 
@@ -44,6 +45,10 @@ class ModelObjective(NamedTuple):
     per_example_loss: Callable
     data: tuple
     batch_size: int | None = None
+
+
+# the ``loss`` of curvature, spectrum and sharpness functions: a scalar ``loss_fn(params)`` or a ModelObjective
+Loss = ModelObjective | Callable[[PyTree], Array]
 
 
 def _check(objective: ModelObjective) -> tuple[int, int]:
@@ -92,12 +97,12 @@ def chunk_loss(objective: ModelObjective, params, x, y, w):
     return jnp.sum(w * losses)
 
 
-def dataset_loss(objective: ModelObjective, params):
+def dataset_loss(objective: ModelObjective, params: PyTree) -> Array:
     """The exact mean loss over the dataset (chunked)."""
     return chunked_sum(objective, lambda x, y, w: chunk_loss(objective, params, x, y, w))
 
 
-def dataset_metrics(objective: ModelObjective, params) -> dict:
+def dataset_metrics(objective: ModelObjective, params: PyTree) -> dict:
     """``{"loss", "accuracy"}`` over the dataset (accuracy: arg-max of the outputs against integer
     labels or the arg-max of one-hot/probability targets)."""
 
@@ -111,7 +116,7 @@ def dataset_metrics(objective: ModelObjective, params) -> dict:
     return chunked_sum(objective, chunk)
 
 
-def as_loss_fn(objective) -> Callable:
+def as_loss_fn(objective: Loss) -> Callable[[PyTree], Array]:
     """A scalar ``loss_fn(params)`` from a loss function or a :class:`ModelObjective`."""
     if isinstance(objective, ModelObjective):
         return lambda params: dataset_loss(objective, params)

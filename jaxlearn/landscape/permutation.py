@@ -34,7 +34,8 @@ import numpy as np
 from jax.tree_util import keystr, tree_flatten_with_path
 
 from jaxlearn._checks import concrete
-from jaxlearn.nn.core import Layer, as_spec
+from jaxlearn._types import ArrayLike, PyTree
+from jaxlearn.nn.core import Layer, Spec, as_spec
 
 __all__ = ["PermutationSpec", "permutation_spec", "spec_from_pairs", "apply_permutation", "hidden_activations"]
 
@@ -127,7 +128,8 @@ def _permute_tree(tree, axes, perms):
                                         for p, leaf in flat])
 
 
-def apply_permutation(spec: PermutationSpec, perms: dict, params, state=None):
+def apply_permutation(spec: PermutationSpec, perms: dict, params: PyTree,
+                      state: PyTree | None = None) -> PyTree | tuple[PyTree, PyTree]:
     """``params`` (and ``state``) with every group's units permuted: on each listed axis,
     ``new = take(old, perms[group], axis)`` (blockwise for ``repeats > 1``), so the new network's
     unit ``i`` is the old unit ``perms[group][i]`` and the network computes the same function.
@@ -147,7 +149,7 @@ def apply_permutation(spec: PermutationSpec, perms: dict, params, state=None):
     return new, _permute_tree(state, tuple(sorted(spec.state.items())), perms)
 
 
-def spec_from_pairs(params, pairs: dict, state=None) -> PermutationSpec:
+def spec_from_pairs(params: PyTree, pairs: dict, state: PyTree | None = None) -> PermutationSpec:
     """A :class:`PermutationSpec` written by hand, e.g. for a flax linen MLP::
 
         spec_from_pairs(params, {
@@ -320,7 +322,7 @@ def _walk(model, input_spec, params=None, state=None, x=None):
     return walk, walk.finish(tag)
 
 
-def permutation_spec(model, input_spec) -> PermutationSpec:
+def permutation_spec(model: Layer, input_spec: Spec) -> PermutationSpec:
     """The permutation symmetries of a ``jaxlearn.nn`` model, derived from its layers.
 
     Each Dense/Conv/Embedding output is a group (named by the layer's path in the nested
@@ -338,7 +340,7 @@ def permutation_spec(model, input_spec) -> PermutationSpec:
     return _walk(model, input_spec)[1]
 
 
-def hidden_activations(model, params, x, state=()) -> dict:
+def hidden_activations(model: Layer, params: PyTree, x: ArrayLike, state: PyTree = ()) -> dict:
     """The activations that :func:`~jaxlearn.landscape.matching.activation_matching` matches, for a
     ``jaxlearn.nn`` model: group → list of the arrays (``(N, ..., repeats·n)``, units fastest)
     entering the weight layers that consume the group (post-activation, post-norm; eval mode).

@@ -22,7 +22,7 @@ params, seeds, learning rates or ``rho``).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,12 +31,14 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from jaxlearn._checks import check_int, is_int
+from jaxlearn._types import Array, PyTree, Scalar
 from jaxlearn.landscape import curvature
-from jaxlearn.landscape.objective import ModelObjective, as_loss_fn
+from jaxlearn.landscape.objective import Loss, ModelObjective, as_loss_fn
 from jaxlearn.rules.sharpness_aware import sam_perturbation
 from jaxlearn.train.loop import train
 from jaxlearn.train.losses import BatchMeanLoss, check_per_example_loss
 from jaxlearn.train.pytrees import check_like
+from jaxlearn.train.step import TrainState
 
 __all__ = ["TopEigenpair", "random_unit_vector", "top_eigenpair", "track_sharpness", "sam_sharpness",
            "m_sharpness"]
@@ -53,7 +55,7 @@ class TopEigenpair(NamedTuple):
     residual: jax.Array
 
 
-def random_unit_vector(key, params):
+def random_unit_vector(key: jax.Array, params: PyTree) -> PyTree:
     """A Gaussian direction like ``params`` scaled to unit flat norm: a start vector for
     :func:`top_eigenpair` / :func:`track_sharpness`. Works under ``vmap`` over keys."""
     flat, unravel = ravel_pytree(params)
@@ -61,8 +63,8 @@ def random_unit_vector(key, params):
     return unravel(v / jnp.linalg.norm(v))
 
 
-def top_eigenpair(loss, params, vector, *, num_iters: int = 20, shift=0.0, kind: str = "hessian",
-                  block=None) -> TopEigenpair:
+def top_eigenpair(loss: Loss, params: PyTree, vector: PyTree, *, num_iters: int = 20, shift: Scalar = 0.0,
+                  kind: Literal["hessian", "ggn"] = "hessian", block: PyTree | None = None) -> TopEigenpair:
     """``num_iters`` steps of power iteration on ``M + shift·I`` from ``vector``.
 
     ``loss``: a scalar ``loss_fn(params)`` or a :class:`~jaxlearn.landscape.objective.ModelObjective`;
@@ -101,8 +103,9 @@ def top_eigenpair(loss, params, vector, *, num_iters: int = 20, shift=0.0, kind:
     return TopEigenpair(value, unravel(v), jnp.linalg.norm(mv - value * v))
 
 
-def track_sharpness(state, vector, step_fn: Callable, batch_fn: Callable, loss, num_steps: int, *, every: int,
-                    num_iters: int = 20, shift=0.0, kind: str = "hessian"):
+def track_sharpness(state: TrainState, vector: PyTree, step_fn: Callable, batch_fn: Callable, loss: Loss,
+                    num_steps: int, *, every: int, num_iters: int = 20, shift: Scalar = 0.0,
+                    kind: Literal["hessian", "ggn"] = "hessian") -> tuple[TrainState, PyTree, dict]:
     """Trains ``num_steps`` steps and measures ``λ_max`` every ``every`` steps, all in ``lax.scan``.
 
     ``state``: a :class:`~jaxlearn.train.TrainState`; ``step_fn``/``batch_fn``: as in
@@ -140,7 +143,8 @@ def track_sharpness(state, vector, step_fn: Callable, batch_fn: Callable, loss, 
     return state, vector, {"train": step_metrics, "lambda_max": values, "residual": residuals}
 
 
-def sam_sharpness(loss, params, rho, *, p=2, adaptive: bool = False, eta=0.01):
+def sam_sharpness(loss: Loss, params: PyTree, rho: Scalar, *, p: float = 2, adaptive: bool = False,
+                  eta: Scalar = 0.01) -> Array:
     """First-order SAM sharpness ``L(w + ε̂) − L(w)`` (a scalar) of ``loss`` at ``params``.
 
     Foret et al. 2021 (§2) define the sharpness ``max_{‖ε‖_p ≤ ρ} L(w + ε) − L(w)`` and
@@ -173,7 +177,8 @@ def _batch_loss(loss) -> Callable:
     raise TypeError(f"loss: expected loss_fn(params, batch) or a ModelObjective, got {type(loss).__name__}")
 
 
-def m_sharpness(loss, params, rho, m: int, batch=None, *, p=2, adaptive: bool = False, eta=0.01):
+def m_sharpness(loss: ModelObjective | Callable[[PyTree, PyTree], Array], params: PyTree, rho: Scalar, m: int,
+                batch: PyTree | None = None, *, p: float = 2, adaptive: bool = False, eta: Scalar = 0.01) -> Array:
     """m-sharpness (Foret et al. 2021, §4.1): the first-order SAM sharpness averaged over disjoint
     sub-batches of ``m`` examples, each with its own ``ε̂``,
 

@@ -23,7 +23,7 @@ and ``jax.vmap`` over params (checkpoints), keys or probes. ``key=None`` means
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +31,9 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jaxlearn._checks import check_int, is_int, is_traced
+from jaxlearn._types import Array, ArrayLike, PyTree, Scalar
 from jaxlearn.landscape import curvature
-from jaxlearn.landscape.objective import ModelObjective, as_loss_fn
+from jaxlearn.landscape.objective import Loss, ModelObjective, as_loss_fn
 from jaxlearn.train.pytrees import check_like
 
 __all__ = ["top_eigenvalues", "hessian_trace", "spectral_density", "smooth_density", "lanczos",
@@ -42,7 +43,8 @@ __all__ = ["top_eigenvalues", "hessian_trace", "spectral_density", "smooth_densi
 _DGKS = 1 / np.sqrt(2)
 
 
-def lanczos(matvec: Callable, v0, num_steps: int, *, tol=None):
+def lanczos(matvec: Callable[[Array], Array], v0: ArrayLike, num_steps: int, *,
+            tol: float | None = None) -> tuple[Array, Array, Array]:
     """``num_steps = m`` Lanczos steps on a symmetric operator of flat vectors, from ``v0``.
 
     ``matvec: (P,) -> (P,)``; ``v0``: ``(P,)``, normalised here. Returns ``alphas (m,)`` (diagonal of
@@ -101,7 +103,7 @@ def _tridiagonal(alphas, betas):
     return jnp.diag(alphas) + jnp.diag(betas, 1) + jnp.diag(betas, -1)
 
 
-def power_iteration(matvec: Callable, v0, num_iters: int, k: int = 1):
+def power_iteration(matvec: Callable[[Array], Array], v0: ArrayLike, num_iters: int, k: int = 1) -> tuple[Array, Array]:
     """The ``k`` eigenpairs of largest *magnitude* by power iteration with deflation.
 
     ``matvec: (P,) -> (P,)``, ``v0: (P,)``. Eigenvector ``i`` is iterated ``num_iters`` times on
@@ -162,9 +164,12 @@ def _key(key):
     return jax.random.key(0) if key is None else key
 
 
-def top_eigenvalues(loss, params, k: int = 5, *, method: str = "lanczos", num_iters: int | None = None, key=None,
-                    which: str = "largest", kind: str = "hessian", block=None, return_vectors: bool = False,
-                    tol=None):
+def top_eigenvalues(loss: Loss, params: PyTree, k: int = 5, *, method: Literal["lanczos", "power"] = "lanczos",
+                    num_iters: int | None = None, key: jax.Array | None = None,
+                    which: Literal["largest", "smallest", "both"] = "largest",
+                    kind: Literal["hessian", "ggn"] = "hessian", block: PyTree | None = None,
+                    return_vectors: bool = False, tol: float | None = None,
+                    ) -> Array | tuple[Array, PyTree] | tuple[Array | tuple[Array, PyTree], ...]:
     """The ``k`` extreme eigenvalues of the Hessian (``kind="hessian"``) or Gauss–Newton matrix
     (``kind="ggn"``, a ModelObjective) of ``loss`` at ``params``, optionally on ``block``.
 
@@ -269,7 +274,9 @@ def _map_over_probes(fn, probes, params, num_probes, key, dtype, size, distribut
     return jax.lax.map(lambda z: fn(ravel_pytree(z)[0].astype(dtype)), probes)
 
 
-def hessian_trace(loss, params, *, num_probes: int = 100, key=None, probes=None, kind: str = "hessian", block=None):
+def hessian_trace(loss: Loss, params: PyTree, *, num_probes: int = 100, key: jax.Array | None = None,
+                  probes: PyTree | None = None, kind: Literal["hessian", "ggn"] = "hessian",
+                  block: PyTree | None = None) -> tuple[Array, Array]:
     """Hutchinson's estimate of ``tr M`` (Hutchinson 1989): the mean of ``zᵢᵀ M zᵢ`` over probes.
 
     Default probes: ``num_probes`` Rademacher vectors (entries exactly ±1, ``E[z zᵀ] = I``) from
@@ -303,8 +310,10 @@ def hessian_trace(loss, params, *, num_probes: int = 100, key=None, probes=None,
     return jnp.mean(samples), stderr
 
 
-def spectral_density(loss, params, *, num_steps: int = 100, num_probes: int = 1, key=None, kind: str = "hessian",
-                     block=None, probes=None, distribution: str = "rademacher"):
+def spectral_density(loss: Loss, params: PyTree, *, num_steps: int = 100, num_probes: int = 1,
+                     key: jax.Array | None = None, kind: Literal["hessian", "ggn"] = "hessian",
+                     block: PyTree | None = None, probes: PyTree | None = None,
+                     distribution: Literal["rademacher", "gaussian"] = "rademacher") -> tuple[Array, Array]:
     """Stochastic Lanczos quadrature of the eigenvalue density of ``M`` (Golub & Meurant 1994;
     Ghorbani et al. 2019, §2–3).
 
@@ -334,7 +343,7 @@ def spectral_density(loss, params, *, num_steps: int = 100, num_probes: int = 1,
     return _map_over_probes(quadrature, probes, params, num_probes, key, flat.dtype, size, distribution)
 
 
-def smooth_density(nodes, weights, grid, sigma):
+def smooth_density(nodes: ArrayLike, weights: ArrayLike, grid: ArrayLike, sigma: Scalar) -> Array:
     """The Gaussian-smoothed SLQ density on ``grid (G,)``: the mean over probes of
     ``Σ_j w_j N(t; θ_j, σ²)`` (Ghorbani et al. 2019, §3). ``nodes``/``weights``: ``(n, m)`` or
     ``(m,)`` from :func:`spectral_density`. Returns ``(G,)``; it integrates to 1 over a grid that

@@ -24,6 +24,7 @@ from jax.tree_util import keystr, tree_flatten_with_path
 from jaxlearn._checks import check_int, is_real
 from jaxlearn._jaxpr.equations import walk
 from jaxlearn._jaxpr.tracing import trace
+from jaxlearn._types import Array, ArrayLike, PyTree, Scalar
 from jaxlearn.data.batching import merge_rows, split_rows
 from jaxlearn.landscape.affine import affine_vmap
 from jaxlearn.train.pytrees import check_like
@@ -31,7 +32,7 @@ from jaxlearn.train.pytrees import check_like
 __all__ = ["symmetric_grid", "grid", "surface_1d", "surface_2d"]
 
 
-def symmetric_grid(num: int, extent=1.0):
+def symmetric_grid(num: int, extent: Scalar = 1.0) -> Array:
     """Surface coordinates: ``num`` evenly spaced values from ``-extent`` to ``extent`` (like
     ``linspace``), shape ``(num,)``, computed as ``extent · (2k − (num − 1)) / (num − 1)`` so the grid
     is exactly symmetric, the endpoints are exactly ``±extent`` and, for odd ``num``, the centre is exactly
@@ -53,7 +54,7 @@ def symmetric_grid(num: int, extent=1.0):
     return jnp.asarray(unit, dtype) * extent
 
 
-def grid(num: int, extent=1.0):
+def grid(num: int, extent: Scalar = 1.0) -> Array:
     """Deprecated alias of :func:`symmetric_grid` (renamed so that ``grid`` means only
     :func:`jaxlearn.train.grid`, hyperparameter grids); removed in the next release."""
     warnings.warn("jaxlearn.landscape.grid is deprecated: use jaxlearn.landscape.symmetric_grid", DeprecationWarning,
@@ -149,7 +150,8 @@ def _program(fn, chunk_size):
     return per_fn[chunk_size]
 
 
-def surface_1d(fn: Callable, params, d, alphas, *, chunk_size: int | str | None = "auto"):
+def surface_1d(fn: Callable[[PyTree], PyTree], params: PyTree, d: PyTree, alphas: ArrayLike, *,
+               chunk_size: int | str | None = "auto") -> PyTree:
     """``fn(θ + α·d)`` for each ``α`` in ``alphas`` (Li et al. 2018, §3, "1-D linear interpolation").
 
     ``fn(params)`` returns a scalar or a pytree (e.g. ``{"loss": …, "accuracy": …}``) of scalars;
@@ -176,7 +178,8 @@ def surface_1d(fn: Callable, params, d, alphas, *, chunk_size: int | str | None 
     return _evaluate(fn, params, (d,), (alphas,), chunk_size)
 
 
-def surface_2d(fn: Callable, params, d1, d2, xs, ys, *, chunk_size: int | str | None = "auto"):
+def surface_2d(fn: Callable[[PyTree], PyTree], params: PyTree, d1: PyTree, d2: PyTree, xs: ArrayLike, ys: ArrayLike,
+               *, chunk_size: int | str | None = "auto") -> PyTree:
     """``values[i, j] = fn(θ + xs[i]·d1 + ys[j]·d2)`` (Li et al. 2018, §3, "2-D contour plots").
 
     Axis 0 indexes ``xs`` (the ``d1`` coordinate), axis 1 indexes ``ys`` (the ``d2`` coordinate);

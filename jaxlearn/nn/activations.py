@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax.scipy.special import erf
 
 from jaxlearn._checks import did_you_mean
+from jaxlearn._types import Scalar
 from jaxlearn.nn import dual
 from jaxlearn.nn.core import Identity, Layer, LayerError, describe_spec, stateless_layer
 from jaxlearn.nn.kernel import elementwise_kernel
@@ -51,7 +52,7 @@ def Elementwise(fn: Callable, name: str = "Elementwise", dual: Callable | None =
     return stateless_layer(name, out_spec, fn, kernel_fn)
 
 
-def ABRelu(a=0.0, b=1.0) -> Layer:  # noqa: N802
+def ABRelu(a: Scalar = 0.0, b: Scalar = 1.0) -> Layer:  # noqa: N802
     """``a·min(x, 0) + b·max(x, 0)``; ``a=0, b=1`` is ReLU, ``a=-1, b=1`` is ``|x|``."""
     return Elementwise(lambda x: a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0), f"ABRelu({a}, {b})",
                        functools.partial(dual.ab_relu_dual, a=a, b=b))
@@ -62,13 +63,13 @@ def Relu() -> Layer:  # noqa: N802
     return Elementwise(jax.nn.relu, "Relu", dual.relu_dual)
 
 
-def LeakyRelu(alpha=0.01) -> Layer:  # noqa: N802
+def LeakyRelu(alpha: Scalar = 0.01) -> Layer:  # noqa: N802
     """``x`` for ``x ≥ 0``, ``alpha·x`` otherwise (``ABRelu(alpha, 1)``)."""
     return Elementwise(lambda x: jnp.where(x >= 0, x, alpha * x), f"LeakyRelu({alpha})",
                        functools.partial(dual.leaky_relu_dual, alpha=alpha))
 
 
-def Erf(a=1.0, b=1.0, c=0.0) -> Layer:  # noqa: N802
+def Erf(a: Scalar = 1.0, b: Scalar = 1.0, c: Scalar = 0.0) -> Layer:  # noqa: N802
     """``a·erf(b·x) + c``."""
     return Elementwise(lambda x: a * erf(b * x) + c, "Erf", functools.partial(dual.erf_dual, a=a, b=b, c=c))
 
@@ -88,7 +89,7 @@ def Sigmoid() -> Layer:  # noqa: N802
     return Elementwise(jax.nn.sigmoid, "Sigmoid")
 
 
-def Sin(a=1.0, b=1.0, c=0.0) -> Layer:  # noqa: N802
+def Sin(a: Scalar = 1.0, b: Scalar = 1.0, c: Scalar = 0.0) -> Layer:  # noqa: N802
     """``a·sin(b·x + c)``."""
     return Elementwise(lambda x: a * jnp.sin(b * x + c), "Sin", functools.partial(dual.sin_dual, a=a, b=b, c=c))
 

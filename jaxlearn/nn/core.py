@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxlearn._checks import check_int
+from jaxlearn._types import ArrayLike, PyTree
 
-PyTree = Any
 Spec = Any  # a jax.ShapeDtypeStruct, or a tuple of them for multi-input layers
 
 __all__ = [
@@ -53,7 +53,7 @@ class LayerError(ValueError):
     """A layer was built or initialised with arguments it cannot accept."""
 
 
-def as_spec(x) -> Spec:
+def as_spec(x: ArrayLike | jax.ShapeDtypeStruct | tuple) -> Spec:
     """Turns an array, a ShapeDtypeStruct, or a tuple of either into an input spec."""
     if isinstance(x, tuple):
         return tuple(as_spec(e) for e in x)

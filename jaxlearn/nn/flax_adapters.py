@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax
 import flax.linen as linen
@@ -96,7 +96,8 @@ def _flax_message(e: Exception) -> str:
 
 
 # -- linen -------------------------------------------------------------------------------------
-def from_linen(module, *, train_arg: str | None = _AUTO, rng_collections=("dropout",)) -> Layer:
+def from_linen(module: linen.Module, *, train_arg: str | None = _AUTO,
+               rng_collections: Sequence[str] = ("dropout",)) -> Layer:
     """A jaxlearn Layer from a ``flax.linen.Module`` instance.
 
     ``init(key, input_spec)`` runs ``module.init(rngs, zeros(input_spec), **eval_train_kwarg)``

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlearn._rows import merge_rows, split_rows
+from jaxlearn._types import ArrayLike
 from jaxlearn.nn.core import LayerError
 
 __all__ = ["Kernel", "input_kernel", "affine_kernel", "elementwise_kernel"]
@@ -97,7 +98,7 @@ def self_pair_shape(first: bool, q):
     return q.reshape(shape)
 
 
-def input_kernel(x1, x2=None) -> Kernel:
+def input_kernel(x1: ArrayLike, x2: ArrayLike | None = None) -> Kernel:
     """``K0`` of two input batches: ``K0 = Σ_c x·x' / C`` per pair of examples and positions,
     ``Θ0 = 0``. ``x1 (N1, *P, C)``, ``x2 (N2, *P', C)`` (``None``: ``x1``); vectors ``(N, d)``,
     sequences NWC, images NHWC.

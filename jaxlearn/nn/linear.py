@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxlearn._checks import is_int
+from jaxlearn._types import Scalar
 from jaxlearn.nn import parameterization as P
 from jaxlearn.nn.core import Layer, LayerError, describe_spec
 from jaxlearn.nn.kernel import affine_kernel
@@ -66,8 +67,8 @@ def _weight_layer(
 
 def Dense(  # noqa: N802
     out_dim: int,
-    W_std=1.0,
-    b_std=0.0,
+    W_std: Scalar = 1.0,
+    b_std: Scalar | None = 0.0,
     parameterization: str = "standard",
     role: str | None = None,
 ) -> Layer:
@@ -169,8 +170,8 @@ def Conv(  # noqa: N802
     filter_shape: Sequence[int],
     strides: Sequence[int] | None = None,
     padding: str = "VALID",
-    W_std=1.0,
-    b_std=0.0,
+    W_std: Scalar = 1.0,
+    b_std: Scalar | None = 0.0,
     parameterization: str = "standard",
     role: str | None = None,
 ) -> Layer:
@@ -229,7 +230,7 @@ def Conv(  # noqa: N802
 
 
 def Embedding(  # noqa: N802
-    vocab_size: int, features: int, W_std=1.0, parameterization: str = "standard"
+    vocab_size: int, features: int, W_std: Scalar = 1.0, parameterization: str = "standard"
 ) -> Layer:
     """Token embedding: integer inputs ``(...)`` → ``(..., features)``, ``y = W[x]``.
 

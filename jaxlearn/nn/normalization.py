@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from jaxlearn import _random
 from jaxlearn._checks import is_traced
+from jaxlearn._types import Scalar
 from jaxlearn.nn.core import Layer, LayerError, describe_spec
 from jaxlearn.nn.spatial_kernel import layer_norm_kernel
 
@@ -26,7 +27,7 @@ def _normalize(x, axes, eps):
     return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
-def LayerNorm(axis=-1, eps: float = 1e-6, affine: bool = False) -> Layer:  # noqa: N802
+def LayerNorm(axis: int | tuple[int, ...] = -1, eps: float = 1e-6, affine: bool = False) -> Layer:  # noqa: N802
     """``y = (x - mean(x)) / sqrt(var(x) + eps)`` over ``axis`` (int or tuple), per example.
 
     ``var`` is the biased (1/n) variance. With ``affine=True`` a learnable per-feature scale
@@ -122,7 +123,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:  # noqa: N802
     return Layer(init_fn, apply_fn, None, "BatchNorm")
 
 
-def Dropout(rate) -> Layer:  # noqa: N802
+def Dropout(rate: Scalar) -> Layer:  # noqa: N802
     """Inverted dropout: in training, each entry is zeroed with probability ``rate`` and the rest
     are scaled by ``1/(1 - rate)`` (so ``E[y] = x``); identity when ``train=False``.
 

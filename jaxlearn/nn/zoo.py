@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from jaxlearn._types import Scalar
 from jaxlearn.nn import parameterization as P
 from jaxlearn.nn.activations import activation as activation_by_name
 from jaxlearn.nn.core import Layer, LayerError, residual, serial
@@ -52,8 +53,8 @@ def mlp(
     out_dim: int,
     activation: str = "relu",
     parameterization: str = "standard",
-    W_std=1.0,
-    b_std=0.0,
+    W_std: Scalar = 1.0,
+    b_std: Scalar | None = 0.0,
 ) -> Layer:
     """``Dense(w_1) → act → … → Dense(w_L) → act → Dense(out_dim)`` on the last axis.
 
@@ -77,8 +78,8 @@ def cnn(
     filter_shape: Sequence[int] = (3, 3),
     activation: str = "relu",
     parameterization: str = "standard",
-    W_std=1.0,
-    b_std=0.0,
+    W_std: Scalar = 1.0,
+    b_std: Scalar | None = 0.0,
 ) -> Layer:
     """``[Conv(c, SAME) → act]*`` then global average pooling and a Dense readout.
 
@@ -102,8 +103,8 @@ def resnet(
     filter_shape: Sequence[int] = (3, 3),
     activation: str = "relu",
     parameterization: str = "standard",
-    W_std=1.0,
-    b_std=0.0,
+    W_std: Scalar = 1.0,
+    b_std: Scalar | None = 0.0,
     layer_norm: bool = False,
 ) -> Layer:
     """A ResNet-style CNN: a stem ``Conv(width)``, ``num_blocks`` pre-activation residual blocks
@@ -137,8 +138,8 @@ def embedding_mlp(
     out_dim: int,
     activation: str = "relu",
     parameterization: str = "standard",
-    W_std=1.0,
-    b_std=0.0,
+    W_std: Scalar = 1.0,
+    b_std: Scalar | None = 0.0,
 ) -> Layer:
     """For algorithmic tasks on token sequences ``(N, T)`` (e.g. modular arithmetic ``(a, b)``):
     ``Embedding → Flatten → mlp(widths, out_dim)``. Under ``"mup"`` the Embedding is the input

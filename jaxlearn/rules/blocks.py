@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jaxlearn import _random
+from jaxlearn._types import Scalar
 from jaxlearn.nn import activation as activation_layer
 from jaxlearn.nn.core import Layer, LayerError, serial
 from jaxlearn.nn.linear import Dense
@@ -114,7 +115,7 @@ def _check_layers(layers):
             raise LayerError(f"block_serial: argument {i} must be a jaxlearn.nn Layer, got {type(layer).__name__}")
 
 
-def block_serial(*layers: Layer, feedback_std=1.0) -> Layer:
+def block_serial(*layers: Layer, feedback_std: Scalar = 1.0) -> Layer:
     """``layers[-1] ∘ … ∘ layers[0]`` with visible block boundaries (module docstring).
 
     Params are a tuple with one entry per layer, drawn with the keys ``nn.serial`` uses, so
@@ -191,8 +192,8 @@ def block_serial(*layers: Layer, feedback_std=1.0) -> Layer:
     return Layer(init_fn, apply_fn, plain.kernel_fn, name, plain.lr_fn)
 
 
-def block_mlp(widths, out_dim: int, activation: str = "relu", W_std=1.0, b_std=0.0,
-              parameterization: str = "standard", feedback_std=1.0) -> Layer:
+def block_mlp(widths: Sequence[int], out_dim: int, activation: str = "relu", W_std: Scalar = 1.0,
+              b_std: Scalar | None = 0.0, parameterization: str = "standard", feedback_std: Scalar = 1.0) -> Layer:
     """``nn.mlp`` as a :func:`block_serial`: blocks ``serial(Dense(w_l), act)`` and ``Dense(out_dim)``."""
     widths = list(widths)
     if not widths:

@@ -35,13 +35,14 @@ scales ``F`` by ``1/σ²``, which ``strength`` absorbs); or a callable log-likel
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jaxlearn import _random
 from jaxlearn._checks import check_int, is_real
+from jaxlearn._types import Array, ArrayLike, PyTree, Scalar
 from jaxlearn.train.losses import (
     PerExampleLoss,
     check_per_example_loss,
@@ -50,7 +51,7 @@ from jaxlearn.train.losses import (
     per_example_softmax_cross_entropy,
 )
 from jaxlearn.train.pytrees import check_like
-from jaxlearn.train.step import backprop
+from jaxlearn.train.step import Estimator, backprop
 
 __all__ = ["FISHER_KINDS", "FISHER_LOSSES", "fisher_diagonal", "ewc_penalty", "ewc", "ewc_combine"]
 
@@ -166,8 +167,10 @@ def _check_fisher_args(apply_fn, params, x, kind, y, key, loss, batch_size):
                              f"{tuple(y.shape[1:])}")
 
 
-def fisher_diagonal(apply_fn: Callable, params, x, *, kind: str = "true", y=None, key=None,
-                    loss: Any = "softmax_cross_entropy", batch_size: int | None = None):
+def fisher_diagonal(apply_fn: Callable, params: PyTree, x: ArrayLike, *,
+                    kind: Literal["true", "exact", "empirical"] = "true", y: ArrayLike | None = None,
+                    key: jax.Array | None = None, loss: Any = "softmax_cross_entropy",
+                    batch_size: int | None = None) -> PyTree:
     """The diagonal of the Fisher information, ``F_i = (1/N) Σ_n E_ŷ[(∂ log p(ŷ|x_n, θ)/∂θ_i)²]``, as a
     pytree like ``params`` (module docstring; Martens 2020, §9; Kunstner et al. 2019).
 
@@ -234,7 +237,7 @@ def _check_strength(who, strength):
         raise ValueError(f"{who}: strength must be a scalar, got shape {jnp.shape(strength)}")
 
 
-def ewc_penalty(params, anchor, fisher, strength):
+def ewc_penalty(params: PyTree, anchor: PyTree, fisher: PyTree, strength: Scalar) -> Array:
     """``(λ/2) Σ_i F_i (θ_i − θ*_i)²`` (Kirkpatrick et al. 2017, eq. (3)) summed over all leaves.
 
     ``anchor`` (``θ*``, the previous task's parameters) and ``fisher`` (``F``, e.g. from
@@ -248,7 +251,7 @@ def ewc_penalty(params, anchor, fisher, strength):
     return 0.5 * strength * sum(jax.tree.leaves(terms))
 
 
-def ewc_combine(anchors: Sequence, fishers: Sequence):
+def ewc_combine(anchors: Sequence[PyTree], fishers: Sequence[PyTree]) -> tuple[PyTree, PyTree]:
     """One ``(anchor, fisher)`` whose penalty has the gradient of the sum of the per-task penalties
     ``Σ_t (λ/2) Σ_i F_{t,i} (θ_i − θ*_{t,i})²`` (Kirkpatrick et al. 2017, §2: one penalty per previous task):
     ``F = Σ_t F_t``, ``θ* = Σ_t F_t θ*_t / F`` (``θ*`` of the last task where ``F = 0``). The penalties differ
@@ -268,7 +271,7 @@ def ewc_combine(anchors: Sequence, fishers: Sequence):
     return anchor, fisher
 
 
-def ewc(anchor, fisher, strength, base=None):
+def ewc(anchor: PyTree, fisher: PyTree, strength: Scalar, base: Estimator | None = None) -> Estimator:
     """Elastic weight consolidation (Kirkpatrick et al. 2017, eq. (3)) as a gradient estimator:
     the ``base`` estimator's gradients plus the penalty's, ``grads + λ F ⊙ (θ − θ*)``.
 

@@ -83,7 +83,7 @@ import contextlib
 import dataclasses
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -91,8 +91,10 @@ import optax
 
 from jaxlearn import _random
 from jaxlearn._checks import check_bool, check_choice, check_int, check_real, is_int, is_real, is_traced
+from jaxlearn._types import Array, ArrayLike, PyTree, Scalar
 from jaxlearn.nn.core import Layer, LayerError, describe_spec
 from jaxlearn.rules.blocks import Request
+from jaxlearn.train.step import Estimator
 
 __all__ = ["EQPROP_ACTIVATIONS", "EquilibriumRequest", "eqprop_network", "equilibrium_propagation", "hopfield_energy"]
 
@@ -135,7 +137,7 @@ class EquilibriumRequest(Request):
 
 # -- energy and relaxation ------------------------------------------------------------------------
 
-def hopfield_energy(params, x, states, activation: str = "hard_sigmoid"):
+def hopfield_energy(params: PyTree, x: ArrayLike, states: Sequence[Array], activation: str = "hard_sigmoid") -> Array:
     """The energy ``E(u; θ, x)`` of eq. (1) of Scellier & Bengio (2017) for a layered network
     (module docstring), summed over examples: a scalar.
 
@@ -304,7 +306,8 @@ def _check_network_args(widths, out_dim, activation, W_std, b_std, step_size, ma
     return widths
 
 
-def eqprop_network(widths, out_dim: int, activation: str = "hard_sigmoid", *, W_std=1.0, b_std=0.0,
+def eqprop_network(widths: Sequence[int], out_dim: int, activation: str = "hard_sigmoid", *, W_std: Scalar = 1.0,
+                   b_std: Scalar = 0.0,
                    step_size: float = 0.5, max_steps: int = 500, tol: float = 1e-5) -> Layer:
     """A layered Hopfield network (Scellier & Bengio 2017, eq. (1); the layered networks of §5) as a
     jaxlearn.nn ``Layer`` whose
@@ -381,7 +384,7 @@ def _request_errors():
         raise
 
 
-def equilibrium_propagation(beta=0.1, symmetric: bool = True):
+def equilibrium_propagation(beta: Scalar = 0.1, symmetric: bool = True) -> Estimator:
     """Equilibrium propagation (Scellier & Bengio 2017, Theorem 1; symmetric ±β nudging: Laborieux
     et al. 2021) as a gradient estimator ``estimator(objective, params, key) -> ((loss, aux),
     grads)`` for an :func:`eqprop_network` model (module docstring).

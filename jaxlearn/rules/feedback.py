@@ -31,9 +31,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxlearn._types import Scalar
 from jaxlearn.nn.core import Layer, LayerError
 from jaxlearn.nn.linear import Dense
 from jaxlearn.rules.blocks import routed_value_and_grad
+from jaxlearn.train.step import Estimator
 
 __all__ = ["FADense", "FEEDBACKS", "dfa"]
 
@@ -85,8 +87,8 @@ def _rule(dense: Layer, feedback: str):
 
 def FADense(  # noqa: N802 (layer constructors are capitalised, like classes)
     out_dim: int,
-    W_std=1.0,
-    b_std=0.0,
+    W_std: Scalar = 1.0,
+    b_std: Scalar | None = 0.0,
     parameterization: str = "standard",
     role: str | None = None,
     *,
@@ -128,7 +130,7 @@ def FADense(  # noqa: N802 (layer constructors are capitalised, like classes)
     return Layer(init_fn, apply_fn, None, name, dense.lr_fn)
 
 
-def dfa():
+def dfa() -> Estimator:
     """Direct feedback alignment (Nøkland 2016, eq. (3)) as a gradient estimator for
     ``train.make_step(..., grad_estimator=dfa())``; the model must be a
     :func:`jaxlearn.rules.block_serial` network (e.g. :func:`jaxlearn.rules.block_mlp`).

@@ -40,6 +40,7 @@ import numpy as np
 from scipy import special
 
 from jaxlearn._checks import check_int, did_you_mean
+from jaxlearn._types import Array, ArrayLike
 from jaxlearn.nn.activations import Elementwise
 from jaxlearn.nn.core import Layer
 
@@ -159,7 +160,7 @@ def _table(derivative, bits):
     return FewBitTable(edges[cuts], levels, float(mse))
 
 
-def few_bit_table(fn, bits: int, derivative: Callable | None = None) -> FewBitTable:
+def few_bit_table(fn: str | Callable, bits: int, derivative: Callable | None = None) -> FewBitTable:
     """The boundaries and levels :func:`few_bit` uses for ``fn`` with ``bits`` bits (module
     docstring: the normal-weighted L2-optimal piecewise-constant approximation of ``φ'``).
 
@@ -174,7 +175,7 @@ def few_bit_table(fn, bits: int, derivative: Callable | None = None) -> FewBitTa
     return _table(derivative or _jax_derivative(forward), bits)
 
 
-def pack_bits(codes, bits: int):
+def pack_bits(codes: ArrayLike, bits: int) -> Array:
     """Bit-packs integer codes in ``[0, 2**bits)`` into ``uint8``: code ``i`` of the flattened
     array occupies bits ``i·bits … (i+1)·bits - 1`` of a little-endian bit stream (for ``bits`` in
     {1, 2, 4, 8}: ``8/bits`` codes per byte, code ``i`` at shift ``bits·(i mod 8/bits)`` of byte
@@ -186,13 +187,13 @@ def pack_bits(codes, bits: int):
     return jnp.sum(stream.reshape(-1, 8) << jnp.arange(8, dtype=jnp.uint8), axis=1, dtype=jnp.uint8)
 
 
-def unpack_bits(packed, bits: int, size: int):
+def unpack_bits(packed: ArrayLike, bits: int, size: int) -> Array:
     """Inverse of :func:`pack_bits`: the first ``size`` codes as ``int32[size]``."""
     stream = ((packed[:, None] >> jnp.arange(8, dtype=jnp.uint8)) & 1).reshape(-1)[: size * bits]
     return jnp.sum(stream.reshape(size, bits).astype(jnp.int32) << jnp.arange(bits, dtype=jnp.int32), axis=1)
 
 
-def few_bit(fn, bits: int, *, derivative: Callable | None = None) -> Callable:
+def few_bit(fn: str | Callable, bits: int, *, derivative: Callable | None = None) -> Callable:
     """An activation ``g`` with ``g(x) = fn(x)`` exactly and a ``bits``-bit backward pass.
 
     ``fn``: an activation name (``"relu"``, ``"gelu"`` (exact erf form), ``"tanh"``, ``"sigmoid"``,
@@ -225,7 +226,7 @@ def few_bit(fn, bits: int, *, derivative: Callable | None = None) -> Callable:
     return g
 
 
-def FewBit(activation, bits: int) -> Layer:  # noqa: N802
+def FewBit(activation: str | Callable, bits: int) -> Layer:  # noqa: N802
     """A parameter-free layer applying :func:`few_bit` ``(activation, bits)`` entrywise.
 
     ``activation``: a name from ``FEW_BIT_ACTIVATIONS`` or an elementwise callable. The layer has

@@ -38,16 +38,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Literal, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jaxlearn._checks import check_bool, check_int, is_int, is_real
+from jaxlearn._types import Array, Scalar
 from jaxlearn.nn import activation as activation_layer
 from jaxlearn.nn.core import Layer, LayerError, describe_spec, serial
 from jaxlearn.nn.linear import Dense
 from jaxlearn.rules.blocks import Request
+from jaxlearn.train.step import Estimator
 
 __all__ = ["NEGATIVES", "FFRequest", "ff_mlp", "forward_forward", "forward_forward_loss"]
 
@@ -98,8 +100,8 @@ def _log_likelihoods(goodness, total, request):
     return score
 
 
-def ff_mlp(widths, num_classes: int, activation: str = "relu", W_std=1.0, b_std=0.0,
-           skip_first: bool = False) -> Layer:
+def ff_mlp(widths: Sequence[int], num_classes: int, activation: str = "relu", W_std: Scalar = 1.0,
+           b_std: Scalar | None = 0.0, skip_first: bool = False) -> Layer:
     """A forward-forward MLP (module docstring): layers ``serial(Dense(w_l, W_std, b_std), act)`` on the
     flattened input with the one-hot label concatenated, length-normalised activities between layers.
 
@@ -157,7 +159,7 @@ def _check_threshold(threshold):
         raise TypeError(f"forward_forward: threshold must be a real scalar, got {threshold!r}")
 
 
-def forward_forward(threshold=1.0, negatives: str = "all"):
+def forward_forward(threshold: Scalar = 1.0, negatives: Literal["all", "hardest", "random"] = "all") -> Estimator:
     """Forward-forward (Hinton 2022, §2–3, eq. (1); module docstring) as a gradient estimator for
     ``train.make_step(..., grad_estimator=...)``; the model must be an :func:`ff_mlp` network and the
     loss :func:`forward_forward_loss` (the two are selected together).
@@ -192,7 +194,7 @@ def forward_forward(threshold=1.0, negatives: str = "all"):
     return estimator
 
 
-def forward_forward_loss(outputs, targets):
+def forward_forward_loss(outputs: Array, targets: Array) -> Array:
     """The loss paired with :func:`forward_forward`: ``−mean_n Σ_c t_{n,c} S_{n,c}``, the negative
     log-likelihood of the target label (integer labels ``(N,)`` or probabilities ``(N, C)``).
 

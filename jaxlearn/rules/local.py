@@ -30,15 +30,17 @@ and ``backprop`` gives the heads zero gradients.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 
 from jaxlearn._checks import check_bool
+from jaxlearn._types import Scalar
 from jaxlearn.nn import activation as activation_layer
 from jaxlearn.nn.core import Layer, LayerError, serial
 from jaxlearn.nn.linear import Dense
 from jaxlearn.rules.blocks import Request
+from jaxlearn.train.step import Estimator
 
 __all__ = ["LocalRequest", "local_serial", "local_mlp", "local_losses"]
 
@@ -75,7 +77,7 @@ def _check(layers, heads):
             raise LayerError(f"local_serial: heads[{i}] must be a jaxlearn.nn Layer, got {type(head).__name__}")
 
 
-def local_serial(*layers: Layer, heads) -> Layer:
+def local_serial(*layers: Layer, heads: Sequence[Layer]) -> Layer:
     """``layers[-1] ∘ … ∘ layers[0]`` (hidden blocks, then the output layer) with auxiliary ``heads``,
     one per hidden block, each mapping that block's output to the network output's shape (e.g.
     ``nn.Dense(out_dim)``, or ``nn.serial(nn.GlobalAvgPool(), nn.Dense(out_dim))`` after conv blocks).
@@ -152,8 +154,8 @@ def local_serial(*layers: Layer, heads) -> Layer:
     return Layer(init_fn, apply_fn, plain.kernel_fn, name, lr_fn)
 
 
-def local_mlp(widths, out_dim: int, activation: str = "relu", W_std=1.0, b_std=0.0,
-              parameterization: str = "standard") -> Layer:
+def local_mlp(widths: Sequence[int], out_dim: int, activation: str = "relu", W_std: Scalar = 1.0,
+              b_std: Scalar | None = 0.0, parameterization: str = "standard") -> Layer:
     """``nn.mlp`` as a :func:`local_serial`: blocks ``serial(Dense(w_l), act)``, the output layer
     ``Dense(out_dim)``, and a linear head ``Dense(out_dim)`` per hidden block (Nøkland & Eidnes 2019,
     §3, "pred" loss), drawn like the output layer (under ``mup``: the ``output`` role)."""
@@ -166,7 +168,7 @@ def local_mlp(widths, out_dim: int, activation: str = "relu", W_std=1.0, b_std=0
     return local_serial(*blocks, Dense(out_dim, W_std, b_std, parameterization, roles[-1]), heads=heads)
 
 
-def local_losses(detach: bool = True):
+def local_losses(detach: bool = True) -> Estimator:
     """Local learning with auxiliary heads (module docstring: Nøkland & Eidnes 2019, §3; Belilovsky
     et al. 2020, Algorithm 1) as a gradient estimator for ``train.make_step(..., grad_estimator=...)``; the
     model must be a :func:`local_serial` network (e.g. :func:`local_mlp`), trained with its usual loss.

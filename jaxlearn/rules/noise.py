@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxlearn._checks import check_int, is_traced
+from jaxlearn._types import Scalar
 
 __all__ = ["clip_by_layer_norm"]
 
@@ -43,7 +44,7 @@ def _group_of(path, depth):
     return jax.tree_util.keystr(tuple(path if depth is None else path[:depth]))
 
 
-def clip_by_layer_norm(max_norm, depth: int | None = None) -> optax.GradientTransformation:
+def clip_by_layer_norm(max_norm: Scalar, depth: int | None = None) -> optax.GradientTransformation:
     """Clips the L2 norm of each group of update leaves to at most ``max_norm``.
 
     Each group ``G`` is rescaled by ``min(1, max_norm/‖u_G‖₂)``, where ``‖u_G‖₂² = Σ_{leaf ∈ G}

@@ -26,13 +26,17 @@ few-bit backward) makes them raise a one-line error naming it (:func:`jaxlearn.r
 
 from __future__ import annotations
 
+from typing import Any, Callable, Literal
+
 import jax
 import jax.numpy as jnp
 
 from jaxlearn import _random
 from jaxlearn._checks import check_int
 from jaxlearn._jaxpr.forward_mode import require_forward_mode
+from jaxlearn._types import Array, PyTree
 from jaxlearn.rules.blocks import BlockRequest, block_request_errors, routed_value_and_grad
+from jaxlearn.train.step import Estimator
 
 __all__ = [
     "DISTRIBUTIONS", "forward_gradient", "forward_gradient_from_tangents", "sample_tangents",
@@ -51,7 +55,8 @@ def _check_distribution(who, distribution):
         raise ValueError(f"{who}: distribution must be one of {list(DISTRIBUTIONS)}, got {distribution!r}")
 
 
-def sample_tangents(key, params, num_tangents: int, distribution: str = "normal"):
+def sample_tangents(key: jax.Array, params: PyTree, num_tangents: int,
+                    distribution: Literal["normal", "rademacher"] = "normal") -> PyTree:
     """``num_tangents`` tangents like ``params``: a pytree whose leaves have a leading axis of size
     ``num_tangents``, entries i.i.d. standard normal or Rademacher (±1), so ``E[v vᵀ] = I``."""
     _check_num("sample_tangents", num_tangents)
@@ -72,7 +77,8 @@ def sample_tangents(key, params, num_tangents: int, distribution: str = "normal"
     return jax.tree.unflatten(treedef, tangents)
 
 
-def forward_gradient_from_tangents(objective, params, tangents):
+def forward_gradient_from_tangents(objective: Callable[[PyTree], tuple[Array, Any]], params: PyTree,
+                                   tangents: PyTree) -> tuple[tuple[Array, Any], PyTree]:
     """``((loss, aux), ĝ)`` with ``ĝ = (1/K) Σ_k (∇f · v_k) v_k`` for the given tangents.
 
     ``objective(params) -> (loss, aux)`` (scalar loss); ``tangents``: like ``params`` with a leading
@@ -89,7 +95,7 @@ def forward_gradient_from_tangents(objective, params, tangents):
     return (loss, aux), grads
 
 
-def forward_gradient(num_tangents: int = 1, distribution: str = "normal"):
+def forward_gradient(num_tangents: int = 1, distribution: Literal["normal", "rademacher"] = "normal") -> Estimator:
     """The weight-perturbed forward gradient (Baydin et al. 2022, eq. (2); module docstring) as a
     gradient estimator ``estimator(objective, params, key) -> ((loss, aux), grads)``.
 
@@ -108,7 +114,7 @@ def forward_gradient(num_tangents: int = 1, distribution: str = "normal"):
     return estimator
 
 
-def activity_forward_gradient(num_tangents: int = 1):
+def activity_forward_gradient(num_tangents: int = 1) -> Estimator:
     """The activity-perturbed forward gradient (Ren et al. 2023, §3; module docstring) as a gradient
     estimator for a :func:`~jaxlearn.rules.block_serial` network.
 

@@ -30,6 +30,7 @@ Feedback alignment and sign symmetry are layer rules (:func:`~jaxlearn.rules.FAD
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 from jaxlearn import train
 from jaxlearn._checks import did_you_mean
@@ -41,6 +42,7 @@ from jaxlearn.rules.local import local_losses
 from jaxlearn.rules.perturbation import activity_forward_gradient, forward_gradient
 from jaxlearn.rules.sharpness_aware import sam
 from jaxlearn.rules.synthetic import synthetic_gradients
+from jaxlearn.train.step import Estimator
 
 __all__ = ["ESTIMATORS", "estimator"]
 
@@ -69,7 +71,7 @@ ESTIMATORS = {
 }
 
 
-def estimator(name: str, **kwargs):
+def estimator(name: str, **kwargs: Any) -> Estimator:
     """The gradient estimator ``name`` (table above) built with ``kwargs`` (e.g.
     ``estimator("forward_gradient", num_tangents=4)``). Unknown names or arguments raise a
     one-line ``ValueError`` with a suggestion, before anything is traced.

@@ -34,16 +34,15 @@ sgd(rho)))`` for ``2n`` updates.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from jaxlearn._checks import is_real
+from jaxlearn._types import PyTree, Scalar
 from jaxlearn.train.pytrees import check_like
-from jaxlearn.train.step import backprop
+from jaxlearn.train.step import Estimator, backprop
 
 __all__ = ["sam_perturbation", "sam"]
 
@@ -57,7 +56,8 @@ def _check_options(rho, p, eta) -> None:
         raise ValueError(f"eta: expected an offset >= 0 for the ASAM operator |w| + eta, got {eta}")
 
 
-def sam_perturbation(grads, rho, *, p=2, adaptive: bool = False, params=None, eta=0.01):
+def sam_perturbation(grads: PyTree, rho: Scalar, *, p: float = 2, adaptive: bool = False, params: PyTree | None = None,
+                     eta: Scalar = 0.01) -> PyTree:
     """The first-order worst-case perturbation ``ε̂`` (a pytree like ``grads``) of Foret et al.
     2021, eq. 2, or of ASAM (Kwon et al. 2021, §3) when ``adaptive``.
 
@@ -86,7 +86,8 @@ def sam_perturbation(grads, rho, *, p=2, adaptive: bool = False, params=None, et
     return eps
 
 
-def sam(rho, *, p=2, adaptive: bool = False, eta=0.01, estimator: Callable = backprop) -> Callable:
+def sam(rho: Scalar, *, p: float = 2, adaptive: bool = False, eta: Scalar = 0.01,
+        estimator: Estimator = backprop) -> Estimator:
     """SAM (Foret et al. 2021, eqs. 2–4) or ASAM (``adaptive``; Kwon et al. 2021) as a gradient
     estimator for ``train.make_step(..., grad_estimator=sam(rho))``.
 

@@ -21,6 +21,7 @@ are static Python values. NaN inputs give NaN outputs.
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,7 @@ import numpy as np
 
 from jaxlearn import _random
 from jaxlearn._checks import check_int, is_traced
+from jaxlearn._types import Array, ArrayLike
 from jaxlearn.nn.activations import Elementwise
 from jaxlearn.nn.core import Layer, LayerError, describe_spec
 
@@ -148,7 +150,7 @@ def _bounds(x, lo, hi):
 
 # -- public functions ---------------------------------------------------------------------------
 
-def sign_ste(x, backward: str = "identity"):
+def sign_ste(x: ArrayLike, backward: Literal["identity", "clipped"] = "identity") -> Array:
     """Binarization with a straight-through derivative (Hubara et al. 2016, "Binarized neural networks").
 
     Forward: ``sign(x)`` with the convention ``sign(0) = +1`` (so the output is always ±1,
@@ -174,7 +176,8 @@ def _signed(x, *, clipped):
     return _straight_through(_sign, clipped, x, lo, hi, None)
 
 
-def quantize_ste(x, bits: int, lo=-1.0, hi=1.0, backward: str = "identity"):
+def quantize_ste(x: ArrayLike, bits: int, lo: ArrayLike = -1.0, hi: ArrayLike = 1.0,
+                 backward: Literal["identity", "clipped"] = "identity") -> Array:
     """``bits``-bit uniform quantization with a straight-through derivative (Hubara et al. 2016,
     "Quantized neural networks", arXiv:1609.07061, with deterministic rounding).
 
@@ -202,7 +205,8 @@ def quantize_ste(x, bits: int, lo=-1.0, hi=1.0, backward: str = "identity"):
     return _round_to_grid("quantize_ste", x, None, levels, lo, hi, clipped)
 
 
-def stochastic_round_ste(x, key, bits: int | None = None, lo=None, hi=None, backward: str = "identity"):
+def stochastic_round_ste(x: ArrayLike, key: jax.Array, bits: int | None = None, lo: ArrayLike | None = None,
+                         hi: ArrayLike | None = None, backward: Literal["identity", "clipped"] = "identity") -> Array:
     """Unbiased stochastic rounding with a straight-through derivative (Gupta et al. 2015, "Deep
     learning with limited numerical precision"). With ``bits=1`` on ``[-1, 1]`` this is the stochastic
     binarization of Courbariaux et al. 2015 ("BinaryConnect"): ``+1`` with probability
@@ -240,13 +244,14 @@ def _stochastic_arguments(who, bits, lo, hi, backward):
 
 # -- layers -------------------------------------------------------------------------------------
 
-def SignSTE(backward: str = "identity") -> Layer:  # noqa: N802
+def SignSTE(backward: Literal["identity", "clipped"] = "identity") -> Layer:  # noqa: N802
     """A parameter-free layer applying :func:`sign_ste` entrywise (no infinite-width kernel)."""
     _check_backward("SignSTE", backward)
     return Elementwise(lambda x: sign_ste(x, backward), f"SignSTE({backward})")
 
 
-def QuantizeSTE(bits: int, lo=-1.0, hi=1.0, backward: str = "identity") -> Layer:  # noqa: N802
+def QuantizeSTE(bits: int, lo: ArrayLike = -1.0, hi: ArrayLike = 1.0,  # noqa: N802
+                backward: Literal["identity", "clipped"] = "identity") -> Layer:
     """A parameter-free layer applying :func:`quantize_ste` entrywise (no infinite-width kernel)."""
     _check_bits("QuantizeSTE", bits)
     _check_backward("QuantizeSTE", backward)
@@ -254,7 +259,8 @@ def QuantizeSTE(bits: int, lo=-1.0, hi=1.0, backward: str = "identity") -> Layer
     return Elementwise(lambda x: quantize_ste(x, bits, lo, hi, backward), f"QuantizeSTE({bits})")
 
 
-def StochasticRoundSTE(bits: int | None = None, lo=None, hi=None, backward: str = "identity") -> Layer:  # noqa: N802
+def StochasticRoundSTE(bits: int | None = None, lo: ArrayLike | None = None, hi: ArrayLike | None = None,  # noqa: N802
+                       backward: Literal["identity", "clipped"] = "identity") -> Layer:
     """A parameter-free layer applying :func:`stochastic_round_ste` in training.
 
     Like ``Dropout`` it draws its randomness from the ``key`` passed to ``apply`` (needed when

@@ -40,15 +40,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 
 from jaxlearn import _random
 from jaxlearn._checks import check_real
+from jaxlearn._types import Scalar
 from jaxlearn.nn.core import Layer, LayerError, serial
 from jaxlearn.rules.blocks import BlockRequest, Request, replace_cotangent
+from jaxlearn.train.step import Estimator
 
 __all__ = ["PREDICTORS", "TARGETS", "synthetic_serial", "synthetic_gradients"]
 
@@ -197,7 +199,7 @@ def synthetic_serial(*layers: Layer, predictor: str = "linear") -> Layer:
     return Layer(init_fn, apply_fn, plain.kernel_fn, name, lr_fn)
 
 
-def synthetic_gradients(target: str = "bootstrap", gradient_scale=1.0):
+def synthetic_gradients(target: Literal["bootstrap", "true"] = "bootstrap", gradient_scale: Scalar = 1.0) -> Estimator:
     """Synthetic gradients (Jaderberg et al. 2017, §2, eq. (1)–(2); module docstring) as a gradient
     estimator for ``train.make_step(..., grad_estimator=synthetic_gradients())``; the model must be a
     :func:`synthetic_serial` network (the top-level model).

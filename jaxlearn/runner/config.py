@@ -18,14 +18,15 @@ import json
 import math
 import types
 import typing
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 
 from jaxlearn._checks import did_you_mean, is_real
 
 MISSING = dataclasses.MISSING
+ConfigT = TypeVar("ConfigT")  # a config dataclass: parse_config(Config, ...) returns a Config
 MODES = ("grid", "zip", "random")
 UNIONS = (typing.Union, types.UnionType)  # the origins of ``X | Y`` and ``Optional[X]`` annotations
 
@@ -70,12 +71,14 @@ def _field(kind, default, lo, hi, choices, help):
     return dataclasses.field(default=default, metadata=meta)
 
 
-def static(default=MISSING, *, min=None, max=None, choices=None, help: str = "") -> dataclasses.Field:
+def static(default: Any = MISSING, *, min: float | None = None, max: float | None = None,
+           choices: Iterable[Any] | None = None, help: str = "") -> dataclasses.Field:
     """A field that changes the compiled program (shapes, step counts, names); no default: required."""
     return _field("static", default, min, max, choices, help)
 
 
-def dynamic(default=MISSING, *, min=None, max=None, choices=None, help: str = "") -> dataclasses.Field:
+def dynamic(default: Any = MISSING, *, min: float | None = None, max: float | None = None,
+            choices: Iterable[Any] | None = None, help: str = "") -> dataclasses.Field:
     """A field (int, float or bool) that may become a vmapped axis: seed, learning rate, ..."""
     return _field("dynamic", default, min, max, choices, help)
 
@@ -110,12 +113,12 @@ def is_dynamic(cls, name: str) -> bool:
     return _meta(fields[name]).get("kind") == "dynamic"
 
 
-def dynamic_fields(cls) -> tuple[str, ...]:
+def dynamic_fields(cls: type) -> tuple[str, ...]:
     """Names of the dynamic fields, in declaration order."""
     return tuple(f.name for f in init_fields(cls) if _meta(f).get("kind") == "dynamic")
 
 
-def static_fields(cls) -> tuple[str, ...]:
+def static_fields(cls: type) -> tuple[str, ...]:
     """Names of the static (including unmarked) fields, in declaration order."""
     return tuple(f.name for f in init_fields(cls) if _meta(f).get("kind") != "dynamic")
 
@@ -318,7 +321,7 @@ def _parse(cls, values, where: str, prefix: str, defaults=None):
                           else f"{where}: {err}") from None
 
 
-def parse_config(cls, values: Mapping[str, Any], *, where: str = "config"):
+def parse_config(cls: type[ConfigT], values: Mapping[str, Any], *, where: str = "config") -> ConfigT:
     """Builds ``cls(**defaults updated by values)``, coercing each value by its field type and checking
     ``min``/``max``/``choices``. A mapping given for a nested dataclass field is merged over that
     field's default; a dict field is replaced. ``where`` replaces "config" in error messages.
@@ -386,7 +389,7 @@ def _jsonable(obj, where: str):
     raise ConfigError(f"{where}: cannot serialise {describe_value(obj)} to JSON")
 
 
-def to_dict(config) -> dict:
+def to_dict(config: Any) -> dict:
     """JSON-ready dict of a config instance (or mapping): tuples become lists, nested dataclasses
     dicts, numpy scalars Python numbers; floats stay floats."""
     if not (is_dataclass_instance(config) or isinstance(config, Mapping)):
@@ -394,7 +397,7 @@ def to_dict(config) -> dict:
     return _jsonable(config, "config")
 
 
-def canonical_json(obj) -> str:
+def canonical_json(obj: Any) -> str:
     """Stable JSON: sorted keys, no spaces, floats as ``repr(float(x))`` (so ``1e-3`` and ``0.001``
     agree), tuples as lists, numpy scalars as Python numbers; NaN/inf raise :class:`ConfigError`.
 
@@ -406,7 +409,7 @@ def canonical_json(obj) -> str:
     return json.dumps(_jsonable(obj, "value"), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def run_id(experiment: str, version: str, config) -> str:
+def run_id(experiment: str, version: str, config: Any) -> str:
     """First 16 hex chars of the sha256 of the canonical JSON of experiment, version and config.
 
     Examples:

@@ -12,10 +12,11 @@ import copy
 import dataclasses
 import itertools
 import math
+import os
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -25,6 +26,7 @@ from jaxlearn.runner.config import (
     MODES,
     UNIONS,
     ConfigError,
+    ConfigT,
     canonical_json,
     describe_value,
     field_types,
@@ -177,8 +179,8 @@ def _draw(rng, a: Axis):
     return float(rng.uniform(a.low, a.high))
 
 
-def expand(cls, base: Mapping[str, Any], axes: Mapping[str, Axis], *, mode: str = "grid",
-           num: int | None = None, seed: int = 0) -> list:
+def expand(cls: type[ConfigT], base: Mapping[str, Any], axes: Mapping[str, Axis], *,
+           mode: Literal["grid", "zip", "random"] = "grid", num: int | None = None, seed: int = 0) -> list[ConfigT]:
     """The validated ``cls`` instances of a sweep of ``axes`` (dotted keys allowed) over ``base``.
 
     grid: Cartesian product, first axis slowest; zip: elementwise (equal lengths required);
@@ -281,7 +283,7 @@ class ConfigFile:
         return copy.deepcopy(self.variants[name])
 
 
-def load_file(path) -> ConfigFile:
+def load_file(path: str | os.PathLike) -> ConfigFile:
     """Reads a YAML config file (safe loader) and validates its structure and sweep axes; field values
     are validated later, by :func:`parse_config` / :func:`expand`. Variants merge their ``config``
     over the base one (nested dicts key by key), replace the sweep if they give one, else inherit it

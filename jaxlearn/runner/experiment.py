@@ -52,10 +52,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import pathlib
 import pkgutil
 import sys
 import types
+from collections.abc import Sequence
 
 from jaxlearn._checks import did_you_mean
 from jaxlearn.runner.config import ConfigError
@@ -117,7 +119,7 @@ def _import(module_name: str, extra_paths=()):
     return importlib.import_module(module_name)
 
 
-def load_experiment(name: str, search_paths=()) -> Experiment:
+def load_experiment(name: str, search_paths: Sequence[str | os.PathLike] = ()) -> Experiment:
     """Imports the experiment ``name``: ``experiments.<name>`` from the working directory or
     ``search_paths`` (the runner passes the repository root of the config file), else the
     installed ``jaxlearn.experiments.<name>``; a dotted name as it is. Checks its protocol.
@@ -160,7 +162,7 @@ def _check(name: str, module) -> Experiment:
     return Experiment(name=name, module=module)
 
 
-def list_experiments(search_paths=()) -> dict[str, str]:
+def list_experiments(search_paths: Sequence[str | os.PathLike] = ()) -> dict[str, str]:
     """``{name: one-line description}`` of the experiments found by name (module docstring): the
     user's ``experiments`` package, then the installed studies it does not shadow."""
     found = {}

@@ -40,6 +40,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from typing import Any, Literal, TextIO
 
 from jaxlearn._checks import check_int
 from jaxlearn.runner import config as cfg
@@ -172,11 +174,12 @@ def _import(name: str):
                           "pip install 'jaxlearn[cluster]'") from None
 
 
-def launch_sweep(experiment: Experiment, configs, *, root="runs", launcher: str = "ray", force: bool = False,
-                 max_group_size: int | None = None, argv=None, devices: int | None = None,
+def launch_sweep(experiment: Experiment, configs: Sequence[Any], *, root: str | os.PathLike = "runs",
+                 launcher: Literal["ray", "slurm"] = "ray", force: bool = False, max_group_size: int | None = None,
+                 argv: Sequence[str] | None = None, devices: int | None = None,
                  address: str | None = None, options: dict | None = None, retries: int = 2,
-                 cluster: str = "slurm", stream=None, poll_s: float = 2.0, wait: bool = False,
-                 log=None) -> SweepReport:
+                 cluster: str = "slurm", stream: TextIO | None = None, poll_s: float = 2.0, wait: bool = False,
+                 log: str | Sequence[str] | None = None) -> SweepReport:
     """Computes the runs of ``configs`` that are not finished yet, one launcher task per group.
 
     ``launcher``: ``"ray"`` (uses the Ray this process already joined with ``ray.init``, else

@@ -12,12 +12,15 @@ Usable from a notebook::
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._types import Array, ArrayLike, PyTree
 from jaxlearn.runner import arrays, store
 from jaxlearn.runner import config as cfg
 from jaxlearn.runner.config import flatten
@@ -65,8 +68,8 @@ def _with_columns(frame, columns):
     return frame.assign(**{c: float("nan") for c in missing}) if missing else frame
 
 
-def load(root="runs", *, experiment: str | None = None, status: str | None = None, run_ids=None,
-         curves: bool = False) -> Results:
+def load(root: str | os.PathLike = "runs", *, experiment: str | None = None, status: str | None = None,
+         run_ids: Iterable[str] | None = None, curves: bool = False) -> Results:
     """Runs in the store as a DataFrame (``runs`` × config fields × final metrics), and their
     per-step metric curves when ``curves`` is True. The index is synced with the directories
     first, so runs written by other processes appear."""
@@ -110,7 +113,8 @@ def _snapshot_steps(path) -> list[int]:
     return sorted(int(p.stem.split("_")[1]) for p in (path / "snapshots").glob("step_*.npz"))
 
 
-def load_state(root, run: str, step: int | str = "final", *, search_paths=()):
+def load_state(root: str | os.PathLike, run: str, step: int | str = "final", *,
+               search_paths: Sequence[str | os.PathLike] = ()) -> PyTree:
     """A run's saved state (the pytree its experiment's ``init`` builds): ``step="final"`` or
     one of its snapshot steps. ``run`` is a run id, a unique prefix of one, or
     ``experiment/run_id``."""
@@ -148,7 +152,8 @@ def _train_state(state, run_id):
     return found[0]
 
 
-def load_networks(root, run: str, *, step: int | str = "final", search_paths=()) -> list[Network]:
+def load_networks(root: str | os.PathLike, run: str, *, step: int | str = "final",
+                  search_paths: Sequence[str | os.PathLike] = ()) -> list[Network]:
     """The trained networks of a saved run, for analyses (kernels, CKA, pruning, landscapes): the
     :class:`Network` of the :class:`jaxlearn.train.TrainState` in the run's state at ``step``
     (:func:`load_state`), rebuilt by the experiment's ``model(config)`` hook (experiments without
@@ -177,7 +182,8 @@ def _networks(root, run, step, search_paths) -> tuple[list[Network], bool]:
     return [network(ts) for ts in states], bool(copies)
 
 
-def after_kernel(root, run: str, x1, x2=None, *, step: int | str = "final", search_paths=(), **kwargs):
+def after_kernel(root: str | os.PathLike, run: str, x1: ArrayLike, x2: ArrayLike | None = None, *,
+                 step: int | str = "final", search_paths: Sequence[str | os.PathLike] = (), **kwargs: Any) -> Array:
     """The empirical NTK of a run's trained network (its *after-kernel*; NNGP with ``kind="nngp"``):
     ``kernels.empirical(net.apply, net.params, x1, x2, **kwargs)`` for the network of
     :func:`load_networks` (BatchNorm statistics frozen at their saved values; experiments without
@@ -198,7 +204,8 @@ class Trajectory(NamedTuple):
     states: "object"  # the run's state pytree with a leading axis T on every leaf
 
 
-def load_trajectory(root, run: str, *, final: bool = True, search_paths=()) -> Trajectory:
+def load_trajectory(root: str | os.PathLike, run: str, *, final: bool = True,
+                    search_paths: Sequence[str | os.PathLike] = ()) -> Trajectory:
     """All of a run's saved snapshots (the config's ``snapshots`` steps), in step order, then its
     final state (``final=True``, when the run finished; its step is the config's ``num_steps``),
     stacked along a new leading axis. E.g. the PCA directions of the optimisation path (Li et

@@ -41,6 +41,7 @@ import pathlib
 import shutil
 import time
 import warnings
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
 
 from jaxlearn._checks import is_real
@@ -92,7 +93,7 @@ class Sink(Protocol):
         """Closes the run: ``finished``, ``diverged``, ``failed`` or ``interrupted``."""
 
 
-def sink_names(spec=None) -> tuple[str, ...]:
+def sink_names(spec: str | Sequence[str] | None = None) -> tuple[str, ...]:
     """The sinks named by ``spec`` (``"tensorboard,mlflow"``, a sequence of names, or ``"none"``), or
     when it is ``None`` by ``$JAXLEARN_LOG``, else ``("tensorboard",)``. An unknown name, or a sink
     whose library is not installed, raises :class:`ConfigError` (one line, naming the extra to
@@ -361,7 +362,8 @@ class MLflowSink:
         self.client.set_terminated(self._run, status=mlflow_status)
 
 
-def log_sweep_plots(names, sweep: str, experiment: str, run_ids, paths) -> None:
+def log_sweep_plots(names: Sequence[str], sweep: str, experiment: str, run_ids: Iterable[str],
+                    paths: Sequence[str | os.PathLike]) -> None:
     """A sweep's saved plots (``paths``) sent to the sinks ``names`` that keep files: MLflow puts
     them in a parent run ``sweep:<id>`` (tag ``jaxlearn.sweep_plots``) and nests the sweep's runs
     under it. TensorBoard and W&B draw their own curves from the logged metrics. A failure is a

@@ -18,9 +18,12 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib.util
+import os
 import pathlib
 import shutil
 import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TextIO
 
 import jax
 
@@ -63,7 +66,7 @@ class SweepReport:
     resumed: dict = dataclasses.field(default_factory=dict)  # group_id -> step, groups a launcher resumed
 
 
-def sweep_id(experiment: str, run_ids) -> str:
+def sweep_id(experiment: str, run_ids: Iterable[str]) -> str:
     """A sweep's id: 12 hex chars of the sha256 of its experiment and sorted run ids (the same set
     of runs is the same sweep, whatever the order or the command that produced it)."""
     return hashlib.sha256(cfg.canonical_json([experiment, sorted(run_ids)]).encode()).hexdigest()[:12]
@@ -97,7 +100,7 @@ def config_names() -> list[str]:
     return sorted({f.stem for d in dirs if d is not None and d.is_dir() for f in d.glob("*.yaml")})
 
 
-def find_config(target) -> pathlib.Path:
+def find_config(target: str | os.PathLike) -> pathlib.Path:
     """The config file ``target`` names: a path to a file, or a study's name (``population_digits``,
     with or without ``.yaml``) looked up as ``configs/<name>.yaml`` in the working directory, then
     among the configs installed with jaxlearn (:func:`installed_configs`), so that
@@ -128,7 +131,8 @@ def load_variant(config_file, variant: str = "default") -> tuple[Experiment, dic
     return load_experiment(file.experiment, _repo_root(path)), chosen
 
 
-def resolve(config_file, *, variant: str = "default", overrides=(), sweeps=(), mode: str | None = None,
+def resolve(config_file: str | os.PathLike, *, variant: str = "default", overrides: Sequence[str] = (),
+            sweeps: Sequence[str] = (), mode: str | None = None,
             num: int | None = None, seed: int = 0) -> tuple[Experiment, list]:
     """Loads a config file's variant, applies ``key=value`` overrides and ``key=...`` sweep axes
     (CLI syntax; axes given here are added to the file's, replacing one of the same name) and
@@ -149,7 +153,7 @@ def resolve(config_file, *, variant: str = "default", overrides=(), sweeps=(), m
     return experiment, configs
 
 
-def enable_compilation_cache(root) -> None:
+def enable_compilation_cache(root: str | os.PathLike) -> None:
     """Persistent XLA compilation cache under the run root (process-wide JAX setting; the CLI
     calls it). Repeat compiles of the same program become a file read."""
     path = pathlib.Path(root).resolve() / "_jax_cache"
@@ -169,9 +173,10 @@ def clear_run(path: pathlib.Path) -> None:
             shutil.rmtree(path / name)
 
 
-def run_sweep(experiment: Experiment, configs, *, root="runs", force: bool = False, progress: bool = True,
-              max_group_size: int | None = None, argv=None, stream=None, devices: int | None = None,
-              wait: bool = False, poll_s: float = 0.5, hook=None, log=None) -> SweepReport:
+def run_sweep(experiment: Experiment, configs: Sequence[Any], *, root: str | os.PathLike = "runs", force: bool = False,
+              progress: bool = True, max_group_size: int | None = None, argv: Sequence[str] | None = None,
+              stream: TextIO | None = None, devices: int | None = None, wait: bool = False, poll_s: float = 0.5,
+              hook: Callable | None = None, log: str | Sequence[str] | None = None) -> SweepReport:
     """Computes the runs of ``configs`` that are not finished yet, group by group; each group's
     runs are sharded over at most ``devices`` local devices (default: all; 1: unsharded).
 

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxlearn._checks import did_you_mean
+from jaxlearn._types import Array, ArrayLike
 
 __all__ = ["PerExampleLoss", "BatchMeanLoss", "per_example_softmax_cross_entropy", "per_example_mse",
            "per_example_hinge", "softmax_cross_entropy", "mse", "hinge", "accuracy", "output_hessian_vp",
@@ -72,7 +73,7 @@ class PerExampleLoss:
         object.__setattr__(self, "__name__", self.name or getattr(self.fn, "__name__", "per_example_loss"))
         object.__setattr__(self, "__doc__", getattr(self.fn, "__doc__", None))
 
-    def __call__(self, output, target):
+    def __call__(self, output: ArrayLike, target: ArrayLike) -> Array:
         return self.fn(output, target)
 
     def __repr__(self):
@@ -102,7 +103,7 @@ class BatchMeanLoss:
                                             f"`BatchMeanLoss`). Per example: "
                                             f"{getattr(self.per_example, '__doc__', '')}")
 
-    def __call__(self, outputs, targets):
+    def __call__(self, outputs: ArrayLike, targets: ArrayLike) -> Array:
         n_out, n_tgt = jnp.shape(outputs)[:1], jnp.shape(targets)[:1]
         if not n_out or n_out != n_tgt:
             raise ValueError(f"{self.__name__}: outputs and targets need one common leading (example) axis, got "
@@ -201,7 +202,7 @@ mse = BatchMeanLoss(per_example_mse, "mse")
 hinge = BatchMeanLoss(per_example_hinge, "hinge")
 
 
-def accuracy(logits, targets):
+def accuracy(logits: Array, targets: Array) -> Array:
     """Fraction of examples whose arg-max output is the label (integer or one-hot targets).
 
     Examples:
@@ -219,7 +220,7 @@ def accuracy(logits, targets):
 LOSSES = {"softmax_cross_entropy": softmax_cross_entropy, "mse": mse, "hinge": hinge}
 
 
-def loss_by_name(name: str):
+def loss_by_name(name: str) -> BatchMeanLoss:
     """The batch-mean loss registered under ``name`` (see ``LOSSES``).
 
     Examples:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from typing import Callable, Literal, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxlearn._checks import did_you_mean, is_real
+from jaxlearn._types import Array, ArrayLike, PyTree, Scalar
 
 __all__ = ["optimizer", "scale_by_multipliers", "freeze", "schedule", "OptimizerSpec", "SCHEDULES"]
 
@@ -62,7 +64,7 @@ def _schedulable(param: inspect.Parameter) -> bool:
     return is_real(default)
 
 
-def scale_by_multipliers(multipliers) -> optax.GradientTransformation:
+def scale_by_multipliers(multipliers: PyTree) -> optax.GradientTransformation:
     """Multiplies each update leaf by the matching leaf of ``multipliers`` (a pytree like params,
     e.g. :meth:`jaxlearn.nn.Layer.lr_multipliers`). Chained after an optimizer whose update is
     linear in its learning rate, this gives every parameter its own learning rate."""
@@ -84,7 +86,7 @@ def scale_by_multipliers(multipliers) -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def freeze(opt: optax.GradientTransformation, trainable) -> optax.GradientTransformation:
+def freeze(opt: optax.GradientTransformation, trainable: PyTree) -> optax.GradientTransformation:
     """Applies ``opt`` to the leaves where ``trainable`` (a pytree of bools like params) is True and
     leaves the others untouched: no update, no weight decay, no optimizer state. Use it for fixed
     feedback matrices, pruning masks and other non-trainable leaves kept among the params.
@@ -105,8 +107,9 @@ def freeze(opt: optax.GradientTransformation, trainable) -> optax.GradientTransf
 SCHEDULES = ("constant", "warmup_cosine", "step")
 
 
-def schedule(name: str, peak, num_steps: int, *, warmup_steps: int = 0, end_scale: float = 0.0,
-             boundaries=(), factor: float = 0.1):
+def schedule(name: Literal["constant", "warmup_cosine", "step"], peak: Scalar, num_steps: int, *,
+             warmup_steps: int = 0, end_scale: float = 0.0, boundaries: Sequence[int] = (),
+             factor: float = 0.1) -> Callable[[ArrayLike], Array]:
     """A learning-rate schedule ``count -> lr`` with peak value ``peak`` (may be traced).
 
     * ``constant``: ``peak`` (after an optional linear warmup from 0 over ``warmup_steps``);

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-PyTree = Any
+from jaxlearn._types import PyTree
+from jaxlearn.nn.core import Layer, Spec
 
 __all__ = [
     "TrainState",
@@ -47,7 +48,7 @@ class TrainState(NamedTuple):
     key: jax.Array
 
 
-def init(model, optimizer: optax.GradientTransformation, key, input_spec) -> TrainState:
+def init(model: Layer, optimizer: optax.GradientTransformation, key: jax.Array, input_spec: Spec) -> TrainState:
     """Initialises ``model`` (anything with ``init(key, spec) -> (params, state)``) and ``optimizer``.
 
     ``key`` is split once: one half draws the parameters, the other becomes ``TrainState.key``.
@@ -66,12 +67,12 @@ def init(model, optimizer: optax.GradientTransformation, key, input_spec) -> Tra
     return TrainState(params, optimizer.init(params), model_state, jnp.zeros((), jnp.int32), k_run)
 
 
-def data_key(state: TrainState):
+def data_key(state: TrainState) -> jax.Array:
     """The key the batching function receives (the same at every step: batches depend on the step)."""
     return jax.random.fold_in(state.key, _DATA)
 
 
-def seed_data_key(seed):
+def seed_data_key(seed: int | jax.Array) -> jax.Array:
     """The data key (:func:`data_key`) of the state :func:`init` draws from ``jax.random.key(seed)``
     — the key the runner gives a member with that ``seed`` — computed from the seed alone. ``seed``
     may be traced, so a data-order seed can be a vmapped axis, independent of the initialisation:
@@ -79,13 +80,19 @@ def seed_data_key(seed):
     return jax.random.fold_in(jax.random.split(jax.random.key(seed))[1], _DATA)
 
 
-def step_keys(state: TrainState):
+def step_keys(state: TrainState) -> jax.Array:
     """The keys of the current step as a key array of shape ``(2,)``: ``[estimator_key, model_key]``
     (unpack with ``k_estimator, k_model = step_keys(state)``)."""
     return jax.random.split(jax.random.fold_in(jax.random.fold_in(state.key, _STEP), state.step))
 
 
-def backprop(objective: Callable, params, key):
+# a gradient estimator: ``estimator(objective, params, key) -> ((loss, aux), grads)`` (see backprop)
+Estimator = Callable[[Callable[[PyTree], tuple[jax.Array, Any]], PyTree, jax.Array],
+                     tuple[tuple[jax.Array, Any], PyTree]]
+
+
+def backprop(objective: Callable[[PyTree], tuple[jax.Array, Any]], params: PyTree,
+             key: jax.Array | None) -> tuple[tuple[jax.Array, Any], PyTree]:
     """The default gradient estimator: exact reverse-mode gradients.
 
     A gradient estimator is ``estimator(objective, params, key) -> ((loss, aux), grads)`` where
@@ -97,7 +104,8 @@ def backprop(objective: Callable, params, key):
     return jax.value_and_grad(objective, has_aux=True)(params)
 
 
-def make_objective(apply_with_state: Callable, loss_fn: Callable, metrics_fn: Callable | None = None):
+def make_objective(apply_with_state: Callable, loss_fn: Callable,
+                   metrics_fn: Callable | None = None) -> Callable[..., tuple[jax.Array, tuple[PyTree, dict]]]:
     """``objective(params, model_state, batch, key) -> (loss, (new_model_state, metrics))``.
 
     ``apply_with_state(params, x, state, *, key, train) -> (outputs, new_state)`` (e.g.

@@ -24,14 +24,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxlearn._types import PyTree
 from jaxlearn.data.batching import get_batch
+from jaxlearn.nn.core import Layer
 from jaxlearn.train.loop import train
 from jaxlearn.train.step import TrainState, backprop, make_step, seed_data_key
 
 __all__ = ["order_key", "supervised_segment"]
 
 
-def order_key(key, data_seed):
+def order_key(key: jax.Array, data_seed: int | jax.Array) -> jax.Array:
     """The data key of a member: ``key`` (its own) when ``data_seed < 0``, else
     :func:`~jaxlearn.train.seed_data_key` of ``data_seed``. Both may be traced."""
     other = seed_data_key(jnp.maximum(data_seed, 0))
@@ -39,9 +41,10 @@ def order_key(key, data_seed):
     return jax.random.wrap_key_data(chosen, impl=jax.random.key_impl(key))
 
 
-def supervised_segment(state: TrainState, model, loss: Callable, optimizer: optax.GradientTransformation,
-                       x, y, *, batch_size: int | None, num_steps: int, grad_estimator: Callable = backprop,
-                       data_seed=-1, evaluate: Callable[[TrainState], dict] | None = None,
+def supervised_segment(state: TrainState, model: Layer, loss: Callable, optimizer: optax.GradientTransformation,
+                       x: PyTree, y: PyTree, *, batch_size: int | None, num_steps: int,
+                       grad_estimator: Callable = backprop, data_seed: int | jax.Array = -1,
+                       evaluate: Callable[[TrainState], dict] | None = None,
                        batch_sharding: jax.sharding.Sharding | None = None) -> tuple[TrainState, dict]:
     """``num_steps`` minibatch steps of ``model`` on ``(x, y)``; returns ``(state, metrics)``.
 

@@ -9,6 +9,8 @@ them) is evaluated block pair by block pair, one after another, and reassembled.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -26,7 +28,7 @@ def _devices(device_count: int):
     return "all" if device_count == -1 or device_count >= available else device_count
 
 
-def batch(kernel_fn, batch_size: int = 0, device_count: int = -1, store_on_device: bool = True):
+def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1, store_on_device: bool = True) -> Callable:
     """``kernel_fn`` computed in blocks of ``batch_size`` examples of ``x1`` × ``x2`` (``0``: all at
     once) over ``device_count`` local devices (``-1``: all, ``0``: the default device); the result is
     the same. ``store_on_device=False`` moves it to the host CPU. Unlike neural-tangents, sizes need

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jaxlearn import kernels
+from jaxlearn._types import PyTree
 from jaxlearn.compat.neural_tangents.kernel import canonical_get, pack
 from jaxlearn.compat.neural_tangents.triple import as_layer, store
 
@@ -90,8 +92,10 @@ class EmpiricalKernelFn:
         return store(value, self.store_on_device)
 
 
-def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
-                     implementation=NtkImplementation.JACOBIAN_CONTRACTION, _j_rules=True, _s_rules=True, _fwd=None):
+def empirical_ntk_fn(f: Callable, trace_axes: Sequence[int] = (-1,), diagonal_axes: Sequence[int] = (),
+                     vmap_axes: int | tuple | None = None,
+                     implementation: NtkImplementation | int = NtkImplementation.JACOBIAN_CONTRACTION,
+                     _j_rules: bool = True, _s_rules: bool = True, _fwd: bool | None = None) -> EmpiricalKernelFn:
     """``ntk_fn(x1, x2, params, **apply_fn_kwargs)``: the empirical NTK of ``f(params, x, **kwargs)``;
     ``x2=None`` means ``x1``. ``_j_rules``/``_s_rules``/``_fwd`` (neural-tangents' internal switches
     of its structured derivatives) do not apply to jaxlearn's and are ignored."""
@@ -99,7 +103,8 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
     return EmpiricalKernelFn(f, "ntk", trace_axes, diagonal_axes, _method(implementation))
 
 
-def empirical_nngp_fn(f, trace_axes=(-1,), diagonal_axes=()):
+def empirical_nngp_fn(f: Callable, trace_axes: Sequence[int] = (-1,),
+                      diagonal_axes: Sequence[int] = ()) -> EmpiricalKernelFn:
     """``nngp_fn(x1, x2, params, **apply_fn_kwargs)``: ``f(x1)·f(x2)ᵀ`` with neural-tangents' axes."""
     return EmpiricalKernelFn(f, "nngp", trace_axes, diagonal_axes)
 
@@ -123,18 +128,21 @@ class EmpiricalGetKernelFn:
         return pack(values, names, single, "EmpiricalKernel")
 
 
-def empirical_kernel_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
-                        implementation=NtkImplementation.JACOBIAN_CONTRACTION, _j_rules=True, _s_rules=True,
-                        _fwd=None):
+def empirical_kernel_fn(f: Callable, trace_axes: Sequence[int] = (-1,), diagonal_axes: Sequence[int] = (),
+                        vmap_axes: int | tuple | None = None,
+                        implementation: NtkImplementation | int = NtkImplementation.JACOBIAN_CONTRACTION,
+                        _j_rules: bool = True, _s_rules: bool = True, _fwd: bool | None = None) -> EmpiricalGetKernelFn:
     """``kernel_fn(x1, x2, get, params, **apply_fn_kwargs)`` of the empirical NNGP and NTK."""
     return EmpiricalGetKernelFn({"nngp": empirical_nngp_fn(f, trace_axes, diagonal_axes),
                                  "ntk": empirical_ntk_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation)})
 
 
-def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size=0, device_count=-1, store_on_device=True,
-                          trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
-                          implementation=NtkImplementation.JACOBIAN_CONTRACTION, _j_rules=True, _s_rules=True,
-                          _fwd=None):
+def monte_carlo_kernel_fn(init_fn: Callable, apply_fn: Callable, key: jax.Array, n_samples: int | Iterable[int],
+                          batch_size: int = 0, device_count: int = -1, store_on_device: bool = True,
+                          trace_axes: Sequence[int] = (-1,), diagonal_axes: Sequence[int] = (),
+                          vmap_axes: int | tuple | None = None,
+                          implementation: NtkImplementation | int = NtkImplementation.JACOBIAN_CONTRACTION,
+                          _j_rules: bool = True, _s_rules: bool = True, _fwd: bool | None = None) -> Callable:
     """``kernel_fn(x1, x2=None, get=None)``: empirical kernels averaged over ``n_samples``
     initialisations (:func:`jaxlearn.kernels.monte_carlo`; draws differ from neural-tangents', so
     estimates agree statistically). An iterable ``n_samples`` gives a generator of estimates, one
@@ -170,13 +178,13 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size=0, devic
     return kernel_fn
 
 
-def linearize(f, params):
+def linearize(f: Callable, params: PyTree) -> Callable:
     """``f_lin(p, *args, **kwargs) = f(params) + J(params)·(p − params)``
     (:func:`jaxlearn.kernels.linearize`)."""
     return kernels.linearize(f, params)
 
 
-def taylor_expand(f, params, degree: int):
+def taylor_expand(f: Callable, params: PyTree, degree: int) -> Callable:
     """``f_tayl(p, *args, **kwargs) = Σ_{k ≤ degree} D^k f(params)[p − params, …] / k!``: the Taylor
     polynomial of ``f`` in its parameters, each term a directional derivative along ``p − params``
     (nested ``jax.jvp``)."""

@@ -17,6 +17,8 @@ how ``stax.serial`` accepts jaxlearn layers and user-written triples alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import jax
 import jax.numpy as jnp
 
@@ -242,7 +244,7 @@ def _foreign_layer(triple, name) -> Layer:
     return Layer(init_fn, apply_fn, kernel_fn, name)
 
 
-def as_layer(layer_or_triple, where: str = "as_layer") -> Layer:
+def as_layer(layer_or_triple: Layer | Sequence[Callable | None], where: str = "as_layer") -> Layer:
     """A :class:`jaxlearn.nn.Layer` from a compat triple (its layer: params in neural-tangents'
     format, with its kernel map), a jaxlearn layer (itself) or any other ``(init_fn, apply_fn,
     kernel_fn)`` triple (init and apply only; its kernel raises ``NotImplementedError``)."""

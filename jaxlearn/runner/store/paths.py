@@ -56,7 +56,7 @@ def run_dirs(base):
             yield exp.name, run.name, run.path, exp.is_symlink() or run.is_symlink()
 
 
-def resolve_run(root, ref: str) -> pathlib.Path:
+def resolve_run(root: str | os.PathLike, ref: str) -> pathlib.Path:
     """The directory of the run a user refers to as ``"experiment/run_id"``, a full run id or
     a unique prefix (at least 4 characters) of one, searched in every ``<root>/<experiment>/``.
     A bad, missing or ambiguous reference raises :class:`StoreError` (naming up to 5 runs)."""
