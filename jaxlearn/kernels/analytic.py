@@ -15,7 +15,10 @@ program), so it composes with ``jit``, ``vmap`` and ``grad``.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as linen
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -81,6 +84,15 @@ def _auto_rows(x1, x2) -> int:
     n2 = (x1 if x2 is None else x2).shape[0]
     spatial = int(np.prod(x1.shape[1:-1], dtype=np.int64)) ** 2
     return max(1, _AUTO_ENTRIES // max(n2 * spatial, 1))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _program(model, x1, x2, sizes, devices):
+    """The kernel of ``model`` as one compiled program, cached by JAX per model object, block sizes,
+    devices and input shapes. Called eagerly, the kernel map would otherwise dispatch (and compile, once
+    per shape) each of its hundreds of operations: the first call of a 2-layer MLP's kernel took 1.2 s
+    that way against 0.19 s as one program. Under an enclosing ``jit``/``vmap``/``grad`` it is inlined."""
+    return model.kernel(input_kernel(x1, x2)) if sizes is None else _blocked(model, x1, x2, *sizes, devices)
 
 
 def analytic(model: Layer | linen.Module | nnx.Module, x1: ArrayLike, x2: ArrayLike | None = None, *,
@@ -150,7 +162,7 @@ def analytic(model: Layer | linen.Module | nnx.Module, x1: ArrayLike, x2: ArrayL
         sizes = None if devs is None else (-(-n1 // len(devs)), n2)  # all at once: one block per device
     elif devs is not None and batch_size == "auto":
         sizes = (min(sizes[0], -(-n1 // len(devs))), n2)
-    k = model.kernel(input_kernel(x1, x2)) if sizes is None else _blocked(model, x1, x2, *sizes, devs)
+    k = _program(model, x1, x2, sizes, devs)
     if kinds is None:
         return k
     values = tuple(getattr(k, kind) for kind in kinds)
