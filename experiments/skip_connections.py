@@ -150,8 +150,9 @@ class HeDraw(NamedTuple):
     every convolution kernel ``N(0, CONV_W_STD²/fan_in)``, the readout ``N(0, READOUT_W_STD²/fan_in)``,
     ``fan_in`` the product of all but the last axis, biases 0 (``b_std = 0``) — from a few vmapped
     draws (:func:`jaxlearn.landscape.random_direction`) instead of one per layer: XLA compiles each
-    threefry draw of a rank-4 kernel for seconds, which made ``init`` the costliest compile of
-    the study. The values differ from ``net.init``'s (another stream), the distribution does not."""
+    threefry call on its own, which made ``init`` the costliest compile of the study (before the
+    layers drew flat, a rank-4 kernel's draw compiled for seconds). The values differ from
+    ``net.init``'s (another stream), the distribution does not."""
 
     net: nn.Layer
 

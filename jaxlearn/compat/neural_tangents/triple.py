@@ -17,6 +17,7 @@ how ``stax.serial`` accepts jaxlearn layers and user-written triples alike.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -119,9 +120,8 @@ class AnalyticKernelFn:
     def __init__(self, layer: Layer, batch_size=None, devices=None, store_on_device: bool = True):
         self.layer, self.batch_size, self.devices, self.store_on_device = layer, batch_size, devices, store_on_device
         size = "auto" if batch_size is None else batch_size
-        # One compiled program per input shape: called eagerly (as neural-tangents' kernel_fn usually
-        # is), the unjitted evaluation would compile each block loop and dispatch each op anew.
-        self._analytic = jax.jit(lambda x1, x2: analytic(layer, x1, x2, batch_size=size, devices=devices))
+        # kernels.analytic compiles the kernel map as one program per input shape itself
+        self._analytic = functools.partial(analytic, layer, batch_size=size, devices=devices)
         self._compose = jax.jit(layer.kernel)
         self._shapes = {}
 
