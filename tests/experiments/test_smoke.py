@@ -98,8 +98,8 @@ def _stored_metric_from_outputs(experiment, config, networks):
         arrays = experiment.module.data(config)
         f = np.asarray(networks[0].apply(networks[0].params, arrays.x_train), np.float64)[:, 0]
         return "train_loss", 0.5 * np.mean((f - np.asarray(arrays.y_train)) ** 2)
-    if experiment.name == "instability":
-        return "test_accuracy", np.mean([np.mean(out.argmax(-1) == y) for out in outputs])  # over its children
+    if experiment.name in ("instability", "forgetting"):  # over its children / its seeds
+        return "test_accuracy", np.mean([np.mean(out.argmax(-1) == y) for out in outputs])
     return "test_accuracy", np.mean(outputs[0].argmax(-1) == y)
 
 
@@ -130,7 +130,8 @@ def test_every_training_study_exposes_its_trained_network(path, smoke):
     run = runs.run_id[runs.status == "finished"].iloc[0]  # (a smoke sweep may diverge on purpose)
     config = configs[list(report.run_ids).index(run)]
     networks = runner.load_networks(store_root, run)
-    expected = config.num_children if experiment.name == "instability" else 1
+    expected = {"instability": getattr(config, "num_children", 1),
+                "forgetting": getattr(config, "num_networks", 1)}.get(experiment.name, 1)
     assert len(networks) == expected
     name, recomputed = _stored_metric_from_outputs(experiment, config, networks)
     if name in runs or experiment.name in RECOMPUTED:
