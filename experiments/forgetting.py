@@ -38,8 +38,10 @@ accuracy of the full, ``fewest_removed`` and ``random_removed`` networks; their 
 correlation of their scores, :func:`jaxlearn.analysis.spearman`) and ``spearman_min``;
 ``unforgettable_fraction`` and ``never_learned_fraction`` (means over networks); ``fewest_cost`` and
 ``random_cost`` (mean accuracy lost by the removal) with their standard errors over networks
-(``_se``), and ``paired_gain`` (mean over networks of fewest-removed minus random-removed accuracy)
-with its standard error.
+(``_se``), ``paired_gain`` (mean over networks of fewest-removed minus random-removed accuracy)
+with its standard error, and the histogram of forgetting events ``events_E_fraction`` (the
+fraction of training examples learnt and forgotten ``E`` = 0, 1, 2, 3 times, ``E = 4``: four or
+more; with ``never_learned_fraction`` they sum to 1).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from jaxlearn.runner.plots import legend
 
 VERSION = "1"
 
-DATASETS = ("mnist1d", "digits")
+DATASETS = ("digits", "mnist1d")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,18 +71,18 @@ class Config(runner.TrainingConfig):
 
     seed: int = runner.dynamic(0, min=0, help="member seed: network i draws its initialisation, data order and "
                                               "random removal from fold_in(key, i)")
-    learning_rate: float = runner.dynamic(0.5, min=0.0, help="peak SGD learning rate")
+    learning_rate: float = runner.dynamic(0.1, min=0.0, help="peak SGD learning rate")
     optimizer: train.OptimizerSpec = runner.static(train.OptimizerSpec(schedule="warmup_cosine"),
                                                    help="optax optimizer and schedule (cosine decay to 0)")
-    num_networks: int = runner.static(5, min=2, help="networks (seeds) per member: scores are compared across them")
-    dataset: str = runner.static("mnist1d", choices=DATASETS, help="mnist1d (generated) or digits (8x8)")
+    num_networks: int = runner.static(10, min=2, help="networks (seeds) per member: scores are compared across them")
+    dataset: str = runner.static("digits", choices=DATASETS, help="digits (8x8) or mnist1d (generated)")
     num_samples: int = runner.static(5000, min=10, help="MNIST-1D examples generated (80% train); unused by digits")
     widths: tuple[int, ...] = runner.static((100, 100), min=1, help="hidden layer widths (ReLU MLP, He init)")
     removed_fraction: float = runner.static(0.3, min=0.0, max=0.95, help="fraction of the training set removed")
-    check_every: int = runner.static(40, min=1, help="steps between correctness checks of every training example")
+    check_every: int = runner.static(15, min=1, help="steps between correctness checks of every training example")
     batch_size: int | None = runner.static(100, min=1, help="examples per step")
-    num_steps: int = runner.static(2000, min=1, help="steps of every training (tracking and retraining)")
-    segment_steps: int = runner.static(2000, min=1, help="must equal num_steps: the member is one segment")
+    num_steps: int = runner.static(1500, min=1, help="steps of every training (tracking and retraining)")
+    segment_steps: int = runner.static(1500, min=1, help="must equal num_steps: the member is one segment")
 
     def __post_init__(self):
         if self.segment_steps != self.num_steps:
@@ -231,6 +233,10 @@ def evaluate(state: ForgettingState, config: Config, arrays) -> dict:
            "unforgettable_fraction": jnp.mean(state.unforgettable),
            "never_learned_fraction": jnp.mean(state.never_learned),
            "mean_forgetting_events": jnp.mean(jnp.where(state.never_learned, 0, state.scores))}
+    learnt = ~state.never_learned
+    for events in range(_HISTOGRAM):  # the last bin holds every count >= _HISTOGRAM - 1
+        hit = state.scores == events if events < _HISTOGRAM - 1 else state.scores >= events
+        out[f"events_{events}_fraction"] = jnp.mean(learnt & hit)
     for name, values in (("fewest_cost", full - fewest), ("random_cost", full - random),
                          ("paired_gain", fewest - random)):
         out[name], out[f"{name}_se"] = _mean_se(values)
@@ -238,6 +244,9 @@ def evaluate(state: ForgettingState, config: Config, arrays) -> dict:
         out.update({f"full_accuracy_n{i}": full[i], f"fewest_removed_accuracy_n{i}": fewest[i],
                     f"random_removed_accuracy_n{i}": random[i]})
     return out
+
+
+_HISTOGRAM = 5  # forgetting-event bins of the final metrics: 0, 1, 2, 3 and >= 4 (learnt examples)
 
 
 # -- results -----------------------------------------------------------------------------------------------------
@@ -277,7 +286,8 @@ def check(results) -> None:
 
 
 def smoke_check(results) -> None:
-    """The pipeline at toy size: the fractions are fractions (unforgettable and never-learnt exclusive),
+    """The pipeline at toy size: the fractions are fractions (unforgettable and never-learnt exclusive,
+    the histogram of forgetting events and the never-learnt sum to 1, its bin 0 is the unforgettable),
     the costs are the differences of the stored accuracies, and forgetting scores correlate across
     seeds (positive mean Spearman: the effect's direction)."""
     rows = summarize(results)
@@ -288,16 +298,28 @@ def smoke_check(results) -> None:
         assert abs(row["fewest_cost"] - (row["test_accuracy"] - row["fewest_removed_accuracy"])) < 1e-5
         assert abs(row["paired_gain"] - (row["fewest_removed_accuracy"] - row["random_removed_accuracy"])) < 1e-5
         assert row["spearman"] > 0, f"seed {row['seed']}: scores do not correlate across seeds ({row['spearman']:.3f})"
+    for _, run in results.finished("seed").runs.iterrows():
+        total = sum(run[f"events_{e}_fraction"] for e in range(_HISTOGRAM)) + run["never_learned_fraction"]
+        assert abs(total - 1) < 1e-5, f"seed {run['seed']}: the histogram of forgetting events sums to {total}"
+        assert abs(run["events_0_fraction"] - run["unforgettable_fraction"]) < 1e-6
 
 
 def plot(results):
-    """Left: test accuracy of every network in full and after each removal (paired lines per network).
-    Right: the removal costs with ±2 standard errors and the 1-point bound."""
+    """Left: the histogram of forgetting events (log scale). Middle: test accuracy of every network in
+    full and after each removal (paired lines per network). Right: the removal costs with ±2
+    standard errors and the 1-point bound."""
     from matplotlib.figure import Figure  # object API: no pyplot global state
 
-    fig = Figure(figsize=(10, 4))
-    ax_acc, ax_cost = fig.subplots(1, 2)
+    fig = Figure(figsize=(14, 4))
+    ax_hist, ax_acc, ax_cost = fig.subplots(1, 3)
     runs = results.finished("seed", "num_networks", *_COLUMNS).runs
+    bins = [f"{e}" for e in range(_HISTOGRAM - 1)] + [f"≥{_HISTOGRAM - 1}", "never\nlearnt"]
+    for j, (_, run) in enumerate(runs.iterrows()):
+        heights = [run.get(f"events_{e}_fraction", np.nan) for e in range(_HISTOGRAM)] + [run["never_learned_fraction"]]
+        ax_hist.bar(np.arange(len(bins)) + 0.8 * j / len(runs), heights, width=0.8 / len(runs), color=f"C{j}")
+    ax_hist.set_xticks(range(len(bins)), bins)
+    ax_hist.set(yscale="log", xlabel="forgetting events", ylabel="fraction of training examples (mean over seeds)",
+                title="Forgetting events per example")
     labels = ("full training set", "least forgotten 30% removed", "random 30% removed")
     for _, run in runs.iterrows():
         for i in range(int(run["num_networks"])):

@@ -14,7 +14,7 @@ import pytest
 from jaxlearn import data, runner, train
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TINY = {"num_samples": 200, "widths": (8,), "num_networks": 3, "batch_size": 20, "num_steps": 24,
+TINY = {"dataset": "mnist1d", "num_samples": 200, "widths": (8,), "num_networks": 3, "batch_size": 20, "num_steps": 24,
         "segment_steps": 24, "check_every": 4, "learning_rate": 0.3, "removed_fraction": 0.3}
 
 
@@ -118,6 +118,10 @@ def test_final_metrics_equal_numpy_and_scipy(tiny):
         want[name], want[f"{name}_se"] = values.mean(), values.std(ddof=1) / np.sqrt(k)
     for i in range(k):
         want[f"full_accuracy_n{i}"] = full[i]
+    learnt_counts = np.where(state.never_learned, -1, state.scores)
+    for events in range(4):
+        want[f"events_{events}_fraction"] = np.mean(learnt_counts == events)
+    want["events_4_fraction"] = np.mean(learnt_counts >= 4)
     for name, value in want.items():
         assert float(final[name]) == pytest.approx(value, abs=1e-5), name
 
