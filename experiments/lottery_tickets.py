@@ -27,10 +27,10 @@ per pruning round) in ``lax.scan``, each from the training state at step ``k`` w
 replaced by ``m_r ⊙ θ_k``, for ``T − k`` steps with the optimizer restricted to the mask
 (:func:`~jaxlearn.analysis.masked`: pruned weights stay exactly 0). Rewinding restores the whole
 training state at step ``k`` but the weights' pruned entries — the step counter (hence the data
-order continues from step ``k``) and the optimizer state (the position in the learning-rate
-schedule; plain SGD, the default, has no other state, so this is the weight rewinding of Frankle
-et al. 2020 and Renda et al. 2020 exactly). Round 0 is therefore the dense network trained for
-``T`` steps without interruption: the *dense* baseline. The two controls of every round (masks
+order continues from step ``k``) and the optimizer state (Adam's step count and moment estimates
+at step ``k``, the default; with plain SGD only the position in the learning-rate schedule, the
+weight rewinding of Frankle et al. 2020 and Renda et al. 2020). Round 0 is therefore the dense
+network trained for ``T`` steps without interruption: the *dense* baseline. The two controls of every round (masks
 ``m_0 … m_R``) then train as one vmapped program, from the same step-``k`` state with the same
 data order; their keys are ``fold_in(key, 1 + r)`` of the member's key, for round ``r``.
 ``seed`` (and ``learning_rate``, ``rate``, ``data_seed``) are dynamic, so the seeds are one vmapped
@@ -74,10 +74,10 @@ class Config(runner.TrainingConfig):
 
     seed: int = runner.dynamic(0, min=0, help="initialisation seed (and the data order unless data_seed is set); "
                                               "the controls' keys derive from it")
-    learning_rate: float = runner.dynamic(0.5, min=0.0, help="peak SGD learning rate (cosine schedule)")
+    learning_rate: float = runner.dynamic(1.2e-3, min=0.0, help="Adam learning rate (Frankle & Carbin's LeNet)")
     rate: float = runner.dynamic(0.2, min=0.0, max=0.99, help="fraction of the remaining weights pruned per round")
     optimizer: train.OptimizerSpec = runner.static(
-        train.OptimizerSpec(schedule="warmup_cosine"), help="optax optimizer and schedule (cosine decay to 0)")
+        train.OptimizerSpec(name="adam"), help="optax optimizer and schedule (Adam, constant learning rate)")
     widths: tuple[int, ...] = runner.static((300, 100), min=1, help="hidden layer widths (ReLU MLP, He init; "
                                                                      "LeNet-300-100 of Frankle & Carbin 2019)")
     num_samples: int = runner.static(5000, min=10, help="MNIST-1D examples generated (80% train, 20% test)")
@@ -102,7 +102,7 @@ class LotteryState(NamedTuple):
     ``model`` hook's network). Stacked over rounds ``r = 0 … R`` (leading axis R + 1): ``masks``
     (the ticket's mask of round r; ``masks[0]`` all kept), ``tickets`` (trained from ``masks[r] ⊙ θ_k``),
     ``reinit`` (trained from ``masks[r] ⊙ θ'₀``), ``random_masks`` and ``random`` (trained from
-    ``random_masks[r] ⊙ θ_k``). ``params`` and ``model_state`` read through to the train state."""
+    ``random_masks[r] ⊙ θ_k``)."""
 
     train_state: train.TrainState
     masks: Any
@@ -110,14 +110,6 @@ class LotteryState(NamedTuple):
     reinit: Any
     random_masks: Any
     random: Any
-
-    @property
-    def params(self):
-        return self.train_state.params
-
-    @property
-    def model_state(self):
-        return self.train_state.model_state
 
 
 def model(config: Config):

@@ -12,26 +12,16 @@ import numpy as np
 import pytest
 
 from jaxlearn import data, runner, train
+from tests.experiments.members import compute_member
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY = {"dataset": "mnist1d", "num_samples": 200, "widths": (8,), "num_networks": 3, "batch_size": 20, "num_steps": 24,
         "segment_steps": 24, "check_every": 4, "learning_rate": 0.3, "removed_fraction": 0.3}
 
 
-def _numpy(tree):
-    return jax.tree.map(lambda leaf: leaf if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
-                        else np.asarray(leaf), tree)
-
-
 @pytest.fixture(scope="module")
 def tiny():
-    module = runner.load_experiment("forgetting", [REPO]).module
-    config = runner.parse_config(module.Config, {**TINY, "seed": 5})
-    arrays = module.data(config)
-    start = jax.jit(lambda: module.init(config, jax.random.key(5)))()
-    state, metrics = jax.jit(lambda s: module.segment(s, config, arrays))(start)
-    final = jax.jit(lambda s: module.evaluate(s, config, arrays))(state)
-    return module, config, arrays, start, _numpy(state), metrics, final
+    return compute_member("forgetting", TINY, seed=5)
 
 
 def _network(tree, i):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxlearn import runner, train
+from tests.experiments.members import compute_member
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY = {"widths": (8,), "num_samples": 200, "batch_size": 20, "num_steps": 12, "segment_steps": 12,
@@ -20,15 +21,7 @@ TINY = {"widths": (8,), "num_samples": 200, "batch_size": 20, "num_steps": 12, "
 
 @pytest.fixture(scope="module")
 def tiny():
-    module = runner.load_experiment("lottery_tickets", [REPO]).module
-    config = runner.parse_config(module.Config, {**TINY, "seed": 3})
-    arrays = module.data(config)
-    start = jax.jit(lambda: module.init(config, jax.random.key(3)))()
-    state, metrics = jax.jit(lambda s: module.segment(s, config, arrays))(start)
-    final = jax.jit(lambda s: module.evaluate(s, config, arrays))(state)
-    numpy = jax.tree.map(lambda leaf: leaf if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
-                         else np.asarray(leaf), state)
-    return module, config, arrays, start, numpy, metrics, final
+    return compute_member("lottery_tickets", TINY, seed=3)
 
 
 def _round(tree, r):
