@@ -33,6 +33,7 @@ def _logits(params, x):
     return np.maximum(x @ l0["W"] + l0["b"], 0) @ l2["W"] + l2["b"]
 
 
+@pytest.mark.slow  # one compile of the study (~5 s of CPU), shared by the module
 def test_scores_are_forgetting_events_of_snapshots_taken_by_a_plain_loop(tiny):
     module, config, arrays, start, state, metrics, _ = tiny
     net, x, y = module.model(config), np.asarray(arrays.x_train, np.float64), np.asarray(arrays.y_train)
@@ -59,6 +60,7 @@ def test_scores_are_forgetting_events_of_snapshots_taken_by_a_plain_loop(tiny):
     assert float(metrics["unforgettable_fraction"]) == pytest.approx(state.unforgettable.mean())
 
 
+@pytest.mark.slow
 def test_removals_keep_the_most_forgotten_and_a_random_subset(tiny):
     _, config, arrays, _, state, _, _ = tiny
     n = arrays.x_train.shape[0]
@@ -74,6 +76,7 @@ def test_removals_keep_the_most_forgotten_and_a_random_subset(tiny):
         assert not np.array_equal(fewest, random)
 
 
+@pytest.mark.slow
 def test_retrained_networks_train_on_their_subsets_from_the_same_initialisation(tiny):
     module, config, arrays, start, state, _, _ = tiny
     net, k = module.model(config), config.num_networks
@@ -87,6 +90,7 @@ def test_retrained_networks_train_on_their_subsets_from_the_same_initialisation(
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_final_metrics_equal_numpy_and_scipy(tiny):
     from scipy import stats
 

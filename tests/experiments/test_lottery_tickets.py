@@ -33,6 +33,7 @@ def _kernels(tree):
     return [leaf for leaf in jax.tree.leaves(tree) if leaf.ndim == 2]
 
 
+@pytest.mark.slow  # one compile of the study (~5 s of CPU), shared by the module
 def test_round_zero_is_the_dense_network_trained_without_interruption(tiny):
     module, config, arrays, start, state, _, final = tiny
     dense, _ = train.supervised_segment(start.train_state, module.model(config), train.softmax_cross_entropy,
@@ -48,6 +49,7 @@ def test_round_zero_is_the_dense_network_trained_without_interruption(tiny):
     assert float(final["dense_accuracy"]) == float(final["ticket_accuracy_r00"])
 
 
+@pytest.mark.slow
 def test_each_mask_keeps_the_largest_trained_weights_of_the_previous_round(tiny):
     _, config, _, _, state, metrics, final = tiny
     total = sum(k.size for k in _kernels(_round(state.masks, 0)))
@@ -66,6 +68,7 @@ def test_each_mask_keeps_the_largest_trained_weights_of_the_previous_round(tiny)
     assert float(metrics["final_density"]) == pytest.approx(kept / total)
 
 
+@pytest.mark.slow
 def test_pruned_weights_stay_zero_and_the_controls_match_the_ticket_sizes(tiny):
     _, config, _, start, state, _, _ = tiny
     theta0 = jax.tree.leaves(jax.tree.map(np.asarray, start.train_state.params))
@@ -87,6 +90,7 @@ def test_pruned_weights_stay_zero_and_the_controls_match_the_ticket_sizes(tiny):
                                   jax.tree.leaves(_round(state.tickets, config.rounds))[0])
 
 
+@pytest.mark.slow
 def test_accuracies_equal_numpy_forward_passes(tiny):
     module, config, arrays, _, state, _, final = tiny
     x, y = np.asarray(arrays.x_test, np.float64), np.asarray(arrays.y_test)
