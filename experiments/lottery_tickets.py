@@ -30,10 +30,11 @@ training state at step ``k`` but the weights' pruned entries — the step counte
 order continues from step ``k``) and the optimizer state (Adam's step count and moment estimates
 at step ``k``, the default; with plain SGD only the position in the learning-rate schedule, the
 weight rewinding of Frankle et al. 2020 and Renda et al. 2020). Round 0 is therefore the dense
-network trained for ``T`` steps without interruption: the *dense* baseline. The two controls of every round (masks
-``m_0 … m_R``) then train as one vmapped program, from the same step-``k`` state with the same
-data order; their keys are ``fold_in(key, 1 + r)`` of the member's key, for round ``r``.
-``seed`` (and ``learning_rate``, ``rate``, ``data_seed``) are dynamic, so the seeds are one vmapped
+network trained for ``T`` steps without interruption: the *dense* baseline. The two controls of
+every round (masks ``m_0 … m_R``) then train as one vmapped program, from the same step-``k``
+state with the same data order; their keys are ``fold_in(fold_in(key, 2), r)`` for round ``r``,
+``key`` the train state's (streams 0 and 1 are its data order and step keys). ``seed`` (and
+``learning_rate``, ``rate``, ``data_seed``) are dynamic, so the seeds are one vmapped
 group: ``T`` steps of pretraining-and-dense plus ``rounds × (T − k)`` sequential steps, and the
 controls' ``2 (rounds + 1)`` trainings side by side.
 
@@ -62,6 +63,7 @@ from jaxlearn.runner.plots import legend
 VERSION = "1"
 
 ARMS = ("ticket", "reinit", "random_mask")
+_CONTROLS = 2  # the controls' stream of the train state's key (0 and 1 are its data and step streams)
 _LABELS = {"ticket": "IMP ticket (rewound to step k)", "reinit": "random reinitialisation (ticket's mask)",
            "random_mask": "random mask (ticket's layer counts, θ_k)"}
 
@@ -165,8 +167,7 @@ def _controls(config: Config, key, rewound, masks):
     net, spec = model(config), _input_spec(config)
 
     def one(r, mask):
-        k = jax.random.fold_in(key, 1 + r)
-        k_init, k_mask = jax.random.split(k)
+        k_init, k_mask = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, _CONTROLS), r))
         fresh = analysis.random_reinit(k_init, lambda kk: net.init(kk, spec)[0], mask)
         shuffled = analysis.random_mask(k_mask, mask, scope="layer")
         return fresh, shuffled
