@@ -212,10 +212,11 @@ def plot(results):
     ax_bar.bar([r["network"] for r in rows], [r["test_accuracy"] for r in rows],
                yerr=[r["std"] for r in rows], capsize=4, color=["C0", "C1", "C2"][:len(rows)])
     for i, r in enumerate(rows):
-        ax_bar.annotate(f"{r['test_accuracy']:.3f}\ngap {100 * r['gap_to_full']:.1f} pt", (i, r["test_accuracy"]),
-                        ha="center", va="bottom", fontsize=8, xytext=(0, 6), textcoords="offset points")
+        label = f"{r['test_accuracy']:.3f}\ngap {100 * r['gap_to_full']:.1f} pt"
+        ax_bar.annotate(label, (i, r["test_accuracy"] + r["std"]), ha="center", va="bottom", fontsize=8,
+                        xytext=(0, 6), textcoords="offset points")
     low = min([r["test_accuracy"] - r["std"] for r in rows], default=0.0)
-    ax_bar.set(ylim=(max(0.0, low - 0.05), 1.01), ylabel="final test accuracy (mean ± std over seeds)",
+    ax_bar.set(ylim=(max(0.0, low - 0.05), 1.02), ylabel="final test accuracy (mean ± std over seeds)",
                title="Final test accuracy, gap to full precision")
     fig.tight_layout()
     return fig

@@ -22,7 +22,7 @@ Metrics: ``test_accuracy``, ``test_loss`` and ``train_accuracy`` per segment. Me
 measured from what ``jax.vjp`` keeps, :func:`jaxlearn.rules.residual_bytes`: the residuals of the
 un-optimised linearisation, shapes only): ``activation_residual_bytes`` — bytes saved per
 activation entry by the activation's own backward (exact GELU keeps three float32 arrays
-(``x``, ``erfc`` and ``exp`` terms): 12 bytes; ``bits``-bit codes: ``bits/8`` bytes) — and
+(``x``, ``erfc`` and ``exp`` terms) and a scalar: 12 bytes; ``bits``-bit codes: ``bits/8`` bytes) — and
 ``network_residual_bytes`` — every residual of the training loss's vjp for one batch (the Dense
 layers' saved inputs included, which few-bit leaves alone).
 
