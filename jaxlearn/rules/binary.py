@@ -39,6 +39,7 @@ from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxlearn._checks import is_traced
@@ -162,7 +163,8 @@ def clip_latents(lo: Scalar = -1.0, hi: Scalar = 1.0,
     ``optax.chain(optimizer, clip_latents())``. Its ``update`` needs ``params``.
 
     ``mask``: which leaves to clip — ``None`` (the latent weights of :func:`BinaryDense` layers,
-    :func:`binary_latents`), a pytree of bools like the params, or a function ``params -> mask``
+    :func:`binary_latents`), a pytree like the params of Python bools (whole leaves) or of boolean
+    arrays broadcasting with each leaf (entrywise; may be traced), or a function ``params -> mask``
     (as in ``optax.masked``). ``lo < hi``: scalars, may be traced. Stateless
     (``optax.EmptyState``); ``optax.MaskedNode`` leaves (frozen parameters) pass through.
     The result lies in ``[lo, hi]`` exactly (not only up to rounding, see the module's
@@ -181,9 +183,11 @@ def clip_latents(lo: Scalar = -1.0, hi: Scalar = 1.0,
         selected = mask(params) if callable(mask) else mask
 
         def clip(u, p, keep):
-            if isinstance(u, optax.MaskedNode) or not keep:
+            if isinstance(u, optax.MaskedNode):
                 return u
-            return _projected_update(p, u, lo, hi)
+            if isinstance(keep, (bool, np.bool_)):  # a static mask: unselected leaves are left alone
+                return _projected_update(p, u, lo, hi) if keep else u
+            return jnp.where(keep, _projected_update(p, u, lo, hi), u)  # an array mask (may be traced)
 
         clipped = jax.tree.map(clip, updates, params, selected, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
         return clipped, state

@@ -237,6 +237,13 @@ def test_clip_latents_traced_bounds_frozen_leaves_and_errors():
     frozen = train.freeze(optax.chain(optax.sgd(1.0), rules.clip_latents()), trainable)
     updates, _ = frozen.update(grads, frozen.init(params), params)
     np.testing.assert_array_equal(updates[0]["W_latent"], 0)
+    # an entrywise array mask: only the selected entries of a leaf are projected
+    entry_mask = jax.tree.map(lambda p: jnp.zeros(p.shape, bool), params)
+    entry_mask[0]["W_latent"] = jnp.arange(params[0]["W_latent"].size).reshape(params[0]["W_latent"].shape) % 2 == 0
+    opt = optax.chain(optax.sgd(1.0), rules.clip_latents(mask=entry_mask))
+    new = optax.apply_updates(params, opt.update(grads, opt.init(params), params)[0])[0]["W_latent"]
+    plain = params[0]["W_latent"] + 10.0
+    np.testing.assert_array_equal(new, jnp.where(entry_mask[0]["W_latent"], 1.0, plain))
     with pytest.raises(ValueError, match="lo < hi"):
         rules.clip_latents(1.0, -1.0)
     opt = rules.clip_latents()
