@@ -17,8 +17,9 @@ fresh ``lambda`` per call compiles again, as it would under the caller's own ``j
 static value cannot be hashed, the function runs eagerly as before.
 
 The arguments are rebuilt from their leaves inside the program, so a list or dict passed in is a
-copy there (the wrapped functions do not mutate their arguments). The wrapped function must trace: validation that needs concrete values (error messages naming an
-argument) belongs before the call, in the public function.
+copy there (the wrapped functions do not mutate their arguments). The wrapped function must trace:
+validation that needs concrete values (error messages naming an argument) belongs before the call,
+in the public function.
 """
 
 from __future__ import annotations

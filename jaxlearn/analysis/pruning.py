@@ -48,8 +48,8 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.tree_util import keystr, tree_flatten_with_path
 
-from jaxlearn._compile import jit_when_eager
 from jaxlearn._checks import check_int, is_traced
+from jaxlearn._compile import jit_when_eager
 from jaxlearn._types import Array, PyTree, Scalar
 from jaxlearn.train.pytrees import check_like
 

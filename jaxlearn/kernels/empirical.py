@@ -205,8 +205,8 @@ def empirical(apply_fn: Callable, params: PyTree, x1: ArrayLike, x2: ArrayLike |
         sizes = None if devs is None else (-(-n1 // len(devs)), n2)  # one block of rows per device, all of x2
     else:
         sizes = (int(batch_size), int(batch_size))
-    return jit_when_eager(_kernel, compute, apply_fn, params, x1, x2, (out.ndim, tuple(sorted(axes.trace)), tuple(sorted(axes.diagonal))),
-                          sizes, devs)
+    static_axes = (out.ndim, tuple(sorted(axes.trace)), tuple(sorted(axes.diagonal)))
+    return jit_when_eager(_kernel, compute, apply_fn, params, x1, x2, static_axes, sizes, devs)
 
 
 def _kernel(compute, apply_fn, params, x1, x2, axes, sizes, devices):
