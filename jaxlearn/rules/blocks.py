@@ -193,17 +193,31 @@ def block_serial(*layers: Layer, feedback_std: Scalar = 1.0) -> Layer:
 
 
 def block_mlp(widths: Sequence[int], out_dim: int, activation: str = "relu", W_std: Scalar = 1.0,
-              b_std: Scalar | None = 0.0, parameterization: str = "standard", feedback_std: Scalar = 1.0) -> Layer:
-    """``nn.mlp`` as a :func:`block_serial`: blocks ``serial(Dense(w_l), act)`` and ``Dense(out_dim)``."""
+              b_std: Scalar | None = 0.0, parameterization: str = "standard", feedback_std: Scalar = 1.0,
+              feedback: str | None = None) -> Layer:
+    """``nn.mlp`` as a :func:`block_serial`: blocks ``serial(Dense(w_l), act)`` and ``Dense(out_dim)``.
+
+    ``feedback`` (``"random"`` or ``"sign"``) builds every layer as
+    :func:`~jaxlearn.rules.FADense` with that feedback instead (feedback alignment, Lillicrap et al.
+    2016; sign symmetry, Liao et al. 2016): the same params from the same key, a backward pass through
+    the feedback matrices under every estimator. ``None``: plain ``Dense`` layers, exact backprop.
+    """
     widths = list(widths)
     if not widths:
         raise LayerError("block_mlp: widths must name at least one hidden layer, got []")
+    if feedback is None:
+        dense = Dense
+    else:
+        from jaxlearn.rules.feedback import FADense  # feedback.py imports this module
+
+        def dense(*args):
+            return FADense(*args, feedback=feedback)
     # mup roles by position, as nn.mlp assigns them
     roles = (["input"] + ["hidden"] * (len(widths) - 1) + ["output"] if parameterization == "mup"
              else [None] * (len(widths) + 1))
-    blocks = [serial(Dense(w, W_std, b_std, parameterization, role), activation_layer(activation))
+    blocks = [serial(dense(w, W_std, b_std, parameterization, role), activation_layer(activation))
               for w, role in zip(widths, roles)]
-    return block_serial(*blocks, Dense(out_dim, W_std, b_std, parameterization, roles[-1]), feedback_std=feedback_std)
+    return block_serial(*blocks, dense(out_dim, W_std, b_std, parameterization, roles[-1]), feedback_std=feedback_std)
 
 
 @contextlib.contextmanager
