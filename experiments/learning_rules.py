@@ -94,24 +94,20 @@ class Config(runner.TrainingConfig):
             raise ValueError(f"ff_threshold: must be > 0, got {self.ff_threshold}")
 
 
-def _layers(config: Config, dense=None):
-    """Hidden blocks ``serial(Dense(w), ReLU)`` and the output ``Dense(10)``, He-scaled; ``dense``
-    replaces ``nn.Dense`` (FADense for FA and sign symmetry: the same draw)."""
+def _layers(config: Config):
+    """Hidden blocks ``serial(Dense(w), ReLU)`` and the output ``Dense(10)``, He-scaled (the layers of
+    :func:`jaxlearn.rules.block_mlp` with the same arguments: the same draw)."""
     W_std = np.sqrt(2.0)
-    dense = nn.Dense if dense is None else dense
-    return [nn.serial(dense(w, W_std), nn.Relu()) for w in config.widths] + [dense(10, W_std)]
+    return [nn.serial(nn.Dense(w, W_std), nn.Relu()) for w in config.widths] + [nn.Dense(10, W_std)]
 
 
 def model(config: Config):
     """The network ``rule`` trains (the ``model`` hook). backprop, DFA, forward gradient, local losses and synthetic
-    gradients: the same blocks drawn from the same keys (``block_serial``, ``local_serial``,
+    gradients: the same blocks drawn from the same keys (``block_mlp``, ``local_serial``,
     ``synthetic_serial`` and ``nn.serial`` share them), the latter two with their heads/predictors on
-    top; FA and sign symmetry swap Dense for FADense (same init). Forward-forward (input with the label
-    appended) and the Hopfield network of equilibrium propagation (symmetric weights, sigmoid) have
-    other parameters: the same widths, their own draw."""
-    if config.rule in ("feedback_alignment", "sign_symmetry"):
-        feedback = "random" if config.rule == "feedback_alignment" else "sign"
-        return rules.block_serial(*_layers(config, lambda w, std: rules.FADense(w, std, feedback=feedback)))
+    top; FA and sign symmetry swap Dense for FADense (``rules.block_mlp(..., feedback=...)``, same
+    init). Forward-forward (input with the label appended) and the Hopfield network of equilibrium
+    propagation (symmetric weights, sigmoid) have other parameters: the same widths, their own draw."""
     if config.rule == "local_losses":
         *blocks, out = _layers(config)
         return rules.local_serial(*blocks, out, heads=[nn.Dense(10, np.sqrt(2.0)) for _ in blocks])
@@ -122,7 +118,8 @@ def model(config: Config):
     if config.rule == "equilibrium_propagation":
         return rules.eqprop_network(config.widths, 10, EQPROP_ACTIVATION, W_std=EQPROP_W_STD,
                                     step_size=EQPROP_STEP_SIZE, max_steps=config.eqprop_steps, tol=config.eqprop_tol)
-    return rules.block_serial(*_layers(config))
+    feedback = {"feedback_alignment": "random", "sign_symmetry": "sign"}.get(config.rule)  # else plain Dense
+    return rules.block_mlp(config.widths, 10, "relu", W_std=np.sqrt(2.0), feedback=feedback)
 
 
 def _estimator(config: Config):

@@ -66,10 +66,11 @@ from jaxlearn.analysis.spectra import (
 )
 
 __all__ = [
-    "GradientSNR", "IMPResult", "NoiseScale", "angles", "apply_mask", "cka", "correctness", "correctness_eval_fn", "density",
-    "effective_rank", "first_learned_step", "forgetting_events", "gradient_angle", "gradient_cosine", "gradient_noise_scale", "gradient_snr", "gradients",
-    "hsic", "imp", "learning_events", "learning_order", "linear_cka", "magnitude_mask", "masked", "minibatch_cka",
-    "model_gradient_noise_scale", "never_learned", "noise_scale_from_norms", "participation_ratio",
-    "per_example_grad_norms", "per_example_grads", "pruning", "random_mask", "random_reinit", "rbf_cka",
-    "similarity", "sparsity", "spectra", "spectrum_effective_rank", "spectrum_participation_ratio", "unforgettable",
+    "GradientSNR", "IMPResult", "NoiseScale", "angles", "apply_mask", "cka", "correctness", "correctness_eval_fn",
+    "density", "effective_rank", "first_learned_step", "forgetting_events", "gradient_angle", "gradient_cosine",
+    "gradient_noise_scale", "gradient_snr", "gradients", "hsic", "imp", "learning_events", "learning_order",
+    "linear_cka", "magnitude_mask", "masked", "minibatch_cka", "model_gradient_noise_scale", "never_learned",
+    "noise_scale_from_norms", "participation_ratio", "per_example_grad_norms", "per_example_grads", "pruning",
+    "random_mask", "random_reinit", "rbf_cka", "similarity", "sparsity", "spectra", "spectrum_effective_rank",
+    "spectrum_participation_ratio", "unforgettable",
 ]
