@@ -117,8 +117,9 @@ def alignment_angles(state: train.TrainState, config: Config, arrays) -> dict:
             "angle_last": analysis.gradient_angle(hidden_update[-1], hidden_true[-1])}
 
 
-def evaluate(state: train.TrainState, config: Config, arrays) -> dict:
-    """Test accuracy and loss of the network's outputs, and the alignment angles."""
+def _metrics(state: train.TrainState, config: Config, arrays) -> dict:
+    """Test accuracy and loss of the network's outputs, and the alignment angles (after every
+    segment; the last segment's are the run's final metrics: no separate ``evaluate`` program)."""
     logits = model(config).apply(state.params, arrays.x_test, state.model_state)
     return {"test_accuracy": train.accuracy(logits, arrays.y_test),
             "test_loss": train.softmax_cross_entropy(logits, arrays.y_test),
@@ -126,11 +127,11 @@ def evaluate(state: train.TrainState, config: Config, arrays) -> dict:
 
 
 def segment(state: train.TrainState, config: Config, arrays):
-    """``segment_steps`` steps of the rule; metrics: ``train_loss``, :func:`evaluate` of the end
+    """``segment_steps`` steps of the rule; metrics: ``train_loss``, :func:`_metrics` of the end
     state and ``angle_start``, the hidden-layer angle of the state the segment started from."""
     start = alignment_angles(state, config, arrays)["angle"]
     state, metrics = runner.study.segment(state, config, arrays, model(config), grad_estimator=_estimator(config),
-                                          evaluate=evaluate)
+                                          evaluate=_metrics)
     return state, {**metrics, "angle_start": start}
 
 

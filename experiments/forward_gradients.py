@@ -275,11 +275,11 @@ def check(results) -> None:
 def smoke_check(results) -> None:
     """At toy scale (few tangents, short training): the relative error falls like ``k^−½`` within
     0.15 and matches the closed form within 40%; the forward gradient learns well above chance
-    (> 40%) and backprop more (> 80%)."""
+    (> 30%; 10% is chance) and backprop more (> 80%)."""
     rows = summarize(results)
     assert rows, "no finished runs"
     _check_estimator(results, rows, (-0.65, -0.35), (0.6, 1.4))
-    _check_training(rows, 0.4, 0.8)
+    _check_training(rows, 0.3, 0.8)
 
 
 def plot(results):
