@@ -13,7 +13,7 @@ Setting: a 40-256-256-10 tanh MLP (``W_std = 1``, standard parameterization) on 
 
 * ``backprop`` — exact gradients;
 * ``feedback_alignment`` — every layer an :func:`jaxlearn.rules.FADense` with a fixed random ``B``
-  drawn like ``W`` (:func:`jaxlearn.rules.block_mlp` with ``feedback="random"``, the same initial
+  drawn like ``W`` (:func:`jaxlearn.rules.block_mlp` with ``dense`` that layer; the same initial
   weights as backprop for a seed);
 * ``dfa`` — :func:`jaxlearn.rules.dfa`: hidden layer ``l`` receives ``e B_l``, ``B_l ~ N(0, 1/10)``;
 * ``readout`` — the control: only the output layer is trained (hidden layers frozen at their random
@@ -37,12 +37,13 @@ and DFA falls below 60°.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlearn import analysis, rules, runner, train
+from jaxlearn import analysis, nn, rules, runner, train
 from jaxlearn.runner.plots import legend, mean_band
 
 VERSION = "1"
@@ -73,8 +74,8 @@ def model(config: Config):
     """The network ``rule`` trains (the ``model`` hook): :func:`jaxlearn.rules.block_mlp` of the
     config's widths, FADense layers with random feedback for feedback alignment; the same initial
     weights for a seed under every rule."""
-    feedback = "random" if config.rule == "feedback_alignment" else None
-    return rules.block_mlp(config.widths, CLASSES, config.activation, W_std=1.0, feedback=feedback)
+    dense = functools.partial(rules.FADense, feedback="random") if config.rule == "feedback_alignment" else nn.Dense
+    return rules.block_mlp(config.widths, CLASSES, config.activation, W_std=1.0, dense=dense)
 
 
 def _backprop_model(config: Config):

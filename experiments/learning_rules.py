@@ -50,6 +50,7 @@ step 0.8 instead of 0.5: 0.77 at 1e-2, diverged at 3e-2). Smoke size (width 32, 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -105,7 +106,7 @@ def model(config: Config):
     """The network ``rule`` trains (the ``model`` hook). backprop, DFA, forward gradient, local losses and synthetic
     gradients: the same blocks drawn from the same keys (``block_mlp``, ``local_serial``,
     ``synthetic_serial`` and ``nn.serial`` share them), the latter two with their heads/predictors on
-    top; FA and sign symmetry swap Dense for FADense (``rules.block_mlp(..., feedback=...)``, same
+    top; FA and sign symmetry swap Dense for FADense (``rules.block_mlp(..., dense=...)``, same
     init). Forward-forward (input with the label appended) and the Hopfield network of equilibrium
     propagation (symmetric weights, sigmoid) have other parameters: the same widths, their own draw."""
     if config.rule == "local_losses":
@@ -118,8 +119,9 @@ def model(config: Config):
     if config.rule == "equilibrium_propagation":
         return rules.eqprop_network(config.widths, 10, EQPROP_ACTIVATION, W_std=EQPROP_W_STD,
                                     step_size=EQPROP_STEP_SIZE, max_steps=config.eqprop_steps, tol=config.eqprop_tol)
-    feedback = {"feedback_alignment": "random", "sign_symmetry": "sign"}.get(config.rule)  # else plain Dense
-    return rules.block_mlp(config.widths, 10, "relu", W_std=np.sqrt(2.0), feedback=feedback)
+    feedback = {"feedback_alignment": "random", "sign_symmetry": "sign"}.get(config.rule)
+    dense = nn.Dense if feedback is None else functools.partial(rules.FADense, feedback=feedback)
+    return rules.block_mlp(config.widths, 10, "relu", W_std=np.sqrt(2.0), dense=dense)
 
 
 def _estimator(config: Config):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -194,24 +194,18 @@ def block_serial(*layers: Layer, feedback_std: Scalar = 1.0) -> Layer:
 
 def block_mlp(widths: Sequence[int], out_dim: int, activation: str = "relu", W_std: Scalar = 1.0,
               b_std: Scalar | None = 0.0, parameterization: str = "standard", feedback_std: Scalar = 1.0,
-              feedback: str | None = None) -> Layer:
-    """``nn.mlp`` as a :func:`block_serial`: blocks ``serial(Dense(w_l), act)`` and ``Dense(out_dim)``.
+              dense: Callable[..., Layer] = Dense) -> Layer:
+    """``nn.mlp`` as a :func:`block_serial`: blocks ``serial(dense(w_l), act)`` and ``dense(out_dim)``.
 
-    ``feedback`` (``"random"`` or ``"sign"``) builds every layer as
-    :func:`~jaxlearn.rules.FADense` with that feedback instead (feedback alignment, Lillicrap et al.
-    2016; sign symmetry, Liao et al. 2016): the same params from the same key, a backward pass through
-    the feedback matrices under every estimator. ``None``: plain ``Dense`` layers, exact backprop.
+    ``dense`` builds every linear layer, called as ``dense(out_dim, W_std, b_std, parameterization,
+    role)`` like :func:`jaxlearn.nn.Dense` (the default). E.g. ``functools.partial(rules.FADense,
+    feedback="random")`` gives a feedback-alignment network (Lillicrap et al. 2016) with the same
+    params from the same key as the plain one, whose backward pass runs through the feedback
+    matrices under every estimator.
     """
     widths = list(widths)
     if not widths:
         raise LayerError("block_mlp: widths must name at least one hidden layer, got []")
-    if feedback is None:
-        dense = Dense
-    else:
-        from jaxlearn.rules.feedback import FADense  # feedback.py imports this module
-
-        def dense(*args):
-            return FADense(*args, feedback=feedback)
     # mup roles by position, as nn.mlp assigns them
     roles = (["input"] + ["hidden"] * (len(widths) - 1) + ["output"] if parameterization == "mup"
              else [None] * (len(widths) + 1))
