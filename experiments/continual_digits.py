@@ -149,13 +149,8 @@ class ContinualState(NamedTuple):
     fisher_key: jax.Array
     learnt: jax.Array
 
-    @property
-    def params(self):
-        return self.train_state.params
-
-    @property
-    def model_state(self):
-        return self.train_state.model_state
+    params = runner.study.train_state_field("params")
+    model_state = runner.study.train_state_field("model_state")
 
 
 def model(config: Config):

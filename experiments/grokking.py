@@ -101,13 +101,8 @@ class GrokState(NamedTuple):
     grok_step: jax.Array
     test_at_delay: jax.Array
 
-    @property
-    def params(self):
-        return self.train_state.params
-
-    @property
-    def model_state(self):
-        return self.train_state.model_state
+    params = runner.study.train_state_field("params")
+    model_state = runner.study.train_state_field("model_state")
 
 
 def model(config: Config):

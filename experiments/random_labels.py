@@ -88,13 +88,8 @@ class MemoriseState(NamedTuple):
     data_key: jax.Array
     fit_step: jax.Array
 
-    @property
-    def params(self):
-        return self.train_state.params
-
-    @property
-    def model_state(self):
-        return self.train_state.model_state
+    params = runner.study.train_state_field("params")
+    model_state = runner.study.train_state_field("model_state")
 
 
 def model(config: Config):
