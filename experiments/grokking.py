@@ -34,7 +34,7 @@ resolved to ``eval_every``.
 Metrics per segment: ``train_loss`` (mean over the segment), ``train_accuracy``,
 ``test_accuracy``, ``test_loss`` and ``weight_norm`` (the global L2 norm of the parameters, which
 weight decay shrinks while the network moves from memorising to generalising). Final metrics add
-``fit_step``, ``grok_step``, ``test_at_delay`` and ``grokked``.
+``fit_step``, ``grok_step`` (``-1``: not grokked by the cap) and ``test_at_delay``.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def _final_metrics(state: GrokState, config: Config, arrays) -> dict:
 def evaluate(state: GrokState, config: Config, arrays) -> dict:
     """Final accuracies and norm, and the located steps (``-1``: not reached by the cap)."""
     return {**_final_metrics(state, config, arrays), "fit_step": state.fit_step, "grok_step": state.grok_step,
-            "test_at_delay": state.test_at_delay, "grokked": state.grok_step >= 0}
+            "test_at_delay": state.test_at_delay}
 
 
 # ----------------------------------------------------------------------------- analysis
