@@ -280,11 +280,12 @@ def smoke_check(results) -> None:
 
 def plot(results):
     """Left: training (dashed) and validation (solid) accuracy over steps at the claim's setting,
-    one colour per weight decay (mean over seeds), log steps as in Power et al.'s Fig. 1. Right:
+    one colour per weight decay (mean over seeds; Power et al.'s Fig. 1 has log steps). Right:
     grokking step against weight decay, one line per training fraction (mean ± std over the seeds
     that grokked; settings where a seed did not grok are marked at the cap with an open marker)."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig = Figure(figsize=(11, 4))
     ax_curve, ax_time = fig.subplots(1, 2)
@@ -299,7 +300,7 @@ def plot(results):
         stats = part.groupby("step")[["train_accuracy", "test_accuracy"]].mean()
         ax_curve.plot(stats.index, stats["train_accuracy"], "--", color=color)
         ax_curve.plot(stats.index, stats["test_accuracy"], "-", color=color, label=f"λ={decay:g}")
-    ax_curve.set(xscale="log", xlabel="step", ylabel="accuracy", ylim=(-0.02, 1.02),
+    ax_curve.set(xlabel="step", ylabel="accuracy", ylim=(-0.02, 1.02),
                  title=f"train (dashed) / validation (solid), fraction {main}")
     for fraction in fractions:
         part = [r for r in rows if r["train_fraction"] == fraction]
@@ -313,6 +314,12 @@ def plot(results):
                          color=line.lines[0].get_color())
     ax_time.set(xscale="log", yscale="log", xlabel="weight decay λ", ylabel="step of ≥ 95% validation",
                 title="Grokking time (open: not every seed grokked by the cap)")
+    all_decays = sorted({r["weight_decay"] for r in rows})
+    if all_decays:
+        ax_time.set_xticks(all_decays, [f"{d:g}" for d in all_decays])
+    ax_time.xaxis.set_minor_formatter(NullFormatter())
+    ax_time.yaxis.set_major_formatter(ScalarFormatter())
+    ax_time.yaxis.set_minor_formatter(ScalarFormatter())
     legend(ax_curve, fontsize=8)
     legend(ax_time, fontsize=8)
     fig.tight_layout()
