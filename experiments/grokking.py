@@ -35,6 +35,11 @@ Metrics per segment: ``train_loss`` (mean over the segment), ``train_accuracy``,
 ``test_accuracy``, ``test_loss`` and ``weight_norm`` (the global L2 norm of the parameters, which
 weight decay shrinks while the network moves from memorising to generalising). Final metrics add
 ``fit_step``, ``grok_step`` (``-1``: not grokked by the cap) and ``test_at_delay``.
+
+Measured (``jaxlearn run configs/grokking.yaml``, p = 97, embed 128, hidden 256, lr 3·10⁻³, seeds
+0–2; docs/reproductions.md): at fraction 0.3 the training pairs are fitted by step 100 (λ = 2) or
+150 (λ = 4); at λ = 2 validation is 0.007 at step 1000 and reaches 95% at 2600 ± 319; at λ = 4 at
+1917 ± 118; at fraction 0.5, λ = 2, at 567 ± 24.
 """
 
 from __future__ import annotations
