@@ -336,8 +336,9 @@ def check(results) -> None:
         report.append(f"λ={r['strength']:g}: old {gain:+.3f}, last {-cost:+.3f}")
         if gain >= margin and cost < tolerance and r[last] > 0.5:
             return
-    raise AssertionError(f"no EWC strength keeps the old tasks >= {margin:.2f} above sgd (old {base['old_accuracy']:.3f}) "
-                         f"with the last task within {tolerance:.2f} of sgd ({base[last]:.3f}): " + "; ".join(report))
+    raise AssertionError(f"no EWC strength keeps the old tasks >= {margin:.2f} above sgd (old "
+                         f"{base['old_accuracy']:.3f}) with the last task within {tolerance:.2f} of sgd "
+                         f"({base[last]:.3f}): " + "; ".join(report))
 
 
 def plot(results):

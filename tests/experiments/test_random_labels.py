@@ -100,7 +100,8 @@ def test_check(experiment, settings, test_random, message):
         module.check(results)
         rows = module.summarize(results)
         assert [r["setting"] for r in rows] == ["true labels", "50% corrupted", "random labels", "random inputs"]
-        assert rows[0]["fit_step"] == pytest.approx(375) and rows[0]["fit_step_std"] == pytest.approx(np.std([0, 25, 50]))
+        assert rows[0]["fit_step"] == pytest.approx(375)
+        assert rows[0]["fit_step_std"] == pytest.approx(np.std([0, 25, 50]))
         return
     with pytest.raises(AssertionError, match=message):
         module.check(results)

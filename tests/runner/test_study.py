@@ -136,8 +136,9 @@ def test_loglog_slope_of_a_power_law():
 
 
 def test_train_state_field_reads_through_a_wrapping_state_and_names_bad_fields():
-    import jax
     from typing import NamedTuple
+
+    import jax
 
     from jaxlearn import nn
 
