@@ -37,7 +37,7 @@ from jaxlearn import train
 from jaxlearn.runner.config import dynamic, static
 
 __all__ = ["TrainingConfig", "check_full_batch_gd", "classifier_metrics", "dataset", "init", "loglog_slope",
-           "segment"]
+           "segment", "train_state_field"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +67,25 @@ class TrainingConfig:
         """``optimizer.build(learning_rate, num_steps, **hyperparams)``: the member's optax optimizer
         (``learning_rate`` traced inside the runner's vmapped program)."""
         return self.optimizer.build(self.learning_rate, self.num_steps, **hyperparams)
+
+
+def train_state_field(name: str) -> property:
+    """A read-only property ``state.<name>`` that reads ``state.train_state.<name>``: for a study
+    whose member state wraps its :class:`jaxlearn.train.TrainState` with fields of its own (an EWC
+    anchor, located steps), so that ``state.params`` and ``state.model_state`` still work (what
+    :func:`jaxlearn.runner.after_kernel` and analyses of saved states read)::
+
+        class GrokState(NamedTuple):
+            train_state: train.TrainState
+            fit_step: jax.Array
+            params = study.train_state_field("params")
+            model_state = study.train_state_field("model_state")
+    """
+    if name not in train.TrainState._fields:
+        raise ValueError(f"train_state_field: {name!r} is not a TrainState field; expected one of "
+                         f"{list(train.TrainState._fields)}")
+    return property(lambda state: getattr(state.train_state, name),
+                    doc=f"``train_state.{name}`` (:class:`jaxlearn.train.TrainState`).")
 
 
 def dataset(name: str, **kwargs) -> Callable:

@@ -133,3 +133,27 @@ def test_loglog_slope_of_a_power_law():
     widths = np.array([128, 256, 1024, 4096])
     assert runner.study.loglog_slope(widths, 3.0 * widths ** -0.5) == pytest.approx(-0.5, abs=1e-12)
     assert np.isnan(runner.study.loglog_slope([128], [0.1]))
+
+
+def test_train_state_field_reads_through_a_wrapping_state_and_names_bad_fields():
+    from typing import NamedTuple
+
+    import jax
+
+    from jaxlearn import nn
+
+    class Wrapped(NamedTuple):
+        train_state: train.TrainState
+        extra: jax.Array
+        params = runner.study.train_state_field("params")
+        model_state = runner.study.train_state_field("model_state")
+
+    ts = train.init(nn.mlp([3], 2), train.optimizer("sgd", learning_rate=0.1), jax.random.key(0),
+                    jax.ShapeDtypeStruct((1, 4), jnp.float32))
+    state = Wrapped(ts, jnp.zeros(()))
+    assert state.params is ts.params and state.model_state is ts.model_state
+    assert len(jax.tree.leaves(state)) == len(jax.tree.leaves(ts)) + 1  # still a pytree of its fields only
+    stacked = jax.vmap(lambda _: state)(jnp.arange(2))  # reads through a vmapped (stacked) state too
+    assert stacked.params[0]["W"].shape == (2, 4, 3)
+    with pytest.raises(ValueError, match="'weights' is not a TrainState field"):
+        runner.study.train_state_field("weights")
