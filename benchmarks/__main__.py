@@ -1,8 +1,14 @@
 """``python -m benchmarks [name ...]``: runs the benchmarks, prints times and ratios, writes JSON
-to bench_results/. Exits non-zero if a benchmark misses its target: a speed-up target of a case,
-a named check of its payload, or a message in its payload's ``"missed"`` list (absolute targets)."""
+to bench_results/ (one file per benchmark) and ``bench_results/summary.md`` (every case's time,
+ratio to its baseline and target, and every missed target, in one table). Exits non-zero if a
+benchmark misses its target: a speed-up target of a case, a named check of its payload, or a
+message in its payload's ``"missed"`` list (absolute targets)."""
 
+import datetime
+import os
+import platform
 import sys
+import tempfile
 
 from benchmarks import compat, kernels_analytic, kernels_empirical, landscape, nn_init, rules, runner, train_loop
 
@@ -11,25 +17,66 @@ ALL = {fn.__name__: fn for fn in
        + kernels_empirical.BENCHMARKS + rules.BENCHMARKS + compat.BENCHMARKS + nn_init.BENCHMARKS}
 
 
+def missed_targets(name: str, payload: dict) -> list[str]:
+    """The targets ``payload`` (one benchmark's JSON) misses, one line each."""
+    missed = []
+    if payload.get("load_under_1s") is False:
+        missed.append(f"{name}: runner.load took {payload['load_seconds']:.2f} s >= 1 s")
+    if payload.get("ns_target_met") is False:
+        missed.append(f"{name}: {payload['ns_per_entry_2000']:.1f} ns/entry > 17")
+    if payload.get("checkpoint_overhead_met") is False:
+        missed.append(f"{name}: checkpoint overhead {payload['checkpoint_overhead_share']:.1%} >= 5%")
+    if payload.get("residual_target_met") is False:
+        missed.append(f"{name}: few-bit residual {payload['residual_ratio']:.3f} of float32 > 1/8")
+    missed += [f"{name}: {message}" for message in payload.get("missed", ())]
+    for case, row in payload["cases"].items():
+        if row["target_speedup"] is not None and row["speedup_vs_baseline"] < row["target_speedup"]:
+            missed.append(f"{name}: {case}")
+    return missed
+
+
+def summary(payloads: dict[str, dict], missed: list[str], when: str | None = None) -> str:
+    """The markdown of ``bench_results/summary.md``: per benchmark, each case's time, its ratio to
+    the baseline measured in the same run (``baseline time / case time``: above 1 is faster) and its
+    target; then the missed targets."""
+    first = next(iter(payloads.values()), {})
+    when = when or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"# Benchmarks ({when})", "",
+             f"{first.get('platform', '?')} · {first.get('cpus', '?')} CPUs · {platform.machine()} · "
+             f"jax {first.get('jax', '?')}", "",
+             "| benchmark | case | time (ms) | speed-up vs baseline | target | |",
+             "|---|---|--:|--:|--:|---|"]
+    for name, payload in payloads.items():
+        for case, row in payload["cases"].items():
+            goal = row["target_speedup"]
+            verdict = "" if goal is None else ("met" if row["speedup_vs_baseline"] >= goal else "**missed**")
+            baseline = " (baseline)" if case == payload["baseline"] else ""
+            lines.append(f"| {name} | {case}{baseline} | {row['seconds'] * 1e3:.1f} | "
+                         f"{row['speedup_vs_baseline']:.2f}× | {'' if goal is None else f'≥ {goal:g}×'} | {verdict} |")
+    lines += ["", "Missed targets: " + ("none." if not missed else ""), *[f"* {m}" for m in missed], ""]
+    return "\n".join(lines)
+
+
+def write_summary(text: str, out_dir: str = "bench_results") -> str:
+    """Writes ``<out_dir>/summary.md`` atomically; returns its path."""
+    os.makedirs(out_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".md")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    path = os.path.join(out_dir, "summary.md")
+    os.replace(tmp, path)
+    return path
+
+
 def main(names):
     unknown = [n for n in names if n not in ALL]
     if unknown:
         sys.exit(f"unknown benchmark(s) {unknown}; available: {sorted(ALL)}")
-    missed = []
+    payloads, missed = {}, []
     for name in names or ALL:
-        payload = ALL[name]()
-        if payload.get("load_under_1s") is False:
-            missed.append(f"{name}: runner.load took {payload['load_seconds']:.2f} s >= 1 s")
-        if payload.get("ns_target_met") is False:
-            missed.append(f"{name}: {payload['ns_per_entry_2000']:.1f} ns/entry > 17")
-        if payload.get("checkpoint_overhead_met") is False:
-            missed.append(f"{name}: checkpoint overhead {payload['checkpoint_overhead_share']:.1%} >= 5%")
-        if payload.get("residual_target_met") is False:
-            missed.append(f"{name}: few-bit residual {payload['residual_ratio']:.3f} of float32 > 1/8")
-        missed += [f"{name}: {message}" for message in payload.get("missed", ())]
-        for case, row in payload["cases"].items():
-            if row["target_speedup"] is not None and row["speedup_vs_baseline"] < row["target_speedup"]:
-                missed.append(f"{name}: {case}")
+        payloads[name] = ALL[name]()
+        missed += missed_targets(name, payloads[name])
+    print(f"\nsummary: {write_summary(summary(payloads, missed))}")
     if missed:
         print("\nmissed targets:\n  " + "\n  ".join(missed))
         sys.exit(1)

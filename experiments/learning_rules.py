@@ -21,7 +21,7 @@ Hopfield network have parameters of another shape):
   wrong label) data, threshold ``ff_threshold``; the network's output is the summed goodness of each
   candidate label, so its arg-max is the prediction and ``test_accuracy`` is Hinton's;
   ``train_loss`` is the summed layer losses (``rules.forward_forward_loss``), ``test_loss`` the
-  cross-entropy of ``softmax(goodness)`` (see :func:`evaluate`);
+  cross-entropy of ``softmax(goodness)`` (see :func:`held_out_metrics`);
 * ``synthetic_gradients`` (Jaderberg et al. 2017, §2–3.1): linear gradient predictors at the hidden
   block boundaries, zero-initialised, regressed onto ``synthetic_target`` (bootstrapped from the
   next block's prediction, eq. (2), or the true gradient; identical with one hidden layer), scaled
@@ -43,13 +43,16 @@ seeds 0–2 at the learning rate; CPU): backprop 0.992 (lr 1e-3 and 1e-2, seed 0
 0.844 (1e-2; seed 0 at 3e-3: 0.30 — unstable above 1e-3); equilibrium propagation 0.918 (1e-2),
 0.69 (3e-3), seed 0 at 1e-3: 0.30 (slow to start), ~2 min per run on 2 CPU cores (relaxation
 step 0.8 instead of 0.5: 0.77 at 1e-2, diverged at 3e-2). Smoke size (width 32, 200 steps, seed
-0): local losses 0.972 (lr 0.03), forward-forward 0.972 (0.03), equilibrium propagation 0.939
-(0.03), synthetic gradients 0.872 (0.003) but 0.09 at 0.03.
+0, the better of lr 0.003 and 0.03; the smoke variant runs all nine): backprop 0.978 (0.03), FA 0.950
+(0.03), sign symmetry 0.975 (0.03), DFA 0.964 (0.03), forward gradient 0.538 (0.03), local losses
+0.972 (0.03), forward-forward 0.972 (0.03), synthetic gradients 0.872 (0.003; 0.09 at 0.03),
+equilibrium propagation 0.939 (0.03, at most 20 relaxation steps per phase).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -94,24 +97,20 @@ class Config(runner.TrainingConfig):
             raise ValueError(f"ff_threshold: must be > 0, got {self.ff_threshold}")
 
 
-def _layers(config: Config, dense=None):
-    """Hidden blocks ``serial(Dense(w), ReLU)`` and the output ``Dense(10)``, He-scaled; ``dense``
-    replaces ``nn.Dense`` (FADense for FA and sign symmetry: the same draw)."""
+def _layers(config: Config):
+    """Hidden blocks ``serial(Dense(w), ReLU)`` and the output ``Dense(10)``, He-scaled (the layers of
+    :func:`jaxlearn.rules.block_mlp` with the same arguments: the same draw)."""
     W_std = np.sqrt(2.0)
-    dense = nn.Dense if dense is None else dense
-    return [nn.serial(dense(w, W_std), nn.Relu()) for w in config.widths] + [dense(10, W_std)]
+    return [nn.serial(nn.Dense(w, W_std), nn.Relu()) for w in config.widths] + [nn.Dense(10, W_std)]
 
 
 def model(config: Config):
     """The network ``rule`` trains (the ``model`` hook). backprop, DFA, forward gradient, local losses and synthetic
-    gradients: the same blocks drawn from the same keys (``block_serial``, ``local_serial``,
+    gradients: the same blocks drawn from the same keys (``block_mlp``, ``local_serial``,
     ``synthetic_serial`` and ``nn.serial`` share them), the latter two with their heads/predictors on
-    top; FA and sign symmetry swap Dense for FADense (same init). Forward-forward (input with the label
-    appended) and the Hopfield network of equilibrium propagation (symmetric weights, sigmoid) have
-    other parameters: the same widths, their own draw."""
-    if config.rule in ("feedback_alignment", "sign_symmetry"):
-        feedback = "random" if config.rule == "feedback_alignment" else "sign"
-        return rules.block_serial(*_layers(config, lambda w, std: rules.FADense(w, std, feedback=feedback)))
+    top; FA and sign symmetry swap Dense for FADense (``rules.block_mlp(..., dense=...)``, same
+    init). Forward-forward (input with the label appended) and the Hopfield network of equilibrium
+    propagation (symmetric weights, sigmoid) have other parameters: the same widths, their own draw."""
     if config.rule == "local_losses":
         *blocks, out = _layers(config)
         return rules.local_serial(*blocks, out, heads=[nn.Dense(10, np.sqrt(2.0)) for _ in blocks])
@@ -122,7 +121,9 @@ def model(config: Config):
     if config.rule == "equilibrium_propagation":
         return rules.eqprop_network(config.widths, 10, EQPROP_ACTIVATION, W_std=EQPROP_W_STD,
                                     step_size=EQPROP_STEP_SIZE, max_steps=config.eqprop_steps, tol=config.eqprop_tol)
-    return rules.block_serial(*_layers(config))
+    feedback = {"feedback_alignment": "random", "sign_symmetry": "sign"}.get(config.rule)
+    dense = nn.Dense if feedback is None else functools.partial(rules.FADense, feedback=feedback)
+    return rules.block_mlp(config.widths, 10, "relu", W_std=np.sqrt(2.0), dense=dense)
 
 
 def _estimator(config: Config):
@@ -155,13 +156,14 @@ def init(config: Config, key) -> train.TrainState:
     return runner.study.init(config, key, model(config), data(config).input_spec)
 
 
-def evaluate(state: train.TrainState, config: Config, arrays) -> dict:
+def held_out_metrics(state: train.TrainState, config: Config, arrays) -> dict:
     """Test accuracy and loss of a member, from the plain outputs (no request: heads, predictors and
     nudged phases unused): the same two numbers for every rule. ``test_loss`` is the softmax
     cross-entropy of the outputs taken as logits — for forward-forward of the summed goodness ``G_c``
     of each candidate label (the scores its arg-max prediction uses, Hinton 2022 §3.3), a proper
     score of ``softmax(G)`` but not the loss forward-forward minimises; for equilibrium propagation of
-    the output units at the free fixed point."""
+    the output units at the free fixed point. Computed after every segment; the last segment's are
+    the run's final metrics (no ``evaluate`` hook: one compiled program less per rule)."""
     logits = model(config).apply(state.params, arrays.x_test, state.model_state)
     return {"test_accuracy": train.accuracy(logits, arrays.y_test),
             "test_loss": train.softmax_cross_entropy(logits, arrays.y_test)}
@@ -172,7 +174,7 @@ def segment(state: train.TrainState, config: Config, arrays):
     ``train_loss`` is the training loss the rule's estimator reports: softmax cross-entropy of the
     network output, except for forward-forward (its summed layer losses, ``rules.forward_forward_loss``)."""
     return runner.study.segment(state, config, arrays, model(config), loss=loss(config),
-                                grad_estimator=_estimator(config), evaluate=evaluate)
+                                grad_estimator=_estimator(config), evaluate=held_out_metrics)
 
 
 def _final(results):
@@ -194,36 +196,52 @@ def summarize(results) -> list[dict]:
     return sorted(rows, key=lambda r: order.get(r["rule"], len(order)))
 
 
-def check(results) -> None:
-    """The claims, for the rules present (chance is 10%): backprop > 90% test accuracy; feedback
-    alignment, sign symmetry and DFA > 85% and within 8 points of backprop (Lillicrap et al. 2016;
-    Liao et al. 2016; Nøkland 2016); the forward gradient learns (> 30%) but not better than
-    backprop; local losses > 90% and within 3 points of backprop (Nøkland & Eidnes 2019: local
-    "pred" losses close to backprop); forward-forward > 90% (Hinton 2022, §3.3: a supervised
-    classifier close to backprop on MNIST); synthetic gradients > 90% and equilibrium propagation
-    > 80% (Jaderberg et al. 2017; Scellier & Bengio 2017: they learn, well above chance). Measured
-    values (module docstring) clear each floor by 7 points or more at the best learning rate."""
+# The floors of the claims (test accuracy; chance is 10%), on the paper variant and at smoke size.
+FLOORS = {"backprop": 0.9, "feedback_alignment": 0.85, "sign_symmetry": 0.85, "dfa": 0.85, "forward_gradient": 0.3,
+          "local_losses": 0.9, "forward_forward": 0.9, "synthetic_gradients": 0.9, "equilibrium_propagation": 0.8}
+SMOKE_FLOORS = {**FLOORS, "synthetic_gradients": 0.7, "equilibrium_propagation": 0.7}
+
+
+def _check_claims(results, floors: dict) -> None:
+    """Every rule present above its floor; FA, sign symmetry and DFA within 8 points of backprop,
+    local losses within 3, the forward gradient not above backprop (+1 point)."""
     rows = {r["rule"]: r["test_accuracy"] for r in summarize(results)}
     assert rows, "no finished runs"
+    for rule, acc in rows.items():
+        assert acc > floors[rule], f"{rule}: test accuracy {acc:.3f} <= {floors[rule]}"
     bp = rows.get("backprop")
-    if bp is not None:
-        assert bp > 0.9, f"backprop: test accuracy {bp:.3f} <= 0.9"
-    for rule in ("feedback_alignment", "sign_symmetry", "dfa"):
+    if bp is None:
+        return
+    for rule, gap in (("feedback_alignment", 0.08), ("sign_symmetry", 0.08), ("dfa", 0.08), ("local_losses", 0.03)):
         if rule in rows:
-            assert rows[rule] > 0.85, f"{rule}: test accuracy {rows[rule]:.3f} <= 0.85"
-            assert bp is None or rows[rule] > bp - 0.08, (f"{rule}: {rows[rule]:.3f} is more than 8 points "
-                                                          "below backprop")
+            assert rows[rule] > bp - gap, (f"{rule}: {rows[rule]:.3f} is more than {100 * gap:.0f} points below "
+                                           f"backprop ({bp:.3f})")
     if "forward_gradient" in rows:
         fg = rows["forward_gradient"]
-        assert fg > 0.3, f"forward_gradient: test accuracy {fg:.3f} <= 0.3"
-        assert bp is None or fg <= bp + 0.01, f"forward_gradient ({fg:.3f}) beats backprop ({bp:.3f})"
-    if "local_losses" in rows:
-        ll = rows["local_losses"]
-        assert ll > 0.9, f"local_losses: test accuracy {ll:.3f} <= 0.9"
-        assert bp is None or ll > bp - 0.03, f"local_losses: {ll:.3f} is more than 3 points below backprop ({bp:.3f})"
-    for rule, floor in (("forward_forward", 0.9), ("synthetic_gradients", 0.9), ("equilibrium_propagation", 0.8)):
-        if rule in rows:
-            assert rows[rule] > floor, f"{rule}: test accuracy {rows[rule]:.3f} <= {floor}"
+        assert fg <= bp + 0.01, f"forward_gradient ({fg:.3f}) beats backprop ({bp:.3f})"
+
+
+def check(results) -> None:
+    """The claims, for the rules present (chance is 10%; :data:`FLOORS`): backprop > 90% test
+    accuracy; feedback alignment, sign symmetry and DFA > 85% and within 8 points of backprop
+    (Lillicrap et al. 2016; Liao et al. 2016; Nøkland 2016); the forward gradient learns (> 30%) but
+    not better than backprop; local losses > 90% and within 3 points of backprop (Nøkland & Eidnes
+    2019: local "pred" losses close to backprop); forward-forward > 90% (Hinton 2022, §3.3: a
+    supervised classifier close to backprop on MNIST); synthetic gradients > 90% and equilibrium
+    propagation > 80% (Jaderberg et al. 2017; Scellier & Bengio 2017: they learn, well above chance).
+    Measured values (module docstring) clear each floor by 7 points or more at the best learning rate."""
+    _check_claims(results, FLOORS)
+
+
+def smoke_check(results) -> None:
+    """At smoke size (width 32, 200 steps, one seed, learning rates 0.003 and 0.03): every one of the
+    nine rules ran and learns — the claims of :func:`check` with the floors of synthetic gradients
+    and equilibrium propagation (20 relaxation steps) lowered to 70% (:data:`SMOKE_FLOORS`; measured:
+    0.87 and 0.94, the others 0.54 for the forward gradient and 0.95–0.98)."""
+    rows = {r["rule"] for r in summarize(results)}
+    missing = [rule for rule in RULES if rule not in rows]
+    assert not missing, f"smoke_check needs every rule, missing {missing}"
+    _check_claims(results, SMOKE_FLOORS)
 
 
 def plot(results):

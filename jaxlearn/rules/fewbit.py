@@ -179,8 +179,18 @@ def pack_bits(codes: ArrayLike, bits: int) -> Array:
     """Bit-packs integer codes in ``[0, 2**bits)`` into ``uint8``: code ``i`` of the flattened
     array occupies bits ``i·bits … (i+1)·bits - 1`` of a little-endian bit stream (for ``bits`` in
     {1, 2, 4, 8}: ``8/bits`` codes per byte, code ``i`` at shift ``bits·(i mod 8/bits)`` of byte
-    ``⌊i·bits/8⌋``). Returns ``uint8[ceil(codes.size·bits/8)]`` (the stream is zero-padded)."""
+    ``⌊i·bits/8⌋``). Returns ``uint8[ceil(codes.size·bits/8)]`` (the stream is zero-padded).
+
+    For ``bits`` dividing 8 the bytes are assembled from ``8/bits`` shifted codes each (no
+    intermediate larger than the codes); other widths go through the explicit bit stream, an
+    intermediate of ``codes.size·bits`` bytes."""
     flat = codes.reshape(-1).astype(jnp.uint8)
+    if 8 % bits == 0:
+        per_byte = 8 // bits
+        flat = jnp.pad(flat, (0, (-flat.size) % per_byte))
+        shifts = jnp.arange(per_byte, dtype=jnp.uint8) * jnp.uint8(bits)
+        # the shifted codes occupy disjoint bits, so their sum is their bitwise or
+        return jnp.sum(flat.reshape(-1, per_byte) << shifts, axis=1, dtype=jnp.uint8)
     stream = (flat[:, None] >> jnp.arange(bits, dtype=jnp.uint8)) & 1
     stream = stream.reshape(-1)
     stream = jnp.pad(stream, (0, (-stream.size) % 8))
@@ -189,6 +199,11 @@ def pack_bits(codes: ArrayLike, bits: int) -> Array:
 
 def unpack_bits(packed: ArrayLike, bits: int, size: int) -> Array:
     """Inverse of :func:`pack_bits`: the first ``size`` codes as ``int32[size]``."""
+    if 8 % bits == 0:
+        per_byte = 8 // bits
+        shifts = jnp.arange(per_byte, dtype=jnp.uint8) * jnp.uint8(bits)
+        codes = (packed[:, None] >> shifts) & jnp.uint8(2 ** bits - 1)
+        return codes.reshape(-1)[:size].astype(jnp.int32)
     stream = ((packed[:, None] >> jnp.arange(8, dtype=jnp.uint8)) & 1).reshape(-1)[: size * bits]
     return jnp.sum(stream.reshape(size, bits).astype(jnp.int32) << jnp.arange(bits, dtype=jnp.int32), axis=1)
 
@@ -215,7 +230,7 @@ def few_bit(fn: str | Callable, bits: int, *, derivative: Callable | None = None
     g = jax.custom_vjp(g)
 
     def g_fwd(x):
-        codes = jnp.searchsorted(jnp.asarray(boundaries, x.dtype), x, side="left")
+        codes = jnp.searchsorted(jnp.asarray(boundaries, x.dtype), x, side="left", method="compare_all")
         return forward(x), pack_bits(codes, bits)
 
     def g_bwd(packed, g_out):

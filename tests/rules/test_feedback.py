@@ -81,6 +81,30 @@ def test_two_layer_fa_and_sign_symmetry_by_hand(feedback, parameterization):
     close(dx, m1 * delta1 @ B1.T)
 
 
+@pytest.mark.float64
+@pytest.mark.parametrize("feedback", ["random", "sign"])
+def test_block_mlp_with_feedback_is_fa_by_hand(feedback):
+    """``block_mlp(..., dense=FADense with feedback)``: the params of ``block_mlp`` from the same key,
+    and the gradients of the two-layer FA / sign-symmetry network written out in numpy (delta1
+    through B2)."""
+    x, y = _data(np.float64)
+    spec = jax.ShapeDtypeStruct((1, D), jnp.float64)
+    model = rules.block_mlp([H], K, "tanh", b_std=0.2, dense=functools.partial(rules.FADense, feedback=feedback))
+    params, state = model.init(jax.random.key(3), spec)
+    chex.assert_trees_all_equal(params, rules.block_mlp([H], K, "tanh", b_std=0.2).init(jax.random.key(3), spec)[0])
+    (W1, b1), (W2, b2) = ((np.asarray(p["W"]), np.asarray(p["b"])) for p in (params[0][0], params[1]))
+    B2 = np.sign(W2) if feedback == "sign" else np.asarray(state["layers"][1]["B"])
+    assert not np.allclose(B2, W2)
+    h = np.tanh(x @ W1 + b1)
+    e = _ce_error(h @ W2 + b2, y)
+    delta1 = (e @ B2.T) * (1 - h ** 2)
+    g, _ = _grads(model, params, state, x, y)
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-12, atol=1e-15)
+    close(g[1]["W"], h.T @ e)
+    close(g[0][0]["W"], x.T @ delta1)
+    close(g[0][0]["b"], delta1.sum(0))
+
+
 def _dfa_by_hand(x, y, params, feedback, phi, dphi):
     """Nøkland (2016) eq. (3) in numpy: δ_l = (e B_l) ⊙ φ'(a_l), ΔW_l = h_{l-1}ᵀ δ_l; output: true gradient."""
     hs, acts = [x], []
