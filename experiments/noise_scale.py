@@ -152,16 +152,23 @@ def _runs(results):
     return results.finished("batch_size", "learning_rate", "steps_to_target", "reached").runs
 
 
+def _all_runs(results):
+    """Finished and diverged runs: a learning rate at which some seed diverged is not a tuned one."""
+    return results.select("batch_size", "learning_rate", "steps_to_target", "reached",
+                          status=("finished", "diverged")).runs
+
+
 def tuned(results):
     """Per batch size, the learning rate with the fewest mean steps to the target over seeds, among the
-    learning rates whose every finished seed reached it (a rate some seed missed, or diverged at, is
-    not tuned): rows ``(batch_size, learning_rate, steps, steps_std, seeds, rates)``."""
-    runs = _runs(results)
+    learning rates at which every seed finished and reached it (a rate some seed missed, or diverged at,
+    is not tuned): rows ``(batch_size, learning_rate, steps, steps_std, seeds, rates)``."""
+    runs = _all_runs(results)
     rows = []
     for b, part in runs.groupby("batch_size"):
         best = None
         for lr, group in part.groupby("learning_rate"):
-            if (group["reached"] > 0).all() and (best is None or group["steps_to_target"].mean() < best[1]):
+            ok = ((group["status"] == "finished") & (group["reached"] > 0)).all()
+            if ok and (best is None or group["steps_to_target"].mean() < best[1]):
                 best = (lr, group["steps_to_target"].mean(), group["steps_to_target"].std(ddof=0), len(group))
         if best is not None:
             rows.append({"batch_size": int(b), "learning_rate": float(best[0]), "steps": float(best[1]),
@@ -209,24 +216,36 @@ def _tuned_curves(results):
             for b, lr in best.items()}
 
 
+def growth_ratio(b_simple, window: int = 3) -> float:
+    """How much a run's noise scale grew: ``median(1/B_simple)`` over its first ``window`` measurements
+    divided by the same over its last ``window``. Medians, because single estimates scatter by about 2×;
+    of the inverse ``|G|²/tr(Σ)``, because it stays ordered through zero: a negative unbiased ``|G|²``
+    means ``|G|²`` is below the estimator's noise floor (``B_simple`` too large to measure on the rows
+    used), which the inverse ranks above every measurable ``B_simple``. ``inf`` when the late median of
+    the inverse is not positive."""
+    inverse = 1.0 / np.asarray(b_simple, float)
+    first, last = np.median(inverse[:window]), np.median(inverse[-window:])
+    return float(first / last) if last > 0 else float("inf")
+
+
 def noise_scale_summary(results, target: float) -> dict:
-    """The measured noise scale: at the target loss (median over the tuned runs of every batch size),
-    and its growth over training (per batch size: mean over tuned seeds of the last over the first
-    segment-end ``B_simple``; ``growth`` is the median over batch sizes)."""
-    at_target, growth = [], {}
+    """The measured noise scale along the tuned runs: ``b_simple_at_target`` (median over the tuned runs
+    of every batch size of :func:`noise_at_loss`, with its interquartile range ``b_simple_spread``) and
+    ``growth`` (median over those runs of :func:`growth_ratio`; ``growth_by_batch``: per batch size, the
+    median over its seeds)."""
+    at_target, growth, by_batch = [], [], {}
     for b, frame in _tuned_curves(results).items():
         ratios = []
         for _, run in frame.groupby("run_id"):
             at_target.append(noise_at_loss(run["eval_loss"], run["b_simple"], target))
-            first, last = run["b_simple"].iloc[0], run["b_simple"].iloc[-1]
-            ratios.append(last / first if first > 0 else float("nan"))
-        growth[b] = float(np.nanmean(ratios)) if ratios else float("nan")
+            ratios.append(growth_ratio(run["b_simple"]))
+        growth += ratios
+        by_batch[b] = float(np.median(ratios)) if ratios else float("nan")
     finite = [v for v in at_target if np.isfinite(v)]
     return {"b_simple_at_target": float(np.median(finite)) if finite else float("nan"),
             "b_simple_spread": (float(np.percentile(finite, 25)), float(np.percentile(finite, 75))) if finite
             else (float("nan"), float("nan")),
-            "growth": float(np.nanmedian(list(growth.values()))) if growth else float("nan"),
-            "growth_by_batch": growth}
+            "growth": float(np.median(growth)) if growth else float("nan"), "growth_by_batch": by_batch}
 
 
 def _target(results) -> float:
@@ -235,8 +254,9 @@ def _target(results) -> float:
 
 
 def summarize(results) -> list[dict]:
-    """Per batch size: the tuned learning rate, mean ± std steps to the target, the fit's prediction and
-    the growth of the noise scale; a last row with ``S_min``, ``B_crit``, R² and ``B_simple`` at the target."""
+    """Per batch size: the tuned learning rate, mean ± std steps to the target over seeds, the fit's
+    prediction and the growth of the noise scale; then the fit (``S_min``, ``B_crit``, R²), ``B_simple`` at
+    the target loss and its ratio to ``B_crit``, and the overall growth (in the ``steps`` column)."""
     rows = tuned(results)
     fit = fit_critical_batch([r["batch_size"] for r in rows], [r["steps"] for r in rows])
     noise = noise_scale_summary(results, _target(results))
@@ -244,14 +264,17 @@ def summarize(results) -> list[dict]:
             "steps_std": r["steps_std"], "fit": fit["s_min"] * (1 + fit["b_crit"] / r["batch_size"]),
             "b_simple_growth": noise["growth_by_batch"].get(r["batch_size"], float("nan")), "seeds": r["seeds"]}
            for r in rows]
-    out.append({"batch_size": "fit", "learning_rate": float("nan"), "steps": fit["s_min"], "steps_std": float("nan"),
-                "fit": fit["b_crit"], "b_simple_growth": noise["b_simple_at_target"], "seeds": fit["r2"]})
+    for name, value in (("fit: S_min", fit["s_min"]), ("fit: B_crit", fit["b_crit"]), ("fit: R^2", fit["r2"]),
+                        ("B_simple at target", noise["b_simple_at_target"]),
+                        ("B_simple / B_crit", noise["b_simple_at_target"] / fit["b_crit"]),
+                        ("B_simple growth", noise["growth"])):
+        out.append({"batch_size": name, "steps": value})
     return out
 
 
 def check(results) -> None:
-    """The claims (McCandlish et al. 2018): the noise scale grows over training (median over batch sizes of
-    the tuned runs' last / first ``B_simple`` ≥ 2); the tuned steps to the target over ≥ 5 batch sizes fit
+    """The claims (McCandlish et al. 2018): the noise scale grows over training (median over the tuned runs
+    of :func:`growth_ratio` ≥ 2); the tuned steps to the target over ≥ 5 batch sizes fit
     ``S = S_min(1 + B_crit/B)`` with R² ≥ 0.9; ``B_crit`` and ``B_simple`` at the target loss are within
     10× of each other."""
     rows = tuned(results)
