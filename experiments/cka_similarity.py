@@ -8,16 +8,17 @@ Lee & Hinton 2019, "Similarity of Neural Network Representations Revisited", ICM
 * **Sanity check** (Kornblith et al. 2019, §6.1, Table 2): for two architecturally identical networks
   trained from different initialisations, the layer of the second network most similar to a given layer
   of the first is its architectural counterpart. They found this for linear CKA in 99.3% of the cases
-  (ten plain 10-layer CNNs on CIFAR-10, every pair). ``setting: seeds``: one member is a PAIR of ReLU
-  MLPs (``widths``) trained on digits from two keys of the member's seed (network A: ``fold_in(key, 0)``,
-  B: ``fold_in(key, 1)``; initialisation and data order), one vmapped program; ``evaluate`` computes
-  the ``L × L`` matrix ``cka_i_j = CKA(A_i, B_j)`` of the hidden layers' post-activation representations
-  on the digits test split and the fraction of layers (both directions, A→B and B→A) whose most similar
-  layer is the counterpart (``counterpart_accuracy``).
+  (ten plain 10-layer CNNs on CIFAR-10, every pair). ``setting: seeds``: one member is a PAIR of networks
+  (a ReLU MLP of ``widths``, or a plain CNN) trained on ``dataset`` from two keys of the member's seed
+  (network A: ``fold_in(key, 0)``, B: ``fold_in(key, 1)``; initialisation and data order), by one
+  ``lax.map`` over the two; ``evaluate`` computes the ``L × L`` matrix ``cka_i_j = CKA(A_i, B_j)`` of the
+  hidden layers' post-activation representations (flattened) on the test split and the fraction of
+  layers (both directions, A→B and B→A) whose most similar layer is the counterpart
+  (``counterpart_accuracy``).
 * **Bias of plain CKA** (the biased HSIC of Gretton et al. 2005 in numerator and denominator, vs the
   debiased CKA of Nguyen, Raghu & Kornblith 2021 with the unbiased HSIC of Song et al. 2012): the same
   pair AT INITIALISATION (two random networks) on ``n`` examples. For each ``n`` of ``sample_sizes`` the
-  training split is cut into ``⌊N/n⌋`` disjoint subsets and the CKA of corresponding layers is averaged
+  test split (the rows of the sanity check) is cut into ``⌊N/n⌋`` disjoint subsets and the CKA of corresponding layers is averaged
   over subsets and layers (``random_plain_n{n}``, ``random_debiased_n{n}``), next to its value on all
   ``N`` rows (``random_plain_full``, ``random_debiased_full``). The plain estimate rises above its
   large-``n`` value as ``n`` falls; the debiased one stays near it.
@@ -57,20 +58,20 @@ VERSION = "1"
 
 @dataclasses.dataclass(frozen=True)
 class Config(runner.TrainingConfig):
-    """One member: a pair of MLPs on digits (``seeds``) or one one-hidden-layer network on the
+    """One member: a pair of networks (``seeds``) or one one-hidden-layer network on the
     geometry task (``geometry``); see the module docstring."""
 
     learning_rate: float = runner.dynamic(1e-3, min=0.0, help="Adam learning rate")
     optimizer: train.OptimizerSpec = runner.static(train.OptimizerSpec(name="adam"), help="optax optimizer")
-    setting: Literal["seeds", "geometry"] = runner.static("seeds", help="seeds: a pair of MLPs on digits "
+    setting: Literal["seeds", "geometry"] = runner.static("seeds", help="seeds: a pair of networks "
                                                           "(layer correspondence, random-network bias); geometry: "
                                                           "one hidden layer on the input/label-geometry task")
     activation: str = runner.static("relu", help="hidden nonlinearity (relu, tanh, ...)")
-    dataset: Literal["digits", "mnist1d"] = runner.static("digits", help="seeds: the dataset of the MLP pairs")
-    architecture: Literal["mlp", "cnn"] = runner.static("cnn", help="seeds: an MLP, or a plain CNN (3-wide "
+    dataset: Literal["digits", "mnist1d"] = runner.static("mnist1d", help="seeds: the dataset of the pairs")
+    architecture: Literal["mlp", "cnn"] = runner.static("mlp", help="seeds: an MLP, or a plain CNN (3-wide "
                                                                  "SAME convolutions, global average pooling, Dense)")
-    widths: tuple[int, ...] = runner.static((32,) * 6, min=1, help="seeds: hidden widths (MLP) or channels (CNN)")
-    sample_sizes: tuple[int, ...] = runner.static((8, 16, 32, 64, 128, 256, 512), min=4,
+    widths: tuple[int, ...] = runner.static((256,) * 4, min=1, help="seeds: hidden widths (MLP) or channels (CNN)")
+    sample_sizes: tuple[int, ...] = runner.static((8, 16, 32, 64, 128), min=4,
                                                   help="seeds: examples per subset for the random-network CKA")
     hidden_width: int = runner.static(256, min=1, help="geometry: hidden units")
     init_scale: float = runner.static(0.1, min=0.0, help="geometry: W_std of both layers (small: rich regime)")
@@ -116,7 +117,7 @@ class Task(NamedTuple):
 
 
 def model(config: Config):
-    """The member's network: the digits MLP (He init) or the one-hidden-layer geometry network."""
+    """The member's network: the MLP or CNN of a pair (He init) or the one-hidden-layer geometry network."""
     if config.setting == "geometry":
         return nn.mlp((config.hidden_width,), 2, activation=config.activation, W_std=config.init_scale)
     if config.architecture == "cnn":
@@ -196,7 +197,7 @@ def _geometry_alignment(net, params, t: Task) -> dict:
 
 
 def segment(state, config: Config, arrays):
-    """``segment_steps`` steps: both networks of a pair (one vmapped program, metrics averaged), or the
+    """``segment_steps`` steps: both networks of a pair (metrics averaged), or the
     geometry network on its task (metrics: train loss and the two alignments)."""
     net = model(config)
     if config.setting == "geometry":
@@ -211,7 +212,9 @@ def segment(state, config: Config, arrays):
                                     evaluate=lambda s, c, a: runner.study.classifier_metrics(net, s.params, a))
 
     stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), state.train_state, train.TrainState(*state.partner))
-    stacked, metrics = jax.vmap(one)(stacked)
+    # lax.map, not vmap, over the two networks: a vmapped convolution becomes a grouped one, which XLA
+    # runs far slower on CPU
+    stacked, metrics = jax.lax.map(one, stacked)
     a, b = (jax.tree.map(lambda leaf, i=i: leaf[i], stacked) for i in (0, 1))
     return PairState(a, Partner(*b), state.initial), {k: jnp.mean(v) for k, v in metrics.items()}
 
@@ -269,7 +272,7 @@ def evaluate(state, config: Config, arrays) -> dict:
     out["counterpart_accuracy"] = jnp.mean(counterpart_hits(matrix))
     for name, p in (("test_accuracy", params_a), ("partner_test_accuracy", params_b)):
         out[name] = train.accuracy(net.apply(p, arrays.x_test), arrays.y_test)
-    out.update(_random_pair_metrics(net, state.initial, arrays.x_train, config.sample_sizes))
+    out.update(_random_pair_metrics(net, state.initial, arrays.x_test, config.sample_sizes))
     return out
 
 

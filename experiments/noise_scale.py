@@ -152,22 +152,19 @@ def _runs(results):
     return results.finished("batch_size", "learning_rate", "steps_to_target", "reached").runs
 
 
-def _all_runs(results):
-    """Finished and diverged runs: a learning rate at which some seed diverged is not a tuned one."""
-    return results.select("batch_size", "learning_rate", "steps_to_target", "reached",
-                          status=("finished", "diverged")).runs
 
 
 def tuned(results):
     """Per batch size, the learning rate with the fewest mean steps to the target over seeds, among the
-    learning rates at which every seed finished and reached it (a rate some seed missed, or diverged at,
-    is not tuned): rows ``(batch_size, learning_rate, steps, steps_std, seeds, rates)``."""
-    runs = _all_runs(results)
+    learning rates at which every seed reached it, counting only rates with as many finished seeds as the
+    batch size's best-covered rate (a rate some seed missed, or diverged at, is not tuned): rows
+    ``(batch_size, learning_rate, steps, steps_std, seeds, rates)``."""
+    runs = _runs(results)
     rows = []
     for b, part in runs.groupby("batch_size"):
-        best = None
+        best, seeds = None, part.groupby("learning_rate").size().max()
         for lr, group in part.groupby("learning_rate"):
-            ok = ((group["status"] == "finished") & (group["reached"] > 0)).all()
+            ok = len(group) == seeds and (group["reached"] > 0).all()
             if ok and (best is None or group["steps_to_target"].mean() < best[1]):
                 best = (lr, group["steps_to_target"].mean(), group["steps_to_target"].std(ddof=0), len(group))
         if best is not None:
@@ -258,6 +255,8 @@ def summarize(results) -> list[dict]:
     prediction and the growth of the noise scale; then the fit (``S_min``, ``B_crit``, R²), ``B_simple`` at
     the target loss and its ratio to ``B_crit``, and the overall growth (in the ``steps`` column)."""
     rows = tuned(results)
+    if not rows:
+        return []
     fit = fit_critical_batch([r["batch_size"] for r in rows], [r["steps"] for r in rows])
     noise = noise_scale_summary(results, _target(results))
     out = [{"batch_size": r["batch_size"], "learning_rate": r["learning_rate"], "steps": r["steps"],
@@ -321,20 +320,25 @@ def plot(results):
                       label=f"S_min(1 + B_crit/B): S_min={fit['s_min']:.0f}, B_crit={fit['b_crit']:.0f}, "
                             f"R²={fit['r2']:.3f}")
         ax_steps.axhline(fit["s_min"], ls=":", color="gray")
-    ax_steps.set(xscale="log", yscale="log", xlabel="batch size B", ylabel=f"steps to training loss {target:g}",
+        ax_steps.set(xscale="log", yscale="log")  # (no data: nothing to put on a log axis)
+    ax_steps.set(xlabel="batch size B", ylabel=f"steps to training loss {target:g}",
                  title="Steps to a target loss (McCandlish et al. 2018)")
     legend(ax_steps, fontsize=8)
     noise = noise_scale_summary(results, target)
-    for b, frame in _tuned_curves(results).items():
+    curves = _tuned_curves(results)
+    for b, frame in curves.items():
         stats = frame.groupby("step")[["eval_loss", "b_simple"]].mean()
-        ax_noise.plot(stats["eval_loss"], stats["b_simple"].where(stats["b_simple"] > 0), ".-", label=f"B={b}")
+        shown = stats[np.isfinite(stats["eval_loss"]) & np.isfinite(stats["b_simple"]) & (stats["b_simple"] > 0)]
+        ax_noise.plot(shown["eval_loss"], shown["b_simple"], ".-", label=f"B={b}")
+    if any(((f["b_simple"] > 0) & np.isfinite(f["b_simple"]) & (f["eval_loss"] > 0)).any() for f in curves.values()):
+        ax_noise.set(xscale="log", yscale="log")  # (only positive estimates are drawn)
+        ax_noise.invert_xaxis()
     if rows:
         ax_noise.axhline(fit["b_crit"], color="k", ls="--", label=f"B_crit (fit) = {fit['b_crit']:.0f}")
         ax_noise.axvline(target, color="gray", ls=":", label=f"target loss; B_simple there ≈ "
                                                              f"{noise['b_simple_at_target']:.0f}")
-    ax_noise.set(xscale="log", yscale="log", xlabel="training loss (evaluation rows)",
-                 ylabel="B_simple = tr(Σ)/|G|²", title="Simple noise scale along the tuned runs")
-    ax_noise.invert_xaxis()
+    ax_noise.set(xlabel="training loss (evaluation rows)", ylabel="B_simple = tr(Σ)/|G|²",
+                 title="Simple noise scale along the tuned runs")
     legend(ax_noise, fontsize=7)
     fig.tight_layout()
     return fig

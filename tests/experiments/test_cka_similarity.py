@@ -28,7 +28,7 @@ def _numpy_cka(x, y):
 
 @pytest.mark.float64
 def test_hidden_representations_are_the_post_activation_outputs_of_an_mlp(module):
-    config = module.Config(architecture="mlp", widths=(5, 4, 3))
+    config = module.Config(dataset="digits", architecture="mlp", widths=(5, 4, 3))
     net = module.model(config)
     params, _ = net.init(jax.random.key(0), module._input_spec(config))
     params = jax.tree.map(lambda p: np.asarray(p, np.float64) + 0.1, params)  # nonzero biases too
@@ -43,7 +43,7 @@ def test_hidden_representations_are_the_post_activation_outputs_of_an_mlp(module
 
 
 def test_hidden_representations_of_a_cnn_are_the_flattened_feature_maps_before_pooling(module):
-    config = module.Config(architecture="cnn", widths=(3, 2))
+    config = module.Config(dataset="digits", architecture="cnn", widths=(3, 2))
     net = module.model(config)
     params, _ = net.init(jax.random.key(0), module._input_spec(config))
     x = np.random.default_rng(0).normal(size=(5, 8, 8, 1)).astype(np.float32)
