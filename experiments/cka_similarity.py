@@ -10,16 +10,17 @@ Lee & Hinton 2019, "Similarity of Neural Network Representations Revisited", ICM
   of the first is its architectural counterpart. They found this for linear CKA in 99.3% of the cases
   (ten plain 10-layer CNNs on CIFAR-10, every pair). ``setting: seeds``: one member is a PAIR of networks
   (a ReLU MLP of ``widths``, or a plain CNN) trained on ``dataset`` from two keys of the member's seed
-  (network A: ``fold_in(key, 0)``, B: ``fold_in(key, 1)``; initialisation and data order), by one
-  ``lax.map`` over the two; ``evaluate`` computes the ``L × L`` matrix ``cka_i_j = CKA(A_i, B_j)`` of the
-  hidden layers' post-activation representations (flattened) on the test split and the fraction of
-  layers (both directions, A→B and B→A) whose most similar layer is the counterpart
-  (``counterpart_accuracy``).
+  (network A: ``fold_in(key, 0)``, B: ``fold_in(key, 1)``; initialisation and data order), stacked
+  as one TrainState and trained by one ``lax.map`` over the two; ``evaluate`` computes the ``L × L``
+  matrix ``cka_i_j = CKA(A_i, B_j)`` of the hidden layers' post-activation representations (flattened)
+  on the test split and the fraction of layers (both directions, A→B and B→A) whose most similar layer
+  is the counterpart (``counterpart_accuracy``).
 * **Bias of plain CKA** (the biased HSIC of Gretton et al. 2005 in numerator and denominator, vs the
   debiased CKA of Nguyen, Raghu & Kornblith 2021 with the unbiased HSIC of Song et al. 2012): the same
   pair AT INITIALISATION (two random networks) on ``n`` examples. For each ``n`` of ``sample_sizes`` the
-  test split (the rows of the sanity check) is cut into ``⌊N/n⌋`` disjoint subsets and the CKA of corresponding layers is averaged
-  over subsets and layers (``random_plain_n{n}``, ``random_debiased_n{n}``), next to its value on all
+  test split (the rows of the sanity check) is cut into ``⌊N/n⌋`` disjoint subsets and the CKA of
+  corresponding layers is averaged over subsets and layers (``random_plain_n{n}``,
+  ``random_debiased_n{n}``), next to its value on all
   ``N`` rows (``random_plain_full``, ``random_debiased_full``). The plain estimate rises above its
   large-``n`` value as ``n`` falls; the debiased one stays near it.
 * **Task geometry × nonlinearity** (Alleman, Lindsey & Fusi 2024, "Task structure and nonlinearity
@@ -88,23 +89,12 @@ class Config(runner.TrainingConfig):
             raise ValueError(f"num_conditions: must be even (a balanced dichotomy), got {self.num_conditions}")
 
 
-class Partner(NamedTuple):
-    """Network B of a ``seeds`` pair (the fields of a TrainState under another type, so that the
-    member's state holds exactly one TrainState: network A, the ``model`` hook's)."""
-
-    params: Any
-    opt_state: Any
-    model_state: Any
-    step: jax.Array
-    key: jax.Array
-
-
 class PairState(NamedTuple):
-    """A ``seeds`` member: A (``train_state``), B (``partner``) and both initial parameters."""
+    """A ``seeds`` member: networks A and B stacked as one TrainState (a leading axis of 2 on every
+    leaf, A first), and their parameters at step 0 (stacked likewise: the pair of random networks)."""
 
     train_state: train.TrainState
-    partner: Partner
-    initial: Any  # (params of A, params of B) at step 0: the pair of random networks
+    initial: Any
 
 
 class Task(NamedTuple):
@@ -145,7 +135,8 @@ def data(config: Config) -> data_module.Arrays:
 def _input_spec(config: Config):
     if config.setting == "geometry":
         return jax.ShapeDtypeStruct((1, config.input_dim), jnp.float32)
-    shape = _SPATIAL[config.dataset] + (1,) if config.architecture == "cnn" else (int(np.prod(_SPATIAL[config.dataset])),)
+    spatial = _SPATIAL[config.dataset]
+    shape = spatial + (1,) if config.architecture == "cnn" else (int(np.prod(spatial)),)
     return jax.ShapeDtypeStruct((1, *shape), jnp.float32)
 
 
@@ -186,8 +177,8 @@ def init(config: Config, key):
     def draw(i):
         return runner.study.init(config, jax.random.fold_in(key, i), model(config), _input_spec(config))
 
-    a, b = (jax.tree.map(lambda leaf, i=i: leaf[i], jax.lax.map(draw, jnp.arange(2))) for i in (0, 1))
-    return PairState(a, Partner(*b), (a.params, b.params))
+    pair = jax.lax.map(draw, jnp.arange(2))
+    return PairState(pair, pair.params)
 
 
 def _geometry_alignment(net, params, t: Task) -> dict:
@@ -211,12 +202,10 @@ def segment(state, config: Config, arrays):
         return runner.study.segment(ts, config, arrays, net,
                                     evaluate=lambda s, c, a: runner.study.classifier_metrics(net, s.params, a))
 
-    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), state.train_state, train.TrainState(*state.partner))
     # lax.map, not vmap, over the two networks: a vmapped convolution becomes a grouped one, which XLA
     # runs far slower on CPU
-    stacked, metrics = jax.lax.map(one, stacked)
-    a, b = (jax.tree.map(lambda leaf, i=i: leaf[i], stacked) for i in (0, 1))
-    return PairState(a, Partner(*b), state.initial), {k: jnp.mean(v) for k, v in metrics.items()}
+    pair, metrics = jax.lax.map(one, state.train_state)
+    return PairState(pair, state.initial), {k: jnp.mean(v) for k, v in metrics.items()}
 
 
 # -- evaluate --------------------------------------------------------------------------------------------------
@@ -244,8 +233,13 @@ def subset_cka(reps_a, reps_b, n: int, *, debiased: bool):
     return jnp.mean(jnp.stack(values))
 
 
+def _unstack(tree):
+    """The two networks of a stacked pair: ``(tree[0], tree[1])`` on every leaf."""
+    return tuple(jax.tree.map(lambda leaf, i=i: leaf[i], tree) for i in (0, 1))
+
+
 def _random_pair_metrics(net, initial, x, sample_sizes) -> dict:
-    reps_a, reps_b = (hidden_representations(net, p, x) for p in initial)
+    reps_a, reps_b = (hidden_representations(net, p, x) for p in _unstack(initial))
     out = {}
     for kind, debiased in (("plain", False), ("debiased", True)):
         for n in sample_sizes:
@@ -263,7 +257,7 @@ def evaluate(state, config: Config, arrays) -> dict:
         t = task(config)
         accuracy = train.accuracy(net.apply(state.params, t.x), t.y)
         return {**_geometry_alignment(net, state.params, t), "train_accuracy": accuracy}
-    params_a, params_b = state.train_state.params, state.partner.params
+    params_a, params_b = _unstack(state.train_state.params)
     reps_a, reps_b = (hidden_representations(net, p, arrays.x_test) for p in (params_a, params_b))
     matrix = cka_matrix(reps_a, reps_b)
     out = {f"cka_{i}_{j}": matrix[i, j] for i in range(len(reps_a)) for j in range(len(reps_b))}

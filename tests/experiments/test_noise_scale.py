@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlearn import data, runner
+from jaxlearn import runner
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
