@@ -18,7 +18,8 @@
   2016), over whole pytrees;
 * learning order (:mod:`~jaxlearn.analysis.learning_order`): per-example correctness tracked inside
   the training scan (:func:`correctness_eval_fn` for ``train.train(eval_every=...)``), first-learned
-  steps and forgetting events (Toneva et al. 2019).
+  steps and forgetting events (Toneva et al. 2019), and the rank correlation of per-example
+  statistics across runs (:func:`spearman`).
 
 Everything runs under ``jit`` and ``vmap`` (over seeds, layers, masks), is checked against a
 brute-force float64 computation, and applies to saved runs through
@@ -38,12 +39,14 @@ from jaxlearn.analysis.gradients import (
     per_example_grads,
 )
 from jaxlearn.analysis.learning_order import (
+    average_ranks,
     correctness,
     correctness_eval_fn,
     first_learned_step,
     forgetting_events,
     learning_events,
     never_learned,
+    spearman,
     unforgettable,
 )
 from jaxlearn.analysis.pruning import (
@@ -66,11 +69,11 @@ from jaxlearn.analysis.spectra import (
 )
 
 __all__ = [
-    "GradientSNR", "IMPResult", "NoiseScale", "angles", "apply_mask", "cka", "correctness", "correctness_eval_fn",
-    "density", "effective_rank", "first_learned_step", "forgetting_events", "gradient_angle", "gradient_cosine",
-    "gradient_noise_scale", "gradient_snr", "gradients", "hsic", "imp", "learning_events", "learning_order",
-    "linear_cka", "magnitude_mask", "masked", "minibatch_cka", "model_gradient_noise_scale", "never_learned",
-    "noise_scale_from_norms", "participation_ratio", "per_example_grad_norms", "per_example_grads", "pruning",
-    "random_mask", "random_reinit", "rbf_cka", "similarity", "sparsity", "spectra", "spectrum_effective_rank",
-    "spectrum_participation_ratio", "unforgettable",
+    "GradientSNR", "IMPResult", "NoiseScale", "angles", "apply_mask", "average_ranks", "cka", "correctness",
+    "correctness_eval_fn", "density", "effective_rank", "first_learned_step", "forgetting_events", "gradient_angle",
+    "gradient_cosine", "gradient_noise_scale", "gradient_snr", "gradients", "hsic", "imp", "learning_events",
+    "learning_order", "linear_cka", "magnitude_mask", "masked", "minibatch_cka", "model_gradient_noise_scale",
+    "never_learned", "noise_scale_from_norms", "participation_ratio", "per_example_grad_norms", "per_example_grads",
+    "pruning", "random_mask", "random_reinit", "rbf_cka", "similarity", "sparsity", "spearman", "spectra",
+    "spectrum_effective_rank", "spectrum_participation_ratio", "unforgettable",
 ]

@@ -19,6 +19,10 @@ Forgetting during Deep Neural Network Learning", ICLR, §3), on consecutive chec
   (they have no forgetting event, yet are not unforgettable).
 
 Counts are int32 ``(N,)``; flags bool ``(N,)``.
+
+Comparing runs: :func:`spearman` is the rank correlation of two per-example statistics (e.g. the
+forgetting counts of two seeds, Toneva et al. 2019, §4: forgetting is a property of the example, not
+of the run), with tied values given their average rank, as counts have many ties.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from jaxlearn._types import Array, ArrayLike, PyTree
 from jaxlearn.data import merge_rows, split_rows
 
 __all__ = ["correctness", "correctness_eval_fn", "first_learned_step", "forgetting_events", "learning_events",
-           "unforgettable", "never_learned"]
+           "unforgettable", "never_learned", "average_ranks", "spearman"]
 
 NEVER = -1  # first_learned_step of an example that is never learnt
 
@@ -186,3 +190,47 @@ def unforgettable(history: ArrayLike) -> Array:
 def never_learned(history: ArrayLike) -> Array:
     """Examples correct at no check: bool ``(N,)``."""
     return ~jnp.any(_check_history(history), axis=0)
+
+
+def _check_vector(name, v):
+    v = jnp.asarray(v)
+    if v.ndim != 1 or v.shape[0] < 2 or not (jnp.issubdtype(v.dtype, jnp.number) or v.dtype == jnp.bool_):
+        raise ValueError(f"{name}: expected a numeric vector (N,) with N >= 2 (jax.vmap over runs), "
+                         f"got {v.dtype}{list(v.shape)}")
+    return v
+
+
+def average_ranks(values: ArrayLike) -> Array:
+    """Ranks ``1 … N`` of ``values`` ``(N,)``, ties given the mean of the ranks they span (the
+    "average" method of ``scipy.stats.rankdata``): ``rank_i = #{j: v_j < v_i} + (#{j: v_j = v_i} + 1) / 2``.
+    Float of the default dtype. Both counts come from binary searches in the sorted values
+    (``O(N log N)``, no ``N × N`` comparison), exact for any input (integer counts, floats, bools).
+    """
+    v = _check_vector("values", values)
+    if v.dtype == jnp.bool_:
+        v = v.astype(jnp.int32)
+    ordered = jnp.sort(v)
+    below = jnp.searchsorted(ordered, v, side="left")
+    at_most = jnp.searchsorted(ordered, v, side="right")
+    dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+    return (below.astype(dtype) + at_most.astype(dtype) + 1) / 2
+
+
+def spearman(a: ArrayLike, b: ArrayLike) -> Array:
+    """Spearman's rank correlation ρ of two statistics of the same ``N`` examples: the Pearson
+    correlation of their :func:`average_ranks` (Spearman 1904; with average ranks for ties, the
+    convention of ``scipy.stats.spearmanr``). A scalar in ``[−1, 1]``; NaN when either vector is
+    constant (its ranks have no variance). ``vmap`` over pairs of runs works.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn import analysis as an
+        >>> round(float(an.spearman(jnp.array([0, 1, 1, 5]), jnp.array([1.0, 2.0, 3.0, 9.0]))), 4)
+        0.9487
+    """
+    a, b = _check_vector("a", a), _check_vector("b", b)
+    if a.shape != b.shape:
+        raise ValueError(f"spearman: a and b must have the same length, got {a.shape[0]} and {b.shape[0]}")
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return jnp.sum(ra * rb) / jnp.sqrt(jnp.sum(ra * ra) * jnp.sum(rb * rb))

@@ -213,3 +213,44 @@ def test_bad_input_is_a_one_line_value_error(make, match):
     with pytest.raises(ValueError, match=match) as info:
         make()
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("mode", BOTH)
+@pytest.mark.parametrize("kind", ["counts", "floats", "bools"])
+def test_spearman_and_average_ranks_match_scipy(kind, mode):
+    """Against scipy's rankdata (average method) and spearmanr, with heavy ties (forgetting counts)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    draw = {"counts": lambda: rng.poisson(0.7, 300), "floats": lambda: rng.normal(size=300),
+            "bools": lambda: rng.random(300) < 0.3}[kind]
+    a, b = draw(), draw()
+    b_related = np.where(rng.random(300) < 0.6, a, b)  # correlated with a
+    np.testing.assert_allclose(L.average_ranks(a), stats.rankdata(a), rtol=1e-6)
+    for other in (b, b_related):
+        np.testing.assert_allclose(float(L.spearman(a, other)), stats.spearmanr(a, other).statistic,
+                                   rtol=1e-5, atol=1e-6)
+    assert float(L.spearman(a, b_related)) > 0.3
+    assert float(L.spearman(a, -a.astype(float))) == pytest.approx(-1.0, abs=1e-6)
+
+
+def test_spearman_jit_vmap_over_pairs_and_constant_input():
+    rng = np.random.default_rng(1)
+    runs = rng.poisson(1.0, (4, 50))
+    pairs = np.array([(i, j) for i in range(4) for j in range(i + 1, 4)])
+    got = jax.jit(jax.vmap(L.spearman))(runs[pairs[:, 0]], runs[pairs[:, 1]])
+    from scipy import stats
+    want = [stats.spearmanr(runs[i], runs[j]).statistic for i, j in pairs]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.isnan(float(L.spearman(np.zeros(5), np.arange(5))))  # a constant has no rank variance
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: L.spearman(np.zeros(3), np.zeros(4)), "^spearman: a and b must have the same length, got 3 and 4$"),
+    (lambda: L.spearman(np.zeros((3, 2)), np.zeros(3)), r"^a: expected a numeric vector \(N,\) with N >= 2"),
+    (lambda: L.average_ranks(np.zeros(1)), r"^values: expected a numeric vector \(N,\) with N >= 2"),
+])
+def test_spearman_bad_input_is_a_one_line_value_error(make, match):
+    with pytest.raises(ValueError, match=match) as info:
+        make()
+    assert "\n" not in str(info.value)

@@ -98,8 +98,8 @@ def _stored_metric_from_outputs(experiment, config, networks):
         arrays = experiment.module.data(config)
         f = np.asarray(networks[0].apply(networks[0].params, arrays.x_train), np.float64)[:, 0]
         return "train_loss", 0.5 * np.mean((f - np.asarray(arrays.y_train)) ** 2)
-    if experiment.name == "instability":
-        return "test_accuracy", np.mean([np.mean(out.argmax(-1) == y) for out in outputs])  # over its children
+    if experiment.name in ("instability", "forgetting"):  # over its children / its seeds
+        return "test_accuracy", np.mean([np.mean(out.argmax(-1) == y) for out in outputs])
     return "test_accuracy", np.mean(outputs[0].argmax(-1) == y)
 
 
@@ -108,7 +108,7 @@ def _stored_metric_from_outputs(experiment, config, networks):
 RECOMPUTED = {"teacher_student", "continual_digits", "edge_of_stability", "instability", "population_digits",
               "kernel_regimes", "learning_rules", "deep_linear_dynamics", "catapult"}
 # the studies whose state stacks several networks (load_networks gives each): how many, from the config
-NETWORKS_PER_RUN = {"instability": lambda c: c.num_children,
+NETWORKS_PER_RUN = {"instability": lambda c: c.num_children, "forgetting": lambda c: c.num_networks,
                     "cka_similarity": lambda c: 2 if c.setting == "seeds" else 1}  # a pair of seeds
 # the studies whose networks also get the after-kernel, CKA and pruning (see below)
 ANALYSED = {"teacher_student", "continual_digits", "edge_of_stability", "instability", "population_digits",
