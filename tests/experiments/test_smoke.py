@@ -107,6 +107,9 @@ def _stored_metric_from_outputs(experiment, config, networks):
 # checked where they store a test_accuracy: a classifier's on its test split)
 RECOMPUTED = {"teacher_student", "continual_digits", "edge_of_stability", "instability", "population_digits",
               "kernel_regimes", "learning_rules", "deep_linear_dynamics", "catapult"}
+# the studies whose state stacks several networks (load_networks gives each): how many, from the config
+NETWORKS_PER_RUN = {"instability": lambda c: c.num_children, "forgetting": lambda c: c.num_networks,
+                    "cka_similarity": lambda c: 2 if c.setting == "seeds" else 1}  # a pair of seeds
 # the studies whose networks also get the after-kernel, CKA and pruning (see below)
 ANALYSED = {"teacher_student", "continual_digits", "edge_of_stability", "instability", "population_digits",
             "learning_rules"}
@@ -130,8 +133,7 @@ def test_every_training_study_exposes_its_trained_network(path, smoke):
     run = runs.run_id[runs.status == "finished"].iloc[0]  # (a smoke sweep may diverge on purpose)
     config = configs[list(report.run_ids).index(run)]
     networks = runner.load_networks(store_root, run)
-    expected = {"instability": getattr(config, "num_children", 1),
-                "forgetting": getattr(config, "num_networks", 1)}.get(experiment.name, 1)
+    expected = NETWORKS_PER_RUN.get(experiment.name, lambda c: 1)(config)
     assert len(networks) == expected
     name, recomputed = _stored_metric_from_outputs(experiment, config, networks)
     if name in runs or experiment.name in RECOMPUTED:
