@@ -6,7 +6,6 @@ message in its payload's ``"missed"`` list (absolute targets)."""
 
 import datetime
 import os
-import platform
 import sys
 import tempfile
 
@@ -42,7 +41,7 @@ def summary(payloads: dict[str, dict], missed: list[str], when: str | None = Non
     first = next(iter(payloads.values()), {})
     when = when or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# Benchmarks ({when})", "",
-             f"{first.get('platform', '?')} · {first.get('cpus', '?')} CPUs · {platform.machine()} · "
+             f"{first.get('platform', '?')} · {first.get('cpus', '?')} CPUs · {first.get('machine', '?')} · "
              f"jax {first.get('jax', '?')}", "",
              "| benchmark | case | time (ms) | speed-up vs baseline | target | |",
              "|---|---|--:|--:|--:|---|"]

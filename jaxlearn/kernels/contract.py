@@ -47,6 +47,15 @@ class Axes:
             raise ValueError("diagonal_axes: the batch axis 0 needs x2=None (the diagonal Θ(x_n, x_n))")
         self.ndim = ndim
 
+    def _key(self):
+        return self.ndim, frozenset(self.trace), frozenset(self.diagonal)
+
+    def __eq__(self, other):  # by value: a static argument of the compiled kernel (jaxlearn._compile)
+        return isinstance(other, Axes) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
     def letters(self):
         """Einsum letters ``(first, second, kernel)`` for the axes of the two outputs
         ``(N, *out)`` and of the kernel: traced and diagonal axes share a letter; traced ones are

@@ -205,16 +205,13 @@ def empirical(apply_fn: Callable, params: PyTree, x1: ArrayLike, x2: ArrayLike |
         sizes = None if devs is None else (-(-n1 // len(devs)), n2)  # one block of rows per device, all of x2
     else:
         sizes = (int(batch_size), int(batch_size))
-    static_axes = (out.ndim, tuple(sorted(axes.trace)), tuple(sorted(axes.diagonal)))
-    return jit_when_eager(_kernel, compute, apply_fn, params, x1, x2, static_axes, sizes, devs)
+    return jit_when_eager(_kernel, compute, apply_fn, params, x1, x2, axes, sizes, devs)
 
 
 def _kernel(compute, apply_fn, params, x1, x2, axes, sizes, devices):
     """The kernel by ``compute`` (one of the methods), in blocks when ``sizes``; one compiled program
     when :func:`empirical` is called eagerly (``jaxlearn._compile``: a small MLP's first call took
     72 compilations and 1.7 s of CPU without it, 0.17 s with it)."""
-    ndim, trace, diagonal = axes
-    axes = Axes(ndim, trace, diagonal, x2 is None)
     if sizes is None:
         return compute(apply_fn, params, x1, x2, axes)
     kernel_fn = lambda a, b: compute(apply_fn, params, a, b, axes)  # noqa: E731

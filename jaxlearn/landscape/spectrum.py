@@ -213,7 +213,7 @@ def top_eigenvalues(loss: Loss, params: PyTree, k: int = 5, *, method: Literal["
         raise ValueError(f"which: power iteration finds the largest-magnitude eigenvalues; use method='lanczos' "
                          f"for which={which!r}")
     curvature.check_kind(kind)
-    size = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(params))  # the flat dimension P
+    size = _block_size(params, None)  # the flat dimension P
     dim = _block_size(params, block)
     dim = size if dim is None else dim
     if not (is_int(k) and 1 <= k <= dim):
