@@ -122,8 +122,8 @@ def test_a_callable_closing_over_a_traced_value_is_not_cached(transform):
 
 
 def test_the_public_entry_points_are_one_program_each_when_eager():
-    """kernels.empirical, landscape.top_eigenvalues and the analysis gradients: a second eager call
-    with new values compiles nothing."""
+    """kernels.empirical, landscape.top_eigenvalues, the analysis gradients and kernels.analytic: a
+    second eager call with new values compiles nothing."""
     model = nn.mlp([8], 3)
     x = jax.random.normal(jax.random.key(0), (6, 4))
     y = jnp.arange(6) % 3
@@ -144,5 +144,10 @@ def test_the_public_entry_points_are_one_program_each_when_eager():
         second = call(moved)
         assert _program._cache_size() == size, name
         assert jax.tree.structure(first) == jax.tree.structure(second)
+    kernel = kernels.analytic(model, x, get="ntk")
+    size = _program._cache_size()
+    np.testing.assert_allclose(kernels.analytic(model, 2 * x, get="ntk"), jax.jit(
+        lambda z: kernels.analytic(model, z, get="ntk"))(2 * x), rtol=2e-5)
+    assert _program._cache_size() == size and kernel.shape == (6, 6)
     # the values are those of the functions' own tests, which call them eagerly; one check here
     np.testing.assert_allclose(calls["empirical"](params), jax.jit(calls["empirical"])(params), rtol=2e-5)

@@ -15,15 +15,13 @@ program), so it composes with ``jit``, ``vmap`` and ``grad``.
 
 from __future__ import annotations
 
-import functools
-
 import flax.linen as linen
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from jaxlearn._checks import check_int
+from jaxlearn._compile import jit_when_eager
 from jaxlearn._types import Array, ArrayLike
 from jaxlearn.data.batching import merge_grid, merge_rows
 from jaxlearn.kernels.devices import Devices, map_kernel_blocks, resolve_devices
@@ -86,12 +84,11 @@ def _auto_rows(x1, x2) -> int:
     return max(1, _AUTO_ENTRIES // max(n2 * spatial, 1))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _program(model, x1, x2, sizes, devices):
-    """The kernel of ``model`` as one compiled program, cached by JAX per model object, block sizes,
-    devices and input shapes. Called eagerly, the kernel map would otherwise dispatch (and compile, once
-    per shape) each of its hundreds of operations: the first call of a 2-layer MLP's kernel took 1.2 s
-    that way against 0.19 s as one program. Under an enclosing ``jit``/``vmap``/``grad`` it is inlined."""
+def _kernel(model, x1, x2, sizes, devices):
+    """The kernel of ``model``, in row blocks when ``sizes``; one compiled program when
+    :func:`analytic` is called eagerly (``jaxlearn._compile``: cached per model object, block sizes,
+    devices and input shapes). Op by op, the first call of a 2-layer MLP's kernel took 1.2 s against
+    0.19 s as one program."""
     return model.kernel(input_kernel(x1, x2)) if sizes is None else _blocked(model, x1, x2, *sizes, devices)
 
 
@@ -162,7 +159,7 @@ def analytic(model: Layer | linen.Module | nnx.Module, x1: ArrayLike, x2: ArrayL
         sizes = None if devs is None else (-(-n1 // len(devs)), n2)  # all at once: one block per device
     elif devs is not None and batch_size == "auto":
         sizes = (min(sizes[0], -(-n1 // len(devs))), n2)
-    k = _program(model, x1, x2, sizes, devs)
+    k = jit_when_eager(_kernel, model, x1, x2, sizes, devs)
     if kinds is None:
         return k
     values = tuple(getattr(k, kind) for kind in kinds)
