@@ -29,6 +29,14 @@ padding is dropped before anything is written, so metrics, snapshots, final stat
 checkpoints have the unsharded layout and a group resumes under either placement. ``d = 1`` is
 the plain single-device program.
 
+Compilation overlaps the rest: a group's programs are named ``init``, ``segment`` and ``evaluate``
+in JAX's compile logs; while the main thread initialises a group, two background threads compile
+its first segment and its ``evaluate`` (:func:`compile_ahead`), and :func:`~jaxlearn.runner.run_sweep`
+starts compiling the next groups' programs while it computes one. The calls wait for those
+compilations and find the programs in JAX's cache: the same programs, so the same results, and
+on two cores two programs compile at once (the nine groups of the learning-rules smoke: 19.4 s
+→ 14.5 s).
+
 Several processes (``jax.process_count() > 1``, after :func:`jaxlearn.runner.distributed.initialize`):
 every process calls :func:`run_group` with the same group (the caller, process 0, decided it), and
 the member axis is sharded over the devices of all processes
@@ -45,6 +53,7 @@ devices. Other processes get ``index=None``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import signal
@@ -121,11 +130,11 @@ def _call(fn, experiment, *args, data):
 def _init_fn(experiment, config):
     """Group init: ``dynamic`` (arrays with a member axis) -> states with a member axis."""
 
-    def member(dyn):
+    def init(dyn):  # (the names of these functions name the programs in JAX's compile logs)
         member_config = _member_config(config, dyn)
         return experiment.module.init(member_config, _member_key(member_config))
 
-    return jax.vmap(member)
+    return jax.vmap(init)
 
 
 def member_template(experiment, config):
@@ -149,14 +158,20 @@ class _Programs:
         self._advance = {}
         self._init = jax.jit(_init_fn(self.experiment, group.config))
         self._evaluate = self._run = None
+        self._pending = {}  # program name -> Future of its compilation in the background
 
     def init(self, dynamic):
+        self._wait("init")
         return self._init(dynamic)
 
     def template(self, dynamic):
         return jax.eval_shape(_init_fn(self.experiment, self.group.config), dynamic)
 
     def advance(self, length: int):
+        self._wait(("advance", length))
+        return self._advance_program(length)
+
+    def _advance_program(self, length: int):
         if length not in self._advance:
             module, experiment = self.experiment.module, self.experiment
 
@@ -164,7 +179,7 @@ class _Programs:
                 config = _member_config(self.group.config, dyn, segment_steps=length)
                 return _call(module.segment, experiment, state, config, data=data)
 
-            def group(states, dynamic, active, data):
+            def segment(states, dynamic, active, data):
                 new, metrics = jax.vmap(member, in_axes=(0, 0, None))(states, dynamic, data)
                 finite = jax.vmap(lambda s, m: _all_finite((s, m)))(new, metrics)
                 ok = active & finite
@@ -174,33 +189,90 @@ class _Programs:
 
                 return jax.tree.map(keep, new, states), metrics, ok
 
-            self._advance[length] = jax.jit(group)
+            self._advance[length] = jax.jit(segment)
         return self._advance[length]
 
+    def compile_ahead(self, placement: Placement, dynamic, data, step: int, *, init: bool) -> None:
+        """Starts compiling, in the background, the programs a group placed by ``placement``
+        with ``dynamic`` (host values) and ``data`` (host) calls from ``step``: its ``init``
+        (with ``init``, for a group not started yet), the advance of its first segment and its
+        ``evaluate``. The calls themselves wait for these compilations and then find the programs in
+        JAX's cache, so a process compiles while it traces, initialises or trains something else
+        (two cores compile two programs at once). Only a speed-up: a compilation that fails or
+        does not match the later call (other members claimed, another placement) leaves the call
+        to compile (and to raise) as it would have."""
+        later = [end for end in segment_schedule(self.group.config) if end > step]
+        dyn, data = placement.put(dynamic), placement.replicate(data)
+        if init and step == 0:
+            self._submit("init", self._init, dyn)
+        states = jax.eval_shape(self._init, dyn)
+        if placement.count > 1:
+            states = jax.tree.map(lambda t: jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=placement.sharding), states)
+        if later:
+            length = later[0] - step
+            self._submit(("advance", length), self._advance_program(length), states, dyn,
+                         placement.mask(np.ones(placement.members, bool)), data)
+        if self._evaluate_program() is not None:
+            self._submit("evaluate", self._evaluate, states, dyn, data)
+
+    def _submit(self, name, program, *args) -> None:
+        if name not in self._pending:
+            self._pending[name] = _compiler().submit(_compile, program, args)
+
+    def _wait(self, name) -> None:
+        pending = self._pending.pop(name, None)
+        if pending is not None:
+            pending.result()
+
     def evaluate(self, states, dynamic, data):
-        fn = self.experiment.hook("evaluate")
-        if fn is None:
+        program = self._evaluate_program()
+        if program is None:
             return {}
-        if self._evaluate is None:
-            def member(state, dyn, data):
+        self._wait("evaluate")
+        return program(states, dynamic, data)
+
+    def _evaluate_program(self):
+        fn = self.experiment.hook("evaluate")
+        if fn is not None and self._evaluate is None:
+            def evaluate(state, dyn, data):
                 return _call(fn, self.experiment, state, _member_config(self.group.config, dyn), data=data)
 
-            self._evaluate = jax.jit(jax.vmap(member, in_axes=(0, 0, None)))
-        return self._evaluate(states, dynamic, data)
+            self._evaluate = jax.jit(jax.vmap(evaluate, in_axes=(0, 0, None)))
+        return self._evaluate
 
     def run(self, dynamic, data):
         if self._run is None:
             fn = self.experiment.module.run
 
-            def member(dyn, data):
+            def run(dyn, data):
                 return _call(fn, self.experiment, _member_config(self.group.config, dyn), data=data)
 
-            self._run = jax.jit(jax.vmap(member, in_axes=(0, None)))
+            self._run = jax.jit(jax.vmap(run, in_axes=(0, None)))
         return self._run(dynamic, data)
 
 
 _PROGRAMS: dict = {}
 _PROGRAMS_KEPT = 8
+_COMPILER: list = []  # the background compiler's executor, made on first use
+
+
+def _compiler() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that compile programs ahead of their first call (:meth:`_Programs.compile_ahead`):
+    two, so that two programs compile at once while the main thread traces or trains (XLA's CPU
+    compiler is single-threaded per program). An executor's threads are joined at interpreter
+    exit, never cut off inside XLA."""
+    if not _COMPILER:
+        _COMPILER.append(concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="jaxlearn-compile"))
+    return _COMPILER[0]
+
+
+def _compile(program, args) -> None:
+    """Compiles ``program`` for ``args`` (arrays or ``ShapeDtypeStruct``s) into JAX's cache. Errors
+    are left to the call itself, which compiles again and raises them where they belong."""
+    try:
+        program.lower(*args).compile()
+    except Exception:  # noqa: BLE001 (a speculative compilation; the real call reports)
+        pass
 
 
 def _programs(group: Group) -> _Programs:
@@ -270,6 +342,8 @@ def _compute(group: Group, files: GroupFiles, committed, placement: Placement, p
     files.record_members()
     if not experiment.trains:
         return _run_study(group, programs, dynamic, data, files, progress, placement)
+    if not placement.spans_processes:  # the first segment compiles while init compiles and runs
+        programs.compile_ahead(placement, dynamic, data, 0 if committed is None else committed["step"], init=False)
     run = _restore(programs, placement, dynamic, committed, files.dir)
     files.restart_at(committed)
     dynamic, data = placement.put(dynamic), placement.replicate(data)
@@ -277,6 +351,27 @@ def _compute(group: Group, files: GroupFiles, committed, placement: Placement, p
         progress.start(group, group.config.num_steps, run.step)
     run = _train_segments(run, programs, placement, dynamic, data, files, progress, hook)
     return _finish_members(group, run, programs, placement, dynamic, data, files, progress, hook)
+
+
+def compile_ahead(group: Group, root, *, init: bool = True, devices: int | None = None, force: bool = False) -> None:
+    """Starts compiling ``group``'s first programs in the background, as :func:`run_group` will
+    place them for all of ``group``'s runs (:meth:`_Programs.compile_ahead`): the advance of its
+    first segment from its last commit in ``root`` (from step 0 with ``force``), and with
+    ``init`` its initialisation, for a group not started. A sweep calls it for the next group
+    while it computes this one. Nothing happens in a job of several processes, or for an
+    experiment without training."""
+    experiment = group.experiment
+    if not experiment.trains or is_multiprocess():
+        return
+    try:  # a group whose data or init fails raises when it is computed, in its place (its runs marked failed)
+        committed = group_dir(root, group.group_id) / "committed.json"
+        step = int(store.read_json(committed)["step"]) if committed.exists() and not force else 0
+        placement = Placement(group_devices(_member_devices(group, devices), len(group.runs)), len(group.runs))
+        data = experiment.module.data(group.config) if experiment.has_data else None
+        _programs(group).compile_ahead(placement, _dynamic_values([r.config for r in group.runs]), data, step,
+                                       init=init)
+    except Exception:  # noqa: BLE001
+        return
 
 
 def _no_hook(point: str, index: int) -> None:

@@ -31,7 +31,7 @@ from jaxlearn._checks import did_you_mean
 from jaxlearn.runner import config as cfg
 from jaxlearn.runner import configfile as cfgfile
 from jaxlearn.runner import distributed, store
-from jaxlearn.runner.execute import run_group
+from jaxlearn.runner.execute import compile_ahead, run_group
 from jaxlearn.runner.experiment import Experiment, load_experiment
 from jaxlearn.runner.plan import (
     FINAL_STATUSES,
@@ -173,6 +173,9 @@ def clear_run(path: pathlib.Path) -> None:
             shutil.rmtree(path / name)
 
 
+COMPILE_AHEAD = 2  # groups whose programs compile in the background while one computes
+
+
 def run_sweep(experiment: Experiment, configs: Sequence[Any], *, root: str | os.PathLike = "runs", force: bool = False,
               progress: bool = True, max_group_size: int | None = None, argv: Sequence[str] | None = None,
               stream: TextIO | None = None, devices: int | None = None, wait: bool = False, poll_s: float = 0.5,
@@ -294,7 +297,12 @@ def _sweep_once(experiment: Experiment, configs, *, root, force, progress, max_g
     bar = Progress(len(plan.groups), sum(len(g.runs) for g in plan.groups), stream=stream, enabled=progress and writer)
     computed, busy = {}, []
     with store.Index(root) if writer else contextlib.nullcontext() as index:
-        for group in plan.groups:
+        for i, group in enumerate(plan.groups):
+            # compiled in the background (a speed-up only): this group's first segment while it
+            # initialises, then the next groups' programs while this one trains
+            compile_ahead(group, root, init=False, devices=devices, force=force)
+            for later in plan.groups[i + 1:i + 1 + COMPILE_AHEAD]:
+                compile_ahead(later, root, devices=devices, force=force)
             done, taken = compute_group(group, root, index, force=force, progress=bar, argv=argv, devices=devices,
                                         hook=hook, sinks=sinks, sweep=sweep)
             computed.update(done)

@@ -9,6 +9,7 @@ import pathlib
 import struct
 import subprocess
 import sys
+import threading
 
 import chex
 import jax
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from jaxlearn import landscape, runner
-from jaxlearn.runner import store
+from jaxlearn.runner import execute, store
 from jaxlearn.runner.execute import KILL_ENV, segment_schedule
 from tests.runner.child_process import xla_flags
 
@@ -105,6 +106,38 @@ def test_tensorboard_events_hold_the_metrics(solo):
     np.testing.assert_allclose([got[k] for k in expected], list(expected.values()), rtol=1e-6)
     status = store.read_json(path / "status.json")
     assert final == pytest.approx({(40, f"final/{k}"): v for k, v in status["final_metrics"].items()}, rel=1e-6)
+
+
+def test_a_sweep_compiles_each_program_once_and_ahead_of_its_call(experiment, tmp_path, monkeypatch):
+    """Three groups (three static widths): each group's programs (init, segment, evaluate) are
+    compiled once, all but the first group's init on the background compiler threads while the
+    sweep initialises or trains another group; the results equal each group computed alone."""
+    monkeypatch.setattr(execute, "_PROGRAMS", {})  # nothing cached from other tests
+    compiled = []
+
+    programs = ("jit(init)", "jit(segment)", "jit(evaluate)")
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration" and kwargs.get("fun_name") in programs:
+            compiled.append((kwargs["fun_name"][4:-1], threading.current_thread().name.startswith("jaxlearn-compile")))
+
+    cs = configs(experiment, width=[5, 6, 7], seed=[0, 1])
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        report = runner.run_sweep(experiment, cs, root=tmp_path / "sweep", progress=False)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert len(report.computed) == 6
+    assert sorted(compiled) == [("evaluate", True)] * 3 + [("init", False)] + [("init", True)] * 2 + [
+        ("segment", True)] * 3
+    monkeypatch.setattr(execute, "_PROGRAMS", {})
+    for width in (5, 6, 7):  # each group alone, nothing compiled ahead across groups
+        runner.run_sweep(experiment, configs(experiment, width=[width], seed=[0, 1]), root=tmp_path / f"alone{width}",
+                         progress=False)
+    for config in cs:
+        rid = runner.run_id("teacher_student", experiment.version, config)
+        for a, b in zip(leaves(tmp_path / "sweep", rid), leaves(tmp_path / f"alone{config.width}", rid)):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_dedup_skips_finished_and_overlap_computes_only_new(experiment, tmp_path):
