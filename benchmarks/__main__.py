@@ -1,19 +1,32 @@
-"""``python -m benchmarks [name ...]``: runs the benchmarks, prints times and ratios, writes JSON
-to bench_results/ (one file per benchmark) and ``bench_results/summary.md`` (every case's time,
-ratio to its baseline and target, and every missed target, in one table). Exits non-zero if a
-benchmark misses its target: a speed-up target of a case, a named check of its payload, or a
-message in its payload's ``"missed"`` list (absolute targets)."""
+"""``python -m benchmarks [name ...]``: runs the benchmarks, prints times and ratios, writes JSON to
+bench_results/ (one file per benchmark; ``compare_nt``, the neural-tangents comparison, runs when
+``NT_PYTHON`` names a Python with neural-tangents: benchmarks/compare_nt.py) and
+``bench_results/summary.md`` (every case's time, ratio to its baseline and target, and every missed
+target, in one table). Exits non-zero if a benchmark misses its target: a speed-up target of a case,
+a named check of its payload, or a message in its payload's ``"missed"`` list (absolute targets)."""
 
 import datetime
 import os
 import sys
 import tempfile
 
-from benchmarks import compat, kernels_analytic, kernels_empirical, landscape, nn_init, rules, runner, train_loop
+from benchmarks import (
+    compare_nt,
+    compat,
+    kernels_analytic,
+    kernels_empirical,
+    kernels_scale,
+    landscape,
+    nn_init,
+    rules,
+    runner,
+    train_loop,
+)
 
 ALL = {fn.__name__: fn for fn in
        train_loop.BENCHMARKS + runner.BENCHMARKS + landscape.BENCHMARKS + kernels_analytic.BENCHMARKS
-       + kernels_empirical.BENCHMARKS + rules.BENCHMARKS + compat.BENCHMARKS + nn_init.BENCHMARKS}
+       + kernels_empirical.BENCHMARKS + kernels_scale.BENCHMARKS + rules.BENCHMARKS + compat.BENCHMARKS
+       + nn_init.BENCHMARKS + [compare_nt.compare_nt]}
 
 
 def missed_targets(name: str, payload: dict) -> list[str]:
@@ -73,8 +86,11 @@ def main(names):
         sys.exit(f"unknown benchmark(s) {unknown}; available: {sorted(ALL)}")
     payloads, missed = {}, []
     for name in names or ALL:
-        payloads[name] = ALL[name]()
-        missed += missed_targets(name, payloads[name])
+        payload = ALL[name]()
+        if payload is None:  # a benchmark that cannot run here (compare_nt without NT_PYTHON)
+            continue
+        payloads[name] = payload
+        missed += missed_targets(name, payload)
     print(f"\nsummary: {write_summary(summary(payloads, missed))}")
     if missed:
         print("\nmissed targets:\n  " + "\n  ".join(missed))

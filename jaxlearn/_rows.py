@@ -44,10 +44,12 @@ def merge_rows(a: Array, num_rows: int) -> Array:
     return a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:])[:num_rows]
 
 
-def merge_grid(a: Array, num_rows: int, num_cols: int) -> Array:
-    """``(num1, num2, rows, cols, …) -> (num_rows, num_cols, …)``: a ``lax.map`` over row blocks of
-    a ``lax.map`` over column blocks (both by :func:`split_rows`) reassembled, padding cut off."""
-    a = jnp.moveaxis(a, 2, 1)
-    a = a.reshape((a.shape[0] * a.shape[1], a.shape[2] * a.shape[3]) + a.shape[4:])
-    return a[:num_rows, :num_cols]
-
+def merge_columns(a: Array, num_cols: int) -> Array:
+    """``(num2, rows, cols, …) -> (rows, num_cols, …)``: a ``lax.map`` over column blocks (by
+    :func:`split_rows`) of one row block laid out as that block's rows, padding cut off. Inside a
+    ``lax.map`` over row blocks it makes the stacked result ``(num1, rows, num_cols, …)``, which
+    :func:`merge_rows` reassembles by a reshape: only one row block's strip is ever transposed, never
+    the whole ``(num_rows, num_cols)`` result."""
+    a = jnp.moveaxis(a, 0, 1)
+    a = a.reshape((a.shape[0], a.shape[1] * a.shape[2]) + a.shape[3:])
+    return a[:, :num_cols]

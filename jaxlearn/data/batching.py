@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxlearn._checks import check_int, is_int
-from jaxlearn._rows import merge_grid, merge_rows, pad_rows, row_blocks, split_rows  # noqa: F401 (public here)
+from jaxlearn._rows import merge_columns, merge_rows, pad_rows, row_blocks, split_rows  # noqa: F401 (public here)
 from jaxlearn._types import ArrayLike, PyTree
 
 

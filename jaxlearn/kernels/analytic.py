@@ -23,7 +23,7 @@ from flax import nnx
 from jaxlearn._checks import check_int
 from jaxlearn._compile import jit_when_eager
 from jaxlearn._types import Array, ArrayLike
-from jaxlearn.data.batching import merge_grid, merge_rows
+from jaxlearn.data.batching import merge_columns, merge_rows
 from jaxlearn.kernels.devices import Devices, map_kernel_blocks, resolve_devices
 from jaxlearn.nn.core import Layer
 from jaxlearn.nn.kernel import Kernel, input_kernel
@@ -63,13 +63,14 @@ def _blocked(model, x1, x2, size1, size2, devices=None):
     same = x2 is None
     x2 = x1 if same else x2
     n1, n2 = x1.shape[0], x2.shape[0]
-    k = map_kernel_blocks(lambda xa, xb: model.kernel(input_kernel(xa, xb)), x1, x2, size1, size2, devices)
-    if size2 >= n2:
-        return k.replace(nngp=merge_rows(k.nngp, n1), ntk=merge_rows(k.ntk, n1), cov1=merge_rows(k.cov1, n1),
-                         cov2=None if same else k.cov2[0])
-    # leaves (blocks1, blocks2, size1, size2, *S); covs (blocks1, blocks2, size, *S)
-    return k.replace(nngp=merge_grid(k.nngp, n1, n2), ntk=merge_grid(k.ntk, n1, n2),
-                     cov1=merge_rows(k.cov1[:, 0], n1), cov2=None if same else merge_rows(k.cov2[0], n2))
+    def row(k):  # a row block's column blocks: leaves (blocks2, size1, size2, *S); covs (blocks2, size, *S)
+        return k.replace(nngp=merge_columns(k.nngp, n2), ntk=merge_columns(k.ntk, n2), cov1=k.cov1[0],
+                         cov2=None if same else merge_rows(k.cov2, n2))
+
+    k = map_kernel_blocks(lambda xa, xb: model.kernel(input_kernel(xa, xb)), x1, x2, size1, size2, devices, row=row)
+    # leaves (blocks1, size1, N2, *S); cov1 (blocks1, size1, *S); cov2 (blocks1, N2, *S), the same in every block
+    return k.replace(nngp=merge_rows(k.nngp, n1), ntk=merge_rows(k.ntk, n1), cov1=merge_rows(k.cov1, n1),
+                     cov2=None if same else k.cov2[0])
 
 
 # Kernel entries per block under batch_size="auto": rows of x1 against all of x2, bounding
@@ -79,9 +80,23 @@ _AUTO_ENTRIES = 1 << 20
 
 
 def _auto_rows(x1, x2) -> int:
-    n2 = (x1 if x2 is None else x2).shape[0]
+    n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
     spatial = int(np.prod(x1.shape[1:-1], dtype=np.int64)) ** 2
-    return max(1, _AUTO_ENTRIES // max(n2 * spatial, 1))
+    return _dividing_rows(n1, max(1, _AUTO_ENTRIES // max(n2 * spatial, 1)))
+
+
+def _dividing_rows(n: int, target: int) -> int:
+    """Rows per block near ``target`` that divide ``n`` (the fewest blocks of at least
+    ``target / 2`` rows without padding), else ``target``: cutting padded rows off the result
+    would copy all of it (a 20,000² kernel held twice)."""
+    if target >= n:
+        return target
+    num = -(-n // target)
+    while 2 * n >= num * target:  # blocks of n / num >= target / 2 rows
+        if n % num == 0:
+            return n // num
+        num += 1
+    return target
 
 
 def _kernel(model, x1, x2, sizes, devices):

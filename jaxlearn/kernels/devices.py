@@ -93,23 +93,28 @@ def map_blocks(fn: Callable, blocks, devices: tuple | None):
     return jax.tree.map(lambda a: a[:num], out)
 
 
-def map_kernel_blocks(kernel_fn: Callable, x1, x2, size1: int, size2: int, devices: tuple | None):
+def map_kernel_blocks(kernel_fn: Callable, x1, x2, size1: int, size2: int, devices: tuple | None,
+                      row: Callable | None = None):
     """``kernel_fn(a, b)`` on blocks ``a`` of at most ``size1`` examples of ``x1`` (a ``lax.map``
     spread over ``devices`` by :func:`map_blocks`), each against
 
     * ``b = None`` when ``x2`` is ``None``: the block against itself (only the diagonal blocks);
     * ``b = x2`` when ``size2 >= N2``: all of ``x2``;
-    * otherwise every block ``b`` of at most ``size2`` examples of ``x2`` in turn (an inner ``lax.map``).
+    * otherwise every block ``b`` of at most ``size2`` examples of ``x2`` in turn (an inner
+      ``lax.map``), whose stacked outputs (leaves ``(blocks2, ...)``) ``row`` lays out as the row
+      block's own (for a pair output ``jaxlearn.data.merge_columns``: ``(size1, N2, ...)``).
 
-    Returns ``kernel_fn``'s outputs with the block axes in front, not reassembled (the caller knows
-    which of its outputs are per pair of examples, per row or per column): leaves ``(blocks1, ...)``
-    in the first two cases, ``(blocks1, blocks2, ...)`` in the third. Blocks are padded by
-    repeating the last example (:func:`jaxlearn.data.split_rows`); ``jaxlearn.data.merge_rows`` /
-    ``merge_grid`` cut the padding off again."""
+    Returns ``kernel_fn``'s outputs (``row``'s in the third case) with the row block axis in front,
+    not reassembled (the caller knows which of its outputs are per pair of examples, per row or per
+    column): leaves ``(blocks1, ...)``. Blocks are padded by repeating the last example
+    (:func:`jaxlearn.data.split_rows`); ``jaxlearn.data.merge_rows`` / ``merge_columns`` cut the
+    padding off again. Reassembling rows is a reshape (a copy only to cut padding off), so memory
+    holds the result, one block pair's intermediates and one row block's strip."""
     b1 = split_rows(x1, size1)
     if x2 is None:
         return map_blocks(lambda a: kernel_fn(a, None), b1, devices)
     if size2 >= x2.shape[0]:  # rows of x1 against all of x2: reassembling is a reshape
         return map_blocks(lambda a: kernel_fn(a, x2), b1, devices)
     b2 = split_rows(x2, size2)
-    return map_blocks(lambda a: jax.lax.map(lambda b: kernel_fn(a, b), b2), b1, devices)
+    row = row or (lambda out: out)
+    return map_blocks(lambda a: row(jax.lax.map(lambda b: kernel_fn(a, b), b2)), b1, devices)

@@ -53,7 +53,7 @@ from jaxlearn._checks import check_int
 from jaxlearn._compile import jit_when_eager
 from jaxlearn._jaxpr.forward_mode import forward_mode_safe, require_forward_mode
 from jaxlearn._types import Array, ArrayLike, PyTree
-from jaxlearn.data.batching import merge_grid, merge_rows, split_rows
+from jaxlearn.data.batching import merge_columns, merge_rows, split_rows
 from jaxlearn.kernels.analytic import check_inputs
 from jaxlearn.kernels.contract import Axes, contract, full_to_kernel
 from jaxlearn.kernels.devices import Devices, map_kernel_blocks, resolve_devices
@@ -225,7 +225,6 @@ def _blocked(kernel_fn, x1, x2, size1, size2, batch_diagonal, devices=None):
     ``(N1, N2, ...)``."""
     x2_ = x1 if x2 is None else x2
     n1, n2 = x1.shape[0], x2_.shape[0]
-    out = map_kernel_blocks(kernel_fn, x1, None if batch_diagonal else x2_, size1, size2, devices)
-    if batch_diagonal or size2 >= n2:
-        return merge_rows(out, n1)
-    return merge_grid(out, n1, n2)
+    out = map_kernel_blocks(kernel_fn, x1, None if batch_diagonal else x2_, size1, size2, devices,
+                            row=lambda blocks: merge_columns(blocks, n2))
+    return merge_rows(out, n1)
