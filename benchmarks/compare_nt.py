@@ -34,7 +34,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 ROUNDS, REPEATS = 2, 7
 W_STD, B_STD = 1.5, 0.05
@@ -61,15 +60,9 @@ def _inputs(case):
 
 
 def _best(fn) -> float:
-    import jax
+    from benchmarks.harness import best_time  # jax and the standard library only: both sides import it
 
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return best_time(fn, repeats=REPEATS)
 
 
 def _time_neural_tangents(case: str) -> dict[str, float]:
