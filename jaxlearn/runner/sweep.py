@@ -173,7 +173,7 @@ def clear_run(path: pathlib.Path) -> None:
             shutil.rmtree(path / name)
 
 
-COMPILE_AHEAD = 2  # groups whose programs compile in the background while one computes
+_COMPILE_AHEAD = 2  # groups whose programs compile in the background while one computes
 
 
 def run_sweep(experiment: Experiment, configs: Sequence[Any], *, root: str | os.PathLike = "runs", force: bool = False,
@@ -301,7 +301,7 @@ def _sweep_once(experiment: Experiment, configs, *, root, force, progress, max_g
             # compiled in the background (a speed-up only): this group's first segment while it
             # initialises, then the next groups' programs while this one trains
             compile_ahead(group, root, init=False, devices=devices, force=force)
-            for later in plan.groups[i + 1:i + 1 + COMPILE_AHEAD]:
+            for later in plan.groups[i + 1:i + 1 + _COMPILE_AHEAD]:
                 compile_ahead(later, root, devices=devices, force=force)
             done, taken = compute_group(group, root, index, force=force, progress=bar, argv=argv, devices=devices,
                                         hook=hook, sinks=sinks, sweep=sweep)
