@@ -63,9 +63,9 @@ def is_dataclass_instance(obj) -> bool:
 
 
 # ----------------------------------------------------------------------------- fields
-def _field(kind, default, lo, hi, choices, help):
+def _field(kind, default, lo, hi, choices, help, shared_constant=False):
     meta = {"jaxlearn": {"kind": kind, "min": lo, "max": hi, "help": help,
-                         "choices": None if choices is None else tuple(choices)}}
+                         "choices": None if choices is None else tuple(choices), "shared_constant": shared_constant}}
     if default is not MISSING and type(default).__hash__ is None:  # dict, list, mutable dataclass
         return dataclasses.field(default_factory=functools.partial(copy.deepcopy, default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -78,9 +78,14 @@ def static(default: Any = MISSING, *, min: float | None = None, max: float | Non
 
 
 def dynamic(default: Any = MISSING, *, min: float | None = None, max: float | None = None,
-            choices: Iterable[Any] | None = None, help: str = "") -> dataclasses.Field:
-    """A field (int, float or bool) that may become a vmapped axis: seed, learning rate, ..."""
-    return _field("dynamic", default, min, max, choices, help)
+            choices: Iterable[Any] | None = None, help: str = "", shared_constant: bool = False) -> dataclasses.Field:
+    """A field (int, float or bool) that may become a vmapped axis: seed, learning rate, ...
+
+    ``shared_constant``: where every member of a group has the same value, the group's program gets
+    that value as a Python constant instead of a vmapped array (one program per value), so what
+    depends on it alone is computed once for the whole group: one shared ``data_seed``, one
+    batch per step instead of one per member."""
+    return _field("dynamic", default, min, max, choices, help, shared_constant)
 
 
 def _meta(f: dataclasses.Field) -> dict:
@@ -116,6 +121,12 @@ def is_dynamic(cls, name: str) -> bool:
 def dynamic_fields(cls: type) -> tuple[str, ...]:
     """Names of the dynamic fields, in declaration order."""
     return tuple(f.name for f in init_fields(cls) if _meta(f).get("kind") == "dynamic")
+
+
+def shared_constant_fields(cls: type) -> tuple[str, ...]:
+    """The dynamic fields declared ``shared_constant`` (:func:`dynamic`)."""
+    return tuple(f.name for f in init_fields(cls) if _meta(f).get("kind") == "dynamic"
+                 and _meta(f).get("shared_constant"))
 
 
 def static_fields(cls: type) -> tuple[str, ...]:

@@ -111,7 +111,21 @@ def _dynamic_values(configs) -> dict[str, np.ndarray]:
 
 
 def _member_config(config, dynamic: dict, **static):
-    return dataclasses.replace(config, **dynamic, **static)
+    """``config`` with a member's (traced) dynamic values; ``static``: values every member shares,
+    as Python values (``shared_constant`` fields, the segment length), taking precedence."""
+    return dataclasses.replace(config, **{**dynamic, **static})
+
+
+def _group_constants(group: Group) -> dict:
+    """The ``shared_constant`` dynamic fields (:func:`jaxlearn.runner.dynamic`) whose value is the same
+    for every member of ``group``: they reach the group's programs as Python constants."""
+    configs = [run.config for run in group.runs]
+    constants = {}
+    for name in cfg.shared_constant_fields(type(configs[0])):
+        values = {getattr(c, name) for c in configs}
+        if len(values) == 1:
+            constants[name] = values.pop()
+    return constants
 
 
 def _member_key(config):
@@ -127,11 +141,11 @@ def _call(fn, experiment, *args, data):
     return fn(*args, data) if experiment.has_data else fn(*args)
 
 
-def _init_fn(experiment, config):
+def _init_fn(experiment, config, constants=None):
     """Group init: ``dynamic`` (arrays with a member axis) -> states with a member axis."""
 
     def init(dyn):  # (the names of these functions name the programs in JAX's compile logs)
-        member_config = _member_config(config, dyn)
+        member_config = _member_config(config, dyn, **(constants or {}))
         return experiment.module.init(member_config, _member_key(member_config))
 
     return jax.vmap(init)
@@ -156,7 +170,8 @@ class _Programs:
         self.group = group
         self.experiment = group.experiment
         self._advance = {}
-        self._init = jax.jit(_init_fn(self.experiment, group.config))
+        self.constants = _group_constants(group)
+        self._init = jax.jit(_init_fn(self.experiment, group.config, self.constants))
         self._evaluate = self._run = None
         self._pending = {}  # program name -> Future of its compilation in the background
 
@@ -165,7 +180,7 @@ class _Programs:
         return self._init(dynamic)
 
     def template(self, dynamic):
-        return jax.eval_shape(_init_fn(self.experiment, self.group.config), dynamic)
+        return jax.eval_shape(_init_fn(self.experiment, self.group.config, self.constants), dynamic)
 
     def advance(self, length: int):
         self._wait(("advance", length))
@@ -176,7 +191,7 @@ class _Programs:
             module, experiment = self.experiment.module, self.experiment
 
             def member(state, dyn, data):
-                config = _member_config(self.group.config, dyn, segment_steps=length)
+                config = _member_config(self.group.config, dyn, **self.constants, segment_steps=length)
                 return _call(module.segment, experiment, state, config, data=data)
 
             def segment(states, dynamic, active, data):
@@ -235,7 +250,8 @@ class _Programs:
         fn = self.experiment.hook("evaluate")
         if fn is not None and self._evaluate is None:
             def evaluate(state, dyn, data):
-                return _call(fn, self.experiment, state, _member_config(self.group.config, dyn), data=data)
+                return _call(fn, self.experiment, state, _member_config(self.group.config, dyn, **self.constants),
+                             data=data)
 
             self._evaluate = jax.jit(jax.vmap(evaluate, in_axes=(0, 0, None)))
         return self._evaluate
@@ -245,7 +261,7 @@ class _Programs:
             fn = self.experiment.module.run
 
             def run(dyn, data):
-                return _call(fn, self.experiment, _member_config(self.group.config, dyn), data=data)
+                return _call(fn, self.experiment, _member_config(self.group.config, dyn, **self.constants), data=data)
 
             self._run = jax.jit(jax.vmap(run, in_axes=(0, None)))
         return self._run(dynamic, data)
@@ -276,7 +292,8 @@ def _compile(program, args) -> None:
 
 
 def _programs(group: Group) -> _Programs:
-    key = (group.experiment.module.__name__, group.experiment.version, static_key(group.config))
+    key = (group.experiment.module.__name__, group.experiment.version, static_key(group.config),
+           tuple(sorted(_group_constants(group).items())))
     if key not in _PROGRAMS:
         if len(_PROGRAMS) >= _PROGRAMS_KEPT:
             del _PROGRAMS[next(iter(_PROGRAMS))]

@@ -49,13 +49,15 @@ class TrainingConfig:
     order, derived from ``seed``; ``s >= 0`` the order of :func:`jaxlearn.train.seed_data_key`
     ``(s)`` — which is the default order of a member seeded ``s`` in a study whose ``init`` hands
     the member's key to :func:`jaxlearn.train.init` as it is (:func:`init` here does). Both are
-    dynamic, so a sweep over initialisations at a fixed data order (or the reverse) is one
-    vmapped program. A study's own segment applies it with :func:`jaxlearn.train.order_key`. ``learning_rate`` is the
+    dynamic, so a sweep over initialisations at a fixed data order (or the reverse) is one vmapped
+    program; a ``data_seed`` that every member of a group shares reaches the program as a constant
+    (``shared_constant``), so that group's batches are computed once per step, not per member. A
+    study's own segment applies it with :func:`jaxlearn.train.order_key`. ``learning_rate`` is the
     peak of ``optimizer``'s schedule over ``num_steps`` (:meth:`build_optimizer`)."""
 
     seed: int = dynamic(0, min=0, help="initialisation seed (and the data order unless data_seed is set)")
     data_seed: int = dynamic(-1, min=-1, help="data-order seed: -1 derives the order from seed; s >= 0 is the "
-                                              "order a member seeded s has")
+                                              "order a member seeded s has", shared_constant=True)
     learning_rate: float = dynamic(0.1, min=0.0, help="peak learning rate")
     optimizer: train.OptimizerSpec = static(train.OptimizerSpec(), help="optax optimizer and schedule")
     batch_size: int | None = static(64, min=1, help="examples per step (null: the whole training set)")

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxlearn._checks import is_int
 from jaxlearn._types import PyTree
 from jaxlearn.data.batching import get_batch
 from jaxlearn.nn.core import Layer
@@ -35,7 +36,12 @@ __all__ = ["order_key", "supervised_segment"]
 
 def order_key(key: jax.Array, data_seed: int | jax.Array) -> jax.Array:
     """The data key of a member: ``key`` (its own) when ``data_seed < 0``, else
-    :func:`~jaxlearn.train.seed_data_key` of ``data_seed``. Both may be traced."""
+    :func:`~jaxlearn.train.seed_data_key` of ``data_seed``. Both may be traced. A Python int
+    ``data_seed >= 0`` gives a key that does not depend on ``key``: under ``vmap`` over members
+    it stays unbatched, so their batches are computed once (the runner passes a ``data_seed``
+    shared by a whole group this way)."""
+    if is_int(data_seed):
+        return key if data_seed < 0 else seed_data_key(data_seed)
     other = seed_data_key(jnp.maximum(data_seed, 0))
     chosen = jnp.where(jnp.asarray(data_seed) < 0, jax.random.key_data(key), jax.random.key_data(other))
     return jax.random.wrap_key_data(chosen, impl=jax.random.key_impl(key))

@@ -140,6 +140,31 @@ def test_a_sweep_compiles_each_program_once_and_ahead_of_its_call(experiment, tm
             np.testing.assert_array_equal(a, b)
 
 
+def test_a_data_seed_shared_by_a_group_reaches_it_as_a_constant(experiment, tmp_path, monkeypatch):
+    """``data_seed`` is ``shared_constant``: a group whose members all have ``data_seed = 3`` gets
+    the Python int 3 (its batches computed once for the group), a group with several data seeds a
+    traced value; the shared group's members train as the same members do in the mixed group (the
+    same data order; to rounding: the unbatched batch changes the shapes of the products)."""
+    seen, segment = [], experiment.module.segment
+
+    def recording(state, config, arrays):
+        seen.append(type(config.data_seed))
+        return segment(state, config, arrays)
+
+    monkeypatch.setattr(experiment.module, "segment", recording)
+    shared = configs(experiment, seed=[0, 1], data_seed=[3])
+    runner.run_sweep(experiment, shared, root=tmp_path / "shared", progress=False)
+    assert set(seen) == {int}
+    seen.clear()
+    runner.run_sweep(experiment, configs(experiment, seed=[0, 1], data_seed=[3, 4]), root=tmp_path / "mixed",
+                     progress=False)
+    assert int not in seen and seen
+    for config in shared:
+        rid = runner.run_id("teacher_student", experiment.version, config)
+        for a, b in zip(leaves(tmp_path / "shared", rid), leaves(tmp_path / "mixed", rid)):
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+
+
 def test_dedup_skips_finished_and_overlap_computes_only_new(experiment, tmp_path):
     first = runner.run_sweep(experiment, configs(experiment, seed=[0, 1]), root=tmp_path, progress=False)
     assert len(first.computed) == 2

@@ -93,3 +93,26 @@ def test_segment_vmaps_over_states_learning_rates_and_data_seeds():
         np.testing.assert_allclose(batched.params["W"][i], alone.params["W"], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(metrics["train_loss"][i], m["train_loss"], rtol=1e-5)
     assert metrics["train_loss"].shape == (3,)
+
+
+def test_a_constant_data_seed_is_one_batch_for_a_vmapped_population():
+    """A Python int ``data_seed >= 0`` gives a key that does not depend on the member's, so under
+    ``vmap`` the batch indices and the gather run once, unbatched (a traced one: once per member);
+    the batches are those of the traced seed, and ``-1`` is the member's own key."""
+    x, y = _data(np.float32)
+    keys = jax.random.split(jax.random.key(0), 3)
+    own = keys[0]
+    assert train.order_key(own, -1) is own
+
+    def batch(key, data_seed):
+        return data.get_batch(train.order_key(key, data_seed), 5, x, y, B)[0]
+
+    def gather_shapes(fn, *args):
+        jaxpr = jax.make_jaxpr(jax.vmap(fn))(*args)
+        return [e.outvars[0].aval.shape for e in jaxpr.eqns if e.params.get("name") == "_gather"]
+
+    assert gather_shapes(lambda k: batch(k, 2), keys) == [(B, D)]
+    assert gather_shapes(batch, keys, jnp.array([2, 2, 2])) == [(3, B, D)]
+    once = jax.vmap(lambda k: batch(k, 2))(keys)
+    np.testing.assert_array_equal(once, jax.vmap(batch)(keys, jnp.array([2, 2, 2])))
+    np.testing.assert_array_equal(once[0], batch(keys[2], jnp.asarray(2)))
