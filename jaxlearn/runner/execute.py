@@ -161,16 +161,17 @@ def member_template(experiment, config):
 class _Programs:
     """A group's jitted programs: init, one advance per distinct segment length, evaluate, run.
 
-    They depend only on the experiment and the static fields (dynamic values and data are
-    arguments), so groups with equal static fields share one instance and its compilations;
+    They depend only on the experiment, the static fields and ``constants`` (the group's shared
+    ``shared_constant`` values, :func:`_group_constants`; dynamic values and data are arguments),
+    so groups with equal static fields and constants share one instance and its compilations;
     :func:`_programs` keeps a few recent ones (a memo, like JAX's own jit cache).
     """
 
-    def __init__(self, group: Group):
+    def __init__(self, group: Group, constants: dict):
         self.group = group
         self.experiment = group.experiment
         self._advance = {}
-        self.constants = _group_constants(group)
+        self.constants = constants
         self._init = jax.jit(_init_fn(self.experiment, group.config, self.constants))
         self._evaluate = self._run = None
         self._pending = {}  # program name -> Future of its compilation in the background
@@ -292,12 +293,13 @@ def _compile(program, args) -> None:
 
 
 def _programs(group: Group) -> _Programs:
+    constants = _group_constants(group)
     key = (group.experiment.module.__name__, group.experiment.version, static_key(group.config),
-           tuple(sorted(_group_constants(group).items())))
+           tuple(sorted(constants.items())))
     if key not in _PROGRAMS:
         if len(_PROGRAMS) >= _PROGRAMS_KEPT:
             del _PROGRAMS[next(iter(_PROGRAMS))]
-        _PROGRAMS[key] = _Programs(group)
+        _PROGRAMS[key] = _Programs(group, constants)
     return _PROGRAMS[key]
 
 
@@ -340,7 +342,7 @@ def run_group(group: Group, root, index, *, progress=None, argv=None, devices: i
     """
     hook = hook or _no_hook
     names = sink_names(sinks)
-    placement = Placement(group_devices(_member_devices(group, devices), len(group.runs)), len(group.runs))
+    placement = _placement(group, devices)
     writable, committed = _resume_point(group, root)
     files = GroupFiles(group, root, index, writable, enabled=is_writer(), sinks=names, sweep=sweep)
     try:
@@ -354,8 +356,7 @@ def _compute(group: Group, files: GroupFiles, committed, placement: Placement, p
     """:func:`run_group` once its files and resume point are known."""
     files.start(argv)
     experiment = group.experiment
-    data = experiment.module.data(group.config) if experiment.has_data else None
-    programs, dynamic = _programs(group), _dynamic_values([r.config for r in group.runs])
+    data, programs, dynamic = _group_data(group), _programs(group), _dynamic_values([r.config for r in group.runs])
     files.record_members()
     if not experiment.trains:
         return _run_study(group, programs, dynamic, data, files, progress, placement)
@@ -383,12 +384,20 @@ def compile_ahead(group: Group, root, *, init: bool = True, devices: int | None 
     try:  # a group whose data or init fails raises when it is computed, in its place (its runs marked failed)
         committed = group_dir(root, group.group_id) / "committed.json"
         step = int(store.read_json(committed)["step"]) if committed.exists() and not force else 0
-        placement = Placement(group_devices(_member_devices(group, devices), len(group.runs)), len(group.runs))
-        data = experiment.module.data(group.config) if experiment.has_data else None
-        _programs(group).compile_ahead(placement, _dynamic_values([r.config for r in group.runs]), data, step,
-                                       init=init)
+        _programs(group).compile_ahead(_placement(group, devices), _dynamic_values([r.config for r in group.runs]),
+                                       _group_data(group), step, init=init)
     except Exception:  # noqa: BLE001
         return
+
+
+def _placement(group: Group, devices) -> Placement:
+    """Where :func:`run_group` puts ``group``'s member axis (``devices``: its cap)."""
+    return Placement(group_devices(_member_devices(group, devices), len(group.runs)), len(group.runs))
+
+
+def _group_data(group: Group):
+    """The data shared by ``group``'s members (``None`` for an experiment without data)."""
+    return group.experiment.module.data(group.config) if group.experiment.has_data else None
 
 
 def _no_hook(point: str, index: int) -> None:
