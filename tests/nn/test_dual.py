@@ -431,3 +431,27 @@ def test_sign_dual_is_sheppards_arcsine():
         v = b / np.sqrt(a) * z[0] + np.sqrt(c - b * b / a) * z[1]
         assert abs(np.mean(np.sign(u) * np.sign(v)) - D.sign_dual(a, b, c).k) < 3e-3
     assert D.sign_dual(0.0, 0.0, 1.0).k == 0.0
+
+
+def _full_size_passes(fn, n=48):
+    """Elementwise passes XLA compiles over the full ``(n, n)`` array for ``fn`` on an
+    ``(n, 1) × (n, n) × (1, n)`` triple (fusions, or unfused ops, whose result has that shape)."""
+    q = jax.ShapeDtypeStruct((n, n), jnp.float32)
+    hlo = jax.jit(fn).lower(jax.ShapeDtypeStruct((n, 1), jnp.float32), q,
+                            jax.ShapeDtypeStruct((1, n), jnp.float32)).compile().as_text()
+    entry = hlo[hlo.index("\nENTRY"):]
+    return sum(f"= f32[{n},{n}]" in line and " parameter(" not in line and " tuple(" not in line
+               for line in entry.splitlines())
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "abrelu"])
+def test_relu_family_is_one_pass_per_output(name):
+    """The ReLU family's ``k`` and ``kdot`` compile to one elementwise pass each (one square root
+    and one division per entry, each with one consumer: ``_affine_angle``); formulated with a
+    sine, an angle and divisions shared by both outputs, XLA made seven passes. The duals marked
+    ``one_pass`` are the ones :func:`jaxlearn.nn.kernel.elementwise_kernel` runs without its row
+    loop."""
+    assert _full_size_passes(D.dual(name)) == 2
+    assert D.one_pass(D.dual(name)) and D.one_pass(functools.partial(D.dual(name)))
+    assert D.one_pass(D.sign_dual) and D.one_pass(D.sin_dual) and D.one_pass(D.identity_dual)
+    assert not D.one_pass(D.erf_dual) and not D.one_pass(D.gelu_dual) and not D.one_pass(lambda *q: q)
