@@ -17,7 +17,7 @@ import string
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Axes", "contract", "full_to_kernel"]
+__all__ = ["Axes", "contract", "fully_traced", "full_to_kernel"]
 
 
 class Axes:
@@ -80,11 +80,19 @@ class Axes:
         return math.prod(out_shape[a] for a in self.trace)
 
 
-def contract(axes: Axes, a, b, param_ndim: int = 0):
+def fully_traced(axes: Axes) -> bool:
+    """Every output axis but the batch is traced: the kernel is one product of ``(N, everything)``
+    factors, whatever the order of their trailing axes."""
+    return axes.trace == set(range(1, axes.ndim))
+
+
+def contract(axes: Axes, a, b, param_ndim: int = 0, out_shape=None):
     """The kernel from per-example factors ``a (N1, *out, *p)`` and ``b (N2, *out, *p)``: the
-    parameter axes contracted, output axes traced/diagonal per ``axes``, divided by the trace size."""
-    scale = 1.0 / axes.trace_size(a.shape[:axes.ndim])
-    if axes.trace == set(range(1, axes.ndim)):  # everything but the batch summed: one GEMM (or a row sum)
+    parameter axes contracted, output axes traced/diagonal per ``axes``, divided by the trace size.
+    When :func:`fully_traced`, ``a`` and ``b`` may be ``(N, F)`` in any order of their output and
+    parameter entries (the same for both), with ``out_shape`` the outputs' ``(N, *out)``."""
+    scale = 1.0 / axes.trace_size(a.shape[:axes.ndim] if out_shape is None else out_shape)
+    if fully_traced(axes):  # everything but the batch summed: one GEMM (or a row sum)
         a2, b2 = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
         if 0 in axes.diagonal:
             return jnp.sum(a2 * b2, axis=1) * scale

@@ -137,3 +137,67 @@ def test_analysis_and_kernel_match_the_jacobian_method(name):
         want = np.asarray(got["jacobian", t])
         np.testing.assert_allclose(got["structured", t], want, rtol=0, atol=1e-10 * np.abs(want).max(),
                                    err_msg=f"{name} trace_axes={t}")
+
+
+def _nchw_conv(x, w, stride=1):
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+
+def _head_model(name):
+    """``(apply(params, x), leaf shapes, example shape, the leaves expected to get a pooled head)``."""
+    relu = jax.nn.relu
+    if name == "nhwc-relu-mean-dense":
+        def apply(p, x):
+            h = relu(jax.lax.conv_general_dilated(x, p["A"], (1, 1), "SAME",
+                                                  dimension_numbers=("NHWC", "HWIO", "NHWC")))
+            y = jax.lax.conv_general_dilated(h, p["B"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            return relu(0.7 * y + p["b"]).mean(axis=(1, 2)) @ p["D"]
+        return apply, dict(A=(3, 3, 2, 4), B=(3, 3, 4, 3), b=(3,), D=(3, 2)), (5, 5, 2), {"B"}
+    if name == "nchw-gelu-strided-sum":  # gelu reads its input twice: an elementwise graph, not a chain
+        def apply(p, x):
+            y = _nchw_conv(jnp.tanh(_nchw_conv(x, p["A"])), p["B"], stride=2)
+            return jnp.tanh(jax.nn.gelu(y, approximate=False).sum(axis=(2, 3)) @ p["D"])
+        return apply, dict(A=(4, 2, 3, 3), B=(3, 4, 2, 2), D=(3, 2)), (2, 6, 6), {"B"}
+    if name == "pooled-and-read-elsewhere":  # y also reaches the output past the sum
+        def apply(p, x):
+            z = relu(_nchw_conv(x, p["A"]))
+            return z.mean(axis=(2, 3)) @ p["D"] + z[:, :, 0, 0] @ p["E"]
+        return apply, dict(A=(3, 2, 3, 3), D=(3, 2), E=(3, 2)), (2, 5, 5), set()
+    if name == "max-over-positions":
+        def apply(p, x):
+            return relu(_nchw_conv(x, p["A"])).max(axis=(2, 3)) @ p["D"]
+        return apply, dict(A=(3, 2, 3, 3), D=(3, 2)), (2, 5, 5), set()
+    if name == "normalised-across-channels":  # an operand depends on y through another sum
+        def apply(p, x):
+            z = relu(_nchw_conv(x, p["A"]))
+            return (z / (1 + z.sum(axis=1, keepdims=True))).mean(axis=(2, 3)) @ p["D"]
+        return apply, dict(A=(3, 2, 3, 3), D=(3, 2)), (2, 5, 5), set()
+    raise AssertionError(name)
+
+
+@F64
+@pytest.mark.parametrize("name", ["nhwc-relu-mean-dense", "nchw-gelu-strided-sum", "pooled-and-read-elsewhere",
+                                  "max-over-positions", "normalised-across-channels"])
+def test_pooled_heads_match_the_jacobian_method(name):
+    """A convolution whose output reaches the outputs only through elementwise operations and a
+    sum over its positions (a global-average-pooling head) gets its share from one GEMM per example
+    (``_pooled_head_term``) instead of one per output; the models where that structure does not
+    hold must not be recognised. Every output convention against the Jacobian method."""
+    apply, shapes, example, heads = _head_model(name)
+    keys = jax.random.split(jax.random.key(0), len(shapes))
+    params = {k: jax.random.normal(key, s) / 2 for key, (k, s) in zip(keys, sorted(shapes.items()))}
+    x1 = jax.random.normal(jax.random.key(1), (4,) + example)
+    x2 = jax.random.normal(jax.random.key(2), (3,) + example)
+    names = sorted(shapes)
+    analysis = structured.analyse(apply, params, x1[0])
+    assert {names[t.leaf] for t in analysis.targets if t.head} == heads
+    cases = [(b, dict(trace_axes=t)) for b in (x2, None) for t in ((-1,), ())]
+    cases += [(None, dict(trace_axes=(), diagonal_axes=(-1,))), (None, dict(trace_axes=(-1,), diagonal_axes=(0,)))]
+
+    @jax.jit
+    def both(p):
+        return [[kernels.empirical(apply, p, x1, b, method=m, **kw) for m in ("structured", "jacobian")]
+                for b, kw in cases]
+
+    for (got, want), (b, kw) in zip(both(params), cases):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.abs(want).max(), err_msg=f"{kw} {b is None}")
