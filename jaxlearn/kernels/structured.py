@@ -339,7 +339,8 @@ def _pooled_head(t, reads, position):
             if reader is None:
                 return None                                  # y (or a function of it) is an output
             if reader.primitive.name == "reduce_sum":
-                if set(reader.params["axes"]) - {dn.out_spec[0]} != positions or (end is not None and end is not reader):
+                summed = set(reader.params["axes"]) - {dn.out_spec[0]}
+                if summed != positions or (end is not None and end is not reader):
                     return None
                 end = reader
                 continue
