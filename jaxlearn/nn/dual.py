@@ -239,9 +239,12 @@ def _sine(q11, q12, q22):
     return _root(minus * plus)
 
 
-def _affine_angle(q11, q12, q22, c0, c1, sine=None):
+def _affine_angle(q11, q12, q22, c0, c1, sine=False):
     r"""``(n, d)`` with ``n / d = c0 + c1·θ``, ``θ = arccos(q12 / sqrt(q11 q22)) ∈ [0, π]``
-    (:func:`_sine_and_angle`); ``sine``: ``s`` if the caller has it (:func:`_sine`).
+    (:func:`_sine_and_angle`). With ``sine=True``: ``((n, d), (n', d), s)``, where ``n'`` is formed
+    from ``s = sqrt(q11 q22 − q12²)`` (:func:`_sine`) instead of its own square root, for an
+    output that needs ``s`` too (the traced polynomials are shared; XLA keeps the two square roots
+    apart, one in each output's pass).
 
     From the half-angle identity ``tan²(θ/2) = (g − q12)/(g + q12)``: with ``a ≤ b`` the two
     halves (:func:`_halves`) scaled by ``1/g``, ``t = a/b ∈ [0, 1]`` is ``tan²`` of ``θ/2`` or
@@ -276,13 +279,18 @@ def _affine_angle(q11, q12, q22, c0, c1, sine=None):
     p, q = _ARCTAN_UNIT[64 if jnp.finfo(a.dtype).bits > 32 else 32]
     degree = max(len(p), len(q))
     p, q = (c + (0.0,) * (degree - len(c)) for c in (p, q))
-    root = _root(a * b) if sine is None else sine * scale
-    numerator = root * _homogeneous_horner(p, a, b)
-    denominator = b * _homogeneous_horner(q, a, b)
+    p_ab, denominator = _homogeneous_horner(p, a, b), b * _homogeneous_horner(q, a, b)
     # θ = 2·(θ/2) = where(steep, π − 2·arctan √t, 2·arctan √t)
     offset = c0 + c1 * jnp.where(steep, _PI, 0)
     slope = jnp.where(steep, -2 * c1, 2 * c1)
-    return offset * denominator + slope * numerator, denominator
+
+    def fraction(root):  # root = √(ab)
+        return offset * denominator + slope * root * p_ab, denominator
+
+    if not sine:
+        return fraction(_root(a * b))
+    s = _root(minus * plus)
+    return fraction(_root(a * b)), fraction(s * scale), s
 
 
 def _sine_and_angle(q11, q12, q22):
@@ -342,11 +350,9 @@ def ab_relu_dual(q11, q12, q22, a=0.0, b=1.0) -> DualPair:
     # kdot = (a² + b²)/2 − (a − b)²·θ/2π and k = (a − b)²/2π·s + kdot·q12, each over the common
     # denominator and computed on its own (one pass each; _affine_angle), in the broadcast shape
     c0, c1 = (a * a + b * b) / 2, -((a - b) ** 2) / (2 * _PI)
-    n, d = _affine_angle(q11, q12, q22, c0, c1)
+    (n, d), (n_s, d_s), s = _affine_angle(q11, q12, q22, c0, c1, sine=True)
     kdot = n / d
-    s = _sine(q11, q12, q22)
-    n, d = _affine_angle(q11, q12, q22, c0, c1, sine=s)
-    k = ((a - b) ** 2 / (2 * _PI) * s * d + q12 * n) / d
+    k = ((a - b) ** 2 / (2 * _PI) * s * d_s + q12 * n_s) / d_s
     return DualPair(k, kdot)
 
 
