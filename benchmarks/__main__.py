@@ -47,6 +47,12 @@ def missed_targets(name: str, payload: dict) -> list[str]:
     return missed
 
 
+def parts(name: str, payload: dict) -> dict[str, dict]:
+    """The payloads one benchmark returned: its own, or, for one that reports several with their own
+    baselines (landscape's ``curvature``), each of those under its name (``payload["parts"]``)."""
+    return dict(payload["parts"]) if "parts" in payload else {name: payload}
+
+
 def summary(payloads: dict[str, dict], missed: list[str], when: str | None = None) -> str:
     """The markdown of ``bench_results/summary.md``: per benchmark, each case's time, its ratio to
     the baseline measured in the same run (``baseline time / case time``: above 1 is faster) and its
@@ -62,7 +68,7 @@ def summary(payloads: dict[str, dict], missed: list[str], when: str | None = Non
         for case, row in payload["cases"].items():
             goal = row["target_speedup"]
             verdict = "" if goal is None else ("met" if row["speedup_vs_baseline"] >= goal else "**missed**")
-            baseline = " (baseline)" if case == payload["baseline"] else ""
+            baseline = " (baseline)" if case == payload.get("baseline") else ""
             lines.append(f"| {name} | {case}{baseline} | {row['seconds'] * 1e3:.1f} | "
                          f"{row['speedup_vs_baseline']:.2f}× | {'' if goal is None else f'≥ {goal:g}×'} | {verdict} |")
     lines += ["", "Missed targets: " + ("none." if not missed else ""), *[f"* {m}" for m in missed], ""]
@@ -89,8 +95,9 @@ def main(names):
         payload = ALL[name]()
         if payload is None:  # a benchmark that cannot run here (compare_nt without NT_PYTHON)
             continue
-        payloads[name] = payload
-        missed += missed_targets(name, payload)
+        for part, part_payload in parts(name, payload).items():
+            payloads[part] = part_payload
+            missed += missed_targets(part, part_payload)
     print(f"\nsummary: {write_summary(summary(payloads, missed))}")
     if missed:
         print("\nmissed targets:\n  " + "\n  ".join(missed))

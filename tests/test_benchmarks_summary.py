@@ -2,7 +2,7 @@
 
 import pathlib
 
-from benchmarks.__main__ import missed_targets, summary, write_summary
+from benchmarks.__main__ import missed_targets, parts, summary, write_summary
 
 
 def payload(speedup, target, **extra):
@@ -34,3 +34,13 @@ def test_summary_has_one_row_per_case_with_ratio_target_and_verdict(tmp_path):
     path = write_summary(text, str(tmp_path))
     assert pathlib.Path(path).read_text(encoding="utf-8") == text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.md"]
+
+
+def test_a_benchmark_of_several_payloads_is_summarised_part_by_part():
+    """``landscape_curvature`` reports three comparisons, each against its own baseline: each is a
+    row group of the summary, and a payload without cases (``rules_residual_bytes``) is none."""
+    several = {"cases": {}, "parts": {"a": payload(2.0, 1.5), "b": payload(1.2, 1.5)}}
+    flat = {**parts("curvature", several), **parts("bytes", {"benchmark": "bytes", "cases": {}})}
+    assert list(flat) == ["a", "b", "bytes"]
+    text = summary(flat, [m for name, p in flat.items() for m in missed_targets(name, p)])
+    assert "| a | reference (baseline) | 500.0 | 1.00× |  |  |" in text and "* b: ours" in text

@@ -93,7 +93,6 @@ __all__ = [
 ]
 
 _PI = math.pi
-_TAN_PI_8 = math.sqrt(2) - 1
 
 
 class DualPair(NamedTuple):
@@ -105,12 +104,14 @@ class DualPair(NamedTuple):
 
 def one_pass(fn: Callable) -> bool:
     """Whether the dual ``fn`` (or a ``functools.partial`` of one) is marked ``fn.one_pass = True``:
-    each of its outputs is ``q12`` itself, a constant, or ends in an operation XLA will not recompute
-    inside a consumer (a division, square root, ``exp``, ...). XLA then stores each layer's ``k``
-    and ``kdot`` and the next layer reads them, so :func:`jaxlearn.nn.kernel.elementwise_kernel`
-    needs no loop to stop XLA from recomputing a layer's expressions inside every later layer
-    (that recomputation grows with depth: measured on an 8-layer erf MLP, 135 ms without the loop
-    against 99 ms with it). A dual of your own may set the attribute when that holds."""
+    ``q12`` reaches each of its outputs only through operations XLA will not recompute inside a
+    consumer (a division, square root, ``exp``, ...), or the output is ``q12`` itself or a
+    constant. XLA then stores each layer's ``k`` and ``kdot`` and the next layer reads them, so
+    :func:`jaxlearn.nn.kernel.elementwise_kernel` needs no loop to stop XLA from recomputing a
+    layer's expressions inside every later layer (that recomputation grows with depth: an 8-layer
+    erf MLP took 135 ms without the loop and 99 ms with it, with an erf dual whose ``k`` ended in
+    cheap operations on ``q12``). Every closed form here is marked; a dual of your own may set the
+    attribute when that holds."""
     while isinstance(fn, functools.partial):
         fn = fn.func
     return getattr(fn, "one_pass", False) is True
@@ -155,42 +156,11 @@ def _arctan_convergent(levels: int):
     return tuple(map(float, p)), tuple(map(float, h))
 
 
-# Levels for a relative truncation error below the unit roundoff at |u| = tan(π/8) (the worst
-# case after range reduction): 5.9e-9 with 5 levels (float32), 2.3e-17 with 12 (float64).
-_ARCTAN = {32: _arctan_convergent(5), 64: _arctan_convergent(12)}
-
-
 def _horner(coefficients, z):
     out = jnp.full_like(z, coefficients[-1])
     for c in reversed(coefficients[:-1]):
         out = out * z + c
     return out
-
-
-def _arctan_ratio(small, big):
-    """``arctan(small/big)`` for ``0 ≤ small ≤ big``, ``big > 0``. Past ``tan(π/8)`` it uses
-    ``arctan r = π/4 + arctan((r − 1)/(r + 1))``, so the argument ``u`` has ``|u| ≤ tan(π/8) ≈ 0.414``,
-    where a convergent of the continued fraction (:func:`_arctan_convergent`) is accurate to the
-    unit roundoff. Two divisions, branch-free (``where``), so XLA vectorises it; XLA's CPU
-    ``atan2`` is a scalar library call (~12 ns per entry on the benchmark machine), and an NTK
-    evaluates one per layer per entry. Ending in a division also keeps XLA from recomputing the
-    polynomials inside every consumer (it does not duplicate divisions into several fusions)."""
-    shifted = small > _TAN_PI_8 * big
-    u = jnp.where(shifted, small - big, small) / jnp.where(shifted, small + big, big)
-    z = u * u
-    p, q = _ARCTAN[64 if jnp.finfo(u.dtype).bits > 32 else 32]
-    return jnp.where(shifted, _PI / 4, 0) + u * _horner(p, z) / _horner(q, z)
-
-
-def _atan2(y, x):
-    """``atan2(y, x) ∈ (−π, π]`` from :func:`_arctan_ratio` (by the octant of ``(x, y)``); 0 at the
-    origin, with finite derivatives everywhere except there."""
-    ay, ax = jnp.abs(y), jnp.abs(x)
-    big, small = jnp.maximum(ay, ax), jnp.minimum(ay, ax)
-    angle = _arctan_ratio(small, jnp.where(big > 0, big, 1))   # ∈ [0, π/4]
-    angle = jnp.where(ay > ax, _PI / 2 - angle, angle)          # first quadrant
-    angle = jnp.where(x < 0, _PI - angle, angle)                # upper half plane
-    return jnp.where(y < 0, -angle, angle)
 
 
 def _halves(q11, q12, q22):
@@ -230,7 +200,12 @@ def _homogeneous_horner(coefficients, a, b):
 
 # Levels of the arctan convergent on the whole of [0, 1] (no range reduction): relative
 # truncation error at most 6.2e-9 with 10 levels (float32), 5.9e-17 with 21 (float64).
-_ARCTAN_UNIT = {32: _arctan_convergent(10), 64: _arctan_convergent(21)}
+def _same_degree(p, q):
+    degree = max(len(p), len(q))
+    return tuple(c + (0.0,) * (degree - len(c)) for c in (p, q))
+
+
+_ARCTAN_UNIT = {32: _same_degree(*_arctan_convergent(10)), 64: _same_degree(*_arctan_convergent(21))}
 
 
 def _sine(q11, q12, q22):
@@ -277,8 +252,6 @@ def _affine_angle(q11, q12, q22, c0, c1, sine=False):
     a = jnp.where(steep, plus, minus) * scale               # ∈ [0, 1]
     b = jnp.maximum(jnp.where(steep, minus, plus) * scale, 0.5)   # ∈ [1, 2] where g > 0
     p, q = _ARCTAN_UNIT[64 if jnp.finfo(a.dtype).bits > 32 else 32]
-    degree = max(len(p), len(q))
-    p, q = (c + (0.0,) * (degree - len(c)) for c in (p, q))
     p_ab, denominator = _homogeneous_horner(p, a, b), b * _homogeneous_horner(q, a, b)
     # θ = 2·(θ/2) = where(steep, π − 2·arctan √t, 2·arctan √t)
     offset = c0 + c1 * jnp.where(steep, _PI, 0)
@@ -291,6 +264,31 @@ def _affine_angle(q11, q12, q22, c0, c1, sine=False):
         return fraction(_root(a * b))
     s = _root(minus * plus)
     return fraction(_root(a * b)), fraction(s * scale), s
+
+
+def _reciprocal_root(x):
+    """``1/√x`` for ``x > 0`` (per row or per column: computed before broadcasting)."""
+    return 1 / jnp.sqrt(x)
+
+
+def _arcsin_fraction(y, w2):
+    r"""``(n, d, w)`` with ``n / d = arcsin y = atan2(y, w)`` for ``y² + w2 = 1``, ``w = √w2 > 0``
+    (the erf and GELU duals, where ``w2 ≥ r² > 0``).
+
+    Below ``|y| = w`` (``|arcsin y| ≤ π/4``) ``arctan(y/w)``, above it
+    ``sign(y)·π/2 − arctan(w/y)``; each arctan of ``v = top/bottom`` with ``v² ≤ 1`` is
+    ``v·P(v²)/Q(v²)`` (:func:`_arctan_convergent`), evaluated homogeneously in the squares
+    (``big² ∈ [1/2, 1]``): ``top·P̃(small², big²) / (bottom·Q̃(small², big²))``. One square root
+    and, in the caller, one division per entry: the output is one pass (:func:`_affine_angle`).
+    ``y`` keeps its sign through ``v`` (an odd function), so the derivative at ``y = 0`` is exact."""
+    w = _root(w2)
+    y2 = y * y
+    steep = y2 > w2
+    small2, big2 = jnp.where(steep, w2, y2), jnp.where(steep, y2, w2)
+    top, bottom = jnp.where(steep, w, y), jnp.where(steep, y, w)
+    p, q = _ARCTAN_UNIT[64 if jnp.finfo(y2.dtype).bits > 32 else 32]
+    p_, d = top * _homogeneous_horner(p, small2, big2), bottom * _homogeneous_horner(q, small2, big2)
+    return jnp.where(steep, jnp.sign(y) * (_PI / 2) * d - p_, p_), d, w
 
 
 def _sine_and_angle(q11, q12, q22):
@@ -369,6 +367,7 @@ def leaky_relu_dual(q11, q12, q22, alpha=0.01) -> DualPair:
     return ab_relu_dual(q11, q12, q22, a=alpha, b=1.0)
 
 
+@_one_pass
 def erf_dual(q11, q12, q22, a=1.0, b=1.0, c=0.0) -> DualPair:
     r"""``φ(x) = a·erf(b·x) + c`` (Williams 1997).
 
@@ -383,18 +382,23 @@ def erf_dual(q11, q12, q22, a=1.0, b=1.0, c=0.0) -> DualPair:
     and since :math:`\mathbb E[\operatorname{erf}(bu)] = 0`, :math:`k = a^2 \cdot (\text{that}) + c^2`.
     :math:`\phi'(x) = (2ab/\sqrt\pi)\,e^{-b^2x^2}` and
     :math:`\mathbb E[e^{-b^2(u^2+v^2)}] = \det(I + 2b^2\Sigma)^{-1/2} = \Delta^{-1/2}`, so
-    :math:`\dot k = (4/\pi)\,a^2 b^2/\sqrt\Delta`. The ``atan2`` form has no clipping and finite
-    derivatives at :math:`|\rho| = 1`; :math:`\Delta` is expanded so that it is exact on the diagonal.
+    :math:`\dot k = (4/\pi)\,a^2 b^2/\sqrt\Delta`. The arcsine is evaluated as a fraction
+    (:func:`_arcsin_fraction`, of :math:`y = g q_{12} r` and :math:`w^2 = \Delta r^2 = 1 - y^2` with
+    :math:`r = 1/\sqrt{(1+g q_{11})(1+g q_{22})}` from per-row and per-column factors): no clipping,
+    finite derivatives at :math:`|\rho| = 1`, and each output one pass ending in its own division
+    (:func:`one_pass`). :math:`\Delta` is expanded so that it is exact on the diagonal.
     """
-    q11, q12, q22 = _inputs(q11, q12, q22)
+    q11, q12, q22 = _inputs(q11, q12, q22, broadcast=False)
     g = 2 * b * b
     delta = 1 + g * (q11 + q22) + g * g * (q11 * q22 - q12 * q12)
-    root = jnp.sqrt(delta)
-    k = a * a * (2 / _PI) * _atan2(g * q12, root) + c * c
-    kdot = (4 / _PI) * (a * a) * (b * b) / root
+    r = _reciprocal_root(1 + g * q11) * _reciprocal_root(1 + g * q22)
+    n, d, _ = _arcsin_fraction(g * q12 * r, delta * r * r)
+    k = (a * a * (2 / _PI) * n + c * c * d) / d
+    kdot = (4 / _PI) * (a * a) * (b * b) / jnp.sqrt(delta)
     return DualPair(k, kdot)
 
 
+@_one_pass
 def gelu_dual(q11, q12, q22) -> DualPair:
     r"""Exact GELU ``φ(x) = x·Φ(x)`` (Φ the standard normal CDF; Tsuchida et al. 2021).
 
@@ -417,19 +421,25 @@ def gelu_dual(q11, q12, q22) -> DualPair:
         \dot k = \frac14 + \frac{1}{2\pi}\arcsin\frac{q_{12}}{\sqrt{AB}}
                  + \frac{q_{12}\,\big((A+B)D + AB\big)}{2\pi\,AB\,D^{3/2}}.
 
-    :math:`\arcsin(q_{12}/\sqrt{AB}) = \operatorname{atan2}(q_{12}, \sqrt D)`. Checks: at
+    The arcsine is a fraction (:func:`_arcsin_fraction`) and each output is formed over one
+    denominator, so each is one pass ending in a division (:func:`one_pass`). Checks: at
     :math:`q_{12} = 0`, :math:`k = \mathbb E[u\Phi(u)]\,\mathbb E[v\Phi(v)] = q_{11}q_{22}/(2\pi\sqrt{AB})`
     and :math:`\dot k = \mathbb E[\phi']^2 = 1/4`; all terms are smooth for :math:`D \ge 1`.
     The tests compare both with 2-D Gauss–Hermite quadrature.
     """
-    q11, q12, q22 = _inputs(q11, q12, q22)
+    q11, q12, q22 = _inputs(q11, q12, q22, broadcast=False)
     A, B = 1 + q11, 1 + q22
-    AB = A * B
     D = 1 + q11 + q22 + (q11 * q22 - q12 * q12)
-    root = jnp.sqrt(D)
-    angle = _atan2(q12, root)
-    k = q12 / 4 + q12 * angle / (2 * _PI) + (q11 * q22 * D + q12 * q12) / (2 * _PI * AB * root)
-    kdot = 0.25 + angle / (2 * _PI) + q12 * ((A + B) * D + AB) / (2 * _PI * AB * D * root)
+    r = _reciprocal_root(A) * _reciprocal_root(B)          # 1/√(AB); AB·√D = w/r³
+    n, d, w = _arcsin_fraction(q12 * r, D * r * r)         # arcsin(q12/√(AB)) = n/d, w = √D·r
+    r3 = r * r * r / (2 * _PI)
+    kdot = (d * D * w / 4 + n * D * w / (2 * _PI) + q12 * ((A + B) * D + A * B) * r3 * d) / (d * D * w)
+    # k = q12·kdot + r³·((q11 q22 D + q12²) D − q12² ((A+B) D + AB)) / (2π D w): the arcsine terms are
+    # q12 times kdot's, so k reads the stored kdot and takes its own square root (√D·r, another
+    # expression than the arcsine's, so that XLA keeps the two apart: one pass per output)
+    w_k = jnp.sqrt(D) * r
+    rest = ((q11 * q22 * D + q12 * q12) * D - q12 * q12 * ((A + B) * D + A * B)) * r3
+    k = (q12 * kdot * D * w_k + rest) / (D * w_k)
     return DualPair(k, kdot)
 
 

@@ -158,13 +158,14 @@ def test_auto_blocks_and_row_loops_equal_one_pass(monkeypatch):
                 np.testing.assert_allclose(getattr(got, name), getattr(w, name), rtol=1e-13)
 
 
-@pytest.mark.parametrize("activation, loops", [(nn.Relu(), 0), (nn.LeakyRelu(0.1), 0), (nn.Sin(), 0), (nn.Erf(), 1),
-                                                (nn.Gelu(), 1)])
+@pytest.mark.parametrize("activation, loops", [
+    (nn.Relu(), 0), (nn.LeakyRelu(0.1), 0), (nn.Sin(), 0), (nn.Erf(), 0), (nn.Gelu(), 0),
+    (nn.Elementwise(jax.nn.relu, "Relu, own dual", lambda q11, q12, q22: nn.dual.relu_dual(q11, q12, q22)), 1)])
 def test_row_loops_only_for_duals_not_one_pass(activation, loops):
     """An activation's map runs in row blocks of a loop (so that XLA reads each layer's stored
     kernel instead of recomputing it inside the next layer) unless its dual is marked
-    ``one_pass`` (jaxlearn.nn.dual.one_pass): a loop's stacked outputs cost a third of the
-    depth-3 ReLU kernel's time."""
+    ``one_pass`` (jaxlearn.nn.dual.one_pass; every closed form of jaxlearn.nn.dual is): a loop's
+    stacked outputs cost a third of the depth-3 ReLU kernel's time."""
     model = nn.serial(nn.Dense(4), activation, nn.Dense(4), activation, nn.Dense(1))
     jaxpr = jax.make_jaxpr(lambda a: kernels.analytic(model, a, get="ntk", batch_size=None))(_x(n=40))
     assert str(jaxpr).count(" scan[") == 2 * loops   # lax.map: a scan in the jaxpr, a while loop in XLA
