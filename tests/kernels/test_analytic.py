@@ -171,6 +171,30 @@ def test_row_loops_only_for_duals_not_one_pass(activation, loops):
     assert str(jaxpr).count(" scan[") == 2 * loops   # lax.map: a scan in the jaxpr, a while loop in XLA
 
 
+def test_a_warm_eager_call_is_one_cached_program_with_the_same_checks():
+    """An eager call on JAX arrays (a jaxlearn model, one device) runs a jitted ``analytic`` cached
+    per model and arguments (``_analytic_program``): the same values as under the caller's own
+    ``jit``, one cached program reused across inputs, and bad input still raises the one-line error
+    naming the argument."""
+    import importlib
+
+    analytic_module = importlib.import_module("jaxlearn.kernels.analytic")
+    model = nn.serial(nn.Dense(3, W_std=1.3, b_std=0.1), nn.Relu(), nn.Dense(1))
+    x1, x2 = _x(n=5), _x(n=4, seed=1)
+    for get in (None, "ntk", ("nngp", "ntk")):
+        for b in (x2, None):
+            got = kernels.analytic(model, x1, b, get=get)
+            want = jax.jit(lambda a, c, g=get: kernels.analytic(model, a, c, get=g))(x1, b)
+            chex.assert_trees_all_equal(got, want)
+    program = analytic_module._analytic_program(model, "ntk", "auto")
+    kernels.analytic(model, x1 + 1.0, x2, get="ntk")
+    assert analytic_module._analytic_program(model, "ntk", "auto") is program
+    with pytest.raises(ValueError, match="x2: expected shape"):
+        kernels.analytic(model, x1, _x(n=4, d=2), get="ntk")
+    with pytest.raises(ValueError, match="get: expected"):
+        kernels.analytic(model, x1, get="nnpg")
+
+
 @F64
 def test_jit_vmap_over_hyperparameters_and_grad():
     x = _x(n=5)
