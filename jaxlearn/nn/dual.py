@@ -33,11 +33,11 @@ All functions are pure ``jax.numpy`` code: they work under ``jit``, ``vmap`` and
 Conventions at the boundary of the covariance cone
 --------------------------------------------------
 * :math:`|\rho| = 1` (:math:`q_{12}^2 = q_{11} q_{22}`, e.g. the diagonal): the ReLU family is
-  written with :math:`s = \sqrt{q_{11} q_{22} - q_{12}^2}` and :math:`\theta =
-  \operatorname{atan2}(s, q_{12})` instead of :math:`\arccos\rho`, and :math:`s` is a *safe*
-  square root whose derivative is set to 0 where its argument is :math:`\le 0` (an argument
-  made slightly negative by rounding is clipped to 0). The two unbounded terms of
-  :math:`\partial k` cancel analytically, so setting both to 0 gives the exact (finite) gradient
+  written with :math:`s = \sqrt{q_{11} q_{22} - q_{12}^2}` and with :math:`\theta` from
+  :math:`\tan^2(\theta/2) = (g - q_{12})/(g + q_{12})`, :math:`g = \sqrt{q_{11} q_{22}}`, instead
+  of :math:`\arccos\rho`; their square roots are *safe*: the derivative is set to 0 where the
+  argument is :math:`\le 0` (both halves are clipped at 0 against rounding). The two unbounded
+  terms of :math:`\partial k` cancel analytically, so setting both to 0 gives the exact (finite) gradient
   of :math:`k` there. :math:`\dot k` of the ReLU family has an unbounded derivative as
   :math:`|\rho| \to 1` (:math:`\theta \sim \sqrt{2(1-\rho)}`); its gradient *at* :math:`|\rho| = 1`
   is reported as 0 (finite, by the same convention). The smooth activations need no care:
