@@ -23,6 +23,16 @@ def best_time(fn, repeats: int = 3) -> float:
     return min(times)
 
 
+def interleaved_best(calls: dict, rounds: int, repeats: int) -> dict[str, float]:
+    """The best :func:`best_time` (``repeats`` calls) of each of ``calls`` (name -> function) over
+    ``rounds`` rounds that time every call in turn: load on a shared machine hits every case alike."""
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            best[name] = min(best[name], best_time(fn, repeats=repeats))
+    return best
+
+
 def report(name: str, cases: dict[str, float], baseline: str, target: dict[str, float], out_dir: str = "bench_results",
            extra: dict | None = None):
     """Prints absolute times and ratios against ``baseline`` (measured in the same run) and writes

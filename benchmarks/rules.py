@@ -25,7 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from benchmarks.harness import best_time, report
+from benchmarks.harness import interleaved_best, report
 from jaxlearn import nn, rules, train
 
 NUM_STEPS, BATCH, WIDTHS, IN_DIM, OUT_DIM, ROUNDS = 200, 128, (256, 256), 64, 10, 5
@@ -95,10 +95,8 @@ def _runner(model, estimator_name, estimator_kwargs=None, loss=train.softmax_cro
 def rules_step_time():
     runs = {name: (_runner(make(), rule, kwargs, loss, num_steps), num_steps)
             for name, (make, rule, kwargs, loss, num_steps) in CASES.items()}
-    cases = {name: float("inf") for name in runs}
-    for _ in range(ROUNDS):  # interleaved rounds, best of all: load on a shared machine hits every case alike
-        for name, (run, num_steps) in runs.items():
-            cases[name] = min(cases[name], best_time(run, repeats=3) / num_steps)
+    best = interleaved_best({name: run for name, (run, _) in runs.items()}, rounds=ROUNDS, repeats=3)
+    cases = {name: best[name] / num_steps for name, (_, num_steps) in runs.items()}
     target = {"feedback alignment": 1 / 1.3, "dfa": 1 / 1.3}
     payload = report("rules_step_time", cases, "backprop", target,
                      extra={"model": f"MLP {IN_DIM}-{'-'.join(map(str, WIDTHS))}-{OUT_DIM}, batch {BATCH}, adam",

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.harness import best_time, report
+from benchmarks.harness import best_time, interleaved_best, report
 from jaxlearn import data, nn, train
 
 _SLACK = 1.1
@@ -126,14 +126,11 @@ def scan_vs_python_loop():
         jax.tree.leaves(python_loop())[0], jax.tree.leaves(scanned(0, 0.1)[0])[0], rtol=1e-4, atol=1e-5)
     reference = jax.jit(_handwritten(x, y, "get_batch"))
     cases = {"python loop of jitted steps": best_time(python_loop)}
-    ours, ref = [], []
-    for _ in range(3):  # interleaved rounds: load on a shared machine hits both alike
-        ours.append(best_time(lambda: scanned(0, 0.1), repeats=5))
-        ref.append(best_time(lambda: reference(0, 0.1), repeats=5))
-    cases["lax.scan (train.train)"] = min(ours)
-    cases["reference: hand-written jnp scan, same batches (get_batch)"] = min(ref)
+    ours, ref = "lax.scan (train.train)", "reference: hand-written jnp scan, same batches (get_batch)"
+    cases.update(interleaved_best({ours: lambda: scanned(0, 0.1), ref: lambda: reference(0, 0.1)}, rounds=3,
+                                  repeats=5))
     extra = {"missed": []}
-    _check_ratio(extra, "lax.scan (train.train)", min(ours), min(ref))
+    _check_ratio(extra, ours, cases[ours], cases[ref])
     return report("scan_vs_python_loop", cases, "python loop of jitted steps", {}, extra=extra)
 
 
@@ -160,10 +157,7 @@ def population_vs_sequential():
             lambda: references["contiguous"](hp["seed"], hp["learning_rate"]),
     }
     cases = {f"{POPULATION} runs one after another": best_time(sequential, repeats=2)}
-    cases.update({name: float("inf") for name in timed})
-    for _ in range(3):  # interleaved rounds: load on a shared machine hits every case alike
-        for name, fn in timed.items():
-            cases[name] = min(cases[name], best_time(fn, repeats=2))
+    cases.update(interleaved_best(timed, rounds=3, repeats=2))
     extra = {"missed": []}
     names = list(timed)
     _check_ratio(extra, "own data orders", cases[names[0]], cases[names[2]])

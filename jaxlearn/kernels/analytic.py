@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxlearn._checks import check_int, is_traced
-from jaxlearn._compile import jit_when_eager, staging
+from jaxlearn._checks import check_int
+from jaxlearn._compile import eager, jit_when_eager
 from jaxlearn._types import Array, ArrayLike
 from jaxlearn.data.batching import merge_columns, merge_rows
 from jaxlearn.kernels.devices import Devices, map_kernel_blocks, resolve_devices
@@ -37,9 +37,9 @@ KINDS = ("nngp", "ntk")
 
 
 def _as_array(x):
-    """``x`` as a JAX array (a JAX array or tracer as it is: ``jnp.asarray`` costs tens of µs per
-    call even then, a share of a warm kernel call)."""
-    return x if isinstance(x, (jax.Array, jax.core.Tracer)) else jnp.asarray(x)
+    """``x`` as a JAX array (a JAX array, tracers included, as it is: ``jnp.asarray`` costs tens of
+    µs per call even then, a share of a warm kernel call)."""
+    return x if isinstance(x, jax.Array) else jnp.asarray(x)
 
 
 def check_inputs(x1, x2, min_ndim=2, expected="a batch (N1, features) or (N1, *positions, channels)"):
@@ -117,9 +117,7 @@ def _warm_program(model, x1, x2, get, batch_size, devices, W_std, b_std):
     kernel), the same program and the same numbers."""
     if not isinstance(model, Layer) or devices is not None or W_std is not None or b_std is not None:
         return None
-    if not isinstance(x1, jax.Array) or not (x2 is None or isinstance(x2, jax.Array)) or is_traced((x1, x2)):
-        return None
-    if staging():
+    if not isinstance(x1, jax.Array) or not (x2 is None or isinstance(x2, jax.Array)) or not eager((x1, x2)):
         return None
     try:
         return _analytic_program(model, get, batch_size)

@@ -208,16 +208,18 @@ def _same_degree(p, q):
 _ARCTAN_UNIT = {32: _same_degree(*_arctan_convergent(10)), 64: _same_degree(*_arctan_convergent(21))}
 
 
-def _sine(q11, q12, q22):
-    """``s = sqrt(q11 q22 − q12²) = sqrt((g − q12)(g + q12))``, clipped at 0 (:func:`_sine_and_angle`)."""
-    minus, plus = _halves(q11, q12, q22)
-    return _root(minus * plus)
+def _arctan_polynomials(small2, big2):
+    """``(P̃, Q̃)``, the convergent's polynomials (:data:`_ARCTAN_UNIT`, by dtype) evaluated
+    homogeneously in ``(small2, big2)``, ``small2 ≤ big2``: ``arctan v = v·P̃/Q̃`` for
+    ``v² = small2/big2``, with no division (:func:`_affine_angle`, :func:`_arcsin_fraction`)."""
+    p, q = _ARCTAN_UNIT[64 if jnp.finfo(big2.dtype).bits > 32 else 32]
+    return _homogeneous_horner(p, small2, big2), _homogeneous_horner(q, small2, big2)
 
 
 def _affine_angle(q11, q12, q22, c0, c1, sine=False):
     r"""``(n, d)`` with ``n / d = c0 + c1·θ``, ``θ = arccos(q12 / sqrt(q11 q22)) ∈ [0, π]``
     (:func:`_sine_and_angle`). With ``sine=True``: ``((n, d), (n', d), s)``, where ``n'`` is formed
-    from ``s = sqrt(q11 q22 − q12²)`` (:func:`_sine`) instead of its own square root, for an
+    from ``s = sqrt(q11 q22 − q12²) = sqrt((g − q12)(g + q12))`` instead of its own square root, for an
     output that needs ``s`` too (the traced polynomials are shared; XLA keeps the two square roots
     apart, one in each output's pass).
 
@@ -251,8 +253,8 @@ def _affine_angle(q11, q12, q22, c0, c1, sine=False):
     steep = minus > plus                                    # θ/2 > π/4; θ = π where plus = 0 < minus
     a = jnp.where(steep, plus, minus) * scale               # ∈ [0, 1]
     b = jnp.maximum(jnp.where(steep, minus, plus) * scale, 0.5)   # ∈ [1, 2] where g > 0
-    p, q = _ARCTAN_UNIT[64 if jnp.finfo(a.dtype).bits > 32 else 32]
-    p_ab, denominator = _homogeneous_horner(p, a, b), b * _homogeneous_horner(q, a, b)
+    p_ab, q_ab = _arctan_polynomials(a, b)
+    denominator = b * q_ab
     # θ = 2·(θ/2) = where(steep, π − 2·arctan √t, 2·arctan √t)
     offset = c0 + c1 * jnp.where(steep, _PI, 0)
     slope = jnp.where(steep, -2 * c1, 2 * c1)
@@ -286,8 +288,8 @@ def _arcsin_fraction(y, w2):
     steep = y2 > w2
     small2, big2 = jnp.where(steep, w2, y2), jnp.where(steep, y2, w2)
     top, bottom = jnp.where(steep, w, y), jnp.where(steep, y, w)
-    p, q = _ARCTAN_UNIT[64 if jnp.finfo(y2.dtype).bits > 32 else 32]
-    p_, d = top * _homogeneous_horner(p, small2, big2), bottom * _homogeneous_horner(q, small2, big2)
+    p_small, q_small = _arctan_polynomials(small2, big2)
+    p_, d = top * p_small, bottom * q_small
     return jnp.where(steep, jnp.sign(y) * (_PI / 2) * d - p_, p_), d, w
 
 
@@ -299,8 +301,8 @@ def _sine_and_angle(q11, q12, q22):
     (:func:`_affine_angle`): both are ``≥ 0``, and ``θ`` equals ``arccos(q12 / g)`` with ``ρ``
     clipped to ``[-1, 1]``, without dividing by the variances. ``g = sqrt(q11)·sqrt(q22)`` takes
     its square roots before broadcasting (``N1 + N2`` of them for an ``(N1, 1)``/``(1, N2)`` pair,
-    not ``N1·N2``). The duals compute the two independently (:func:`_sine`, :func:`_affine_angle`),
-    so that each compiles to one pass over the full-size array.
+    not ``N1·N2``). The duals form ``k`` and ``kdot`` each with its own square root
+    (:func:`_affine_angle`), so that each compiles to one pass over the full-size array.
 
     Correlations within ``8·eps`` of ``±1`` count as exactly ``±1``: ``θ ≈ √(2(1 − |ρ|))`` turns a
     rounding-level difference between ``q12`` and ``g`` (the same input reached by two summation
@@ -311,8 +313,8 @@ def _sine_and_angle(q11, q12, q22):
     ``0`` by convention (module docstring). Every division and square root is guarded, so
     derivatives stay finite on the boundary.
     """
-    n, d = _affine_angle(q11, q12, q22, 0.0, 1.0)
-    return _sine(q11, q12, q22), n / d
+    (n, d), _, s = _affine_angle(q11, q12, q22, 0.0, 1.0, sine=True)
+    return s, n / d
 
 
 # -- the activations ----------------------------------------------------------------------------

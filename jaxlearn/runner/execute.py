@@ -180,6 +180,11 @@ class _Programs:
         self._wait("init")
         return self._init(dynamic)
 
+    def _config(self, dyn, **static):
+        """A member's config inside a program: its traced dynamic values, the group's constants and
+        ``static`` (:func:`_member_config`)."""
+        return _member_config(self.group.config, dyn, **self.constants, **static)
+
     def template(self, dynamic):
         return jax.eval_shape(_init_fn(self.experiment, self.group.config, self.constants), dynamic)
 
@@ -192,7 +197,7 @@ class _Programs:
             module, experiment = self.experiment.module, self.experiment
 
             def member(state, dyn, data):
-                config = _member_config(self.group.config, dyn, **self.constants, segment_steps=length)
+                config = self._config(dyn, segment_steps=length)
                 return _call(module.segment, experiment, state, config, data=data)
 
             def segment(states, dynamic, active, data):
@@ -251,8 +256,7 @@ class _Programs:
         fn = self.experiment.hook("evaluate")
         if fn is not None and self._evaluate is None:
             def evaluate(state, dyn, data):
-                return _call(fn, self.experiment, state, _member_config(self.group.config, dyn, **self.constants),
-                             data=data)
+                return _call(fn, self.experiment, state, self._config(dyn), data=data)
 
             self._evaluate = jax.jit(jax.vmap(evaluate, in_axes=(0, 0, None)))
         return self._evaluate
@@ -262,7 +266,7 @@ class _Programs:
             fn = self.experiment.module.run
 
             def run(dyn, data):
-                return _call(fn, self.experiment, _member_config(self.group.config, dyn, **self.constants), data=data)
+                return _call(fn, self.experiment, self._config(dyn), data=data)
 
             self._run = jax.jit(jax.vmap(run, in_axes=(0, None)))
         return self._run(dynamic, data)
