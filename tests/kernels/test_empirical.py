@@ -167,7 +167,8 @@ def test_structured_recognises_dense_and_conv_weights_and_biases():
         kinds = {paths[t.leaf]: t.kind for t in a.targets}
         assert a.fallback == () and len(kinds) == len(paths), name
         assert all(kind == ("weight" if "'W'" in path else "bias") for path, kind in kinds.items()), kinds
-        heads = sum(bool(t.head) for t in a.targets)  # a pooled head's sums are probed too
+        # the last equation of a pooled head (the sums) or of a linear head is probed too
+        heads = sum(bool(t.head) for t in a.targets) + len(a.linear_heads)
         assert len(a.taps) == len(paths) // 2 + heads, a.taps  # one probe per layer
         assert kernels.choose_method(apply, params, x1) == "structured"
 

@@ -175,6 +175,31 @@ def _head_model(name):
     raise AssertionError(name)
 
 
+def _head_case(apply, shapes, example):
+    """``(analysis, leaf names, check)`` for a model of the head tests: ``check()`` compares the
+    structured kernel with the Jacobian method's in every output convention (two inputs and one;
+    outputs traced, kept, diagonal; the batch diagonal), float64, to 1e-10 relative."""
+    keys = jax.random.split(jax.random.key(0), len(shapes))
+    params = {k: jax.random.normal(key, s) / 2 for key, (k, s) in zip(keys, sorted(shapes.items()))}
+    x1 = jax.random.normal(jax.random.key(1), (4,) + example)
+    x2 = jax.random.normal(jax.random.key(2), (3,) + example)
+    cases = [(b, dict(trace_axes=t)) for b in (x2, None) for t in ((-1,), ())]
+    cases += [(None, dict(trace_axes=(), diagonal_axes=(-1,))), (None, dict(trace_axes=(-1,), diagonal_axes=(0,))),
+              (None, dict(trace_axes=(), diagonal_axes=(0,)))]
+
+    @jax.jit
+    def both(p):
+        return [[kernels.empirical(apply, p, x1, b, method=m, **kw) for m in ("structured", "jacobian")]
+                for b, kw in cases]
+
+    def check():
+        for (got, want), (b, kw) in zip(both(params), cases):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.abs(want).max(),
+                                       err_msg=f"{kw} {b is None}")
+
+    return structured.analyse(apply, params, x1[0]), sorted(shapes), check
+
+
 @F64
 @pytest.mark.parametrize("name", ["nhwc-relu-mean-dense", "nchw-gelu-strided-sum", "pooled-and-read-elsewhere",
                                   "max-over-positions", "normalised-across-channels"])
@@ -184,20 +209,49 @@ def test_pooled_heads_match_the_jacobian_method(name):
     (``_pooled_head_term``) instead of one per output; the models where that structure does not
     hold must not be recognised. Every output convention against the Jacobian method."""
     apply, shapes, example, heads = _head_model(name)
-    keys = jax.random.split(jax.random.key(0), len(shapes))
-    params = {k: jax.random.normal(key, s) / 2 for key, (k, s) in zip(keys, sorted(shapes.items()))}
-    x1 = jax.random.normal(jax.random.key(1), (4,) + example)
-    x2 = jax.random.normal(jax.random.key(2), (3,) + example)
-    names = sorted(shapes)
-    analysis = structured.analyse(apply, params, x1[0])
+    analysis, names, check = _head_case(apply, shapes, example)
     assert {names[t.leaf] for t in analysis.targets if t.head} == heads
-    cases = [(b, dict(trace_axes=t)) for b in (x2, None) for t in ((-1,), ())]
-    cases += [(None, dict(trace_axes=(), diagonal_axes=(-1,))), (None, dict(trace_axes=(-1,), diagonal_axes=(0,)))]
+    check()
 
-    @jax.jit
-    def both(p):
-        return [[kernels.empirical(apply, p, x1, b, method=m, **kw) for m in ("structured", "jacobian")]
-                for b, kw in cases]
+# name: (apply(params, x), leaf shapes, example shape, the leaves whose tap gets a linear head).
+LINEAR_HEADS = {
+    "mlp-relu-then-dense": (  # the last hidden layer of an MLP; the output layer's tap is the output
+        lambda p, x: jax.nn.relu(0.7 * (x @ p["W1"]) + p["b1"]) @ p["W2"] + p["b2"],
+        dict(W1=(3, 5), b1=(5,), W2=(5, 2), b2=(2,)), (3,), {"W1", "b1"}),
+    "tail-reads-z-twice-offset-by-the-input": (  # z sliced and multiplied; an offset may depend on x
+        lambda p, x: (lambda z: (z @ p["W2"]) / 3.0 + 0.5 * z[:, :2] + jnp.sum(x ** 2))(
+            jnp.tanh(x @ p["W1"] + p["b1"])),
+        dict(W1=(3, 5), b1=(5,), W2=(5, 2)), (3,), {"W1", "b1", "W2"}),
+    "two-values-of-the-region-leave": (  # z and 2z are both read by products: not one m per entry
+        lambda p, x: (lambda z: z @ p["W2"] + (z * 2.0) @ p["W3"])(jnp.tanh(x @ p["W1"] + p["b1"])),
+        dict(W1=(3, 5), b1=(5,), W2=(5, 2), W3=(5, 2)), (3,), {"W2", "W3"}),
+    "coefficient-depending-on-the-input": (  # an input-dependent scale is elementwise before the output only
+        lambda p, x: (jax.nn.relu(x @ p["W1"] + p["b1"]) @ p["W2"]) * jnp.sum(x),
+        dict(W1=(3, 5), b1=(5,), W2=(5, 2)), (3,), {"W2"}),
+    "two-values-leave": (  # y reaches the output unactivated as well
+        lambda p, x: (lambda y: jax.nn.relu(y) @ p["W2"] + y @ p["W3"])(x @ p["W1"] + p["b1"]),
+        dict(W1=(3, 5), b1=(5,), W2=(5, 2), W3=(5, 2)), (3,), {"W2", "W3"}),
+    "nonlinear-tail": (
+        lambda p, x: jnp.tanh(jax.nn.relu(x @ p["W1"] + p["b1"]) @ p["W2"]),
+        dict(W1=(3, 5), b1=(5,), W2=(5, 2)), (3,), {"W2"}),
+    "dense-at-several-positions": (  # weights shared across positions: no Gram of one tap
+        lambda p, x: jnp.tanh(x @ p["W1"] + p["b1"]) @ p["W2"],
+        dict(W1=(4, 5), b1=(5,), W2=(5, 2)), (3, 4), set()),
+}
 
-    for (got, want), (b, kw) in zip(both(params), cases):
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.abs(want).max(), err_msg=f"{kw} {b is None}")
+
+@F64
+@pytest.mark.parametrize("name", list(LINEAR_HEADS))
+def test_linear_heads_match_the_jacobian_method(name):
+    """A tap whose output reaches the outputs through elementwise operations and then a map linear
+    in their result with input-independent coefficients (the last hidden layer of an MLP) has
+    cotangents ``m ⊙ V_o`` with ``V`` the same for every example: its Gram matrix is one product
+    over the layer's width (``_linear_head_gram``) instead of one over outputs × width. Which taps
+    are recognised, and every output convention against the Jacobian method."""
+    apply, shapes, example, heads = LINEAR_HEADS[name]
+    analysis, names, check = _head_case(apply, shapes, example)
+    assert analysis.fallback == ()
+    tapped = {tap for tap, _ in analysis.linear_heads}
+    assert {names[t.leaf] for t in analysis.targets if t.tap in tapped} == heads
+    assert all(head[-1] in analysis.taps for _, head in analysis.linear_heads)
+    check()
