@@ -148,14 +148,14 @@ def compare(nt_python: str, rounds: int = ROUNDS) -> dict:
 
 def compare_nt() -> dict | None:
     """The benchmark ``make bench`` runs when ``NT_PYTHON`` is set (skipped, ``None``, otherwise)."""
-    from benchmarks.harness import report
+    from benchmarks.harness import check, report
 
     nt_python = os.environ.get("NT_PYTHON")
     if not nt_python:
         print("compare_nt: NT_PYTHON not set; skipped (see benchmarks/compare_nt.py for the environment)")
         return None
     best = compare(nt_python)
-    cases, extra = {}, {"missed": [], "ratios": {}}
+    cases, extra = {}, {"ratios": {}}
     for case, goal in CASES.items():
         ours = best[case]["jaxlearn"]
         theirs = best[case]["neural-tangents"]
@@ -167,11 +167,8 @@ def compare_nt() -> dict | None:
             cases[f"{case} neural-tangents {method}"] = seconds
         for method, seconds in ours.items():
             cases[f"{case} jaxlearn {method}"] = seconds
-        verdict = "met" if ratio <= goal else "MISSED"
-        print(f"  {case}: jaxlearn {ours_main * 1e3:.1f} ms / neural-tangents best {theirs_best * 1e3:.1f} ms = "
-              f"{ratio:.2f} (goal <= {goal}): {verdict}")
-        if ratio > goal:
-            extra["missed"].append(f"{case}: jaxlearn / neural-tangents = {ratio:.2f} > {goal}")
+        check(extra, f"{case}: jaxlearn {ours_main * 1e3:.1f} ms / neural-tangents' best {theirs_best * 1e3:.1f} ms",
+              ratio, goal)
     baseline = next(iter(cases))
     return report("compare_nt", cases, baseline=baseline, target={}, extra=extra)
 

@@ -33,11 +33,29 @@ def interleaved_best(calls: dict, rounds: int, repeats: int) -> dict[str, float]
     return best
 
 
+def check(extra: dict, what: str, value: float, goal: float, *, at_most: bool = True, unit: str = "×",
+          digits: int = 2) -> bool:
+    """Records a target of the benchmark, ``what``'s ``value`` against ``goal`` (at most, or at
+    least), in ``extra["checks"]``: :func:`report` prints it, ``make bench`` puts it in the summary's
+    table of targets and exits non-zero when one is not met. Returns whether it is met."""
+    met = bool(value <= goal if at_most else value >= goal)
+    extra.setdefault("checks", []).append({
+        "check": what, "value": float(value), "goal": float(goal), "at_most": at_most, "met": met,
+        "shown": f"{value:.{digits}f}{unit}", "target": f"{'≤' if at_most else '≥'} {goal:g}{unit}"})
+    return met
+
+
+def print_checks(payload: dict) -> None:
+    """One line per target recorded by :func:`check`, with its verdict."""
+    for c in payload.get("checks", ()):
+        print(f"  {c['check']}: {c['shown']} (target {c['target']}): {'met' if c['met'] else 'MISSED'}")
+
+
 def report(name: str, cases: dict[str, float], baseline: str, target: dict[str, float], out_dir: str = "bench_results",
            extra: dict | None = None):
-    """Prints absolute times and ratios against ``baseline`` (measured in the same run) and writes
-    ``<out_dir>/<name>.json`` atomically. ``target`` maps a case to its required speed-up; ``extra``
-    adds fields to the JSON."""
+    """Prints absolute times and ratios against ``baseline`` (measured in the same run), then the
+    targets recorded by :func:`check`, and writes ``<out_dir>/<name>.json`` atomically. ``target``
+    maps a case to its required speed-up; ``extra`` adds fields to the JSON."""
     base = cases[baseline]
     print(f"\n== {name} ({jax.devices()[0].platform}, {os.cpu_count()} cpus) ==")
     rows = {}
@@ -57,6 +75,7 @@ def report(name: str, cases: dict[str, float], baseline: str, target: dict[str, 
         "cpus": os.cpu_count(),
         **(extra or {}),
     }
+    print_checks(payload)
     os.makedirs(out_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".json")
     with os.fdopen(fd, "w") as f:

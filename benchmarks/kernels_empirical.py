@@ -10,7 +10,8 @@ contraction measured in the same run:
   neural-tangents 188 ms (Jacobian contraction), 153 ms (structured). Target: ``auto`` ≤ 150 ms.
 
 ``kernels_empirical_auto`` — a grid of (architecture, N, outputs) cases: every method and
-``auto``; target: ``auto`` within 1.2× of the fastest method on every case (the time of the
+``auto``; target: ``auto`` within 1.1× of the fastest method on every case that takes ≥ 10 ms,
+within 1.2× below that, where timer noise dominates (the time of the
 choice itself, a trace of the model, is inside ``auto``'s jitted call only once: it happens at
 trace time, so the warm calls timed here exclude it; it is printed separately).
 """
@@ -21,12 +22,13 @@ import time
 
 import jax
 
-from benchmarks.harness import best_time, report
+from benchmarks.harness import best_time, check, report
 from jaxlearn import kernels, nn
 
 _NTK = dict(parameterization="ntk")
 _TARGETS_MS = {"mlp": 13.0, "cnn": 150.0}
-_AUTO_SLACK = 1.2
+_AUTO_SLACK = 1.1             # auto / the fastest method, on cases of >= 10 ms
+_AUTO_SLACK_SHORT = 1.2       # below 10 ms
 
 
 def _mlp(width=512, depth=3, outputs=10):
@@ -62,7 +64,7 @@ def _times(model, x, methods, repeats=3):
 
 
 def kernels_empirical() -> dict:
-    cases, extra = {}, {"missed": []}
+    cases, extra = {}, {}
     for name, model, x in [("mlp", _mlp(), jax.random.normal(jax.random.key(0), (128, 64))),
                            ("cnn", _cnn(), jax.random.normal(jax.random.key(0), (64, 16, 16, 3)))]:
         times, choice, _ = _times(model, x, ("jacobian", "ntvp", "structured", "auto"))
@@ -71,10 +73,9 @@ def kernels_empirical() -> dict:
         auto_ms = times["auto"] * 1e3
         extra[f"{name}_auto_ms"] = auto_ms
         extra[f"{name}_auto_choice"] = choice
-        if auto_ms > _TARGETS_MS[name]:
-            extra["missed"].append(f"{name} auto {auto_ms:.1f} ms > {_TARGETS_MS[name]:g} ms")
+        check(extra, f"{name} auto", auto_ms, _TARGETS_MS[name], unit=" ms", digits=1)
         extra[f"{name}_ratio_to_own_jacobian"] = {m: t / times["jacobian"] for m, t in times.items()}
-        print(f"  {name}: auto -> {choice}, {auto_ms:.1f} ms (target <= {_TARGETS_MS[name]:g} ms); vs its own "
+        print(f"  {name}: auto -> {choice}, {auto_ms:.1f} ms; vs its own "
               f"Jacobian contraction: " + ", ".join(f"{m} {t / times['jacobian']:.3f}x" for m, t in times.items()))
     return report("kernels_empirical", cases, baseline="mlp jacobian", target={}, extra=extra)
 
@@ -91,15 +92,14 @@ def _grid():
 
 
 def kernels_empirical_auto() -> dict:
-    cases, extra = {}, {"missed": [], "auto_over_best": {}}
+    cases, extra = {}, {"auto_over_best": {}}
     for name, model, x in _grid():
         times, choice, choose_s = _times(model, x, ("jacobian", "ntvp", "structured", "auto"), repeats=3)
         best = min(v for k, v in times.items() if k != "auto")
         ratio = times["auto"] / best
         cases[f"{name} auto"] = times["auto"]
         extra["auto_over_best"][name] = ratio
-        if ratio > _AUTO_SLACK:
-            extra["missed"].append(f"{name}: auto {ratio:.2f}x the best method")
+        check(extra, f"{name}: auto / the best method", ratio, _AUTO_SLACK if best >= 0.01 else _AUTO_SLACK_SHORT)
         print(f"  {name}: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in times.items())
               + f"; auto -> {choice} ({ratio:.2f}x best; choosing took {choose_s * 1e3:.0f} ms)")
     first = next(iter(cases))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from benchmarks.harness import interleaved_best, report
+from benchmarks.harness import check, interleaved_best, print_checks, report
 from jaxlearn import nn, rules, train
 
 NUM_STEPS, BATCH, WIDTHS, IN_DIM, OUT_DIM, ROUNDS = 200, 128, (256, 256), 64, 10, 5
@@ -111,11 +111,13 @@ def rules_residual_bytes():
     full = rules.residual_bytes(jax.nn.relu, x)
     two_bit = rules.residual_bytes(rules.few_bit("relu", 2), x)
     ratio = two_bit / full
-    print(f"\n== rules_residual_bytes ==\n  ReLU float32 residual {full} B, 2-bit few-bit {two_bit} B: "
-          f"{ratio:.4f} of float32 (target <= 1/8: {'met' if ratio <= 1 / 8 else 'MISSED'}; "
-          f"1/16 with packing: {'met' if ratio <= 1 / 16 else 'not met'})")
-    return {"benchmark": "rules_residual_bytes", "cases": {}, "float32_bytes": full, "two_bit_bytes": two_bit,
-            "residual_ratio": ratio, "residual_target_met": ratio <= 1 / 8}
+    payload = {"benchmark": "rules_residual_bytes", "cases": {}, "float32_bytes": full, "two_bit_bytes": two_bit,
+               "residual_ratio": ratio}
+    check(payload, "2-bit few-bit ReLU residual / float32's", ratio, 1 / 8, unit="", digits=4)
+    print(f"\n== rules_residual_bytes ==\n  ReLU float32 residual {full} B, 2-bit few-bit {two_bit} B "
+          f"(1/16 with packing: {'met' if ratio <= 1 / 16 else 'not met'})")
+    print_checks(payload)
+    return payload
 
 
 BENCHMARKS = [rules_step_time, rules_residual_bytes]

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.harness import best_time, interleaved_best, report
+from benchmarks.harness import best_time, check, interleaved_best, report
 from jaxlearn import data, nn, train
 
 _SLACK = 1.1
@@ -98,12 +98,7 @@ def _handwritten(x, y, batches: str):
 
 
 def _check_ratio(extra: dict, name: str, ours: float, reference: float) -> None:
-    ratio = ours / reference
-    extra.setdefault("ratios_to_reference", {})[name] = ratio
-    verdict = "met" if ratio <= _SLACK else "MISSED"
-    print(f"  {name}: {ratio:.2f}x its hand-written reference (target <= {_SLACK}x): {verdict}")
-    if ratio > _SLACK:
-        extra.setdefault("missed", []).append(f"{name}: {ratio:.2f}x its hand-written reference > {_SLACK}x")
+    check(extra, f"{name} / its hand-written reference", ours / reference, _SLACK)
 
 
 def scan_vs_python_loop():
@@ -129,7 +124,7 @@ def scan_vs_python_loop():
     ours, ref = "lax.scan (train.train)", "reference: hand-written jnp scan, same batches (get_batch)"
     cases.update(interleaved_best({ours: lambda: scanned(0, 0.1), ref: lambda: reference(0, 0.1)}, rounds=3,
                                   repeats=5))
-    extra = {"missed": []}
+    extra = {}
     _check_ratio(extra, ours, cases[ours], cases[ref])
     return report("scan_vs_python_loop", cases, "python loop of jitted steps", {}, extra=extra)
 
@@ -158,7 +153,7 @@ def population_vs_sequential():
     }
     cases = {f"{POPULATION} runs one after another": best_time(sequential, repeats=2)}
     cases.update(interleaved_best(timed, rounds=3, repeats=2))
-    extra = {"missed": []}
+    extra = {}
     names = list(timed)
     _check_ratio(extra, "own data orders", cases[names[0]], cases[names[2]])
     _check_ratio(extra, "one shared data order", cases[names[1]], cases[names[3]])

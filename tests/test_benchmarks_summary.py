@@ -2,7 +2,10 @@
 
 import pathlib
 
+import pytest
+
 from benchmarks.__main__ import missed_targets, parts, summary, write_summary
+from benchmarks.harness import check
 
 
 def payload(speedup, target, **extra):
@@ -12,13 +15,32 @@ def payload(speedup, target, **extra):
             **extra}
 
 
-def test_missed_targets_lists_ratios_below_target_and_named_checks():
+def checked(*targets):
+    """A payload with one :func:`check` per ``(what, value, goal, at_most)``."""
+    extra = {}
+    for what, value, goal, at_most in targets:
+        check(extra, what, value, goal, at_most=at_most)
+    return payload(2.0, None, **extra)
+
+
+@pytest.mark.parametrize("value, goal, at_most, met", [(0.48, 0.55, True, True), (0.55, 0.55, True, True),
+                                                       (0.56, 0.55, True, False), (2.4, 2.0, False, True),
+                                                       (1.9, 2.0, False, False)])
+def test_a_check_is_met_on_the_side_of_its_goal(value, goal, at_most, met):
+    (c,) = checked(("ratio", value, goal, at_most))["checks"]
+    assert c["met"] is met and c["target"] == f"{'≤' if at_most else '≥'} {goal:g}×"
+    assert missed_targets("demo", checked(("ratio", value, goal, at_most))) == (
+        [] if met else [f"demo: ratio {value:.2f}× (target {c['target']})"])
+
+
+def test_missed_targets_lists_ratios_below_target_checks_and_messages():
     assert missed_targets("demo", payload(2.0, 1.5)) == []
     assert missed_targets("demo", payload(1.2, 1.5)) == ["demo: ours"]
-    assert missed_targets("demo", payload(2.0, None, missed=["peak memory 3.1x > 2.5x"])) == [
-        "demo: peak memory 3.1x > 2.5x"]
-    assert missed_targets("demo", payload(2.0, None, load_under_1s=False, load_seconds=1.5)) == [
-        "demo: runner.load took 1.50 s >= 1 s"]
+    assert missed_targets("demo", payload(2.0, None, missed=["flat draws give other parameters"])) == [
+        "demo: flat draws give other parameters"]
+    assert missed_targets("demo", checked(("mlp / neural-tangents", 0.58, 0.55, True),
+                                          ("cnn / neural-tangents", 0.5, 0.7, True))) == [
+        "demo: mlp / neural-tangents 0.58× (target ≤ 0.55×)"]
 
 
 def test_summary_has_one_row_per_case_with_ratio_target_and_verdict(tmp_path):
@@ -31,9 +53,20 @@ def test_summary_has_one_row_per_case_with_ratio_target_and_verdict(tmp_path):
     assert "| slow | ours | 416.7 | 1.20× | ≥ 1.5× | **missed** |" in rows
     assert "| fast | reference (baseline) | 500.0 | 1.00× |  |  |" in rows
     assert text.rstrip().endswith("* slow: ours") and "# Benchmarks (2026-12-06)" in text
+    assert "## Targets" in text
     path = write_summary(text, str(tmp_path))
     assert pathlib.Path(path).read_text(encoding="utf-8") == text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.md"]
+
+
+def test_summary_has_one_row_per_check_with_value_target_and_verdict():
+    payloads = {"compare": checked(("mlp / neural-tangents", 0.58, 0.55, True), ("cnn / neural-tangents", 0.5, 0.7,
+                                                                               True))}
+    text = summary(payloads, missed_targets("compare", payloads["compare"]), when="2026-12-06")
+    targets = text.split("## Targets")[1]
+    assert "| compare | mlp / neural-tangents | 0.58× | ≤ 0.55× | **missed** |" in targets
+    assert "| compare | cnn / neural-tangents | 0.50× | ≤ 0.7× | met |" in targets
+    assert targets.rstrip().endswith("* compare: mlp / neural-tangents 0.58× (target ≤ 0.55×)")
 
 
 def test_a_benchmark_of_several_payloads_is_summarised_part_by_part():
