@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import jax
 
-from benchmarks.harness import best_time, check, report
+from benchmarks.harness import check, interleaved_best, report
 from jaxlearn import kernels, nn
 from jaxlearn.compat.neural_tangents import stax
 
@@ -43,10 +43,7 @@ def compat_nt_mlp() -> dict:
         x1 = jax.random.normal(jax.random.key(0), (n, 64))
         x2 = jax.random.normal(jax.random.key(1), (n, 64))
         calls = {"native": lambda: native(x1, x2), "compat": lambda: tuple(kernel_fn(x1, x2, ("nngp", "ntk")))}
-        best = dict.fromkeys(calls, float("inf"))
-        for r in range(2 * _ROUNDS):  # alternate which side goes first
-            for side in (("native", "compat") if r % 2 == 0 else ("compat", "native")):
-                best[side] = min(best[side], best_time(calls[side], repeats=5))
+        best = interleaved_best(calls, rounds=2 * _ROUNDS, repeats=5)  # each side first every other round
         t_native, t_compat = best["native"], best["compat"]
         cases[f"native analytic {n}x{n}"] = t_native
         cases[f"compat kernel_fn {n}x{n}"] = t_compat

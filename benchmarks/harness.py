@@ -25,11 +25,12 @@ def best_time(fn, repeats: int = 3) -> float:
 
 def interleaved_best(calls: dict, rounds: int, repeats: int) -> dict[str, float]:
     """The best :func:`best_time` (``repeats`` calls) of each of ``calls`` (name -> function) over
-    ``rounds`` rounds that time every call in turn: load on a shared machine hits every case alike."""
+    ``rounds`` rounds that time every call in turn, in reverse order every other round: load on a
+    shared machine, and whatever the previous call leaves behind, hit every case alike."""
     best = dict.fromkeys(calls, float("inf"))
-    for _ in range(rounds):
-        for name, fn in calls.items():
-            best[name] = min(best[name], best_time(fn, repeats=repeats))
+    for r in range(rounds):
+        for name in (list(calls) if r % 2 == 0 else list(reversed(calls))):
+            best[name] = min(best[name], best_time(calls[name], repeats=repeats))
     return best
 
 

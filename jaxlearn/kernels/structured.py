@@ -56,7 +56,15 @@ import numpy as np
 
 from jaxlearn._jaxpr.equations import bind, called_program, is_literal, readers
 from jaxlearn._jaxpr.interpreter import Interpreter
-from jaxlearn._jaxpr.primitives import BROADCASTS, CONVERSIONS, ELEMENTWISE, LINEAR_UNARY, PRODUCTS, REARRANGEMENTS
+from jaxlearn._jaxpr.primitives import (
+    BILINEAR,
+    BROADCASTS,
+    CONVERSIONS,
+    ELEMENTWISE,
+    LINEAR_UNARY,
+    PRODUCTS,
+    REARRANGEMENTS,
+)
 from jaxlearn._jaxpr.tracing import trace_per_example
 from jaxlearn.kernels.contract import contract, fully_traced
 
@@ -260,12 +268,9 @@ def analyse(f: Callable, params, x_example) -> Analysis:
     fallback = tuple(i for i in range(n) if i not in chosen)
     pooled = {t.tap for t in targets if t.head}
     gram_taps = sorted({t.tap for t in targets if _gram_target(t)} - pooled, key=flow.position.__getitem__)
-    if gram_taps:
-        dependent = _input_dependent(program, n)
-        found = ((tap, _linear_head(tap, reads, flow.position, dependent)) for tap in gram_taps)
-        linear_heads = tuple((tap, head) for tap, head in found if head is not None)
-    else:
-        linear_heads = ()
+    dependent = _input_dependent(program, n) if gram_taps else set()
+    linear_heads = tuple((tap, head) for tap in gram_taps
+                         if (head := _linear_head(tap, reads, flow.position, dependent)) is not None)
     taps = {t.tap for t in targets} | {t.head[-1] for t in targets if t.head} | {h[-1] for _, h in linear_heads}
     taps = tuple(sorted(taps, key=flow.position.__getitem__))
     sizes = [math.prod(leaf.shape) for leaf in leaves]
@@ -440,7 +445,7 @@ def _linear_head(tap, reads, position, dependent):
         name = eqn.primitive.name
         if name in _LINEAR_IN_EACH:
             linear = True
-        elif name in ("mul", "dot_general"):
+        elif name in BILINEAR:
             linear = sum(ins) == 1 and not any(not is_literal(v) and v in dependent for v, i in zip(eqn.invars, ins)
                                                if not i)
         elif name == "div":
@@ -520,7 +525,7 @@ class _Probed(Interpreter):
         for tap, head in heads.items():
             self.head_end.setdefault(head[-1], []).append((tap, head))
         self.head_eqns = {e for h in heads.values() for e in h}
-        self.derivative_of = set(heads)
+        self.head_taps = set(heads)
         self.tap_out = {}     # tap of a head -> its output (probe included)
         self.seen = {}        # equation of a head -> its inputs
         self.derivative = {}  # tap of a head -> m (:meth:`head_derivative`)
@@ -535,7 +540,7 @@ class _Probed(Interpreter):
             self.factor[eqn.outvars[0]] = self.factor[eqn.invars[pos]] * jnp.ravel(ins[1 - pos])[0]
         if eqn in self.eps:
             outs = [outs[0] + self.eps[eqn]]
-        if eqn in self.derivative_of:
+        if eqn in self.head_taps:
             self.tap_out[eqn] = outs[0]
         if eqn in self.head_eqns:
             self.seen[eqn] = list(ins)

@@ -222,6 +222,9 @@ LINEAR_HEADS = {
         lambda p, x: (lambda z: (z @ p["W2"]) / 3.0 + 0.5 * z[:, :2] + jnp.sum(x ** 2))(
             jnp.tanh(x @ p["W1"] + p["b1"])),
         dict(W1=(3, 5), b1=(5,), W2=(5, 2)), (3,), {"W1", "b1", "W2"}),
+    "convolution-in-the-tail": (  # a filter is a product with an input-independent operand too
+        lambda p, x: _conv(jnp.tanh(x @ p["W1"] + p["b1"])[:, :, None], p["K"]).reshape(x.shape[0], -1),
+        dict(W1=(3, 6), b1=(6,), K=(2, 1, 2)), (3,), {"W1", "b1"}),
     "two-values-of-the-region-leave": (  # z and 2z are both read by products: not one m per entry
         lambda p, x: (lambda z: z @ p["W2"] + (z * 2.0) @ p["W3"])(jnp.tanh(x @ p["W1"] + p["b1"])),
         dict(W1=(3, 5), b1=(5,), W2=(5, 2), W3=(5, 2)), (3,), {"W2", "W3"}),
